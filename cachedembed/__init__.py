@@ -1,0 +1,68 @@
+"""cachedembed: a persistent caching layer for embedding functions.
+
+>>> from cachedembed import Cached
+>>> from cachedembed.embedding_functions import DefaultEmbeddingFunction
+>>> ef = Cached(DefaultEmbeddingFunction())       # doctest: +SKIP
+>>> vectors = ef(["first doc", "second doc"])      # doctest: +SKIP
+
+The public API is what this module exports; everything else is private.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from .errors import (
+    CachedEmbedError,
+    ConfigurationError,
+    InvalidInputError,
+    ProviderError,
+    ProviderResponseError,
+    StoreError,
+)
+
+if TYPE_CHECKING:
+    from .cached import Cached, cached
+    from .stores import Store, open_store
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Cached",
+    "CachedEmbedError",
+    "ConfigurationError",
+    "InvalidInputError",
+    "ProviderError",
+    "ProviderResponseError",
+    "Store",
+    "StoreError",
+    "__version__",
+    "cached",
+    "open_store",
+]
+
+_LAZY = {
+    "Cached": ".cached",
+    "cached": ".cached",
+    "Store": ".stores",
+    "open_store": ".stores",
+}
+
+
+def __getattr__(name: str) -> Any:
+    # numpy, SQLAlchemy and friends load on first use, keeping `import cachedembed` light.
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'cachedembed' has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(module, __name__), name)
+
+
+def _install_chroma_hook() -> None:
+    from .chroma import install_hook
+
+    install_hook()
+
+
+_install_chroma_hook()

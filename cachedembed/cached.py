@@ -1,0 +1,568 @@
+"""``Cached``: the caching wrapper around any embedding function, and the ``@cached`` decorator.
+
+The hit path is the product: one hash per text, one batched primary-key lookup, one
+``numpy.frombuffer`` over the joined blobs, no per-row Python objects beyond the DB
+driver's tuples. Only misses reach the provider, each distinct text once, each batch
+written (vectors, tokens and the stats that paid for them in one transaction) as soon
+as it arrives.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import unicodedata
+import warnings
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+
+from .embedding_functions._base import EmbeddedBatch, ProviderEmbeddingFunction, as_matrix, check_texts
+from .errors import ConfigurationError, ProviderResponseError
+from .identity import foreign_identity
+from .keys import HashName, ItemHasher, NamespaceSpec, Role
+from .stores import Store, open_store
+from .stores.base import FLAG_TOKENS_ESTIMATED, EntryBatch, Namespace
+from .usage import UsageDelta, apportion, estimate_tokens, today
+
+log = logging.getLogger("cachedembed")
+
+StorageDtype = Literal["float32", "float16"]
+UnicodeForm = Literal["NFC", "NFD", "NFKC", "NFKD"]
+
+_ITEMSIZE = {"float32": 4, "float16": 2}
+
+
+@dataclass
+class _Found:
+    """Result of a lookup: positions (into the unique ids) found intact, and their columns."""
+
+    pos: np.ndarray
+    vectors: np.ndarray
+    tokens: np.ndarray
+    flags: np.ndarray
+    used: np.ndarray
+    stale: list[int]
+    """Ids of damaged entries of this namespace (wrong length), to replace."""
+
+
+@dataclass
+class _Namespaced:
+    """Per-role state, resolved once per wrapper: namespace row, hasher, storage dtype."""
+
+    ns: Namespace
+    hasher: ItemHasher
+    dtype: np.dtype[Any]
+
+
+class _ForeignEmbedder:
+    """Presents a Chroma-protocol function (or a plain callable) as batches of vectors."""
+
+    def __init__(self, ef: Any, batch_size: int, call: Callable[[list[str], Role], Any] | None = None) -> None:
+        self.ef = ef
+        self.batch_size = batch_size
+        self.bypass_cache = False
+        self._call = call or self._chroma_call
+        self.label = _label(ef)
+
+    def _chroma_call(self, texts: list[str], role: Role) -> Any:
+        if role == "query" and callable(getattr(self.ef, "embed_query", None)):
+            return self.ef.embed_query(input=texts)
+        return self.ef(input=texts)
+
+    def embed_batches(self, texts: Sequence[str], role: Role) -> Iterator[EmbeddedBatch]:
+        for start in range(0, len(texts), self.batch_size):
+            chunk = list(texts[start : start + self.batch_size])
+            vectors = self._call(chunk, role)
+            if isinstance(vectors, list) and vectors and isinstance(vectors[0], np.ndarray):
+                vectors = np.stack(vectors) if len({v.shape for v in vectors}) == 1 else [list(v) for v in vectors]
+            yield EmbeddedBatch(start, as_matrix(self.label, vectors, len(chunk)), None)
+
+
+def _label(ef: Any) -> str:
+    name = getattr(ef, "name", None)
+    try:
+        value = name() if callable(name) else None
+    except Exception:
+        value = None
+    return value if isinstance(value, str) else type(ef).__name__
+
+
+class Cached:
+    """A persistent, content-addressed cache in front of an embedding function.
+
+    ``Cached(ef)`` is itself a Chroma embedding function: pass it to a collection, call
+    it with documents, or ``embed_query`` with queries. Guarantees:
+
+    * The result has one float32 vector per input, in input order, bit-identical to what
+      the provider returned when the text was first embedded.
+    * Only texts missing from the cache reach the provider; duplicates inside a call and
+      concurrent requests for the same text (threads or tasks of one process) are
+      embedded once.
+    * Each provider batch is cached as soon as it arrives, with the tokens it cost and
+      the counters that paid for it, in one transaction: a later failure keeps it.
+    * Bad input raises :class:`~cachedembed.errors.InvalidInputError` before any
+      lookup or provider call. Malformed provider output raises and is never cached.
+
+    Args:
+        ef: The function to wrap: any object with Chroma's ``__call__(input)`` (and
+            optionally ``embed_query``, ``name``, ``get_config``), including
+            cachedembed's own provider classes.
+        cache: A store or URL (``sqlite:///path.db``, ``diskcache:///dir``, ``memory://``,
+            ``postgresql+psycopg://...``). Default: ``$CACHEDEMBED_URL`` or a SQLite
+            file in the user cache folder.
+        namespace: Explicit namespace instead of one derived from ``ef``; required when
+            ``ef`` has no ``name()``.
+        store_text: Also keep each text (off by default, for privacy), so an export can
+            be re-embedded with another model.
+        dtype: ``"float32"`` (exact) or ``"float16"`` (half the space; values rounded to
+            float16, both when embedded and when served, so results are consistent).
+        hash: ``"xxh3"`` (fast, default) or ``"blake2b"`` (keyed with
+            ``$CACHEDEMBED_HASH_KEY``; collision resistant, for caches shared with
+            untrusted writers).
+        normalize_unicode: Normalise texts to this Unicode form before hashing and
+            embedding, so NFC and NFD spellings share entries. Off by default: texts are
+            keyed byte for byte.
+        batch_size: Texts per call to a foreign ``ef`` (cachedembed's own functions
+            batch to their provider's limits themselves).
+    """
+
+    def __init__(
+        self,
+        ef: Any,
+        cache: Store | str | None = None,
+        *,
+        namespace: str | None = None,
+        store_text: bool = False,
+        dtype: StorageDtype = "float32",
+        hash: HashName = "xxh3",
+        normalize_unicode: UnicodeForm | None = None,
+        batch_size: int = 256,
+    ) -> None:
+        if dtype not in _ITEMSIZE:
+            raise ConfigurationError(f"dtype must be 'float32' or 'float16', got {dtype!r}")
+        if normalize_unicode not in (None, "NFC", "NFD", "NFKC", "NFKD"):
+            raise ConfigurationError(f"normalize_unicode must be NFC, NFD, NFKC, NFKD or None, got {normalize_unicode!r}")
+        if isinstance(ef, Cached):
+            raise ConfigurationError("ef is already Cached; wrap the inner function once")
+        self.ef = ef
+        self.store: Store = cache if isinstance(cache, Store) else open_store(cache)
+        self.namespace = namespace
+        self.store_text = store_text
+        self.dtype: StorageDtype = dtype
+        self.hash: HashName = hash
+        self.normalize_unicode = normalize_unicode
+        self.batch_size = batch_size
+        self._embedder: Any = ef if isinstance(ef, ProviderEmbeddingFunction) else _ForeignEmbedder(ef, batch_size)
+        self._roles: dict[Role, _Namespaced] = {}
+        self._warned_bypass = False
+
+    # -- identity ----------------------------------------------------------------
+
+    def identity(self, role: Role) -> dict[str, Any]:
+        """The model identity for ``role`` that names this wrapper's namespace."""
+        if self.namespace is not None:
+            base: dict[str, Any] = {"provider": "custom", "namespace": self.namespace}
+        elif hasattr(self._embedder, "cache_identity"):
+            base = dict(self._embedder.cache_identity(role))
+        else:
+            base = foreign_identity(self.ef)
+        if self.normalize_unicode:
+            base["unicode"] = self.normalize_unicode
+        return base
+
+    def spec(self, role: Role) -> NamespaceSpec:
+        return NamespaceSpec(identity=self.identity(role), role=role, dtype=self.dtype, hash=self.hash)
+
+    def _role(self, role: Role) -> _Namespaced:
+        state = self._roles.get(role)
+        if state is None:
+            spec = self.spec(role)
+            state = _Namespaced(self.store.namespace(spec), ItemHasher(spec), np.dtype(self.dtype).newbyteorder("<"))
+            self._roles[role] = state
+        return state
+
+    # -- Chroma's EmbeddingFunction protocol --------------------------------------
+
+    def __call__(self, input: Sequence[str]) -> list[np.ndarray]:
+        """Embed documents through the cache; one float32 vector per input, in order."""
+        return list(self.embed(input, "document"))
+
+    def embed_query(self, input: Sequence[str]) -> list[np.ndarray]:
+        """Embed queries through the cache (kept apart from documents)."""
+        return list(self.embed(input, "query"))
+
+    async def acall(self, input: Sequence[str]) -> list[np.ndarray]:
+        """``__call__`` for async code: store and provider I/O run in a worker thread."""
+        return list(await asyncio.to_thread(self.embed, input, "document"))
+
+    async def aembed_query(self, input: Sequence[str]) -> list[np.ndarray]:
+        """``embed_query`` for async code; single-flight holds across tasks and threads."""
+        return list(await asyncio.to_thread(self.embed, input, "query"))
+
+    @staticmethod
+    def name() -> str:
+        return "cachedembed"
+
+    def get_config(self) -> dict[str, Any]:
+        from .chroma import wrapper_config
+
+        return wrapper_config(self)
+
+    @staticmethod
+    def build_from_config(config: Mapping[str, Any]) -> Cached:
+        from .chroma import wrapper_from_config
+
+        return wrapper_from_config(config)
+
+    def is_legacy(self) -> bool:
+        return False
+
+    def default_space(self) -> str:
+        fn = getattr(self.ef, "default_space", None)
+        return fn() if callable(fn) else "l2"
+
+    def supported_spaces(self) -> list[str]:
+        fn = getattr(self.ef, "supported_spaces", None)
+        return list(fn()) if callable(fn) else ["cosine", "l2", "ip"]
+
+    @staticmethod
+    def validate_config(config: Mapping[str, Any]) -> None:
+        if "inner" not in config and "namespace" not in config:
+            raise ValueError("cachedembed config needs the wrapped function ('inner') or a namespace")
+
+    def validate_config_update(self, old_config: Mapping[str, Any], new_config: Mapping[str, Any]) -> None:
+        return None
+
+    # -- the cache ----------------------------------------------------------------
+
+    def embed(self, input: Sequence[str], role: Role = "document") -> np.ndarray:
+        """Embed ``input`` for ``role`` through the cache; an (n, dim) float32 matrix in input order."""
+        texts = check_texts(input)
+        if self.normalize_unicode:
+            form = self.normalize_unicode
+            texts = [unicodedata.normalize(form, t) for t in texts]
+        state = self._role(role)
+        ids, checks = state.hasher.text_keys(texts)
+        if self._embedder.bypass_cache:
+            return self._bypass(texts, role, state)
+        return self._lookup_and_fill(texts, ids, checks, role, state)
+
+    def _lookup_and_fill(
+        self, texts: list[str], ids: list[int], checks: list[int], role: Role, state: _Namespaced
+    ) -> np.ndarray:
+        store, ns = self.store, state.ns
+        ids_arr = np.array(ids, dtype=np.int64)
+        if len(ids) == 1:
+            uniq, first, inverse, counts = ids_arr, np.zeros(1, np.intp), np.zeros(1, np.intp), np.ones(1, np.int64)
+        else:
+            uniq, first, inverse, counts = np.unique(ids_arr, return_index=True, return_inverse=True, return_counts=True)
+        checks_u = np.array(checks, dtype=np.int64)[first]
+        n_u = len(uniq)
+
+        found = self._read(state, uniq, checks_u)
+        found_pos = found.pos
+        out: np.ndarray | None = None
+        if ns.dim is not None:
+            out = np.empty((n_u, ns.dim), dtype=np.float32)
+            if len(found_pos):
+                out[found_pos] = found.vectors
+        tokens_u = np.zeros(n_u, dtype=np.int64)
+        est_u = np.zeros(n_u, dtype=bool)
+        tokens_u[found_pos] = found.tokens
+        est_u[found_pos] = (found.flags & FLAG_TOKENS_ESTIMATED) != 0
+        served_by_me = np.zeros(n_u, dtype=bool)
+
+        if len(found_pos) < n_u:
+            missing = np.ones(n_u, dtype=bool)
+            missing[found_pos] = False
+            miss_pos = np.flatnonzero(missing)
+            out = self._fill_misses(texts, first, uniq, checks_u, miss_pos, role, state, out, tokens_u, est_u, served_by_me, found.stale)
+        assert out is not None
+
+        # Accounting: a text counts as a miss once, where this call paid for it; every
+        # other occurrence (cached, a duplicate, or embedded by a concurrent caller) is a
+        # hit whose saving is the tokens recorded for its entry.
+        hit_counts = counts - served_by_me
+        saved = hit_counts * tokens_u
+        # Last use is tracked per day: only entries last used before today are touched,
+        # so a warm re-run writes nothing per hit.
+        touched = uniq[found_pos][found.used < today()] if len(found_pos) else ()
+        store.record(
+            ns.id,
+            UsageDelta(
+                calls=1,
+                hits=int(hit_counts.sum()),
+                tokens_saved=int(saved.sum()),
+                tokens_saved_estimated=int(saved[est_u].sum()),
+            ),
+            [int(i) for i in touched],
+        )
+        return out if len(ids) == 1 or (n_u == len(ids) and bool((inverse == np.arange(len(ids))).all())) else out[inverse]
+
+    def _read(
+        self, state: _Namespaced, uniq: np.ndarray, checks_u: np.ndarray
+    ) -> _Found:
+        """Look ``uniq`` up; return the entries found intact, and the ids of damaged ones.
+
+        A row counts only if its namespace and check match (else: an id collision) and its
+        blob has the namespace's dimension (else: damaged). Bad rows are reported so the
+        fresh vector can replace them.
+        """
+        ns = state.ns
+        rows = self.store.get(ns.id, uniq.tolist())
+        if rows and ns.dim is None:
+            self.store.known_dimension(ns)  # another process stored the first vectors
+        if not rows or ns.dim is None:
+            empty = np.zeros(0, dtype=np.intp)
+            return _Found(empty, np.zeros((0, ns.dim or 0), np.float32), empty, empty, empty, [])
+        row_ids, row_ns, row_chk, row_tokens, row_flags, row_used, row_vec = zip(*rows)
+        pos = np.searchsorted(uniq, np.array(row_ids, dtype=np.int64))
+        width = ns.dim * state.dtype.itemsize
+        ok = (np.array(row_ns) == ns.id) & (np.array(row_chk, dtype=np.int64) == checks_u[pos])
+        lengths = np.fromiter(map(len, row_vec), dtype=np.int64, count=len(row_vec))
+        ok &= lengths == width
+        stale: list[int] = []
+        if ok.all():
+            blob = b"".join(row_vec)
+        else:
+            bad = np.flatnonzero(~ok)
+            # Collisions (other namespace or check) are left alone; wrong-length blobs of
+            # this namespace are damaged entries to replace.
+            stale = [row_ids[i] for i in bad if row_ns[i] == ns.id and row_chk[i] == checks_u[pos[i]]]
+            if len(stale):
+                log.warning("cache %s: %d damaged entries will be re-embedded", self.store.url, len(stale))
+            keep = np.flatnonzero(ok)
+            blob = b"".join([row_vec[i] for i in keep])
+            pos = pos[keep]
+            row_tokens = tuple(row_tokens[i] for i in keep)
+            row_flags = tuple(row_flags[i] for i in keep)
+            row_used = tuple(row_used[i] for i in keep)
+        vectors = np.frombuffer(blob, dtype=state.dtype).reshape(len(pos), ns.dim)
+        if state.dtype != np.float32:
+            vectors = vectors.astype(np.float32)
+        return _Found(
+            pos,
+            vectors,
+            np.array(row_tokens, dtype=np.int64),
+            np.array(row_flags, dtype=np.int64),
+            np.array(row_used, dtype=np.int64),
+            stale,
+        )
+
+    def _fill_misses(
+        self,
+        texts: list[str],
+        first: np.ndarray,
+        uniq: np.ndarray,
+        checks_u: np.ndarray,
+        miss_pos: np.ndarray,
+        role: Role,
+        state: _Namespaced,
+        out: np.ndarray | None,
+        tokens_u: np.ndarray,
+        est_u: np.ndarray,
+        served_by_me: np.ndarray,
+        stale: list[int],
+    ) -> np.ndarray:
+        store, ns = self.store, state.ns
+        flight_keys = [(ns.id, int(uniq[p])) for p in miss_pos]
+        mine_idx, theirs = store.flights.claim(flight_keys)
+        mine = miss_pos[mine_idx]
+        try:
+            if stale:
+                store.delete(ns.id, stale)
+            if len(mine):
+                # Another caller may have stored some of these between our lookup and claim.
+                again = self._read(state, uniq[mine], checks_u[mine])
+                if len(again.pos):
+                    if out is None:
+                        out = np.empty((len(uniq), again.vectors.shape[1]), dtype=np.float32)
+                    got = mine[again.pos]
+                    out[got] = again.vectors
+                    tokens_u[got] = again.tokens
+                    est_u[got] = (again.flags & FLAG_TOKENS_ESTIMATED) != 0
+                    store.flights.resolve(
+                        ((ns.id, int(uniq[p])), (out[p].copy(), int(tokens_u[p]), bool(est_u[p]))) for p in got
+                    )
+                    remaining = np.ones(len(mine), dtype=bool)
+                    remaining[again.pos] = False
+                    mine = mine[remaining]
+            if len(mine):
+                out = self._embed_and_store(texts, first, uniq, checks_u, mine, role, state, out, tokens_u, est_u, served_by_me)
+        except BaseException as exc:
+            store.flights.fail([(ns.id, int(uniq[p])) for p in mine], exc)
+            raise
+        for p_index, fut in theirs:
+            p = miss_pos[p_index]
+            vec, tok, est = fut.result()
+            if out is None:
+                out = np.empty((len(uniq), len(vec)), dtype=np.float32)
+            out[p] = vec
+            tokens_u[p] = tok
+            est_u[p] = est
+        assert out is not None
+        return out
+
+    def _embed_and_store(
+        self,
+        texts: list[str],
+        first: np.ndarray,
+        uniq: np.ndarray,
+        checks_u: np.ndarray,
+        mine: np.ndarray,
+        role: Role,
+        state: _Namespaced,
+        out: np.ndarray | None,
+        tokens_u: np.ndarray,
+        est_u: np.ndarray,
+        served_by_me: np.ndarray,
+    ) -> np.ndarray:
+        store, ns = self.store, state.ns
+        to_embed = [texts[i] for i in first[mine]]
+        pending = set(range(len(mine)))
+        prepare = getattr(self._embedder, "prepare", None)
+        if callable(prepare):
+            prepare()
+        started = time.perf_counter()
+        for batch in self._embedder.embed_batches(to_embed, role):
+            elapsed = time.perf_counter() - started
+            vectors = batch.vectors
+            n = len(vectors)
+            if ns.dim is not None and vectors.shape[1] != ns.dim:
+                raise ProviderResponseError(
+                    _label(self.ef),
+                    f"returned {vectors.shape[1]}-d vectors but this namespace holds "
+                    f"{ns.dim}-d ones; an option that changes the dimension must be part of the cache "
+                    "namespace (get_config()) or passed as namespace=..."
+                )
+            idx = np.arange(batch.start, batch.start + n)
+            pos = mine[idx]
+            batch_texts = to_embed[batch.start : batch.start + n]
+            estimates = estimate_tokens(batch_texts)
+            if batch.tokens is None:
+                tokens, flags = estimates, np.full(n, FLAG_TOKENS_ESTIMATED, dtype=np.int64)
+            else:
+                tokens, flags = apportion(int(batch.tokens), estimates), np.zeros(n, dtype=np.int64)
+            stored = vectors.astype(state.dtype, copy=False)
+            served = stored.astype(np.float32) if state.dtype != np.float32 else vectors
+            store.set_dimension(ns, vectors.shape[1])
+            store.write(
+                ns.id,
+                EntryBatch(
+                    ids=uniq[pos].tolist(),
+                    checks=checks_u[pos].tolist(),
+                    vectors=stored,
+                    tokens=tokens.tolist(),
+                    flags=flags.tolist(),
+                    texts=batch_texts if self.store_text else None,
+                ),
+                UsageDelta(
+                    misses=n,
+                    provider_calls=1,
+                    provider_seconds=elapsed,
+                    tokens_embedded=int(tokens.sum()),
+                    tokens_embedded_estimated=int(tokens.sum()) if batch.tokens is None else 0,
+                ),
+            )
+            if out is None:
+                out = np.empty((len(uniq), vectors.shape[1]), dtype=np.float32)
+            out[pos] = served
+            tokens_u[pos] = tokens
+            est_u[pos] = batch.tokens is None
+            served_by_me[pos] = True
+            store.flights.resolve(
+                ((ns.id, int(uniq[p])), (served[k], int(tokens[k]), batch.tokens is None)) for k, p in enumerate(pos)
+            )
+            pending.difference_update(idx.tolist())
+            started = time.perf_counter()
+        if pending:
+            raise ProviderResponseError(_label(self.ef), f"returned vectors for {len(to_embed) - len(pending)} of {len(to_embed)} texts")
+        assert out is not None
+        return out
+
+    def _bypass(self, texts: list[str], role: Role, state: _Namespaced) -> np.ndarray:
+        if not self._warned_bypass:
+            warnings.warn(
+                f"{_label(self.ef)}: vectors depend on the whole batch (late chunking), so they "
+                "are not cached per text; every call goes to the provider",
+                UserWarning,
+                stacklevel=4,
+            )
+            self._warned_bypass = True
+        started = time.perf_counter()
+        parts = list(self._embedder.embed_batches(texts, role))
+        tokens = sum(int(b.tokens) if b.tokens is not None else int(estimate_tokens(texts[b.start : b.start + len(b.vectors)]).sum()) for b in parts)
+        self.store.record(
+            state.ns.id,
+            UsageDelta(
+                calls=1,
+                misses=len(texts),
+                provider_calls=len(parts),
+                provider_seconds=time.perf_counter() - started,
+                tokens_embedded=tokens,
+            ),
+        )
+        return np.concatenate([b.vectors for b in parts])
+
+    # -- stats --------------------------------------------------------------------
+
+    def stats(self) -> dict[str, Any]:
+        """Usage of this wrapper's namespaces (documents and queries), totals included.
+
+        Flushes buffered counters first, so the numbers include every call made so far.
+        """
+        from .stats import namespace_totals
+
+        self.store.flush()
+        namespaces = [self._role(role).ns for role in ("document", "query")]
+        return namespace_totals(self.store, namespaces)
+
+    def flush(self) -> None:
+        """Commit buffered hit counters and last-use touches now (they are also flushed every second and at exit)."""
+        self.store.flush()
+
+    def __repr__(self) -> str:
+        return f"Cached({self.ef!r}, cache={self.store.url!r})"
+
+
+class _PlainFunction:
+    """A bare ``list[str] -> vectors`` function given a model name (for ``@cached``)."""
+
+    def __init__(self, fn: Callable[[list[str]], Any], model: str) -> None:
+        self.fn = fn
+        self.model = model
+
+    def __call__(self, input: list[str]) -> Any:
+        return self.fn(input)
+
+    def name(self) -> str:
+        return f"function:{getattr(self.fn, '__qualname__', 'fn')}"
+
+    def get_config(self) -> dict[str, Any]:
+        return {"model": self.model}
+
+
+def cached(
+    model: str, cache: Store | str | None = None, **options: Any
+) -> Callable[[Callable[[list[str]], Any]], Cached]:
+    """Decorate a plain ``list[str] -> vectors`` function with a persistent cache.
+
+    ``model`` names the model (and any options that change its output); it is the
+    namespace, so two functions with the same ``model`` share entries::
+
+        @cached(model="my-model-v2")
+        def embed(texts: list[str]) -> list[list[float]]: ...
+
+        embed(["a", "b"])          # list of float32 numpy vectors
+    """
+    if not model:
+        raise ConfigurationError("@cached needs model='...': it names the cache namespace")
+
+    def decorate(fn: Callable[[list[str]], Any]) -> Cached:
+        return Cached(_PlainFunction(fn, model), cache, namespace=f"model:{model}", **options)
+
+    return decorate

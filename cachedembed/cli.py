@@ -1,0 +1,133 @@
+"""The ``cachedembed`` command line: embed files through the cache, and inspect and manage caches."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+import click
+
+CACHE_OPTION = click.option(
+    "--cache",
+    "cache_url",
+    envvar="CACHEDEMBED_URL",
+    default=None,
+    metavar="URL",
+    help="Cache URL (sqlite:///path.db, diskcache:///dir, postgresql+psycopg://..., memory://). "
+    "Default: $CACHEDEMBED_URL, else a SQLite file in the user cache folder.",
+)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="cachedembed")
+def main() -> None:
+    """A persistent cache for embeddings: pay for each text once."""
+
+
+def _read_texts(path: str, field: str | None) -> list[str]:
+    stream = sys.stdin if path == "-" else open(path, encoding="utf-8")  # noqa: SIM115
+    with stream:
+        if field is not None or path.endswith(".jsonl"):
+            key = field or "text"
+            texts = []
+            for n, line in enumerate(stream, 1):
+                if not line.strip():
+                    continue
+                record = json.loads(line)
+                if not isinstance(record, dict) or not isinstance(record.get(key), str):
+                    raise click.UsageError(f"{path}:{n}: no string field {key!r} (choose one with --field)")
+                texts.append(record[key])
+            return texts
+        return [line.rstrip("\n").rstrip("\r") for line in stream if line.strip()]
+
+
+@main.command()
+@click.argument("file", type=click.Path(dir_okay=False, allow_dash=True))
+@click.option("--model", "-m", default="default", show_default=True, help="provider:model spec; see `cachedembed providers`.")
+@CACHE_OPTION
+@click.option("--out", "-o", type=click.Path(dir_okay=False), help="Write vectors here: .npy (float32 matrix) or .jsonl.")
+@click.option("--field", help="For .jsonl input: the field holding the text (default: text).")
+@click.option("--query", is_flag=True, help="Embed as queries instead of documents.")
+@click.option("--batch-size", default=256, show_default=True, help="Texts per cache round trip (progress granularity).")
+@click.option("--progress/--no-progress", default=None, help="Progress bar (default: on a terminal).")
+def embed(
+    file: str,
+    model: str,
+    cache_url: str | None,
+    out: str | None,
+    field: str | None,
+    query: bool,
+    batch_size: int,
+    progress: bool | None,
+) -> None:
+    """Embed FILE (one text per line, or .jsonl) through the cache; print hits and misses."""
+    import numpy as np
+    from tqdm import tqdm
+
+    from .cached import Cached
+    from .embedding_functions import from_spec
+
+    texts = _read_texts(file, field)
+    if not texts:
+        raise click.UsageError(f"{file} contains no texts")
+    ef = Cached(from_spec(model), cache_url)
+    role = "query" if query else "document"
+    before = ef.stats()
+    parts = []
+    show = sys.stderr.isatty() if progress is None else progress
+    with tqdm(total=len(texts), unit="text", disable=not show, file=sys.stderr) as bar:
+        for start in range(0, len(texts), batch_size):
+            chunk = texts[start : start + batch_size]
+            parts.append(ef.embed(chunk, role))
+            bar.update(len(chunk))
+    vectors = np.concatenate(parts)
+    after = ef.stats()
+    if out:
+        if out.endswith(".jsonl"):
+            with open(out, "w", encoding="utf-8") as fh:
+                for vec in vectors:
+                    fh.write(json.dumps(vec.tolist()) + "\n")
+        else:
+            np.save(out, vectors)
+    hits = after["hits"] - before["hits"]
+    misses = after["misses"] - before["misses"]
+    click.echo(
+        f"{len(texts)} texts, {vectors.shape[1]} dimensions: {hits} hits, {misses} misses"
+        + (f" -> {out}" if out else "")
+    )
+
+
+@main.command()
+@CACHE_OPTION
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def stats(cache_url: str | None, as_json: bool) -> None:
+    """Show what the cache saved, per model (from aggregated counters, never a scan)."""
+    from .stats import report
+    from .stores import open_store
+
+    store = open_store(cache_url)
+    data = report(store)
+    if as_json:
+        click.echo(json.dumps(data, indent=2))
+        return
+    click.echo(_render_report(data))
+
+
+def _render_report(data: dict[str, Any]) -> str:
+    from .stats import render_table
+
+    return render_table(data)
+
+
+@main.command()
+def providers() -> None:
+    """List the providers --model accepts, with the options each takes."""
+    from .embedding_functions import providers as all_providers
+
+    for _name, cls in sorted(all_providers().items()):
+        click.echo(f"{cls.spec_help()}")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

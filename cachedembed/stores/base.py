@@ -1,0 +1,278 @@
+"""The one storage interface every backend implements, and the records it speaks in.
+
+The wrapper (:class:`cachedembed.Cached`) only ever talks to a :class:`Store`; it never
+knows whether entries live in SQLite, PostgreSQL, diskcache or memory. Backends implement
+a handful of bulk primitives; everything built on top of them (namespace registry,
+stats reports, export, prune) lives in shared code.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import NamedTuple
+
+import numpy as np
+
+from ..flight import SingleFlight
+from ..keys import NamespaceSpec
+from ..usage import UsageDelta, today
+
+FLAG_TOKENS_ESTIMATED = 1
+"""Entry flag: the entry's token count is an estimate, not provider-reported."""
+
+
+@dataclass
+class Namespace:
+    """A namespace as stored: integer id, key, spec and the vector dimension (once known)."""
+
+    id: int
+    key: str
+    spec: NamespaceSpec
+    dim: int | None = None
+    created: int = 0
+
+
+class Row(NamedTuple):
+    """One stored entry as the hit path reads it."""
+
+    id: int
+    ns: int
+    check: int
+    tokens: int
+    flags: int
+    used: int
+    vec: bytes
+
+
+@dataclass
+class EntryBatch:
+    """Entries to write for one namespace: parallel columns, vectors already in storage dtype."""
+
+    ids: Sequence[int]
+    checks: Sequence[int]
+    vectors: np.ndarray
+    tokens: Sequence[int]
+    flags: Sequence[int]
+    texts: Sequence[str | None] | None = None
+    used: Sequence[int] | None = None
+    created: Sequence[int] | None = None
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+@dataclass
+class ExportedEntry:
+    """An entry with everything needed to move it between stores bit-exactly."""
+
+    id: int
+    check: int
+    tokens: int
+    flags: int
+    used: int
+    created: int
+    vec: bytes
+    text: str | None
+
+
+@dataclass
+class NamespaceUsage:
+    """Storage footprint of a namespace, computed from its entries."""
+
+    entries: int = 0
+    bytes: int = 0
+    first_used: int | None = None
+    last_used: int | None = None
+
+
+@dataclass
+class PendingStats:
+    """Counters and last-use touches buffered in memory between flushes."""
+
+    deltas: dict[tuple[int, int], UsageDelta] = field(default_factory=dict)
+    touches: dict[tuple[int, int], list[int]] = field(default_factory=dict)
+
+    def is_empty(self) -> bool:
+        return not self.deltas and not self.touches
+
+
+class Store(ABC):
+    """A persistent (or in-memory) map from (namespace, item id) to a vector, plus usage stats.
+
+    Guarantees every backend gives:
+
+    * ``put`` is atomic: either all entries of the batch *and* the stats delta that
+      paid for them are durable, or none is. Stats are therefore never ahead of data.
+    * ``put`` never fails on an entry that another writer stored first (insert-or-ignore).
+    * ``get`` returns only rows it read back whole; rows may come in any order.
+    * Stats deltas are merged by atomic increments, so concurrent writers lose none.
+    """
+
+    url: str
+    """The store's URL with any password masked: safe to print."""
+
+    flush_interval: float = 1.0
+    """Seconds between flushes of buffered hit counters and last-use touches."""
+
+    def __init__(self) -> None:
+        self._ns_lock = threading.Lock()
+        self._ns_by_key: dict[str, Namespace] = {}
+        self.flights = SingleFlight()
+        self._pending = PendingStats()
+        self._pending_lock = threading.Lock()
+        self._last_flush = time.monotonic()
+
+    # -- buffered accounting --------------------------------------------------
+    # A hit must not cost a write transaction: hit counters and last-use touches are
+    # buffered here and merged at most every `flush_interval` seconds, with the next
+    # miss write, on stats(), on close and at exit. Miss counters always commit in the
+    # same transaction as the entries they paid for.
+
+    def record(self, ns_id: int, delta: UsageDelta, touches: Sequence[int] = ()) -> None:
+        """Buffer ``delta`` (and last-use ``touches``) for namespace ``ns_id``, flushing when due."""
+        key = (ns_id, today())
+        with self._pending_lock:
+            self._add_pending(key, delta, touches)
+            due = time.monotonic() - self._last_flush >= self.flush_interval
+        if due:
+            self.flush()
+
+    def write(self, ns_id: int, batch: EntryBatch, delta: UsageDelta) -> None:
+        """Store ``batch`` and commit ``delta`` (plus everything buffered) atomically with it."""
+        with self._pending_lock:
+            self._add_pending((ns_id, today()), delta, ())
+            pending = self._take_pending()
+        try:
+            self.put(ns_id, batch, pending)
+        except BaseException:
+            self._restore(pending)
+            raise
+
+    def flush(self) -> None:
+        """Commit buffered counters and touches now."""
+        with self._pending_lock:
+            pending = self._take_pending()
+        if pending.is_empty():
+            return
+        try:
+            self.flush_stats(pending)
+        except BaseException:
+            self._restore(pending)
+            raise
+
+    def _add_pending(self, key: tuple[int, int], delta: UsageDelta, touches: Sequence[int]) -> None:
+        if not delta.is_empty():
+            current = self._pending.deltas.get(key)
+            if current is None:
+                self._pending.deltas[key] = current = UsageDelta()
+            current.add(delta)
+        if touches:
+            self._pending.touches.setdefault(key, []).extend(touches)
+
+    def _take_pending(self) -> PendingStats:
+        pending, self._pending = self._pending, PendingStats()
+        self._last_flush = time.monotonic()
+        return pending
+
+    def _restore(self, pending: PendingStats) -> None:
+        with self._pending_lock:
+            for key, delta in pending.deltas.items():
+                self._add_pending(key, delta, ())
+            for key, ids in pending.touches.items():
+                self._add_pending(key, UsageDelta(), ids)
+
+    # -- namespaces ---------------------------------------------------------
+
+    def namespace(self, spec: NamespaceSpec) -> Namespace:
+        """Return the namespace for ``spec``, creating it on first use (memoised per process)."""
+        key = spec.key
+        ns = self._ns_by_key.get(key)
+        if ns is None:
+            with self._ns_lock:
+                ns = self._ns_by_key.get(key)
+                if ns is None:
+                    ns = self._get_or_create_namespace(spec)
+                    self._ns_by_key[key] = ns
+        return ns
+
+    def set_dimension(self, ns: Namespace, dim: int) -> None:
+        """Record the vector dimension of ``ns`` the first time vectors are stored."""
+        if ns.dim is None:
+            self._set_dimension(ns.id, dim)
+            ns.dim = dim
+
+    def known_dimension(self, ns: Namespace) -> int | None:
+        """The dimension of ``ns``, re-read from storage if this process has not seen one yet."""
+        if ns.dim is None:
+            ns.dim = self._read_dimension(ns.id)
+        return ns.dim
+
+    @abstractmethod
+    def _read_dimension(self, ns_id: int) -> int | None: ...
+
+    @abstractmethod
+    def _get_or_create_namespace(self, spec: NamespaceSpec) -> Namespace: ...
+
+    @abstractmethod
+    def _set_dimension(self, ns_id: int, dim: int) -> None: ...
+
+    @abstractmethod
+    def namespaces(self) -> list[Namespace]:
+        """All namespaces in the store, read fresh from storage."""
+
+    # -- entries ------------------------------------------------------------
+
+    @abstractmethod
+    def get(self, ns_id: int, ids: Sequence[int]) -> list[Row]:
+        """Rows for those of ``ids`` that are stored (any order, no duplicates)."""
+
+    @abstractmethod
+    def put(self, ns_id: int, batch: EntryBatch, stats: PendingStats) -> None:
+        """Atomically insert ``batch`` (ignoring ids already present) and merge ``stats``."""
+
+    @abstractmethod
+    def delete(self, ns_id: int, ids: Sequence[int]) -> int:
+        """Delete entries of ``ns_id`` by id; return how many were removed."""
+
+    @abstractmethod
+    def flush_stats(self, stats: PendingStats) -> None:
+        """Merge buffered counters and last-use touches in one transaction."""
+
+    @abstractmethod
+    def iter_entries(self, ns_id: int, batch_size: int = 2000) -> Iterator[list[ExportedEntry]]:
+        """Every entry of ``ns_id``, in batches (for export, verify and prune)."""
+
+    @abstractmethod
+    def namespace_usage(self) -> dict[int, NamespaceUsage]:
+        """Entries, bytes and first/last use per namespace id."""
+
+    @abstractmethod
+    def stats_rows(self, since_day: int | None = None) -> list[tuple[int, int, UsageDelta]]:
+        """Aggregated ``(namespace id, day, counters)`` rows, never a scan of entries."""
+
+    def delete_namespace_entries(self, ns_id: int, ids: Iterable[int]) -> int:
+        """Delete in chunks; shared by prune and verify."""
+        removed = 0
+        chunk: list[int] = []
+        for i in ids:
+            chunk.append(i)
+            if len(chunk) >= 5000:
+                removed += self.delete(ns_id, chunk)
+                chunk = []
+        if chunk:
+            removed += self.delete(ns_id, chunk)
+        return removed
+
+    def schema_revision(self) -> str | None:
+        """The Alembic revision of the store's schema, for stores that have one."""
+        return None
+
+    def upgrade(self) -> None:  # noqa: B027 - optional hook; schemaless stores have nothing to do
+        """Bring the store's schema to the newest revision (no-op where there is no schema)."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release connections and file handles."""

@@ -1,0 +1,260 @@
+"""Key-value stores: ``diskcache`` on disk and a plain dict in memory.
+
+Both keep an entry under its integer item id (which already mixes in the namespace
+seed), with the namespace id, check and metadata packed in front of the raw vector
+bytes in one ``bytes`` value: diskcache stores ints and bytes natively (no pickling),
+so a hit is one indexed SQLite read plus a struct unpack.
+
+Management operations (export, prune, models) scan the keys: these stores are meant
+for single machines; the SQL store indexes by namespace.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import threading
+import time
+from collections.abc import Iterator, MutableMapping, Sequence
+from contextlib import AbstractContextManager
+from itertools import repeat
+from pathlib import Path
+from typing import Any
+
+from ..errors import StoreError
+from ..keys import NamespaceSpec
+from ..usage import UsageDelta
+from .base import EntryBatch, ExportedEntry, Namespace, NamespaceUsage, PendingStats, Row, Store
+
+# ns, check, tokens, flags, used day, created, text length; then vector bytes, then text.
+_HEADER = struct.Struct("<iqiHiqI")
+_NS_PREFIX = "ns:"
+_STATS_PREFIX = "stats:"
+_NEXT_NS = "meta:next_ns"
+_NS_KEYS = "meta:namespaces"  # id -> namespace key, so namespace reads never scan entries
+_STATS_KEYS = "meta:stats"  # set of (ns, day) rows, so stats reads never scan entries
+
+
+def _pack(ns: int, check: int, tokens: int, flags: int, used: int, created: int, vec: bytes, text: str | None) -> bytes:
+    raw_text = text.encode("utf-8", "surrogatepass") if text is not None else b""
+    length = len(raw_text) if text is not None else 0xFFFFFFFF
+    return _HEADER.pack(ns, check, tokens, flags, used, created, length) + vec + raw_text
+
+
+def _unpack(key: int, value: bytes) -> ExportedEntry:
+    ns, check, tokens, flags, used, created, length = _HEADER.unpack_from(value)
+    if length == 0xFFFFFFFF:
+        vec, text = value[_HEADER.size :], None
+    else:
+        vec = value[_HEADER.size : len(value) - length]
+        text = value[len(value) - length :].decode("utf-8", "surrogatepass")
+    entry = ExportedEntry(id=key, check=check, tokens=tokens, flags=flags, used=used, created=created, vec=vec, text=text)
+    entry.ns = ns  # type: ignore[attr-defined]
+    return entry
+
+
+class _KeyValueStore(Store):
+    """Shared logic for stores backed by a mutable mapping with an atomic-section primitive."""
+
+    _kv: MutableMapping[Any, Any]
+
+    def _atomic(self) -> AbstractContextManager[Any]:
+        raise NotImplementedError
+
+    def _get_or_create_namespace(self, spec: NamespaceSpec) -> Namespace:
+        key = _NS_PREFIX + spec.key
+        with self._atomic():
+            record = self._kv.get(key)
+            if record is None:
+                ns_id = int(self._kv.get(_NEXT_NS, 0)) + 1
+                self._kv[_NEXT_NS] = ns_id
+                record = {"id": ns_id, "spec": spec.canonical, "dim": None, "created": int(time.time())}
+                self._kv[key] = record
+                self._kv[_NS_KEYS] = {**self._kv.get(_NS_KEYS, {}), ns_id: spec.key}
+        return Namespace(id=record["id"], key=spec.key, spec=spec, dim=record["dim"], created=record["created"])
+
+    def _read_dimension(self, ns_id: int) -> int | None:
+        key = self._kv.get(_NS_KEYS, {}).get(ns_id)
+        return None if key is None else self._kv[_NS_PREFIX + key]["dim"]  # type: ignore[no-any-return]
+
+    def _set_dimension(self, ns_id: int, dim: int) -> None:
+        with self._atomic():
+            key = _NS_PREFIX + self._kv[_NS_KEYS][ns_id]
+            record = self._kv[key]
+            if record["dim"] is None:
+                self._kv[key] = {**record, "dim": dim}
+
+    def _namespace_records(self) -> list[tuple[str, dict[str, Any]]]:
+        keys = self._kv.get(_NS_KEYS, {}).values()
+        return [(_NS_PREFIX + k, self._kv[_NS_PREFIX + k]) for k in keys]
+
+    def namespaces(self) -> list[Namespace]:
+        import json
+
+        out = [
+            Namespace(
+                id=r["id"],
+                key=k[len(_NS_PREFIX) :],
+                spec=NamespaceSpec.from_dict(json.loads(r["spec"])),
+                dim=r["dim"],
+                created=r["created"],
+            )
+            for k, r in self._namespace_records()
+        ]
+        return sorted(out, key=lambda n: n.id)
+
+    def get(self, ns_id: int, ids: Sequence[int]) -> list[Row]:
+        rows = []
+        get = self._kv.get
+        unpack = _HEADER.unpack_from
+        size = _HEADER.size
+        for i in ids:
+            value = get(i)
+            if value is None:
+                continue
+            ns, check, tokens, flags, used, _created, length = unpack(value)
+            end = None if length == 0xFFFFFFFF else len(value) - length
+            rows.append(Row(i, ns, check, tokens, flags, used, value[size:end]))
+        return rows
+
+    def put(self, ns_id: int, batch: EntryBatch, stats: PendingStats) -> None:
+        n = len(batch)
+        now = int(time.time())
+        texts = batch.texts if batch.texts is not None else repeat(None, n)
+        used = batch.used if batch.used is not None else repeat(now // 86400, n)
+        created = batch.created if batch.created is not None else repeat(now, n)
+        with self._atomic():
+            kv = self._kv
+            for i, check, tokens, flags, u, c, vec, text in zip(
+                batch.ids, batch.checks, batch.tokens, batch.flags, used, created, batch.vectors, texts
+            ):
+                if i not in kv:  # insert-or-ignore, like the SQL store
+                    kv[i] = _pack(ns_id, check, tokens, flags, u, c, vec.tobytes(), text)
+            self._merge(stats)
+
+    def flush_stats(self, stats: PendingStats) -> None:
+        if stats.is_empty():
+            return
+        with self._atomic():
+            self._merge(stats)
+
+    def _merge(self, stats: PendingStats) -> None:
+        kv = self._kv
+        for (ns, day), delta in stats.deltas.items():
+            key = f"{_STATS_PREFIX}{ns}:{day}"
+            current = kv.get(key)
+            if current is None:
+                kv[_STATS_KEYS] = kv.get(_STATS_KEYS, frozenset()) | {(ns, day)}
+            merged = UsageDelta(*current) if current is not None else UsageDelta()
+            merged.add(delta)
+            kv[key] = merged.as_tuple()
+        for (ns, day), ids in stats.touches.items():
+            for i in ids:
+                value = kv.get(i)
+                if value is None:
+                    continue
+                fields = list(_HEADER.unpack_from(value))
+                if fields[0] == ns and fields[4] < day:
+                    fields[4] = day
+                    kv[i] = _HEADER.pack(*fields) + value[_HEADER.size :]
+
+    def delete(self, ns_id: int, ids: Sequence[int]) -> int:
+        removed = 0
+        with self._atomic():
+            for i in ids:
+                value = self._kv.get(i)
+                if value is not None and _HEADER.unpack_from(value)[0] == ns_id:
+                    del self._kv[i]
+                    removed += 1
+        return removed
+
+    def _entries(self) -> Iterator[ExportedEntry]:
+        for key in list(self._kv):
+            if isinstance(key, int):
+                value = self._kv.get(key)
+                if value is not None:
+                    yield _unpack(key, value)
+
+    def iter_entries(self, ns_id: int, batch_size: int = 2000) -> Iterator[list[ExportedEntry]]:
+        batch: list[ExportedEntry] = []
+        for entry in self._entries():
+            if entry.ns == ns_id:  # type: ignore[attr-defined]
+                batch.append(entry)
+                if len(batch) >= batch_size:
+                    yield batch
+                    batch = []
+        if batch:
+            yield batch
+
+    def namespace_usage(self) -> dict[int, NamespaceUsage]:
+        usage: dict[int, NamespaceUsage] = {}
+        for entry in self._entries():
+            u = usage.setdefault(entry.ns, NamespaceUsage())  # type: ignore[attr-defined]
+            u.entries += 1
+            u.bytes += len(entry.vec)
+            u.first_used = entry.used if u.first_used is None else min(u.first_used, entry.used)
+            u.last_used = entry.used if u.last_used is None else max(u.last_used, entry.used)
+        return usage
+
+    def stats_rows(self, since_day: int | None = None) -> list[tuple[int, int, UsageDelta]]:
+        out = []
+        for ns, day in sorted(self._kv.get(_STATS_KEYS, ())):
+            if since_day is None or day >= since_day:
+                out.append((ns, day, UsageDelta(*self._kv[f"{_STATS_PREFIX}{ns}:{day}"])))
+        return out
+
+
+class MemoryStore(_KeyValueStore):
+    """A process-local store in a dict: for tests, notebooks and short-lived jobs."""
+
+    def __init__(self, url: str = "memory://") -> None:
+        super().__init__()
+        self.url = url
+        self._kv = {}
+        self._lock = threading.RLock()
+
+    def _atomic(self) -> AbstractContextManager[Any]:
+        return self._lock
+
+    def close(self) -> None:
+        pass
+
+
+class DiskCacheStore(_KeyValueStore):
+    """A store in a ``diskcache.Cache`` directory: no eviction (prune is explicit), atomic transactions."""
+
+    def __init__(self, directory: str | os.PathLike[str], url: str | None = None) -> None:
+        super().__init__()
+        import diskcache
+
+        path = Path(directory).expanduser()
+        self.url = url or f"diskcache://{path}"
+        path.mkdir(parents=True, exist_ok=True, mode=0o700)
+        old_umask = os.umask(0o077)  # cache.db and value files: user-only
+        try:
+            self._kv = diskcache.Cache(
+                str(path),
+                eviction_policy="none",  # never drop a paid-for vector behind the user's back
+                size_limit=2**62,
+                cull_limit=0,
+                statistics=False,
+                timeout=60,
+            )
+        except Exception as exc:
+            raise StoreError(
+                f"cannot open diskcache cache {path}: {exc}. Remedy: move the folder aside "
+                "and a fresh cache will be created."
+            ) from None
+        finally:
+            os.umask(old_umask)
+
+    def _atomic(self) -> AbstractContextManager[Any]:
+        return self._kv.transact()  # type: ignore[attr-defined, no-any-return]
+
+    def close(self) -> None:
+        try:
+            self.flush()
+        except Exception:
+            pass
+        self._kv.close()  # type: ignore[attr-defined]
+

@@ -1,0 +1,421 @@
+"""The SQLAlchemy store: SQLite (the embedded default), PostgreSQL and MySQL/MariaDB.
+
+SQLAlchemy builds the engine, parses URLs and runs the Alembic migrations; the hot
+paths (lookups, inserts, counter merges) then talk to the DB-API cursor directly with
+one statement per batch, because per-row ORM or Core objects would dominate a warm hit.
+
+SQLite runs in WAL mode with a busy timeout, writes take ``BEGIN IMMEDIATE`` so two
+writers never deadlock on a lock upgrade, and a write that still finds the database
+locked is retried: "database is locked" never reaches the caller.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from itertools import repeat
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import make_url
+from sqlalchemy.pool import NullPool
+
+from ..errors import StoreError
+from ..keys import NamespaceSpec
+from ..usage import UsageDelta
+from . import migrate
+from .base import EntryBatch, ExportedEntry, Namespace, NamespaceUsage, PendingStats, Row, Store
+
+_STATS_COLUMNS = UsageDelta.columns()
+_ENTRY_COLUMNS = "id, ns, chk, tokens, flags, used, created, vec, text"
+_HIT_COLUMNS = "id, ns, chk, tokens, flags, used, vec"
+
+# SQLite page size for new caches. 16 KiB pages pack 384- to 768-d float32 rows with
+# under 5% slack, where the 4 KiB default wastes ~20% (see bench/ for the numbers).
+SQLITE_PAGE_SIZE = 16384
+
+
+class _Dialect:
+    """The few SQL differences between the supported databases, in one place."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.sqlite = name == "sqlite"
+        self.mysql = name in ("mysql", "mariadb")
+        self.postgres = name == "postgresql"
+        if not (self.sqlite or self.mysql or self.postgres):
+            raise StoreError(f"unsupported database {name!r}: use sqlite, postgresql or mysql")
+        self.param = "?" if self.sqlite else "%s"
+        self.begin = "BEGIN IMMEDIATE" if self.sqlite else "BEGIN"
+        # SQLite allows 32766 bound variables; MySQL packets and PostgreSQL arrays are
+        # kept to sizes that stay well inside default server limits.
+        self.max_params = 30000 if self.sqlite else 10000
+        self.length = "octet_length" if self.postgres else "length"
+        cols = ", ".join(_STATS_COLUMNS)
+        marks = ", ".join([self.param] * (len(_STATS_COLUMNS) + 2))
+        if self.mysql:
+            self.insert_entries = f"INSERT IGNORE INTO entries ({_ENTRY_COLUMNS}) VALUES ({self.marks(9)})"
+            updates = ", ".join(f"{c} = {c} + VALUES({c})" for c in _STATS_COLUMNS)
+            self.merge_stats = f"INSERT INTO stats (ns, day, {cols}) VALUES ({marks}) ON DUPLICATE KEY UPDATE {updates}"
+            self.insert_namespace = (
+                "INSERT IGNORE INTO namespaces (`key`, spec, provider, model, role, dtype, created) "
+                f"VALUES ({self.marks(7)})"
+            )
+        else:
+            self.insert_entries = f"INSERT INTO entries ({_ENTRY_COLUMNS}) VALUES ({self.marks(9)}) ON CONFLICT (id) DO NOTHING"
+            updates = ", ".join(f"{c} = stats.{c} + excluded.{c}" for c in _STATS_COLUMNS)
+            self.merge_stats = f"INSERT INTO stats (ns, day, {cols}) VALUES ({marks}) ON CONFLICT (ns, day) DO UPDATE SET {updates}"
+            self.insert_namespace = (
+                "INSERT INTO namespaces (key, spec, provider, model, role, dtype, created) "
+                f"VALUES ({self.marks(7)}) ON CONFLICT (key) DO NOTHING"
+            )
+        self.key_column = "`key`" if self.mysql else "key"
+
+    def marks(self, n: int) -> str:
+        return ", ".join([self.param] * n)
+
+    def q(self, sql: str) -> str:
+        """Write SQL with ``?`` placeholders once; this adapts them to the driver."""
+        return sql if self.sqlite else sql.replace("?", "%s")
+
+
+def _sqlite_path(url: sa.URL) -> Path | None:
+    db = url.database
+    if not db or db == ":memory:" or db.startswith("file:"):
+        return None
+    return Path(db).expanduser()
+
+
+def _prepare_sqlite_file(path: Path) -> None:
+    """Create the cache file's folder and the file itself readable by the user only."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    if not path.exists():
+        # SQLite gives the -wal and -shm files the permissions of the main file.
+        fd = os.open(path, os.O_CREAT | os.O_WRONLY, 0o600)
+        os.close(fd)
+
+
+def _on_sqlite_connect(dbapi_conn: sqlite3.Connection, _record: Any) -> None:
+    # Autocommit at the driver level: transactions are opened explicitly (BEGIN IMMEDIATE).
+    dbapi_conn.isolation_level = None
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA busy_timeout = 30000")
+    cur.execute(f"PRAGMA page_size = {SQLITE_PAGE_SIZE}")  # only takes effect on a new file
+    cur.execute("PRAGMA journal_mode = WAL")
+    # NORMAL in WAL mode is durable against process crashes (the cache's threat model);
+    # an OS crash may lose the last transactions but never corrupts the file.
+    cur.execute("PRAGMA synchronous = NORMAL")
+    cur.execute("PRAGMA cache_size = -65536")
+    cur.close()
+
+
+class SqlStore(Store):
+    """A cache in a SQL database reached through a SQLAlchemy URL."""
+
+    def __init__(self, url: str, *, upgrade: bool = True) -> None:
+        super().__init__()
+        sa_url = make_url(url)
+        self.url = sa_url.render_as_string(hide_password=True)
+        self._d = _Dialect(sa_url.get_backend_name())
+        self._path: Path | None = None
+        kwargs: dict[str, Any] = {"poolclass": NullPool}
+        if self._d.sqlite:
+            self._path = _sqlite_path(sa_url)
+            if self._path is not None:
+                _prepare_sqlite_file(self._path)
+            kwargs["connect_args"] = {"timeout": 30, "check_same_thread": False}
+        elif self._d.mysql:
+            kwargs["connect_args"] = {"charset": "utf8mb4"}
+        try:
+            self._engine = sa.create_engine(sa_url, **kwargs)
+        except Exception as exc:  # unknown driver, bad URL
+            raise StoreError(f"cannot open cache {self.url}: {exc}") from None
+        if self._d.sqlite:
+            sa.event.listen(self._engine, "connect", _on_sqlite_connect)
+
+            @sa.event.listens_for(self._engine, "begin")
+            def _begin(conn: sa.Connection) -> None:
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+        self._local = threading.local()
+        self._connections: list[Any] = []
+        self._connections_lock = threading.Lock()
+        self._open_schema(upgrade)
+
+    # -- connections --------------------------------------------------------
+
+    def _raw(self) -> Any:
+        """This thread's DB-API connection, in autocommit mode (one per thread and process)."""
+        local = self._local
+        conn = getattr(local, "conn", None)
+        if conn is None or local.pid != os.getpid():
+            try:
+                conn = self._engine.raw_connection()
+                if not self._d.sqlite:
+                    conn.driver_connection.autocommit = True  # type: ignore[union-attr]
+            except Exception as exc:
+                raise self._store_error(exc) from None
+            local.conn = conn
+            local.pid = os.getpid()
+            with self._connections_lock:
+                self._connections.append(conn)
+        return conn
+
+    def _store_error(self, exc: BaseException) -> StoreError:
+        text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        if self._d.sqlite and isinstance(exc, sqlite3.DatabaseError) and (
+            "not a database" in text or "malformed" in text or "disk image" in text
+        ):
+            return StoreError(
+                f"the cache file {self._path} is damaged or is not a cachedembed cache ({text}). "
+                "Remedy: move the file aside (or delete it) and a fresh cache will be created; "
+                "`cachedembed export` can salvage a readable one first."
+            )
+        return StoreError(f"cache {self.url}: {text}")
+
+    @contextmanager
+    def _transaction(self) -> Iterator[Any]:
+        """A write transaction on this thread's connection, retried while the database is locked."""
+        conn = self._raw()
+        delay = 0.05
+        for _attempt in range(40):
+            cur = conn.cursor()
+            try:
+                cur.execute(self._d.begin)
+            except sqlite3.OperationalError as exc:
+                cur.close()
+                if "locked" in str(exc) or "busy" in str(exc):
+                    time.sleep(delay * (1 + random.random()))
+                    delay = min(delay * 2, 1.0)
+                    continue
+                raise self._store_error(exc) from None
+            try:
+                yield cur
+                cur.execute("COMMIT")
+                return
+            except BaseException as exc:
+                try:
+                    cur.execute("ROLLBACK")
+                except Exception:
+                    pass
+                if isinstance(exc, sqlite3.DatabaseError):
+                    raise self._store_error(exc) from None
+                raise
+            finally:
+                cur.close()
+        raise StoreError(f"cache {self.url} stayed locked by another writer for too long")
+
+    def _read(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        cur = self._raw().cursor()
+        try:
+            cur.execute(self._d.q(sql), params)
+            return list(cur.fetchall())
+        except sqlite3.DatabaseError as exc:
+            raise self._store_error(exc) from None
+        finally:
+            cur.close()
+
+    # -- schema -------------------------------------------------------------
+
+    def _open_schema(self, upgrade: bool) -> None:
+        try:
+            with self._engine.connect() as conn:
+                revision = migrate.current_revision(conn)
+                conn.rollback()
+        except Exception as exc:
+            raise self._store_error(exc) from None
+        if revision != migrate.HEAD:
+            if not upgrade:
+                raise StoreError(
+                    f"cache {self.url} has schema revision {revision}, this cachedembed needs "
+                    f"{migrate.HEAD}: run `cachedembed migrate --cache URL`"
+                )
+            try:
+                migrate.upgrade(self._engine)
+            except Exception as exc:
+                raise self._store_error(exc) from None
+
+    def schema_revision(self) -> str | None:
+        with self._engine.connect() as conn:
+            return migrate.current_revision(conn)
+
+    def upgrade(self) -> None:
+        migrate.upgrade(self._engine)
+
+    @property
+    def engine(self) -> sa.Engine:
+        return self._engine
+
+    @property
+    def dialect(self) -> str:
+        return self._d.name
+
+    # -- namespaces ---------------------------------------------------------
+
+    def _get_or_create_namespace(self, spec: NamespaceSpec) -> Namespace:
+        key = spec.key
+        select = f"SELECT id, dim, created FROM namespaces WHERE {self._d.key_column} = ?"
+        rows = self._read(select, (key,))
+        if not rows:
+            with self._transaction() as cur:
+                cur.execute(
+                    self._d.insert_namespace,
+                    (key, spec.canonical, spec.provider, spec.model[:255], spec.role, spec.dtype, int(time.time())),
+                )
+            rows = self._read(select, (key,))
+        ns_id, dim, created = rows[0]
+        return Namespace(id=int(ns_id), key=key, spec=spec, dim=dim, created=int(created))
+
+    def _read_dimension(self, ns_id: int) -> int | None:
+        rows = self._read("SELECT dim FROM namespaces WHERE id = ?", (ns_id,))
+        return rows[0][0] if rows else None
+
+    def _set_dimension(self, ns_id: int, dim: int) -> None:
+        with self._transaction() as cur:
+            cur.execute(self._d.q("UPDATE namespaces SET dim = ? WHERE id = ? AND dim IS NULL"), (dim, ns_id))
+
+    def namespaces(self) -> list[Namespace]:
+        import json
+
+        rows = self._read(f"SELECT id, {self._d.key_column}, spec, dim, created FROM namespaces ORDER BY id")
+        return [
+            Namespace(id=int(i), key=k, spec=NamespaceSpec.from_dict(json.loads(s)), dim=d, created=int(c))
+            for i, k, s, d, c in rows
+        ]
+
+    # -- entries ------------------------------------------------------------
+
+    def get(self, ns_id: int, ids: Sequence[int]) -> list[Row]:
+        d = self._d
+        cur = self._raw().cursor()
+        rows: list[Any] = []
+        try:
+            if len(ids) == 1:
+                cur.execute(d.q(f"SELECT {_HIT_COLUMNS} FROM entries WHERE id = ?"), (ids[0],))
+                rows = cur.fetchall()
+            elif d.postgres:
+                cur.execute(f"SELECT {_HIT_COLUMNS} FROM entries WHERE id = ANY(%s)", (list(ids),))
+                rows = cur.fetchall()
+            else:
+                step = d.max_params
+                for start in range(0, len(ids), step):
+                    chunk = ids[start : start + step]
+                    sql = f"SELECT {_HIT_COLUMNS} FROM entries WHERE id IN ({d.marks(len(chunk))})"
+                    cur.execute(sql, chunk)
+                    rows += cur.fetchall()
+        except sqlite3.DatabaseError as exc:
+            raise self._store_error(exc) from None
+        finally:
+            cur.close()
+        return rows
+
+    def put(self, ns_id: int, batch: EntryBatch, stats: PendingStats) -> None:
+        n = len(batch)
+        now = int(time.time())
+        vectors = batch.vectors
+        vecs = [row.tobytes() for row in vectors]
+        texts = batch.texts if batch.texts is not None else repeat(None, n)
+        used = batch.used if batch.used is not None else repeat(now // 86400, n)
+        created = batch.created if batch.created is not None else repeat(now, n)
+        rows = list(
+            zip(batch.ids, repeat(ns_id, n), batch.checks, batch.tokens, batch.flags, used, created, vecs, texts)
+        )
+        with self._transaction() as cur:
+            if rows:
+                cur.executemany(self._d.insert_entries, rows)
+            self._merge(cur, stats)
+
+    def flush_stats(self, stats: PendingStats) -> None:
+        if stats.is_empty():
+            return
+        with self._transaction() as cur:
+            self._merge(cur, stats)
+
+    def _merge(self, cur: Any, stats: PendingStats) -> None:
+        if stats.deltas:
+            cur.executemany(
+                self._d.merge_stats,
+                [(ns, day, *delta.as_tuple()) for (ns, day), delta in stats.deltas.items()],
+            )
+        for (_ns, day), ids in stats.touches.items():
+            step = self._d.max_params - 2
+            for start in range(0, len(ids), step):
+                chunk = ids[start : start + step]
+                cur.execute(
+                    self._d.q(f"UPDATE entries SET used = ? WHERE used < ? AND id IN ({self._d.marks(len(chunk))})"),
+                    (day, day, *chunk),
+                )
+
+    def delete(self, ns_id: int, ids: Sequence[int]) -> int:
+        if not ids:
+            return 0
+        removed = 0
+        with self._transaction() as cur:
+            step = self._d.max_params - 1
+            for start in range(0, len(ids), step):
+                chunk = list(ids[start : start + step])
+                cur.execute(
+                    self._d.q(f"DELETE FROM entries WHERE ns = ? AND id IN ({self._d.marks(len(chunk))})"),
+                    (ns_id, *chunk),
+                )
+                removed += max(cur.rowcount, 0)
+        return removed
+
+    def iter_entries(self, ns_id: int, batch_size: int = 2000) -> Iterator[list[ExportedEntry]]:
+        last = -(2**63) - 1
+        while True:
+            rows = self._read(
+                f"SELECT {_ENTRY_COLUMNS} FROM entries WHERE ns = ? AND id > ? ORDER BY id LIMIT ?",
+                (ns_id, last, batch_size),
+            )
+            if not rows:
+                return
+            yield [
+                ExportedEntry(id=i, check=c, tokens=t, flags=f, used=u, created=cr, vec=bytes(v), text=tx)
+                for i, _ns, c, t, f, u, cr, v, tx in rows
+            ]
+            last = rows[-1][0]
+
+    def namespace_usage(self) -> dict[int, NamespaceUsage]:
+        rows = self._read(
+            f"SELECT ns, COUNT(*), SUM({self._d.length}(vec)), MIN(used), MAX(used) FROM entries GROUP BY ns"
+        )
+        return {
+            int(ns): NamespaceUsage(entries=int(n), bytes=int(b or 0), first_used=lo, last_used=hi)
+            for ns, n, b, lo, hi in rows
+        }
+
+    def stats_rows(self, since_day: int | None = None) -> list[tuple[int, int, UsageDelta]]:
+        cols = ", ".join(_STATS_COLUMNS)
+        sql = f"SELECT ns, day, {cols} FROM stats"
+        params: tuple[int, ...] = ()
+        if since_day is not None:
+            sql += " WHERE day >= ?"
+            params = (since_day,)
+        out = []
+        for ns, day, *values in self._read(sql, params):
+            delta = UsageDelta(*[int(v) for v in values])
+            delta.provider_seconds = float(values[_STATS_COLUMNS.index("provider_seconds")])
+            out.append((int(ns), int(day), delta))
+        return out
+
+    def close(self) -> None:
+        try:
+            self.flush()
+        except Exception:
+            pass
+        with self._connections_lock:
+            conns, self._connections = self._connections, []
+        for conn in conns:
+            try:
+                conn.close()
+            except Exception:
+                pass
+        self._local = threading.local()
+        self._engine.dispose()

@@ -1,0 +1,90 @@
+"""Usage counters and token accounting: what a call cost and what the cache saved.
+
+Counters are kept per namespace and per UTC day (``day`` = days since 1970-01-01), and
+are only ever *added* to, so many writers can merge them with atomic increments.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, fields
+
+import numpy as np
+
+SECONDS_PER_DAY = 86_400
+
+
+def today() -> int:
+    """The current UTC day number, the granularity of stats and last-use tracking."""
+    return int(time.time()) // SECONDS_PER_DAY
+
+
+@dataclass
+class UsageDelta:
+    """Counters added to one (namespace, day) stats row.
+
+    ``texts`` is not stored: it is always ``hits + misses``. Token counts include estimates;
+    the ``*_estimated`` fields say how many of them are estimates rather than provider-reported.
+    """
+
+    calls: int = 0
+    hits: int = 0
+    misses: int = 0
+    provider_calls: int = 0
+    provider_seconds: float = 0.0
+    tokens_embedded: int = 0
+    tokens_embedded_estimated: int = 0
+    tokens_saved: int = 0
+    tokens_saved_estimated: int = 0
+
+    def add(self, other: UsageDelta) -> None:
+        for f in fields(self):
+            setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
+
+    def is_empty(self) -> bool:
+        return not any(getattr(self, f.name) for f in fields(self))
+
+    def as_tuple(self) -> tuple[float, ...]:
+        return tuple(getattr(self, f.name) for f in fields(self))
+
+    @classmethod
+    def columns(cls) -> tuple[str, ...]:
+        return tuple(f.name for f in fields(cls))
+
+
+def estimate_tokens(texts: Sequence[str]) -> np.ndarray:
+    """A provider-free token estimate: one token per 4 UTF-8 bytes, at least one per text.
+
+    Used where a provider reports no usage (Gemini, local models, custom functions); the
+    resulting counts are always marked as estimated.
+    """
+    return np.fromiter(
+        ((len(t.encode("utf-8", "surrogatepass")) + 3) // 4 or 1 for t in texts),
+        dtype=np.int64,
+        count=len(texts),
+    )
+
+
+def apportion(total: int, weights: np.ndarray) -> np.ndarray:
+    """Split a provider-reported ``total`` over items in proportion to ``weights``.
+
+    Uses largest remainders so the parts are non-negative integers that sum to exactly
+    ``total``: a batch's tokens, spread over its entries, add back up to what the
+    provider billed, and so do the savings of later hits.
+    """
+    n = len(weights)
+    if n == 0:
+        return np.zeros(0, dtype=np.int64)
+    w = weights.astype(np.float64)
+    wsum = w.sum()
+    if wsum <= 0:
+        w = np.ones(n)
+        wsum = float(n)
+    exact = w * (total / wsum)
+    parts = np.floor(exact).astype(np.int64)
+    short = int(total - parts.sum())
+    if short > 0:
+        order = np.argsort(-(exact - parts), kind="stable")[:short]
+        parts[order] += 1
+    return parts

@@ -1,0 +1,87 @@
+"""Shared fixtures: isolated environment, deterministic fake embedding functions, cache URLs per backend."""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import xxhash
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def fake_vector(text: str, dim: int = 8, salt: str = "") -> np.ndarray:
+    """A deterministic float32 vector for ``text`` (full 32-bit patterns, not round numbers)."""
+    seed = xxhash.xxh64_intdigest((salt + text).encode("utf-8", "surrogatepass"))
+    return np.random.default_rng(seed).standard_normal(dim).astype(np.float32)
+
+
+class FakeEF:
+    """A Chroma-protocol embedding function that records every call it receives."""
+
+    def __init__(self, dim: int = 8, model: str = "fake-1", query_salt: str = "q:") -> None:
+        self.dim = dim
+        self.model = model
+        self.query_salt = query_salt
+        self.calls: list[list[str]] = []
+        self._lock = threading.Lock()
+
+    def __call__(self, input: list[str]) -> list[np.ndarray]:
+        with self._lock:
+            self.calls.append(list(input))
+        return [fake_vector(t, self.dim, self.model) for t in input]
+
+    def embed_query(self, input: list[str]) -> list[np.ndarray]:
+        with self._lock:
+            self.calls.append(list(input))
+        return [fake_vector(t, self.dim, self.model + self.query_salt) for t in input]
+
+    @staticmethod
+    def name() -> str:
+        return "fake"
+
+    def get_config(self) -> dict[str, object]:
+        return {"model": self.model, "dim": self.dim}
+
+    @property
+    def texts_embedded(self) -> list[str]:
+        return [t for call in self.calls for t in call]
+
+
+@pytest.fixture(autouse=True)
+def _isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """No test touches the user's cache or config folders, and shared stores never leak between tests."""
+    monkeypatch.setenv("CACHEDEMBED_URL", f"sqlite:///{tmp_path / 'default-cache.db'}")
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache-home"))
+    monkeypatch.delenv("CACHEDEMBED_PRICE", raising=False)
+    monkeypatch.delenv("CACHEDEMBED_PRICES", raising=False)
+    yield
+    from cachedembed.stores import close_all
+
+    close_all()
+
+
+@pytest.fixture
+def fake_ef() -> FakeEF:
+    return FakeEF()
+
+
+@pytest.fixture(params=["sqlite", "diskcache", "memory"])
+def cache_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A fresh cache URL for each local backend."""
+    return {
+        "sqlite": f"sqlite:///{tmp_path / 'cache.db'}",
+        "diskcache": f"diskcache://{tmp_path / 'diskcache'}",
+        "memory": f"memory://{tmp_path.name}",
+    }[request.param]
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'cache.db'}"
