@@ -22,7 +22,7 @@ from .errors import (
 )
 
 if TYPE_CHECKING:
-    from .cached import Cached, cached
+    from .wrapper import Cached, cached
     from .stores import Store, open_store
 
 __version__ = "0.1.0"
@@ -42,8 +42,8 @@ __all__ = [
 ]
 
 _LAZY = {
-    "Cached": ".cached",
-    "cached": ".cached",
+    "Cached": ".wrapper",
+    "cached": ".wrapper",
     "Store": ".stores",
     "open_store": ".stores",
 }

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from .errors import ConfigurationError
 
 if TYPE_CHECKING:
-    from .cached import Cached
+    from .wrapper import Cached
 
 _CHROMA_EF_MODULE = "chromadb.utils.embedding_functions"
 
@@ -73,7 +73,7 @@ def wrapper_config(wrapper: Cached) -> dict[str, Any]:
 
 def wrapper_from_config(config: Mapping[str, Any]) -> Cached:
     """Rebuild a ``Cached`` from :func:`wrapper_config` output, sharing the open store."""
-    from .cached import Cached
+    from .wrapper import Cached
     from .embedding_functions import registered
 
     inner = config["inner"]
@@ -104,7 +104,7 @@ def register() -> None:
     """Register ``Cached`` (and the shipped provider classes) with Chroma's registry."""
     from chromadb.utils.embedding_functions import known_embedding_functions
 
-    from .cached import Cached
+    from .wrapper import Cached
     from .embedding_functions import _base, _load_all
 
     _load_all()

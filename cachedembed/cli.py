@@ -65,7 +65,7 @@ def embed(
     import numpy as np
     from tqdm import tqdm
 
-    from .cached import Cached
+    from .wrapper import Cached
     from .embedding_functions import from_spec
 
     texts = _read_texts(file, field)

@@ -368,12 +368,13 @@ class SqlStore(Store):
         return removed
 
     def iter_entries(self, ns_id: int, batch_size: int = 2000) -> Iterator[list[ExportedEntry]]:
-        last = -(2**63) - 1
+        last, op = -(2**63), ">="  # the smallest int64 is a valid id, so the first page is inclusive
         while True:
             rows = self._read(
-                f"SELECT {_ENTRY_COLUMNS} FROM entries WHERE ns = ? AND id > ? ORDER BY id LIMIT ?",
+                f"SELECT {_ENTRY_COLUMNS} FROM entries WHERE ns = ? AND id {op} ? ORDER BY id LIMIT ?",
                 (ns_id, last, batch_size),
             )
+            op = ">"
             if not rows:
                 return
             yield [

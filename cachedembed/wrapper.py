@@ -280,6 +280,8 @@ class Cached:
             missing = np.ones(n_u, dtype=bool)
             missing[found_pos] = False
             miss_pos = np.flatnonzero(missing)
+            # Send misses in input order (the unique ids are sorted by hash).
+            miss_pos = miss_pos[np.argsort(first[miss_pos], kind="stable")]
             out = self._fill_misses(texts, first, uniq, checks_u, miss_pos, role, state, out, tokens_u, est_u, served_by_me, found.stale)
         assert out is not None
 
