@@ -16,6 +16,8 @@ import unicodedata
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
+from itertools import repeat
 from typing import Any, Literal
 
 import numpy as np
@@ -91,6 +93,18 @@ class _ForeignEmbedder:
                     else [list(v) for v in vectors]
                 )
             yield EmbeddedBatch(start, as_matrix(self.label, vectors, len(chunk)), None)
+
+
+def _waiter_value(
+    vectors: np.ndarray, tokens: np.ndarray, estimated: bool, k: int
+) -> tuple[np.ndarray, int, bool]:
+    """What a concurrent caller waiting on row ``k`` of a fresh batch receives."""
+    return vectors[k], int(tokens[k]), estimated
+
+
+def _flight_keys(ns_id: int, ids: np.ndarray) -> list[tuple[int, int]]:
+    """Single-flight keys for item ``ids`` of a namespace, built without per-row numpy scalars."""
+    return list(zip(repeat(ns_id), ids.tolist()))
 
 
 def _label(ef: Any) -> str:
@@ -272,7 +286,39 @@ class Cached:
         ids, checks = state.hasher.text_keys(texts)
         if self._embedder.bypass_cache:
             return self._bypass(texts, role, state)
+        if len(ids) == 1:
+            hit = self._hit_one(ids[0], checks[0], state)
+            if hit is not None:
+                return hit
         return self._lookup_and_fill(texts, ids, checks, role, state)
+
+    def _hit_one(self, item_id: int, check: int, state: _Namespaced) -> np.ndarray | None:
+        """The single-text hit (a search query): one row, no arrays beyond the result.
+
+        Returns ``None`` unless the entry is stored intact; the general path then handles
+        the miss, collision or damage. Accounting is the general path's for one hit.
+        """
+        ns = state.ns
+        if ns.dim is None:
+            return None
+        rows = self.store.get(ns.id, (item_id,))
+        if len(rows) != 1:
+            return None
+        _id, row_ns, row_chk, tokens, flags, used, vec = rows[0]
+        if row_ns != ns.id or row_chk != check or len(vec) != ns.dim * state.dtype.itemsize:
+            return None
+        self.store.record(
+            ns.id,
+            UsageDelta(
+                calls=1,
+                hits=1,
+                tokens_saved=tokens,
+                tokens_saved_estimated=tokens if flags & FLAG_TOKENS_ESTIMATED else 0,
+            ),
+            (item_id,) if used < today() else (),
+        )
+        # astype copies: the caller gets a writable float32 row, whatever the storage dtype.
+        return np.frombuffer(vec, dtype=state.dtype).astype(np.float32).reshape(1, ns.dim)
 
     def _lookup_and_fill(
         self, texts: list[str], ids: list[int], checks: list[int], role: Role, state: _Namespaced
@@ -296,7 +342,19 @@ class Cached:
         found = self._read(state, uniq, checks_u)
         found_pos = found.pos
         out: np.ndarray | None = None
-        if ns.dim is not None:
+        result: np.ndarray | None = None
+        if len(found_pos) == n_u:
+            # All hits (the warm case): gather straight from the joined blobs into input
+            # order - one copy, where scattering into `out` first would make two.
+            row_of = np.empty(n_u, dtype=np.intp)
+            row_of[found_pos] = np.arange(n_u)
+            take = row_of[inverse]
+            result = (
+                found.vectors
+                if len(take) == n_u and bool((take == np.arange(n_u)).all())
+                else found.vectors[take]
+            )
+        elif ns.dim is not None:
             out = np.empty((n_u, ns.dim), dtype=np.float32)
             if len(found_pos):
                 out[found_pos] = found.vectors
@@ -326,7 +384,6 @@ class Cached:
                 served_by_me,
                 found.stale,
             )
-        assert out is not None
 
         # Accounting: a text counts as a miss once, where this call paid for it; every
         # other occurrence (cached, a duplicate, or embedded by a concurrent caller) is a
@@ -335,7 +392,7 @@ class Cached:
         saved = hit_counts * tokens_u
         # Last use is tracked per day: only entries last used before today are touched,
         # so a warm re-run writes nothing per hit.
-        touched = uniq[found_pos][found.used < today()] if len(found_pos) else ()
+        touched = uniq[found_pos][found.used < today()] if len(found_pos) else uniq[:0]
         store.record(
             ns.id,
             UsageDelta(
@@ -344,8 +401,11 @@ class Cached:
                 tokens_saved=int(saved.sum()),
                 tokens_saved_estimated=int(saved[est_u].sum()),
             ),
-            [int(i) for i in touched],
+            touched.tolist() if len(touched) else (),
         )
+        if result is not None:
+            return result
+        assert out is not None
         return (
             out
             if len(ids) == 1 or (n_u == len(ids) and bool((inverse == np.arange(len(ids))).all()))
@@ -373,8 +433,10 @@ class Cached:
         lengths = np.fromiter(map(len, row_vec), dtype=np.int64, count=len(row_vec))
         ok &= lengths == width
         stale: list[int] = []
+        # A bytearray, so the vectors served straight from it are writable.
+        blob: bytes | bytearray
         if ok.all():
-            blob = b"".join(row_vec)
+            blob = bytearray().join(row_vec)
         else:
             bad = np.flatnonzero(~ok)
             # Collisions (other namespace or check) are left alone; wrong-length blobs of
@@ -420,8 +482,7 @@ class Cached:
         stale: list[int],
     ) -> np.ndarray:
         store, ns = self.store, state.ns
-        flight_keys = [(ns.id, int(uniq[p])) for p in miss_pos]
-        mine_idx, theirs = store.flights.claim(flight_keys)
+        mine_idx, theirs = store.flights.claim(_flight_keys(ns.id, uniq[miss_pos]))
         mine = miss_pos[mine_idx]
         try:
             if stale:
@@ -436,9 +497,14 @@ class Cached:
                     out[got] = again.vectors
                     tokens_u[got] = again.tokens
                     est_u[got] = (again.flags & FLAG_TOKENS_ESTIMATED) != 0
+                    filled = out
                     store.flights.resolve(
-                        ((ns.id, int(uniq[p])), (out[p].copy(), int(tokens_u[p]), bool(est_u[p])))
-                        for p in got
+                        _flight_keys(ns.id, uniq[got]),
+                        lambda i: (
+                            filled[got[i]].copy(),
+                            int(tokens_u[got[i]]),
+                            bool(est_u[got[i]]),
+                        ),
                     )
                     remaining = np.ones(len(mine), dtype=bool)
                     remaining[again.pos] = False
@@ -458,7 +524,7 @@ class Cached:
                     served_by_me,
                 )
         except BaseException as exc:
-            store.flights.fail([(ns.id, int(uniq[p])) for p in mine], exc)
+            store.flights.fail(_flight_keys(ns.id, uniq[mine]), exc)
             raise
         for p_index, fut in theirs:
             p = miss_pos[p_index]
@@ -486,8 +552,8 @@ class Cached:
         served_by_me: np.ndarray,
     ) -> np.ndarray:
         store, ns = self.store, state.ns
-        to_embed = [texts[i] for i in first[mine]]
-        pending = set(range(len(mine)))
+        to_embed = [texts[i] for i in first[mine].tolist()]
+        done = np.zeros(len(mine), dtype=bool)
         prepare = getattr(self._embedder, "prepare", None)
         if callable(prepare):
             prepare()
@@ -539,15 +605,15 @@ class Cached:
             est_u[pos] = batch.tokens is None
             served_by_me[pos] = True
             store.flights.resolve(
-                ((ns.id, int(uniq[p])), (served[k], int(tokens[k]), batch.tokens is None))
-                for k, p in enumerate(pos)
+                _flight_keys(ns.id, uniq[pos]),
+                partial(_waiter_value, served, tokens, batch.tokens is None),
             )
-            pending.difference_update(idx.tolist())
+            done[idx] = True
             started = time.perf_counter()
-        if pending:
+        if not done.all():
             raise ProviderResponseError(
                 _label(self.ef),
-                f"returned vectors for {len(to_embed) - len(pending)} of {len(to_embed)} texts",
+                f"returned vectors for {int(done.sum())} of {len(to_embed)} texts",
             )
         assert out is not None
         return out

@@ -378,3 +378,60 @@ async def test_async_calls_share_the_cache(sqlite_url: str, fake_ef: FakeEF) -> 
     assert len(docs) == 2 and len(queries) == 1
     assert ef(["a"])[0].tobytes() == docs[0].tobytes()
     assert len(fake_ef.calls) == 2
+
+
+# -- the single-text hit path (search queries) ----------------------------------------
+
+
+def test_single_text_hits_are_exact_writable_and_counted_like_batch_hits(cache_url: str) -> None:
+    provider = TokenProvider(batch_size=1)
+    ef = Cached(provider, cache_url)
+    texts = ["alpha", "beta"]
+    ef(texts)  # two batches of one: 11 tokens each
+    one = ef.embed(["beta"])
+    assert one.shape == (1, 4) and one.dtype == np.float32 and one.flags.writeable
+    assert one[0].tobytes() == fake_vector("beta", 4, "document").tobytes()
+    ef.embed_query(["beta"])  # a miss in the query namespace, then a single hit
+    ef.embed_query(["beta"])
+    s = ef.stats()
+    assert s["by_role"]["document"]["hits"] == 1
+    assert s["by_role"]["document"]["tokens_saved"] == 11
+    assert s["by_role"]["query"]["misses"] == 1 and s["by_role"]["query"]["hits"] == 1
+    assert s["calls"] == 4 and len(provider.requests) == 3
+
+
+def test_a_damaged_entry_is_a_miss_on_the_single_text_path_too(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'c.db'}"
+    Cached(FakeEF(), url)(["victim"])
+    close_all()
+    with sqlite3.connect(tmp_path / "c.db") as db:
+        db.execute("UPDATE entries SET vec = substr(vec, 1, 12)")
+    fresh = FakeEF()
+    out = Cached(fresh, url)(["victim"])
+    assert fresh.calls == [["victim"]]
+    assert out[0].tobytes() == fake_vector("victim", 8, "fake-1").tobytes()
+
+
+def test_a_single_hit_touches_an_entry_last_used_on_an_earlier_day(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'c.db'}"
+    Cached(FakeEF(), url)(["old"])
+    close_all()
+    with sqlite3.connect(tmp_path / "c.db") as db:
+        db.execute("UPDATE entries SET used = used - 30")
+    ef = Cached(FakeEF(), url)
+    ef(["old"])
+    ef.flush()
+    with sqlite3.connect(tmp_path / "c.db") as db:
+        ((used,),) = db.execute("SELECT used FROM entries").fetchall()
+    assert used == int(time.time()) // 86400
+
+
+def test_warm_batches_are_served_writable_in_input_order(cache_url: str, fake_ef: FakeEF) -> None:
+    ef = Cached(fake_ef, cache_url)
+    texts = [f"t{i}" for i in range(50)]
+    ef(texts)
+    for order in (texts, sorted(texts, key=lambda t: hash(t) % 7), texts[::-1] + texts[:3]):
+        out = ef.embed(order)
+        assert out.flags.writeable
+        assert [v.tobytes() for v in out] == [fake_vector(t, 8, "fake-1").tobytes() for t in order]
+    assert len(fake_ef.calls) == 1
