@@ -18,7 +18,6 @@ import os
 import platform
 import shutil
 import sqlite3
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -130,12 +129,13 @@ def dir_size(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
-def sqlite_size(db: Path) -> int:
-    """Bytes of a SQLite cache after a WAL checkpoint (main file plus any -wal left)."""
+def sqlite_size(db: Path, table: str = "entries") -> tuple[int, int]:
+    """(bytes, rows of ``table``) of a SQLite file after a WAL checkpoint (file plus any -wal)."""
     conn = sqlite3.connect(db)
     conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    (rows,) = conn.execute(f"SELECT COUNT(*) FROM {table}").fetchone()
     conn.close()
-    return sum(p.stat().st_size for p in db.parent.glob(db.name + "*"))
+    return sum(p.stat().st_size for p in db.parent.glob(db.name + "*")), rows
 
 
 # -- the raw SQLite ceiling ------------------------------------------------------------
@@ -249,25 +249,26 @@ def bench_sqlite(tmp: Path, texts: list[str], vecs: np.ndarray, repeat: int) -> 
     # 6. bytes on disk per entry: float32 and float16
     cached.store.close()
     raw_bytes = DIM * 4
-    size32 = sqlite_size(db)
+    size32, n32 = sqlite_size(db)  # documents and the queries of step 2
     half_db = tmp / "half.db"
     half = Cached(ef, f"sqlite:///{half_db}", dtype="float16")
     served16 = half.embed(texts)
     half.store.close()
-    size16 = sqlite_size(half_db)
-    # The namespace rows and the Alembic table are a few fixed pages, counted in.
+    size16, n16 = sqlite_size(half_db)
+    raw_size, raw_n = sqlite_size(tmp / "raw.db", "e")
+    # The namespace rows, stats and the Alembic table are a few fixed pages, counted in.
     out["disk"] = {
-        "entries": len(texts),
+        "entries": n32,
         "raw_vector_bytes": raw_bytes,
-        "float32_bytes_per_entry": size32 / len(texts),
+        "float32_bytes_per_entry": size32 / n32,
         "float32_target": 1.15 * raw_bytes + 48,
-        "float16_bytes_per_entry": size16 / len(texts),
-        "float16_ratio_to_float32": size16 / size32,
+        "float16_bytes_per_entry": size16 / n16,
+        "float16_ratio_to_float32": (size16 / n16) / (size32 / n32),
         "float16_max_abs_error": float(np.abs(served16 - vecs).max()),
         "float16_max_rel_error": float(
             (np.abs(served16 - vecs) / np.maximum(np.abs(vecs), 1e-30)).max()
         ),
-        "raw_sqlite_bytes_per_entry": sqlite_size(tmp / "raw.db") / len(texts),
+        "raw_sqlite_bytes_per_entry": raw_size / raw_n,
     }
     return out
 
@@ -374,8 +375,7 @@ def bench_startup(tmp: Path, entries: int, dim: int) -> dict[str, Any]:
 
     env = {**os.environ, "PYTHONPATH": str(ROOT), "CACHEDEMBED_URL": f"sqlite:///{tmp / 'x.db'}"}
     import_s = _subprocess_seconds(
-        "import time; t = time.perf_counter(); import cachedembed; "
-        "print(time.perf_counter() - t)",
+        "import time; t = time.perf_counter(); import cachedembed; print(time.perf_counter() - t)",
         7,
         env,
     )
@@ -434,7 +434,7 @@ def bench_startup(tmp: Path, entries: int, dim: int) -> dict[str, Any]:
         "stats_dim": dim,
         "stats_build_s": build_s,
         "stats_s": min(stats_times),
-        "stats_cache_mb": sqlite_size(db) / 1e6,
+        "stats_cache_mb": sqlite_size(db)[0] / 1e6,
     }
 
 
