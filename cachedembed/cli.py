@@ -139,9 +139,10 @@ def embed(
 def stats(cache_url: str | None, as_json: bool) -> None:
     """Show what the cache saved, per model (from aggregated counters, never a scan)."""
     from .stats import report
-    from .stores import open_store
+    from .stores.sqlite_reader import open_reader
 
-    store = open_store(cache_url)
+    # A SQLite cache is read with sqlite3 alone: no SQLAlchemy start-up for a report.
+    store = open_reader(cache_url)
     data = report(store)
     if as_json:
         click.echo(json.dumps(data, indent=2))

@@ -26,12 +26,14 @@ import os
 import struct
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-import numpy as np
 import xxhash
 
 from .errors import InvalidInputError
+
+if TYPE_CHECKING:  # numpy loads on first use: `cachedembed stats` never needs it
+    import numpy as np
 
 KEY_SCHEMA = 1
 """Version of the key derivation; part of every namespace so a change never aliases old keys."""
@@ -132,6 +134,8 @@ class ItemHasher:
 
     def array_keys(self, arrays: Sequence[np.ndarray]) -> tuple[list[int], list[int]]:
         """Key numpy inputs (Chroma ``Images``) by dtype, shape and bytes - injectively."""
+        import numpy as np
+
         blobs = []
         for a in arrays:
             arr = np.ascontiguousarray(a)

@@ -3,11 +3,21 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, Protocol
 
 from .pricing import dollars, price_per_million
-from .stores.base import Namespace, Store
+from .stores.base import Namespace
 from .usage import UsageDelta
+
+
+class UsageSource(Protocol):
+    """What reports read: a :class:`~cachedembed.stores.Store` or the light SQLite reader."""
+
+    url: str
+
+    def namespaces(self) -> list[Namespace]: ...
+
+    def stats_rows(self, since_day: int | None = None) -> list[tuple[int, int, UsageDelta]]: ...
 
 
 def summarize(delta: UsageDelta) -> dict[str, Any]:
@@ -31,7 +41,7 @@ def summarize(delta: UsageDelta) -> dict[str, Any]:
     }
 
 
-def namespace_totals(store: Store, namespaces: Iterable[Namespace]) -> dict[str, Any]:
+def namespace_totals(store: UsageSource, namespaces: Iterable[Namespace]) -> dict[str, Any]:
     """Totals over ``namespaces`` (all days), with a per-role breakdown."""
     wanted = {ns.id: ns for ns in namespaces}
     per_ns: dict[int, UsageDelta] = {ns_id: UsageDelta() for ns_id in wanted}
@@ -57,7 +67,7 @@ def _priced(summary: dict[str, Any], price: float | None) -> dict[str, Any]:
 
 
 def report(
-    store: Store, *, since_day: int | None = None, model: str | None = None
+    store: UsageSource, *, since_day: int | None = None, model: str | None = None
 ) -> dict[str, Any]:
     """Per-namespace usage with prices, and totals, as plain JSON-ready data.
 

@@ -9,8 +9,10 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
+from typing import TYPE_CHECKING
 
-import numpy as np
+if TYPE_CHECKING:  # numpy loads on first use: `cachedembed stats` never needs it
+    import numpy as np
 
 SECONDS_PER_DAY = 86_400
 
@@ -78,6 +80,8 @@ def estimate_tokens(texts: Sequence[str]) -> np.ndarray:
     Used where a provider reports no usage (Gemini, local models, custom functions); the
     resulting counts are always marked as estimated.
     """
+    import numpy as np
+
     return np.fromiter(
         ((len(t.encode("utf-8", "surrogatepass")) + 3) // 4 or 1 for t in texts),
         dtype=np.int64,
@@ -92,6 +96,8 @@ def apportion(total: int, weights: np.ndarray) -> np.ndarray:
     ``total``: a batch's tokens, spread over its entries, add back up to what the
     provider billed, and so do the savings of later hits.
     """
+    import numpy as np
+
     n = len(weights)
     if n == 0:
         return np.zeros(0, dtype=np.int64)

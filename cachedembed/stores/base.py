@@ -13,13 +13,14 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import NamedTuple
-
-import numpy as np
+from typing import TYPE_CHECKING, NamedTuple
 
 from ..flight import SingleFlight
 from ..keys import NamespaceSpec
 from ..usage import UsageDelta, today
+
+if TYPE_CHECKING:  # numpy loads on first use: `cachedembed stats` never needs it
+    import numpy as np
 
 FLAG_TOKENS_ESTIMATED = 1
 """Entry flag: the entry's token count is an estimate, not provider-reported."""

@@ -9,8 +9,10 @@ imports Alembic when an upgrade is actually due, keeping cache opening cheap.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import sqlalchemy as sa
+if TYPE_CHECKING:  # SQLAlchemy loads with the SQL store; reading HEAD must not import it
+    import sqlalchemy as sa
 
 HEAD = "0002"
 """Newest migration revision; a test keeps it equal to Alembic's own head."""
@@ -29,6 +31,8 @@ def migrations_path() -> Path:
 
 def current_revision(conn: sa.Connection) -> str | None:
     """The revision stamped in the database, or ``None`` for an empty database."""
+    import sqlalchemy as sa
+
     if not sa.inspect(conn).has_table("alembic_version"):
         return None
     return conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalar()

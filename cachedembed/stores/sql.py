@@ -30,7 +30,7 @@ from sqlalchemy.pool import NullPool
 from ..errors import StoreError
 from ..keys import NamespaceSpec
 from ..usage import UsageDelta
-from . import migrate
+from . import _sqltext, migrate
 from .base import EntryBatch, ExportedEntry, Namespace, NamespaceUsage, PendingStats, Row, Store
 
 _STATS_COLUMNS = UsageDelta.columns()
@@ -298,17 +298,7 @@ class SqlStore(Store):
             )
 
     def namespaces(self) -> list[Namespace]:
-        import json
-
-        rows = self._read(
-            f"SELECT id, {self._d.key_column}, spec, dim, created FROM namespaces ORDER BY id"
-        )
-        return [
-            Namespace(
-                id=int(i), key=k, spec=NamespaceSpec.from_dict(json.loads(s)), dim=d, created=int(c)
-            )
-            for i, k, s, d, c in rows
-        ]
+        return _sqltext.to_namespaces(self._read(_sqltext.select_namespaces(self._d.key_column)))
 
     # -- entries ------------------------------------------------------------
 
@@ -435,18 +425,8 @@ class SqlStore(Store):
         }
 
     def stats_rows(self, since_day: int | None = None) -> list[tuple[int, int, UsageDelta]]:
-        cols = ", ".join(_STATS_COLUMNS)
-        sql = f"SELECT ns, day, {cols} FROM stats"
-        params: tuple[int, ...] = ()
-        if since_day is not None:
-            sql += " WHERE day >= ?"
-            params = (since_day,)
-        out = []
-        for ns, day, *values in self._read(sql, params):
-            delta = UsageDelta(*[int(v) for v in values])
-            delta.provider_seconds = float(values[_STATS_COLUMNS.index("provider_seconds")])
-            out.append((int(ns), int(day), delta))
-        return out
+        sql, params = _sqltext.select_stats(since_day)
+        return _sqltext.to_stats_rows(self._read(sql, params))
 
     def close(self) -> None:
         with suppress(Exception):
