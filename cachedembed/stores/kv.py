@@ -15,7 +15,7 @@ import os
 import struct
 import threading
 import time
-from collections.abc import Iterator, MutableMapping, Sequence
+from collections.abc import Iterable, Iterator, MutableMapping, Sequence
 from contextlib import AbstractContextManager, suppress
 from itertools import repeat
 from pathlib import Path
@@ -33,6 +33,7 @@ _STATS_PREFIX = "stats:"
 _NEXT_NS = "meta:next_ns"
 _NS_KEYS = "meta:namespaces"  # id -> namespace key, so namespace reads never scan entries
 _STATS_KEYS = "meta:stats"  # set of (ns, day) rows, so stats reads never scan entries
+_MODE_RAW = 1  # diskcache.core.MODE_RAW: bytes stored inline in the Cache table
 
 
 def _pack(
@@ -69,6 +70,20 @@ def _unpack(key: int, value: bytes) -> ExportedEntry:
     )
     entry.ns = ns  # type: ignore[attr-defined]
     return entry
+
+
+def _rows(pairs: Iterable[tuple[int, bytes | None]]) -> list[Row]:
+    """Hit-path rows from stored ``(id, packed value)`` pairs; ``None`` values are misses."""
+    rows = []
+    unpack = _HEADER.unpack_from
+    size = _HEADER.size
+    for i, value in pairs:
+        if value is None:
+            continue
+        ns, check, tokens, flags, used, _created, length = unpack(value)
+        end = None if length == 0xFFFFFFFF else len(value) - length
+        rows.append(Row(i, ns, check, tokens, flags, used, value[size:end]))
+    return rows
 
 
 class _KeyValueStore(Store):
@@ -129,18 +144,8 @@ class _KeyValueStore(Store):
         return sorted(out, key=lambda n: n.id)
 
     def get(self, ns_id: int, ids: Sequence[int]) -> list[Row]:
-        rows = []
         get = self._kv.get
-        unpack = _HEADER.unpack_from
-        size = _HEADER.size
-        for i in ids:
-            value = get(i)
-            if value is None:
-                continue
-            ns, check, tokens, flags, used, _created, length = unpack(value)
-            end = None if length == 0xFFFFFFFF else len(value) - length
-            rows.append(Row(i, ns, check, tokens, flags, used, value[size:end]))
-        return rows
+        return _rows((i, get(i)) for i in ids)
 
     def put(self, ns_id: int, batch: EntryBatch, stats: PendingStats) -> None:
         n = len(batch)
@@ -282,6 +287,37 @@ class DiskCacheStore(_KeyValueStore):
 
     def _atomic(self) -> AbstractContextManager[Any]:
         return self._kv.transact()  # type: ignore[attr-defined]
+
+    # diskcache reads one key per SQL query; a warm batch of thousands of texts would spend
+    # most of its time there. Values up to diskcache's file threshold (32 KiB: every vector
+    # up to 8,000-d float32) sit inline in its SQLite table, so they are read with one
+    # query per 30,000 ids - the same rows, keys and expiry rule `Cache.get` uses (see
+    # diskcache.core.Cache.get). Anything else (a value kept in a file) goes through `get`.
+    _BATCH = 30000
+
+    def get(self, ns_id: int, ids: Sequence[int]) -> list[Row]:
+        sql = getattr(self._kv, "_sql", None)
+        if len(ids) < 2 or sql is None:
+            return super().get(ns_id, ids)
+        inline: list[tuple[int, bytes]] = []
+        elsewhere: list[int] = []
+        now = time.time()
+        for start in range(0, len(ids), self._BATCH):
+            chunk = list(ids[start : start + self._BATCH])
+            marks = ",".join("?" * len(chunk))
+            for key, mode, value in sql(
+                f"SELECT key, mode, value FROM Cache WHERE key IN ({marks}) AND raw = 1"
+                " AND (expire_time IS NULL OR expire_time > ?)",
+                (*chunk, now),
+            ).fetchall():
+                if mode == _MODE_RAW and isinstance(value, bytes):
+                    inline.append((key, value))
+                else:
+                    elsewhere.append(key)
+        rows = _rows(inline)
+        if elsewhere:
+            rows += super().get(ns_id, elsewhere)
+        return rows
 
     def close(self) -> None:
         with suppress(Exception):
