@@ -26,6 +26,7 @@ import os
 import struct
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from itertools import repeat
 from typing import TYPE_CHECKING, Any, Literal
 
 import xxhash
@@ -42,7 +43,6 @@ Role = Literal["document", "query"]
 HashName = Literal["xxh3", "blake2b"]
 
 _U64 = struct.Struct("<Q")
-_PAIR = struct.Struct("<qq")
 
 
 def canonical_json(value: Any) -> str:
@@ -125,14 +125,19 @@ class ItemHasher:
         Raises :class:`InvalidInputError` naming the first item that is not a ``str`` or
         cannot be encoded as UTF-8 (a lone surrogate), before anything is looked up.
         """
+        ids, checks = self.text_key_arrays(texts)
+        return ids.tolist(), checks.tolist()
+
+    def text_key_arrays(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`text_keys` as two int64 arrays (the hit path's form)."""
         try:
-            encoded = [t.encode("utf-8") for t in texts]
-        except (AttributeError, UnicodeEncodeError):
+            encoded = list(map(str.encode, texts))  # UTF-8, strict
+        except (TypeError, UnicodeEncodeError):
             _raise_for_bad_text(texts)
             raise
         return self._keys(encoded)
 
-    def array_keys(self, arrays: Sequence[np.ndarray]) -> tuple[list[int], list[int]]:
+    def array_keys(self, arrays: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         """Key numpy inputs (Chroma ``Images``) by dtype, shape and bytes - injectively."""
         import numpy as np
 
@@ -145,25 +150,20 @@ class ItemHasher:
             blobs.append(b"\xff" + _U64.pack(len(header)) + header + arr.tobytes())
         return self._keys(blobs)
 
-    def _keys(self, blobs: list[bytes]) -> tuple[list[int], list[int]]:
-        ids: list[int] = []
-        checks: list[int] = []
-        unpack = _PAIR.unpack
+    def _keys(self, blobs: list[bytes]) -> tuple[np.ndarray, np.ndarray]:
+        # The 16-byte digests, joined and read as little-endian int64 pairs: the first is
+        # the id, the second the check (the same split as struct "<qq" per digest, without
+        # a Python loop or two int objects per text).
+        import numpy as np
+
         if self._hash == "xxh3":
-            seed = self._seed
-            digest = xxhash.xxh3_128_digest
-            for b in blobs:
-                i, c = unpack(digest(b, seed))
-                ids.append(i)
-                checks.append(c)
+            digests = b"".join(map(xxhash.xxh3_128_digest, blobs, repeat(self._seed)))
         else:
             key = self._blake_key
             blake = hashlib.blake2b
-            for b in blobs:
-                i, c = unpack(blake(b, key=key, digest_size=16).digest())
-                ids.append(i)
-                checks.append(c)
-        return ids, checks
+            digests = b"".join([blake(b, key=key, digest_size=16).digest() for b in blobs])
+        pairs = np.frombuffer(digests, dtype="<i8").reshape(len(blobs), 2).astype(np.int64)
+        return pairs[:, 0], pairs[:, 1]
 
 
 def _raise_for_bad_text(texts: Sequence[Any]) -> None:

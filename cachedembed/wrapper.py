@@ -283,11 +283,11 @@ class Cached:
             form = self.normalize_unicode
             texts = [unicodedata.normalize(form, t) for t in texts]
         state = self._role(role)
-        ids, checks = state.hasher.text_keys(texts)
+        ids, checks = state.hasher.text_key_arrays(texts)
         if self._embedder.bypass_cache:
             return self._bypass(texts, role, state)
         if len(ids) == 1:
-            hit = self._hit_one(ids[0], checks[0], state)
+            hit = self._hit_one(int(ids[0]), int(checks[0]), state)
             if hit is not None:
                 return hit
         return self._lookup_and_fill(texts, ids, checks, role, state)
@@ -321,10 +321,10 @@ class Cached:
         return np.frombuffer(vec, dtype=state.dtype).astype(np.float32).reshape(1, ns.dim)
 
     def _lookup_and_fill(
-        self, texts: list[str], ids: list[int], checks: list[int], role: Role, state: _Namespaced
+        self, texts: list[str], ids: np.ndarray, checks: np.ndarray, role: Role, state: _Namespaced
     ) -> np.ndarray:
         store, ns = self.store, state.ns
-        ids_arr = np.array(ids, dtype=np.int64)
+        ids_arr = ids
         if len(ids) == 1:
             uniq, first, inverse, counts = (
                 ids_arr,
@@ -336,7 +336,7 @@ class Cached:
             uniq, first, inverse, counts = np.unique(
                 ids_arr, return_index=True, return_inverse=True, return_counts=True
             )
-        checks_u = np.array(checks, dtype=np.int64)[first]
+        checks_u = checks[first]
         n_u = len(uniq)
 
         found = self._read(state, uniq, checks_u)

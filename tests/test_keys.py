@@ -84,3 +84,27 @@ def test_blake2b_keys_depend_on_the_secret(monkeypatch: pytest.MonkeyPatch) -> N
     first = ItemHasher(s).text_keys(["x"])
     monkeypatch.setenv("CACHEDEMBED_HASH_KEY", "two")
     assert ItemHasher(s).text_keys(["x"]) != first
+
+
+@pytest.mark.parametrize("hash_name", ["xxh3", "blake2b"])
+def test_ids_and_checks_are_the_two_little_endian_halves_of_the_digest(hash_name: str) -> None:
+    # The documented derivation, computed the slow way: keys must never change across versions.
+    import hashlib
+    import struct
+
+    import xxhash
+
+    s = NamespaceSpec(identity={"provider": "p"}, role="document", hash=hash_name)  # type: ignore[arg-type]
+    texts = ["", "hello", "caf\u00e9 \U0001f600", "x" * 5000]
+    ids, checks = ItemHasher(s).text_keys(texts)
+    seed = xxhash.xxh3_64_intdigest(s.canonical.encode())
+    secret = hashlib.blake2b(s.key.encode(), digest_size=32).digest()
+    for text, i, c in zip(texts, ids, checks):
+        raw = text.encode("utf-8")
+        digest = (
+            xxhash.xxh3_128_digest(raw, seed)
+            if hash_name == "xxh3"
+            else hashlib.blake2b(raw, key=secret, digest_size=16).digest()
+        )
+        assert (i, c) == struct.unpack("<qq", digest)
+        assert type(i) is int and type(c) is int

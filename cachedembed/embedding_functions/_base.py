@@ -167,6 +167,8 @@ def check_texts(input: Any) -> list[str]:
         ) from None
     if not texts:
         raise InvalidInputError("input is an empty list: there is nothing to embed")
+    if set(map(type, texts)) == {str}:  # the common case, checked without a Python loop
+        return texts
     for i, t in enumerate(texts):
         if not isinstance(t, str):
             hint = " (decode bytes first)" if isinstance(t, (bytes, bytearray)) else ""
