@@ -400,12 +400,18 @@ def test_single_text_hits_are_exact_writable_and_counted_like_batch_hits(cache_u
     assert s["calls"] == 4 and len(provider.requests) == 3
 
 
-def test_a_damaged_entry_is_a_miss_on_the_single_text_path_too(tmp_path: Path) -> None:
+def _cached_then_edited(tmp_path: Path, text: str, sql: str) -> str:
+    """A SQLite cache holding ``text``, then changed behind the wrapper's back by ``sql``."""
     url = f"sqlite:///{tmp_path / 'c.db'}"
-    Cached(FakeEF(), url)(["victim"])
+    Cached(FakeEF(), url)([text])
     close_all()
     with sqlite3.connect(tmp_path / "c.db") as db:
-        db.execute("UPDATE entries SET vec = substr(vec, 1, 12)")
+        db.execute(sql)
+    return url
+
+
+def test_a_damaged_entry_is_a_miss_on_the_single_text_path_too(tmp_path: Path) -> None:
+    url = _cached_then_edited(tmp_path, "victim", "UPDATE entries SET vec = substr(vec, 1, 12)")
     fresh = FakeEF()
     out = Cached(fresh, url)(["victim"])
     assert fresh.calls == [["victim"]]
@@ -413,11 +419,7 @@ def test_a_damaged_entry_is_a_miss_on_the_single_text_path_too(tmp_path: Path) -
 
 
 def test_a_single_hit_touches_an_entry_last_used_on_an_earlier_day(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path / 'c.db'}"
-    Cached(FakeEF(), url)(["old"])
-    close_all()
-    with sqlite3.connect(tmp_path / "c.db") as db:
-        db.execute("UPDATE entries SET used = used - 30")
+    url = _cached_then_edited(tmp_path, "old", "UPDATE entries SET used = used - 30")
     ef = Cached(FakeEF(), url)
     ef(["old"])
     ef.flush()
