@@ -681,7 +681,7 @@ def main() -> int:
     parser.add_argument("--million", type=int, default=1_000_000, help="entries in the stats cache")
     parser.add_argument("--million-dim", type=int, default=32, help="dimension of that cache")
     parser.add_argument("--chroma-docs", type=int, default=5000)
-    parser.add_argument("--skip", default="", help="comma list: langchain,chroma,startup,diskcache")
+    parser.add_argument("--skip", default="", help="comma list of optional parts to skip: langchain,chroma")
     args = parser.parse_args()
     skip = set(filter(None, args.skip.split(",")))
 
