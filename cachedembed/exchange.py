@@ -255,7 +255,7 @@ class _Importer:
         ns = self.ns[key]
         assert ns.dim is not None  # _check_file refused entries of namespaces without one
         ids = [r["id"] for r in records]
-        present = {row.id for row in self.store.get(ns.id, ids)}
+        present = {row[0] for row in self.store.get(ns.id, ids)}  # SQL stores return plain tuples
         fresh = [r for r in records if r["id"] not in present]
         self.summary.entries += len(records)
         self.summary.entries_present += len(records) - len(fresh)

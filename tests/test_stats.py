@@ -136,7 +136,7 @@ def test_time_saved_uses_the_namespace_measured_seconds_per_text(url: str) -> No
 
 def test_by_day_rows_add_up_and_chart_spent_against_saved(url: str) -> None:
     store = open_store(url)
-    small_id, _ = _history(store)
+    _history(store)
     data = report(store, since_day=parse_days_ago("3d"), model="small", by_day=True)
     days = data["days"]
     assert [d["day"] for d in days] == [day_iso(today() - k) for k in (2, 1, 0)]
