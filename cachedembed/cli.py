@@ -49,6 +49,7 @@ def _read_texts(path: str, field: str | None) -> list[str]:
 @click.option("--out", "-o", type=click.Path(dir_okay=False), help="Write vectors here: .npy (float32 matrix) or .jsonl.")
 @click.option("--field", help="For .jsonl input: the field holding the text (default: text).")
 @click.option("--query", is_flag=True, help="Embed as queries instead of documents.")
+@click.option("--store-text", is_flag=True, help="Keep the texts in the cache, so `reembed` and exports can use them.")
 @click.option("--batch-size", default=256, show_default=True, help="Texts per cache round trip (progress granularity).")
 @click.option("--progress/--no-progress", default=None, help="Progress bar (default: on a terminal).")
 def embed(
@@ -58,6 +59,7 @@ def embed(
     out: str | None,
     field: str | None,
     query: bool,
+    store_text: bool,
     batch_size: int,
     progress: bool | None,
 ) -> None:
@@ -71,7 +73,7 @@ def embed(
     texts = _read_texts(file, field)
     if not texts:
         raise click.UsageError(f"{file} contains no texts")
-    ef = Cached(from_spec(model), cache_url)
+    ef = Cached(from_spec(model), cache_url, store_text=store_text)
     role = "query" if query else "document"
     before = ef.stats()
     parts = []
@@ -265,6 +267,22 @@ def verify(cache_url: str | None, model: str | None, fix: bool) -> None:
                + (f", {result.removed} removed" if fix else ""))
     if result.bad and not fix:
         sys.exit(1)
+
+
+@main.command()
+@CACHE_OPTION
+@MODEL_FILTER
+@click.option("--with", "with_model", required=True, metavar="SPEC", help="The new model, as for `embed --model` (provider:model).")
+@click.option("--batch-size", default=256, show_default=True, help="Texts per cache round trip.")
+def reembed(cache_url: str | None, model: str | None, with_model: str, batch_size: int) -> None:
+    """Embed the texts kept by `embed --store-text` (store_text=True) with another model."""
+    from .embedding_functions import from_spec
+    from .manage import reembed as run_reembed
+    from .stores import open_store
+
+    r = run_reembed(open_store(cache_url), from_spec(with_model), model=model, batch_size=batch_size)
+    click.echo(f"re-embedded {r.texts:,} texts from {r.namespaces} namespaces with {with_model}: "
+               f"{r.misses:,} embedded, {r.hits:,} already cached; {r.without_text:,} entries had no stored text")
 
 
 @main.command()

@@ -22,11 +22,7 @@ ITEMSIZE = {"float32": 4, "float16": 2}
 
 def select_namespaces(store: Store, model: str | None = None) -> list[Namespace]:
     """Namespaces whose ``provider/model`` contains ``model`` (all of them when ``None``)."""
-    return [ns for ns in store.namespaces() if not model or model in label(ns)]
-
-
-def label(ns: Namespace) -> str:
-    return f"{ns.spec.provider}/{ns.spec.model}"
+    return [ns for ns in store.namespaces() if ns.matches(model)]
 
 
 def parameters(ns: Namespace) -> dict[str, Any]:
@@ -161,7 +157,7 @@ def prune(
     survivors: list[tuple[int, int, int, int, int]] = []
     by_ns: dict[int, PrunedNamespace] = {}
     for ns in select_namespaces(store, model):
-        info = PrunedNamespace(ns.key, label(ns), ns.spec.role)
+        info = PrunedNamespace(ns.key, ns.label, ns.spec.role)
         by_ns[ns.id] = info
         result.namespaces.append(info)
         gone = doomed.setdefault(ns.id, [])
@@ -233,7 +229,7 @@ def _bad_entries(store: Store, ns: Namespace) -> Iterator[tuple[int, BadEntry | 
     for batch in store.iter_entries(ns.id):
         for e in batch:
             problem = entry_problem(e.vec, ns.dim, ns.spec.dtype)
-            yield e.id, None if problem is None else BadEntry(ns.key, label(ns), e.id, problem)
+            yield e.id, None if problem is None else BadEntry(ns.key, ns.label, e.id, problem)
 
 
 def verify(store: Store, *, fix: bool = False, model: str | None = None) -> VerifyResult:
@@ -251,6 +247,56 @@ def verify(store: Store, *, fix: bool = False, model: str | None = None) -> Veri
                 bad_ids.append(entry_id)
         if fix and bad_ids:
             result.removed += store.delete_namespace_entries(ns.id, bad_ids)
+    return result
+
+
+# -- re-embed ------------------------------------------------------------------
+
+
+@dataclass
+class ReembedResult:
+    namespaces: int = 0
+    texts: int = 0
+    without_text: int = 0
+    hits: int = 0
+    misses: int = 0
+
+
+def reembed(store: Store, ef: Any, *, model: str | None = None, batch_size: int = 256) -> ReembedResult:
+    """Embed the texts stored in the namespaces matching ``model`` with ``ef``, into ``store``.
+
+    Only entries cached with ``store_text=True`` carry their text; the others are counted
+    in ``without_text``. Each text keeps its role (documents as documents, queries as
+    queries). Texts already cached for ``ef`` are hits, so an interrupted run resumes for
+    free; the new namespace keeps the texts too, so it can be re-embedded in turn.
+    """
+    from .wrapper import Cached
+
+    target = Cached(ef, store, store_text=True)
+    own = {target.spec(role).key for role in ("document", "query")}
+    before = target.stats()
+    result = ReembedResult()
+    for ns in select_namespaces(store, model):
+        if ns.key in own:
+            continue  # never feed a namespace its own texts
+        result.namespaces += 1
+        chunk: list[str] = []
+        for batch in store.iter_entries(ns.id):
+            for e in batch:
+                if e.text is None:
+                    result.without_text += 1
+                    continue
+                chunk.append(e.text)
+                if len(chunk) >= batch_size:
+                    target.embed(chunk, ns.spec.role)
+                    result.texts += len(chunk)
+                    chunk = []
+        if chunk:
+            target.embed(chunk, ns.spec.role)
+            result.texts += len(chunk)
+    after = target.stats()
+    result.hits = after["hits"] - before["hits"]
+    result.misses = after["misses"] - before["misses"]
     return result
 
 
@@ -282,6 +328,7 @@ __all__ = [
     "BadEntry",
     "ModelInfo",
     "PruneResult",
+    "ReembedResult",
     "PrunedNamespace",
     "VerifyResult",
     "entry_problem",
@@ -290,5 +337,6 @@ __all__ = [
     "migrate",
     "parse_size",
     "prune",
+    "reembed",
     "verify",
 ]

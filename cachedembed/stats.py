@@ -106,14 +106,11 @@ def report(
     Reads only the namespace registry and the aggregated per-day stats rows, never the
     entries, so it costs the same on a cache of a hundred or a hundred million vectors.
     ``since_day`` keeps counters from that UTC day number on; ``model`` keeps namespaces
-    whose ``provider/model`` contains it; ``by_day`` adds a ``days`` list of per-day
+    whose ``provider/model`` contains it (any case); ``by_day`` adds a ``days`` list of per-day
     totals. Dollar totals add up the namespaces with a known price;
     ``models_without_price`` counts the others.
     """
-    selected: dict[int, Namespace] = {}
-    for ns in store.namespaces():
-        if not model or model in f"{ns.spec.provider}/{ns.spec.model}":
-            selected[ns.id] = ns
+    selected = {ns.id: ns for ns in store.namespaces() if ns.matches(model)}
     per_ns: dict[int, UsageDelta] = {}
     per_day: dict[int, dict[int, UsageDelta]] = {}
     all_time: dict[int, UsageDelta] = {}

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import gzip
 import json
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +14,7 @@ import pytest
 
 from cachedembed import Cached, InvalidInputError
 from cachedembed.exchange import export_cache, import_cache
-from cachedembed.stores import Store, open_store
+from cachedembed.stores import Store, close_all, open_store
 from cachedembed.usage import UsageDelta
 from tests.billing import BillingProvider, texts
 
@@ -61,6 +63,36 @@ def test_a_cache_survives_sqlite_to_diskcache_to_memory_to_sqlite_bit_exact(sour
         assert (imported.entries_added, imported.entries_present, imported.namespaces_created) == (56, 0, 3)
         assert snapshot(target) == original
         current = target
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A fresh PostgreSQL database of its own (dropped afterwards), so parallel tests never share tables."""
+    psycopg = pytest.importorskip("psycopg")
+    admin = "postgresql://postgres@127.0.0.1:5432/test"
+    name = f"cachedembed_exchange_{uuid.uuid4().hex[:10]}"
+    try:
+        with psycopg.connect(admin, autocommit=True, connect_timeout=5) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+    except psycopg.OperationalError as exc:
+        pytest.skip(f"PostgreSQL is not running on 127.0.0.1:5432 (make services): {exc}")
+    yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
+    close_all()
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+
+
+def test_a_cache_moves_through_postgresql_bit_exact(source: Store, tmp_path: Path, postgres_url: str) -> None:
+    original = snapshot(source)
+    export_cache(source, tmp_path / "to-pg.gz")
+    pg = open_store(postgres_url)
+    assert import_cache(pg, tmp_path / "to-pg.gz").entries_added == 56
+    assert import_cache(pg, tmp_path / "to-pg.gz").entries_present == 56
+    assert snapshot(pg) == original
+    export_cache(pg, tmp_path / "from-pg.gz")
+    back = open_store(f"diskcache://{tmp_path / 'dc'}")
+    import_cache(back, tmp_path / "from-pg.gz")
+    assert snapshot(back) == original
 
 
 def test_an_imported_cache_serves_hits_without_calling_the_provider(source: Store, tmp_path: Path) -> None:
