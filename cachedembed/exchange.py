@@ -72,14 +72,26 @@ class ImportSummary:
 
 
 def _namespace_record(ns: Namespace) -> dict[str, Any]:
-    return {"type": "namespace", "key": ns.key, "spec": ns.spec.to_dict(), "dim": ns.dim, "created": ns.created}
+    return {
+        "type": "namespace",
+        "key": ns.key,
+        "spec": ns.spec.to_dict(),
+        "dim": ns.dim,
+        "created": ns.created,
+    }
 
 
 def _lines(store: Store, model: str | None, summary: ExportSummary) -> Iterator[dict[str, Any]]:
     from . import __version__
 
-    yield {"type": "header", "format": FORMAT, "version": VERSION, "exported": int(time.time()),
-           "source": store.url, "cachedembed": __version__}
+    yield {
+        "type": "header",
+        "format": FORMAT,
+        "version": VERSION,
+        "exported": int(time.time()),
+        "source": store.url,
+        "cachedembed": __version__,
+    }
     namespaces = select_namespaces(store, model)
     stats_by_ns: dict[int, list[tuple[int, UsageDelta]]] = {}
     for ns_id, day, delta in store.stats_rows():
@@ -91,16 +103,32 @@ def _lines(store: Store, model: str | None, summary: ExportSummary) -> Iterator[
             for e in batch:
                 summary.entries += 1
                 summary.texts += e.text is not None
-                yield {"type": "entry", "ns": ns.key, "id": e.id, "check": e.check, "tokens": e.tokens,
-                       "flags": e.flags, "used": e.used, "created": e.created,
-                       "vec": base64.b64encode(e.vec).decode("ascii"), "text": e.text}
+                yield {
+                    "type": "entry",
+                    "ns": ns.key,
+                    "id": e.id,
+                    "check": e.check,
+                    "tokens": e.tokens,
+                    "flags": e.flags,
+                    "used": e.used,
+                    "created": e.created,
+                    "vec": base64.b64encode(e.vec).decode("ascii"),
+                    "text": e.text,
+                }
         for day, delta in sorted(stats_by_ns.get(ns.id, []), key=lambda r: r[0]):
             summary.stats += 1
             yield {"type": "stats", "ns": ns.key, "day": day, "date": day_iso(day), **asdict(delta)}
-    yield {"type": "end", "namespaces": summary.namespaces, "entries": summary.entries, "stats": summary.stats}
+    yield {
+        "type": "end",
+        "namespaces": summary.namespaces,
+        "entries": summary.entries,
+        "stats": summary.stats,
+    }
 
 
-def export_cache(store: Store, path: str | os.PathLike[str], *, model: str | None = None) -> ExportSummary:
+def export_cache(
+    store: Store, path: str | os.PathLike[str], *, model: str | None = None
+) -> ExportSummary:
     """Write the cache (or the namespaces matching ``model``) to ``path`` in the portable format.
 
     Buffered counters are flushed first so the file has every call so far. The file is
@@ -172,16 +200,22 @@ def _check_file(path: Path) -> dict[str, int | None]:
             if kind == "namespace":
                 spec = NamespaceSpec.from_dict(record["spec"])
                 if spec.key != record["key"]:
-                    raise InvalidInputError(f"{where}: namespace key {record['key']} does not match its spec")
+                    raise InvalidInputError(
+                        f"{where}: namespace key {record['key']} does not match its spec"
+                    )
                 specs[spec.key] = spec
                 dims[spec.key] = record["dim"]
             elif kind in ("entry", "stats"):
                 if record["ns"] not in specs:
-                    raise InvalidInputError(f"{where}: {kind} of undeclared namespace {record['ns']}")
+                    raise InvalidInputError(
+                        f"{where}: {kind} of undeclared namespace {record['ns']}"
+                    )
                 if kind == "entry":
                     for name in _ENTRY_FIELDS:
                         if not isinstance(record[name], int):
-                            raise InvalidInputError(f"{where}: entry field {name!r} is not an integer")
+                            raise InvalidInputError(
+                                f"{where}: entry field {name!r} is not an integer"
+                            )
                     vec = base64.b64decode(record["vec"], validate=True)
                     problem = entry_problem(vec, dims[record["ns"]], specs[record["ns"]].dtype)
                     if problem:
@@ -196,13 +230,21 @@ def _check_file(path: Path) -> dict[str, int | None]:
         except (KeyError, TypeError, ValueError) as exc:
             if isinstance(exc, InvalidInputError):
                 raise
-            raise InvalidInputError(f"{where}: malformed {kind} record ({type(exc).__name__}: {exc})") from None
+            raise InvalidInputError(
+                f"{where}: malformed {kind} record ({type(exc).__name__}: {exc})"
+            ) from None
         counts[kind] += 1
     if end is None:
         raise InvalidInputError(f"{path}: truncated (no end record); nothing was imported")
-    expected = {"namespace": end.get("namespaces"), "entry": end.get("entries"), "stats": end.get("stats")}
+    expected = {
+        "namespace": end.get("namespaces"),
+        "entry": end.get("entries"),
+        "stats": end.get("stats"),
+    }
     if expected != counts:
-        raise InvalidInputError(f"{path}: the end record promises {expected}, the file holds {counts}")
+        raise InvalidInputError(
+            f"{path}: the end record promises {expected}, the file holds {counts}"
+        )
     return dims
 
 
@@ -264,17 +306,23 @@ class _Importer:
             return
         dtype = np.dtype(ns.spec.dtype).newbyteorder("<")
         blob = b"".join(base64.b64decode(r["vec"]) for r in fresh)
-        vectors = np.frombuffer(blob, dtype=dtype).reshape(len(fresh), len(blob) // (len(fresh) * ITEMSIZE[ns.spec.dtype]))
-        self.store.put(ns.id, EntryBatch(
-            ids=[r["id"] for r in fresh],
-            checks=[r["check"] for r in fresh],
-            vectors=vectors,
-            tokens=[r["tokens"] for r in fresh],
-            flags=[r["flags"] for r in fresh],
-            texts=[r.get("text") for r in fresh],
-            used=[r["used"] for r in fresh],
-            created=[r["created"] for r in fresh],
-        ), PendingStats())
+        vectors = np.frombuffer(blob, dtype=dtype).reshape(
+            len(fresh), len(blob) // (len(fresh) * ITEMSIZE[ns.spec.dtype])
+        )
+        self.store.put(
+            ns.id,
+            EntryBatch(
+                ids=[r["id"] for r in fresh],
+                checks=[r["check"] for r in fresh],
+                vectors=vectors,
+                tokens=[r["tokens"] for r in fresh],
+                flags=[r["flags"] for r in fresh],
+                texts=[r.get("text") for r in fresh],
+                used=[r["used"] for r in fresh],
+                created=[r["created"] for r in fresh],
+            ),
+            PendingStats(),
+        )
 
     def stats_row(self, record: dict[str, Any]) -> None:
         self.summary.stats += 1
@@ -294,7 +342,9 @@ class _Importer:
             self.store.flush_stats(self.stats)
 
 
-def import_cache(store: Store, path: str | os.PathLike[str], *, stats: StatsMode = "new") -> ImportSummary:
+def import_cache(
+    store: Store, path: str | os.PathLike[str], *, stats: StatsMode = "new"
+) -> ImportSummary:
     """Load an export into ``store``: idempotent for entries, and for stats by default.
 
     The whole file is checked first (see :func:`_check_file`); a bad or truncated file

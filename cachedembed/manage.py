@@ -57,27 +57,43 @@ def list_models(store: Store, model: str | None = None) -> list[ModelInfo]:
     out = []
     for ns in select_namespaces(store, model):
         u = usage.get(ns.id)
-        out.append(ModelInfo(
-            namespace=ns.key,
-            provider=ns.spec.provider,
-            model=ns.spec.model,
-            parameters=parameters(ns),
-            role=ns.spec.role,
-            dim=ns.dim,
-            dtype=ns.spec.dtype,
-            hash=ns.spec.hash,
-            entries=u.entries if u else 0,
-            bytes=u.bytes if u else 0,
-            first_used=day_iso(u.first_used) if u and u.first_used is not None else None,
-            last_used=day_iso(u.last_used) if u and u.last_used is not None else None,
-        ))
+        out.append(
+            ModelInfo(
+                namespace=ns.key,
+                provider=ns.spec.provider,
+                model=ns.spec.model,
+                parameters=parameters(ns),
+                role=ns.spec.role,
+                dim=ns.dim,
+                dtype=ns.spec.dtype,
+                hash=ns.spec.hash,
+                entries=u.entries if u else 0,
+                bytes=u.bytes if u else 0,
+                first_used=day_iso(u.first_used) if u and u.first_used is not None else None,
+                last_used=day_iso(u.last_used) if u and u.last_used is not None else None,
+            )
+        )
     return out
 
 
 # -- sizes ---------------------------------------------------------------------
 
-_UNITS = {"": 1, "b": 1, "k": 10**3, "kb": 10**3, "m": 10**6, "mb": 10**6, "g": 10**9, "gb": 10**9,
-          "t": 10**12, "tb": 10**12, "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
+_UNITS = {
+    "": 1,
+    "b": 1,
+    "k": 10**3,
+    "kb": 10**3,
+    "m": 10**6,
+    "mb": 10**6,
+    "g": 10**9,
+    "gb": 10**9,
+    "t": 10**12,
+    "tb": 10**12,
+    "kib": 2**10,
+    "mib": 2**20,
+    "gib": 2**30,
+    "tib": 2**40,
+}
 
 
 def parse_size(text: str) -> int:
@@ -262,7 +278,9 @@ class ReembedResult:
     misses: int = 0
 
 
-def reembed(store: Store, ef: Any, *, model: str | None = None, batch_size: int = 256) -> ReembedResult:
+def reembed(
+    store: Store, ef: Any, *, model: str | None = None, batch_size: int = 256
+) -> ReembedResult:
     """Embed the texts stored in the namespaces matching ``model`` with ``ef``, into ``store``.
 
     Only entries cached with ``store_text=True`` carry their text; the others are counted
@@ -328,8 +346,8 @@ __all__ = [
     "BadEntry",
     "ModelInfo",
     "PruneResult",
-    "ReembedResult",
     "PrunedNamespace",
+    "ReembedResult",
     "VerifyResult",
     "entry_problem",
     "format_size",

@@ -66,7 +66,9 @@ def _priced(summary: dict[str, Any], price: float | None) -> dict[str, Any]:
 
 
 def _combined(
-    deltas: dict[int, UsageDelta], price_of: dict[int, float | None], rate_of: dict[int, float | None]
+    deltas: dict[int, UsageDelta],
+    price_of: dict[int, float | None],
+    rate_of: dict[int, float | None],
 ) -> dict[str, Any]:
     """Counters summed over namespaces; dollars summed over those with a known price.
 
@@ -126,12 +128,23 @@ def report(
         if by_day:
             per_day.setdefault(day, {}).setdefault(ns_id, UsageDelta()).add(delta)
     rate_of = {ns_id: seconds_per_text(all_time[ns_id]) for ns_id in per_ns}
-    price_of = {ns_id: price_per_million(selected[ns_id].spec.provider, selected[ns_id].spec.model) for ns_id in per_ns}
+    price_of = {
+        ns_id: price_per_million(selected[ns_id].spec.provider, selected[ns_id].spec.model)
+        for ns_id in per_ns
+    }
     rows = []
     for ns_id in sorted(per_ns):
         ns = selected[ns_id]
-        rows.append({"namespace": ns.key, "provider": ns.spec.provider, "model": ns.spec.model,
-                     "role": ns.spec.role, "dim": ns.dim, **_priced(summarize(per_ns[ns_id], rate_of[ns_id]), price_of[ns_id])})
+        rows.append(
+            {
+                "namespace": ns.key,
+                "provider": ns.spec.provider,
+                "model": ns.spec.model,
+                "role": ns.spec.role,
+                "dim": ns.dim,
+                **_priced(summarize(per_ns[ns_id], rate_of[ns_id]), price_of[ns_id]),
+            }
+        )
     data: dict[str, Any] = {
         "cache": store.url,
         "since": day_iso(since_day) if since_day is not None else None,
@@ -141,7 +154,10 @@ def report(
         "total": _combined(per_ns, price_of, rate_of),
     }
     if by_day:
-        data["days"] = [{"day": day_iso(day), **_combined(per_day[day], price_of, rate_of)} for day in sorted(per_day)]
+        data["days"] = [
+            {"day": day_iso(day), **_combined(per_day[day], price_of, rate_of)}
+            for day in sorted(per_day)
+        ]
     return data
 
 
@@ -156,7 +172,9 @@ def _usd(value: float | None) -> str:
     if value == 0:
         return "$0.00"
     # Small sums keep significant digits: a test run costs fractions of a cent.
-    return f"${value:.6f}" if value < 0.01 else (f"${value:,.4f}" if value < 1 else f"${value:,.2f}")
+    return (
+        f"${value:.6f}" if value < 0.01 else (f"${value:,.4f}" if value < 1 else f"${value:,.2f}")
+    )
 
 
 def _secs(value: float | None) -> str:
@@ -172,19 +190,41 @@ def _align(rows: list[list[str]], left: int, rule_before_last: bool) -> list[str
     for n, row in enumerate(rows):
         if rule_before_last and n == len(rows) - 1:
             out.append("  ".join("-" * w for w in widths))
-        out.append("  ".join(c.ljust(w) if i < left else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths, strict=True))).rstrip())
+        out.append(
+            "  ".join(
+                c.ljust(w) if i < left else c.rjust(w)
+                for i, (c, w) in enumerate(zip(row, widths, strict=True))
+            ).rstrip()
+        )
     return out
 
 
 def _cells(r: dict[str, Any], spent: str, saved: str) -> list[str]:
     rate = "-" if r["hit_rate"] is None else f"{100 * r['hit_rate']:.1f}%"
-    return [f"{r['texts']:,}", f"{r['hits']:,}", rate,
-            _num(r["tokens_embedded"], r["tokens_embedded_estimated"]),
-            _num(r["tokens_saved"], r["tokens_saved_estimated"]), spent, saved,
-            _secs(r["provider_seconds"]), _secs(r["provider_seconds_saved"])]
+    return [
+        f"{r['texts']:,}",
+        f"{r['hits']:,}",
+        rate,
+        _num(r["tokens_embedded"], r["tokens_embedded_estimated"]),
+        _num(r["tokens_saved"], r["tokens_saved_estimated"]),
+        spent,
+        saved,
+        _secs(r["provider_seconds"]),
+        _secs(r["provider_seconds_saved"]),
+    ]
 
 
-_COLUMNS = ["texts", "hits", "hit rate", "tokens embedded", "tokens saved", "spent", "saved", "time spent", "time saved"]
+_COLUMNS = [
+    "texts",
+    "hits",
+    "hit rate",
+    "tokens embedded",
+    "tokens saved",
+    "spent",
+    "saved",
+    "time spent",
+    "time saved",
+]
 
 
 def _total_usd(t: dict[str, Any], key: str) -> str:
@@ -215,9 +255,17 @@ def render_table(data: dict[str, Any]) -> str:
         return "\n".join([*_heading(data), "no usage recorded"])
     rows = [["model", "role", *_COLUMNS]]
     for r in data["models"]:
-        rows.append([f"{r['provider']}/{r['model']}", r["role"], *_cells(r, _usd(r["dollars_spent"]), _usd(r["dollars_saved"]))])
+        rows.append(
+            [
+                f"{r['provider']}/{r['model']}",
+                r["role"],
+                *_cells(r, _usd(r["dollars_spent"]), _usd(r["dollars_saved"])),
+            ]
+        )
     t = data["total"]
-    rows.append(["total", "", *_cells(t, _total_usd(t, "dollars_spent"), _total_usd(t, "dollars_saved"))])
+    rows.append(
+        ["total", "", *_cells(t, _total_usd(t, "dollars_spent"), _total_usd(t, "dollars_saved"))]
+    )
     return "\n".join([*_heading(data), *_align(rows, 2, True), *_footnote(t)])
 
 
@@ -243,13 +291,29 @@ def render_days(data: dict[str, Any]) -> str:
     if not days:
         return "\n".join([*_heading(data), "no usage recorded"])
     in_dollars = data["total"]["models_without_price"] == 0
-    spent_key, saved_key = ("dollars_spent", "dollars_saved") if in_dollars else ("tokens_embedded", "tokens_saved")
+    spent_key, saved_key = (
+        ("dollars_spent", "dollars_saved") if in_dollars else ("tokens_embedded", "tokens_saved")
+    )
     scale = max(d[spent_key] + d[saved_key] for d in days)
     rows = [["day", *_COLUMNS, ""]]
     for d in days:
-        rows.append([d["day"], *_cells(d, _total_usd(d, "dollars_spent"), _total_usd(d, "dollars_saved")),
-                     _bar(d[spent_key], d[saved_key], scale)])
+        rows.append(
+            [
+                d["day"],
+                *_cells(d, _total_usd(d, "dollars_spent"), _total_usd(d, "dollars_saved")),
+                _bar(d[spent_key], d[saved_key], scale),
+            ]
+        )
     t = data["total"]
-    rows.append(["total", *_cells(t, _total_usd(t, "dollars_spent"), _total_usd(t, "dollars_saved")), ""])
+    rows.append(
+        ["total", *_cells(t, _total_usd(t, "dollars_spent"), _total_usd(t, "dollars_saved")), ""]
+    )
     unit = "dollars" if in_dollars else "tokens (some models have no price)"
-    return "\n".join([*_heading(data), *_align(rows, 1, True), f"chart: █ spent  ░ saved, in {unit}", *_footnote(t)])
+    return "\n".join(
+        [
+            *_heading(data),
+            *_align(rows, 1, True),
+            f"chart: █ spent  ░ saved, in {unit}",
+            *_footnote(t),
+        ]
+    )

@@ -46,7 +46,9 @@ def parse_days_ago(text: str, *, now: int | None = None) -> int:
     try:
         return parse_day(value)
     except ValueError:
-        raise ValueError(f"{text!r} is neither a number of days (7d, 2w) nor a date (2026-11-01)") from None
+        raise ValueError(
+            f"{text!r} is neither a number of days (7d, 2w) nor a date (2026-11-01)"
+        ) from None
 
 
 @dataclass

@@ -61,14 +61,25 @@ def texts(n: int, prefix: str = "doc") -> list[str]:
     return [f"{prefix} {i} " + "word " * (i % 5) for i in range(n)]
 
 
-def fill(store: Store, n: int, *, model: str = PRICED_MODEL, dim: int = 8, days: Sequence[int] = (),
-         batch: int = 20_000, seed: int = 0, tokens: int = 5) -> Namespace:
+def fill(
+    store: Store,
+    n: int,
+    *,
+    model: str = PRICED_MODEL,
+    dim: int = 8,
+    days: Sequence[int] = (),
+    batch: int = 20_000,
+    seed: int = 0,
+    tokens: int = 5,
+) -> Namespace:
     """Write ``n`` random entries straight into ``store`` (no provider), in big ``put`` batches.
 
     Entries get ``tokens`` tokens each and last-use days cycling through ``days`` (default:
     today). Returns the namespace they were written to.
     """
-    ns = store.namespace(NamespaceSpec({"provider": "test-billing", "model": model, "dimensions": dim}, "document"))
+    ns = store.namespace(
+        NamespaceSpec({"provider": "test-billing", "model": model, "dimensions": dim}, "document")
+    )
     store.set_dimension(ns, dim)
     rng = np.random.default_rng(seed)
     ids = np.unique(rng.integers(-(2**63), 2**63 - 1, size=n + n // 100 + 10, dtype=np.int64))[:n]
@@ -77,12 +88,16 @@ def fill(store: Store, n: int, *, model: str = PRICED_MODEL, dim: int = 8, days:
     for start in range(0, n, batch):
         chunk = ids[start : start + batch]
         k = len(chunk)
-        store.put(ns.id, EntryBatch(
-            ids=chunk.tolist(),
-            checks=rng.integers(-(2**63), 2**63 - 1, size=k, dtype=np.int64).tolist(),
-            vectors=rng.standard_normal((k, dim)).astype(np.float32),
-            tokens=[tokens] * k,
-            flags=[0] * k,
-            used=day_cycle[np.arange(start, start + k) % len(day_cycle)].tolist(),
-        ), PendingStats())
+        store.put(
+            ns.id,
+            EntryBatch(
+                ids=chunk.tolist(),
+                checks=rng.integers(-(2**63), 2**63 - 1, size=k, dtype=np.int64).tolist(),
+                vectors=rng.standard_normal((k, dim)).astype(np.float32),
+                tokens=[tokens] * k,
+                flags=[0] * k,
+                used=day_cycle[np.arange(start, start + k) % len(day_cycle)].tolist(),
+            ),
+            PendingStats(),
+        )
     return ns

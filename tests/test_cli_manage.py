@@ -31,7 +31,10 @@ def _price(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture(params=["sqlite", "diskcache"])
 def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    return {"sqlite": f"sqlite:///{tmp_path / 'cache.db'}", "diskcache": f"diskcache://{tmp_path / 'dc'}"}[request.param]
+    return {
+        "sqlite": f"sqlite:///{tmp_path / 'cache.db'}",
+        "diskcache": f"diskcache://{tmp_path / 'dc'}",
+    }[request.param]
 
 
 def run(*args: str) -> Result:
@@ -62,7 +65,14 @@ def test_stats_prints_a_per_model_table_whose_totals_match_the_provider(url: str
     doc = table[2].split()
     assert doc[:5] == ["test-billing/bill-small", "document", "60", "30", "50.0%"]
     total = table[-1].split()
-    assert total[:6] == ["total", "64", "30", "46.9%", f"{billed:,}", f"{data['total']['tokens_saved']:,}"]
+    assert total[:6] == [
+        "total",
+        "64",
+        "30",
+        "46.9%",
+        f"{billed:,}",
+        f"{data['total']['tokens_saved']:,}",
+    ]
     assert total[6] == f"${billed * PRICE / 1e6:.6f}"
 
 
@@ -70,18 +80,35 @@ def test_stats_since_model_and_by_day(url: str) -> None:
     store = open_store(url)
     ns = fill(store, 5)
     other = fill(store, 5, model="bill-other", seed=2)
-    store.flush_stats(PendingStats(deltas={
-        **{(ns.id, today() - k): UsageDelta(misses=10, tokens_embedded=1000, hits=k, tokens_saved=100 * k) for k in range(10)},
-        (other.id, today()): UsageDelta(misses=1, tokens_embedded=7),
-    }))
-    week = json.loads(run("stats", "--cache", url, "--since", "7d", "--model", "small", "--json").output)
+    store.flush_stats(
+        PendingStats(
+            deltas={
+                **{
+                    (ns.id, today() - k): UsageDelta(
+                        misses=10, tokens_embedded=1000, hits=k, tokens_saved=100 * k
+                    )
+                    for k in range(10)
+                },
+                (other.id, today()): UsageDelta(misses=1, tokens_embedded=7),
+            }
+        )
+    )
+    week = json.loads(
+        run("stats", "--cache", url, "--since", "7d", "--model", "small", "--json").output
+    )
     assert [m["model"] for m in week["models"]] == ["bill-small"]
-    assert week["total"]["tokens_embedded"] == 7000 and week["total"]["tokens_saved"] == 100 * sum(range(7))
-    by_day = run("stats", "--cache", url, "--since", day_iso(today() - 2), "--model", "small", "--by", "day")
+    assert week["total"]["tokens_embedded"] == 7000 and week["total"]["tokens_saved"] == 100 * sum(
+        range(7)
+    )
+    by_day = run(
+        "stats", "--cache", url, "--since", day_iso(today() - 2), "--model", "small", "--by", "day"
+    )
     lines = by_day.output.splitlines()
     assert [line.split()[0] for line in lines[2:5]] == [day_iso(today() - k) for k in (2, 1, 0)]
     assert lines[2].split()[1:3] == ["12", "2"]  # texts, hits on the oldest day
-    assert lines[2].endswith("  " + "█" * 25 + "░" * 5)  # 1000 spent, 200 saved: the busiest day, full width
+    assert lines[2].endswith(
+        "  " + "█" * 25 + "░" * 5
+    )  # 1000 spent, 200 saved: the busiest day, full width
     assert lines[4].endswith("  " + "█" * 25)  # today: 1000 spent, nothing saved
     assert lines[5].startswith("----------")
     bad = CliRunner().invoke(main, ["stats", "--cache", url, "--since", "last tuesday"])
@@ -94,19 +121,32 @@ def test_models_and_its_alias_ls(url: str) -> None:
     out = run("models", "--cache", url).output.splitlines()
     assert out[0] == f"cache: {open_store(url).url}"
     rows = {(line.split()[0], line.split()[2]): line.split() for line in out[2:]}
-    assert rows[("test-billing/bill-small", "document")][1:7] == ["dimensions=6", "document", "6", "float32", "30", "720"]
+    assert rows[("test-billing/bill-small", "document")][1:7] == [
+        "dimensions=6",
+        "document",
+        "6",
+        "float32",
+        "30",
+        "720",
+    ]
     old = rows[("test-billing/bill-old", "document")]
     assert old[-2:] == [day_iso(today() - 12)] * 2
     listed = json.loads(run("ls", "--cache", url, "--json").output)
     assert sorted((m["model"], m["role"], m["entries"], m["bytes"]) for m in listed) == [
-        ("bill-old", "document", 3, 48), ("bill-small", "document", 30, 720), ("bill-small", "query", 4, 96)]
+        ("bill-old", "document", 3, 48),
+        ("bill-small", "document", 30, 720),
+        ("bill-small", "query", 4, 96),
+    ]
 
 
 def test_prune_dry_run_then_for_real(url: str) -> None:
     store = open_store(url)
     ns = fill(store, 200, days=[today() - 60, today()])
     dry = run("prune", "--cache", url, "--older-than", "30d", "--dry-run")
-    assert "test-billing/bill-small (document): would remove 100 entries (3.2 kB), 100 left (3.2 kB)" in dry.output
+    assert (
+        "test-billing/bill-small (document): would remove 100 entries (3.2 kB), 100 left (3.2 kB)"
+        in dry.output
+    )
     assert sum(len(b) for b in store.iter_entries(ns.id)) == 200
     done = run("prune", "--cache", url, "--older-than", "30d")
     assert "total: removed 100 entries (3.2 kB), 3.2 kB left" in done.output
@@ -114,7 +154,10 @@ def test_prune_dry_run_then_for_real(url: str) -> None:
     assert by_size["removed_entries"] == 100 - 1000 // 32 and by_size["removed_bytes"] == 32 * 69
     assert sum(len(b) for b in store.iter_entries(ns.id)) == 31
     assert CliRunner().invoke(main, ["prune", "--cache", url]).exit_code == 2
-    assert "not a size" in CliRunner().invoke(main, ["prune", "--cache", url, "--max-size", "big"]).output
+    assert (
+        "not a size"
+        in CliRunner().invoke(main, ["prune", "--cache", url, "--max-size", "big"]).output
+    )
 
 
 def test_export_then_import_moves_the_stats_between_backends(tmp_path: Path) -> None:
@@ -124,8 +167,10 @@ def test_export_then_import_moves_the_stats_between_backends(tmp_path: Path) -> 
     out = run("export", "--cache", sqlite_url, str(file)).output
     assert out == f"exported 2 namespaces, 34 entries (0 with text), 2 stats rows -> {file}\n"
     first = run("import", "--cache", disk_url, str(file)).output
-    assert first == ("imported 2 namespaces (2 new), 34 entries (34 added, 0 already present), "
-                     "2 stats rows (2 added, 0 skipped)\n")
+    assert first == (
+        "imported 2 namespaces (2 new), 34 entries (34 added, 0 already present), "
+        "2 stats rows (2 added, 0 skipped)\n"
+    )
     again = run("import", "--cache", disk_url, str(file)).output
     assert "(0 added, 34 already present), 2 stats rows (0 added, 2 skipped)" in again
     a = json.loads(run("stats", "--cache", sqlite_url, "--json").output)
@@ -140,14 +185,22 @@ def test_verify_exits_nonzero_on_bad_entries_and_fix_removes_them(url: str) -> N
     Cached(BillingProvider(), url).embed(texts(10))
     store = open_store(url)
     ns = store.namespaces()[0]
-    store.put(ns.id, EntryBatch(ids=[5], checks=[5], vectors=np.zeros((1, 2), np.float32), tokens=[1], flags=[0]), PendingStats())
+    store.put(
+        ns.id,
+        EntryBatch(
+            ids=[5], checks=[5], vectors=np.zeros((1, 2), np.float32), tokens=[1], flags=[0]
+        ),
+        PendingStats(),
+    )
     bad = CliRunner().invoke(main, ["verify", "--cache", url])
     assert bad.exit_code == 1
     assert bad.output.splitlines() == [
         f"bad entry 5 in test-billing/bill-small ({ns.key[:8]}): 8 bytes, expected 24 (6 x float32)",
         "checked 11 entries: 1 bad",
     ]
-    assert run("verify", "--cache", url, "--fix").output.endswith("checked 11 entries: 1 bad, 1 removed\n")
+    assert run("verify", "--cache", url, "--fix").output.endswith(
+        "checked 11 entries: 1 bad, 1 removed\n"
+    )
     assert run("verify", "--cache", url).output == "checked 10 entries: 0 bad\n"
 
 
@@ -157,24 +210,52 @@ def test_migrate_reports_from_and_to(tmp_path: Path) -> None:
     engine.dispose()
     url = f"sqlite:///{tmp_path / 'old.db'}"
     assert run("migrate", "--cache", url).output == f"schema revision 0001 -> {schema.HEAD}\n"
-    assert run("migrate", "--cache", url).output == f"schema revision {schema.HEAD}: already up to date\n"
-    assert "nothing to migrate" in run("migrate", "--cache", f"diskcache://{tmp_path / 'dc'}").output
+    assert (
+        run("migrate", "--cache", url).output
+        == f"schema revision {schema.HEAD}: already up to date\n"
+    )
+    assert (
+        "nothing to migrate" in run("migrate", "--cache", f"diskcache://{tmp_path / 'dc'}").output
+    )
 
 
 def test_stats_on_a_100k_entry_cache_in_a_real_process(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'big.db'}"
     store = open_store(url)
     ns = fill(store, 100_000)
-    store.flush_stats(PendingStats(deltas={(ns.id, today()): UsageDelta(calls=400, misses=100_000, tokens_embedded=500_000,
-                                                                        hits=250_000, tokens_saved=1_250_000)}))
+    store.flush_stats(
+        PendingStats(
+            deltas={
+                (ns.id, today()): UsageDelta(
+                    calls=400,
+                    misses=100_000,
+                    tokens_embedded=500_000,
+                    hits=250_000,
+                    tokens_saved=1_250_000,
+                )
+            }
+        )
+    )
     close_all()
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.run([sys.executable, "-m", "cachedembed", "stats", "--cache", url, "--json"],
-                          capture_output=True, text=True, env=env, timeout=120, check=False)
+    proc = subprocess.run(
+        [sys.executable, "-m", "cachedembed", "stats", "--cache", url, "--json"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        check=False,
+    )
     assert proc.returncode == 0, proc.stderr
     total = json.loads(proc.stdout)["total"]
     assert (total["texts"], total["hits"], total["tokens_saved"]) == (350_000, 250_000, 1_250_000)
     assert total["dollars_saved"] == 1_250_000 * PRICE / 1e6
-    listed = subprocess.run([sys.executable, "-m", "cachedembed", "ls", "--cache", url, "--json"],
-                            capture_output=True, text=True, env=env, timeout=120, check=False)
+    listed = subprocess.run(
+        [sys.executable, "-m", "cachedembed", "ls", "--cache", url, "--json"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        check=False,
+    )
     assert json.loads(listed.stdout)[0]["entries"] == 100_000

@@ -49,10 +49,16 @@ def source(tmp_path: Path) -> Store:
     return store
 
 
-def test_a_cache_survives_sqlite_to_diskcache_to_memory_to_sqlite_bit_exact(source: Store, tmp_path: Path) -> None:
+def test_a_cache_survives_sqlite_to_diskcache_to_memory_to_sqlite_bit_exact(
+    source: Store, tmp_path: Path
+) -> None:
     original = snapshot(source)
     assert len(original) == 3 and sum(len(ns["entries"]) for ns in original.values()) == 42 + 5 + 9
-    hops = [f"diskcache://{tmp_path / 'dc'}", f"memory://{tmp_path.name}", f"sqlite:///{tmp_path / 'back.db'}"]
+    hops = [
+        f"diskcache://{tmp_path / 'dc'}",
+        f"memory://{tmp_path.name}",
+        f"sqlite:///{tmp_path / 'back.db'}",
+    ]
     current = source
     for n, url in enumerate(hops):
         file = tmp_path / f"hop{n}.jsonl.gz"
@@ -60,7 +66,11 @@ def test_a_cache_survives_sqlite_to_diskcache_to_memory_to_sqlite_bit_exact(sour
         assert (summary.namespaces, summary.entries, summary.texts) == (3, 56, 42)
         target = open_store(url)
         imported = import_cache(target, file)
-        assert (imported.entries_added, imported.entries_present, imported.namespaces_created) == (56, 0, 3)
+        assert (imported.entries_added, imported.entries_present, imported.namespaces_created) == (
+            56,
+            0,
+            3,
+        )
         assert snapshot(target) == original
         current = target
 
@@ -82,7 +92,9 @@ def postgres_url() -> Iterator[str]:
         conn.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
 
 
-def test_a_cache_moves_through_postgresql_bit_exact(source: Store, tmp_path: Path, postgres_url: str) -> None:
+def test_a_cache_moves_through_postgresql_bit_exact(
+    source: Store, tmp_path: Path, postgres_url: str
+) -> None:
     original = snapshot(source)
     export_cache(source, tmp_path / "to-pg.gz")
     pg = open_store(postgres_url)
@@ -95,7 +107,9 @@ def test_a_cache_moves_through_postgresql_bit_exact(source: Store, tmp_path: Pat
     assert snapshot(back) == original
 
 
-def test_an_imported_cache_serves_hits_without_calling_the_provider(source: Store, tmp_path: Path) -> None:
+def test_an_imported_cache_serves_hits_without_calling_the_provider(
+    source: Store, tmp_path: Path
+) -> None:
     export_cache(source, tmp_path / "c.gz")
     target = open_store(f"diskcache://{tmp_path / 'dc'}")
     import_cache(target, tmp_path / "c.gz")
@@ -155,7 +169,11 @@ def test_export_filters_by_model_and_has_a_versioned_header(source: Store, tmp_p
         lines = [json.loads(line) for line in fh]
     assert lines[0]["format"] == "cachedembed-export" and lines[0]["version"] == 1
     assert lines[0]["source"] == source.url
-    assert lines[1]["type"] == "namespace" and lines[1]["spec"]["dtype"] == "float16" and lines[1]["dim"] == 10
+    assert (
+        lines[1]["type"] == "namespace"
+        and lines[1]["spec"]["dtype"] == "float16"
+        and lines[1]["dim"] == 10
+    )
     assert lines[-1] == {"type": "end", "namespaces": 1, "entries": 9, "stats": 1}
     entry = next(r for r in lines if r["type"] == "entry")
     assert len(entry["vec"]) == 28  # base64 of 10 float16 values = 20 bytes
@@ -175,12 +193,24 @@ def _rewrite(src: Path, dst: Path, edit: Any) -> None:
         (lambda lines: lines[:-1], "truncated"),
         (lambda lines: lines[:-5] + lines[-1:], "end record promises"),
         (lambda lines: [{**lines[0], "version": 99}, *lines[1:]], "version 99"),
-        (lambda lines: [r if r["type"] != "entry" else {**r, "vec": r["vec"][:-8]} for r in lines], "bytes, expected"),
-        (lambda lines: [r if r["type"] != "namespace" else {**r, "key": "0" * 32} for r in lines], "does not match its spec"),
+        (
+            lambda lines: [
+                r if r["type"] != "entry" else {**r, "vec": r["vec"][:-8]} for r in lines
+            ],
+            "bytes, expected",
+        ),
+        (
+            lambda lines: [
+                r if r["type"] != "namespace" else {**r, "key": "0" * 32} for r in lines
+            ],
+            "does not match its spec",
+        ),
     ],
     ids=["no-end", "missing-lines", "future-version", "short-vector", "forged-key"],
 )
-def test_a_bad_file_is_refused_before_anything_is_written(source: Store, tmp_path: Path, edit: Any, message: str) -> None:
+def test_a_bad_file_is_refused_before_anything_is_written(
+    source: Store, tmp_path: Path, edit: Any, message: str
+) -> None:
     export_cache(source, tmp_path / "good.gz")
     _rewrite(tmp_path / "good.gz", tmp_path / "bad.gz", edit)
     target = open_store(f"sqlite:///{tmp_path / 'target.db'}")
@@ -195,7 +225,9 @@ def test_not_an_export_at_all(tmp_path: Path) -> None:
         import_cache(open_store(f"memory://{tmp_path.name}"), tmp_path / "plain.txt")
 
 
-def test_a_namespace_with_another_dimension_in_the_target_is_refused(source: Store, tmp_path: Path) -> None:
+def test_a_namespace_with_another_dimension_in_the_target_is_refused(
+    source: Store, tmp_path: Path
+) -> None:
     export_cache(source, tmp_path / "c.gz")
     target = open_store(f"sqlite:///{tmp_path / 'target.db'}")
     ns = target.namespace(source.namespaces()[0].spec)
@@ -205,7 +237,9 @@ def test_a_namespace_with_another_dimension_in_the_target_is_refused(source: Sto
     assert len(target.namespaces()) == 1 and sum(len(b) for b in target.iter_entries(ns.id)) == 0
 
 
-def test_a_failed_export_leaves_no_file(source: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_failed_export_leaves_no_file(
+    source: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     def broken(ns_id: int, batch_size: int = 2000) -> Any:
         yield from ()
         raise OSError("disk went away")

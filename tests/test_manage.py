@@ -19,7 +19,10 @@ from tests.billing import BillingProvider, fill, texts
 
 @pytest.fixture(params=["sqlite", "diskcache"])
 def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    return {"sqlite": f"sqlite:///{tmp_path / 'cache.db'}", "diskcache": f"diskcache://{tmp_path / 'dc'}"}[request.param]
+    return {
+        "sqlite": f"sqlite:///{tmp_path / 'cache.db'}",
+        "diskcache": f"diskcache://{tmp_path / 'dc'}",
+    }[request.param]
 
 
 def used_days(store: Store, ns_id: int) -> dict[int, int]:
@@ -42,7 +45,11 @@ def test_models_lists_each_namespace_with_its_footprint(url: str) -> None:
     assert by_key[("bill-small", "query", "float32")].entries == 3
     assert by_key[("bill-small", "document", "float16")].bytes == 5 * 6 * 2
     aged = by_key[("bill-old", "document", "float32")]
-    assert (aged.first_used, aged.last_used, aged.entries) == (day_iso(today() - 40), day_iso(today() - 9), 4)
+    assert (aged.first_used, aged.last_used, aged.entries) == (
+        day_iso(today() - 40),
+        day_iso(today() - 9),
+        4,
+    )
     assert aged.namespace == old.key
     assert [m.model for m in list_models(store, "old")] == ["bill-old"]
 
@@ -97,7 +104,9 @@ def test_prune_older_than_removes_entries_not_used_in_the_window(url: str) -> No
 
 def test_prune_max_size_removes_least_recently_used_first(url: str) -> None:
     store = open_store(url)
-    ns = fill(store, 100, dim=8, days=[today() - 3, today() - 2, today() - 1, today()])  # 32 bytes each
+    ns = fill(
+        store, 100, dim=8, days=[today() - 3, today() - 2, today() - 1, today()]
+    )  # 32 bytes each
     result = prune(store, max_bytes=parse_size("1.6kB"))
     assert result.removed_entries == 50 and result.kept_bytes == 1600
     assert sorted(set(used_days(store, ns.id).values())) == [today() - 1, today()]
@@ -115,7 +124,10 @@ def test_prune_keeps_usage_history(url: str) -> None:
     assert store.stats_rows() == before
 
 
-@pytest.mark.parametrize(("text", "size"), [("2GB", 2 * 10**9), ("500MiB", 500 * 2**20), ("1.5g", 1_500_000_000), ("4096", 4096)])
+@pytest.mark.parametrize(
+    ("text", "size"),
+    [("2GB", 2 * 10**9), ("500MiB", 500 * 2**20), ("1.5g", 1_500_000_000), ("4096", 4096)],
+)
 def test_sizes_parse_in_decimal_and_binary_units(text: str, size: int) -> None:
     assert parse_size(text) == size
 
@@ -133,8 +145,20 @@ def test_verify_reports_entries_that_do_not_decode_and_fix_removes_them(url: str
     ns = ef._role("document").ns
     # Damage: a short blob, and a NaN vector, written straight into the namespace.
     bad_ids = [11, 12]
-    store.put(ns.id, EntryBatch(ids=[11], checks=[1], vectors=np.zeros((1, 5), np.float32), tokens=[1], flags=[0]), PendingStats())
-    store.put(ns.id, EntryBatch(ids=[12], checks=[2], vectors=np.full((1, 6), np.nan, np.float32), tokens=[1], flags=[0]), PendingStats())
+    store.put(
+        ns.id,
+        EntryBatch(
+            ids=[11], checks=[1], vectors=np.zeros((1, 5), np.float32), tokens=[1], flags=[0]
+        ),
+        PendingStats(),
+    )
+    store.put(
+        ns.id,
+        EntryBatch(
+            ids=[12], checks=[2], vectors=np.full((1, 6), np.nan, np.float32), tokens=[1], flags=[0]
+        ),
+        PendingStats(),
+    )
     report = verify(store)
     assert report.checked == 22 and report.removed == 0
     assert sorted((b.id, b.reason) for b in report.bad) == [
@@ -155,7 +179,9 @@ def test_migrate_upgrades_an_old_sqlite_cache_and_reports_the_revisions(tmp_path
     schema.upgrade(engine, "0001")
     engine.dispose()
     assert migrate(f"sqlite:///{path}") == ("0001", schema.HEAD)
-    columns = {c["name"] for c in sa.inspect(sa.create_engine(f"sqlite:///{path}")).get_columns("entries")}
+    columns = {
+        c["name"] for c in sa.inspect(sa.create_engine(f"sqlite:///{path}")).get_columns("entries")
+    }
     assert "text" in columns
     assert migrate(f"sqlite:///{path}") == (schema.HEAD, schema.HEAD)
     assert migrate(f"diskcache://{tmp_path / 'dc'}") == (None, None)

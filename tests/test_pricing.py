@@ -49,9 +49,13 @@ def test_an_unknown_model_has_no_price_and_unknown_dollars() -> None:
 def test_overrides_apply_in_order_config_file_then_prices_file_then_inline(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    user_file = tmp_path / "config" / "cachedembed" / "prices.toml"  # $XDG_CONFIG_HOME is tmp_path/config
+    user_file = (
+        tmp_path / "config" / "cachedembed" / "prices.toml"
+    )  # $XDG_CONFIG_HOME is tmp_path/config
     user_file.parent.mkdir(parents=True)
-    user_file.write_text('"openai/text-embedding-3-small" = 0.5\n"acme/m1" = 1.0\n"acme/m2" = 1.0\n"acme/m3" = 1.0\n')
+    user_file.write_text(
+        '"openai/text-embedding-3-small" = 0.5\n"acme/m1" = 1.0\n"acme/m2" = 1.0\n"acme/m3" = 1.0\n'
+    )
     assert price_per_million("openai", "text-embedding-3-small") == 0.5
     assert price_per_million("acme", "m1") == 1.0
 
@@ -65,13 +69,19 @@ def test_overrides_apply_in_order_config_file_then_prices_file_then_inline(
 
 
 @pytest.mark.parametrize("bad", ["openai/x", "openai/x=cheap", "=0.1x"])
-def test_a_bad_inline_price_is_a_clear_configuration_error(bad: str, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_bad_inline_price_is_a_clear_configuration_error(
+    bad: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("CACHEDEMBED_PRICE", bad)
-    with pytest.raises(ConfigurationError, match=r"CACHEDEMBED_PRICE.*provider/model=USD_PER_1M_TOKENS"):
+    with pytest.raises(
+        ConfigurationError, match=r"CACHEDEMBED_PRICE.*provider/model=USD_PER_1M_TOKENS"
+    ):
         price_per_million("openai", "x")
 
 
-def test_a_broken_price_file_names_the_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_broken_price_file_names_the_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     broken = tmp_path / "prices.toml"
     broken.write_text("this is = = not toml")
     monkeypatch.setenv("CACHEDEMBED_PRICES", str(broken))

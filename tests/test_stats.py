@@ -23,7 +23,10 @@ def _price(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture(params=["sqlite", "diskcache"])
 def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    return {"sqlite": f"sqlite:///{tmp_path / 'cache.db'}", "diskcache": f"diskcache://{tmp_path / 'dc'}"}[request.param]
+    return {
+        "sqlite": f"sqlite:///{tmp_path / 'cache.db'}",
+        "diskcache": f"diskcache://{tmp_path / 'dc'}",
+    }[request.param]
 
 
 def usd(tokens: int) -> float:
@@ -51,7 +54,12 @@ def test_tokens_and_dollars_agree_exactly_with_what_the_provider_billed(url: str
     # Hits save exactly what their entries cost when the provider billed them.
     saved = 2 * billed_a + billed_b
     assert total["tokens_saved"] == saved
-    assert (total["texts"], total["hits"], total["misses"], total["calls"]) == (20 + 15 + 59 + 1, 55, 40, 4)
+    assert (total["texts"], total["hits"], total["misses"], total["calls"]) == (
+        20 + 15 + 59 + 1,
+        55,
+        40,
+        4,
+    )
     assert total["hit_rate"] == 55 / 95
     assert total["provider_calls"] == len(provider.billed)
     assert total["dollars_spent"] == usd(sum(provider.billed))
@@ -94,10 +102,24 @@ def _history(store: Store) -> tuple[int, int]:
     deltas = {}
     for back in range(21):
         day = now - back
-        deltas[(small.id, day)] = UsageDelta(calls=2, hits=100 + back, misses=10, provider_calls=1,
-                                             provider_seconds=0.5, tokens_embedded=1000, tokens_saved=7000 + back)
-        deltas[(large.id, day)] = UsageDelta(calls=1, hits=1, misses=1, provider_calls=1,
-                                             provider_seconds=0.25, tokens_embedded=30, tokens_saved=30)
+        deltas[(small.id, day)] = UsageDelta(
+            calls=2,
+            hits=100 + back,
+            misses=10,
+            provider_calls=1,
+            provider_seconds=0.5,
+            tokens_embedded=1000,
+            tokens_saved=7000 + back,
+        )
+        deltas[(large.id, day)] = UsageDelta(
+            calls=1,
+            hits=1,
+            misses=1,
+            provider_calls=1,
+            provider_seconds=0.25,
+            tokens_embedded=30,
+            tokens_saved=30,
+        )
     store.flush_stats(PendingStats(deltas=deltas))
     return small.id, large.id
 
@@ -125,10 +147,14 @@ def test_since_and_model_filter_the_window_and_the_models(url: str) -> None:
 def test_time_saved_uses_the_namespace_measured_seconds_per_text(url: str) -> None:
     store = open_store(url)
     ns = fill(store, 1)
-    store.flush_stats(PendingStats(deltas={
-        (ns.id, today() - 10): UsageDelta(misses=40, provider_seconds=2.0),
-        (ns.id, today()): UsageDelta(hits=500),  # a warm re-run: no misses in the window
-    }))
+    store.flush_stats(
+        PendingStats(
+            deltas={
+                (ns.id, today() - 10): UsageDelta(misses=40, provider_seconds=2.0),
+                (ns.id, today()): UsageDelta(hits=500),  # a warm re-run: no misses in the window
+            }
+        )
+    )
     data = report(store, since_day=today())
     assert data["models"][0]["provider_seconds_saved"] == pytest.approx(500 * 2.0 / 40)
     assert data["total"]["provider_seconds_saved"] == pytest.approx(25.0)
@@ -140,7 +166,9 @@ def test_by_day_rows_add_up_and_chart_spent_against_saved(url: str) -> None:
     data = report(store, since_day=parse_days_ago("3d"), model="small", by_day=True)
     days = data["days"]
     assert [d["day"] for d in days] == [day_iso(today() - k) for k in (2, 1, 0)]
-    assert sum(d["tokens_saved"] for d in days) == data["total"]["tokens_saved"] == 7002 + 7001 + 7000
+    assert (
+        sum(d["tokens_saved"] for d in days) == data["total"]["tokens_saved"] == 7002 + 7001 + 7000
+    )
     assert all(d["dollars_spent"] == usd(1000) for d in days)
     lines = render_days(data).splitlines()
     bars = [line.split()[-1] for line in lines[2:5]]
@@ -149,7 +177,9 @@ def test_by_day_rows_add_up_and_chart_spent_against_saved(url: str) -> None:
     assert lines[-1] == "chart: █ spent  ░ saved, in dollars"
 
     mixed = render_days(report(store, by_day=True))  # bill-large has no price: chart in tokens
-    assert mixed.splitlines()[-1] == "chart: █ spent  ░ saved, in tokens (some models have no price)"
+    assert (
+        mixed.splitlines()[-1] == "chart: █ spent  ░ saved, in tokens (some models have no price)"
+    )
 
 
 class _CountingStore:
@@ -173,10 +203,16 @@ class _CountingStore:
 def test_report_on_100k_entries_reads_only_the_aggregated_rows(url: str) -> None:
     store = open_store(url)
     ns = fill(store, 100_000)
-    store.flush_stats(PendingStats(deltas={
-        (ns.id, today() - k): UsageDelta(calls=1, hits=1000, misses=10_000, tokens_embedded=50_000, tokens_saved=5000)
-        for k in range(10)
-    }))
+    store.flush_stats(
+        PendingStats(
+            deltas={
+                (ns.id, today() - k): UsageDelta(
+                    calls=1, hits=1000, misses=10_000, tokens_embedded=50_000, tokens_saved=5000
+                )
+                for k in range(10)
+            }
+        )
+    )
     statements: list[str] = []
     if url.startswith("sqlite"):
         conn = store._raw().driver_connection  # type: ignore[attr-defined]
