@@ -272,6 +272,7 @@ def verify(store: Store, *, fix: bool = False, model: str | None = None) -> Veri
 @dataclass
 class ReembedResult:
     namespaces: int = 0
+    """Namespaces that had texts to re-embed."""
     texts: int = 0
     without_text: int = 0
     hits: int = 0
@@ -297,7 +298,7 @@ def reembed(
     for ns in select_namespaces(store, model):
         if ns.key in own:
             continue  # never feed a namespace its own texts
-        result.namespaces += 1
+        moved = result.texts
         chunk: list[str] = []
         for batch in store.iter_entries(ns.id):
             for e in batch:
@@ -312,6 +313,7 @@ def reembed(
         if chunk:
             target.embed(chunk, ns.spec.role)
             result.texts += len(chunk)
+        result.namespaces += result.texts > moved
     after = target.stats()
     result.hits = after["hits"] - before["hits"]
     result.misses = after["misses"] - before["misses"]

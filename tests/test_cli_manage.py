@@ -259,3 +259,34 @@ def test_stats_on_a_100k_entry_cache_in_a_real_process(tmp_path: Path) -> None:
         check=False,
     )
     assert json.loads(listed.stdout)[0]["entries"] == 100_000
+
+
+def test_embed_store_text_then_reembed_with_another_model(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'c.db'}"
+    (tmp_path / "in.txt").write_text("\n".join(texts(12)) + "\n", encoding="utf-8")
+    out = run(
+        "embed",
+        str(tmp_path / "in.txt"),
+        "--cache",
+        url,
+        "--model",
+        "test-billing:bill-small",
+        "--store-text",
+    )
+    assert out.output == "12 texts, 6 dimensions: 0 hits, 12 misses\n"
+    moved = run(
+        "reembed", "--cache", url, "--model", "bill-small", "--with", "test-billing:bill-large"
+    )
+    assert moved.output == (
+        "re-embedded 12 texts from 1 namespaces with test-billing:bill-large: "
+        "12 embedded, 0 already cached; 0 entries had no stored text\n"
+    )
+    file = tmp_path / "x.gz"
+    assert "24 entries (24 with text)" in run("export", "--cache", url, str(file)).output
+    listed = json.loads(run("ls", "--cache", url, "--json").output)
+    assert sorted((m["model"], m["role"], m["entries"]) for m in listed) == [
+        ("bill-large", "document", 12),
+        ("bill-large", "query", 0),  # registered by the wrapper, never used
+        ("bill-small", "document", 12),
+        ("bill-small", "query", 0),
+    ]

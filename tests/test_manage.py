@@ -9,7 +9,7 @@ import pytest
 import sqlalchemy as sa
 
 from cachedembed import Cached
-from cachedembed.manage import format_size, list_models, migrate, parse_size, prune, verify
+from cachedembed.manage import format_size, list_models, migrate, parse_size, prune, reembed, verify
 from cachedembed.stores import Store, open_store
 from cachedembed.stores import migrate as schema
 from cachedembed.stores.base import EntryBatch, PendingStats
@@ -185,3 +185,23 @@ def test_migrate_upgrades_an_old_sqlite_cache_and_reports_the_revisions(tmp_path
     assert "text" in columns
     assert migrate(f"sqlite:///{path}") == (schema.HEAD, schema.HEAD)
     assert migrate(f"diskcache://{tmp_path / 'dc'}") == (None, None)
+
+
+def test_reembed_moves_stored_texts_to_another_model_keeping_roles(url: str) -> None:
+    store = open_store(url)
+    Cached(BillingProvider(), store, store_text=True).embed(texts(20))
+    Cached(BillingProvider(), store, store_text=True).embed(texts(3, "q"), "query")
+    Cached(BillingProvider("bill-notext"), store).embed(texts(5))  # no texts kept: cannot move
+    large = BillingProvider("bill-large", dim=10)
+    result = reembed(store, large, model="bill-small", batch_size=8)
+    assert (result.namespaces, result.texts, result.misses, result.hits) == (2, 23, 23, 0)
+    assert sorted(large.texts_sent) == sorted(texts(20) + texts(3, "q"))
+    # The new namespaces answer the same texts without calling the provider again.
+    again = BillingProvider("bill-large", dim=10)
+    fresh = Cached(again, store)
+    assert fresh.embed(texts(20)).shape == (20, 10) and fresh.embed(
+        texts(3, "q"), "query"
+    ).shape == (3, 10)
+    assert again.billed == []
+    rerun = reembed(store, BillingProvider("bill-large", dim=10), model="bill-")
+    assert (rerun.texts, rerun.hits, rerun.misses, rerun.without_text) == (23, 23, 0, 5)
