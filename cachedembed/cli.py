@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -139,15 +140,20 @@ def embed(
     )
 
 
-def _since(value: str | None) -> int | None:
-    from .usage import parse_days_ago
-
+def _parsed(parse: Callable[[str], int], value: str | None, option: str) -> int | None:
+    """``parse(value)``, with a parse error reported as a bad ``option`` (exit 2)."""
     if value is None:
         return None
     try:
-        return parse_days_ago(value)
+        return parse(value)
     except ValueError as exc:
-        raise click.BadParameter(str(exc), param_hint="--since") from None
+        raise click.BadParameter(str(exc), param_hint=option) from None
+
+
+def _since(value: str | None, option: str = "--since") -> int | None:
+    from .usage import parse_days_ago
+
+    return _parsed(parse_days_ago, value, option)
 
 
 JSON_OPTION = click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
@@ -257,12 +263,7 @@ main.add_command(models, name="ls")
 def _size(value: str | None) -> int | None:
     from .manage import parse_size
 
-    if value is None:
-        return None
-    try:
-        return parse_size(value)
-    except ValueError as exc:
-        raise click.BadParameter(str(exc), param_hint="--max-size") from None
+    return _parsed(parse_size, value, "--max-size")
 
 
 @main.command()
@@ -298,7 +299,7 @@ def prune(
     if older_than is None and max_size is None:
         raise click.UsageError("give --older-than and/or --max-size")
     if older_than is not None:
-        _since(older_than)  # validate before touching the cache
+        _since(older_than, "--older-than")  # validate before touching the cache
     result = run_prune(
         open_store(cache_url),
         older_than=older_than,

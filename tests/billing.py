@@ -17,7 +17,7 @@ from cachedembed.embedding_functions._base import as_matrix
 from cachedembed.keys import NamespaceSpec, Role
 from cachedembed.stores import Store
 from cachedembed.stores.base import EntryBatch, Namespace, PendingStats
-from cachedembed.usage import today
+from cachedembed.usage import UsageDelta, today
 from tests.conftest import fake_vector
 
 PRICED_MODEL = "bill-small"
@@ -101,3 +101,8 @@ def fill(
             PendingStats(),
         )
     return ns
+
+
+def record_history(store: Store, deltas: dict[tuple[int, int], UsageDelta]) -> None:
+    """Write per-(namespace, day) counters as the wrapper's flushes would, for any past day."""
+    store.flush_stats(PendingStats(deltas=deltas))

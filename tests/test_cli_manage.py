@@ -19,27 +19,29 @@ from cachedembed.stores import close_all, open_store
 from cachedembed.stores import migrate as schema
 from cachedembed.stores.base import EntryBatch, PendingStats
 from cachedembed.usage import UsageDelta, day_iso, today
-from tests.billing import PRICE, PRICE_ENV, BillingProvider, fill, texts
+from tests.billing import PRICE, BillingProvider, fill, record_history, texts
+
+pytestmark = pytest.mark.usefixtures("billing_price")
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-@pytest.fixture(autouse=True)
-def _price(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("CACHEDEMBED_PRICE", PRICE_ENV)
-
-
-@pytest.fixture(params=["sqlite", "diskcache"])
-def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    return {
-        "sqlite": f"sqlite:///{tmp_path / 'cache.db'}",
-        "diskcache": f"diskcache://{tmp_path / 'dc'}",
-    }[request.param]
 
 
 def run(*args: str) -> Result:
     result = CliRunner().invoke(main, list(args), catch_exceptions=False)
     return result
+
+
+def cli_process(*args: str) -> subprocess.CompletedProcess[str]:
+    """``python -m cachedembed ARGS`` in a real child process running this checkout."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.run(
+        [sys.executable, "-m", "cachedembed", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        check=False,
+    )
 
 
 def used_cache(url: str) -> BillingProvider:
@@ -53,14 +55,14 @@ def used_cache(url: str) -> BillingProvider:
     return provider
 
 
-def test_stats_prints_a_per_model_table_whose_totals_match_the_provider(url: str) -> None:
-    provider = used_cache(url)
+def test_stats_prints_a_per_model_table_whose_totals_match_the_provider(disk_url: str) -> None:
+    provider = used_cache(disk_url)
     billed = sum(provider.billed)
-    data = json.loads(run("stats", "--cache", url, "--json").output)
+    data = json.loads(run("stats", "--cache", disk_url, "--json").output)
     assert data["total"]["tokens_embedded"] == billed
     assert data["total"]["dollars_spent"] == billed * PRICE / 1e6
     assert (data["total"]["hits"], data["total"]["misses"]) == (30, 34)
-    table = run("stats", "--cache", url).output.splitlines()
+    table = run("stats", "--cache", disk_url).output.splitlines()
     assert table[1].split()[:2] == ["model", "role"]
     doc = table[2].split()
     assert doc[:5] == ["test-billing/bill-small", "document", "60", "30", "50.0%"]
@@ -76,32 +78,39 @@ def test_stats_prints_a_per_model_table_whose_totals_match_the_provider(url: str
     assert total[6] == f"${billed * PRICE / 1e6:.6f}"
 
 
-def test_stats_since_model_and_by_day(url: str) -> None:
-    store = open_store(url)
+def test_stats_since_model_and_by_day(disk_url: str) -> None:
+    store = open_store(disk_url)
     ns = fill(store, 5)
     other = fill(store, 5, model="bill-other", seed=2)
-    store.flush_stats(
-        PendingStats(
-            deltas={
-                **{
-                    (ns.id, today() - k): UsageDelta(
-                        misses=10, tokens_embedded=1000, hits=k, tokens_saved=100 * k
-                    )
-                    for k in range(10)
-                },
-                (other.id, today()): UsageDelta(misses=1, tokens_embedded=7),
-            }
-        )
+    record_history(
+        store,
+        {
+            **{
+                (ns.id, today() - k): UsageDelta(
+                    misses=10, tokens_embedded=1000, hits=k, tokens_saved=100 * k
+                )
+                for k in range(10)
+            },
+            (other.id, today()): UsageDelta(misses=1, tokens_embedded=7),
+        },
     )
     week = json.loads(
-        run("stats", "--cache", url, "--since", "7d", "--model", "small", "--json").output
+        run("stats", "--cache", disk_url, "--since", "7d", "--model", "small", "--json").output
     )
     assert [m["model"] for m in week["models"]] == ["bill-small"]
     assert week["total"]["tokens_embedded"] == 7000 and week["total"]["tokens_saved"] == 100 * sum(
         range(7)
     )
     by_day = run(
-        "stats", "--cache", url, "--since", day_iso(today() - 2), "--model", "small", "--by", "day"
+        "stats",
+        "--cache",
+        disk_url,
+        "--since",
+        day_iso(today() - 2),
+        "--model",
+        "small",
+        "--by",
+        "day",
     )
     lines = by_day.output.splitlines()
     assert [line.split()[0] for line in lines[2:5]] == [day_iso(today() - k) for k in (2, 1, 0)]
@@ -111,15 +120,15 @@ def test_stats_since_model_and_by_day(url: str) -> None:
     )  # 1000 spent, 200 saved: the busiest day, full width
     assert lines[4].endswith("  " + "█" * 25)  # today: 1000 spent, nothing saved
     assert lines[5].startswith("----------")
-    bad = CliRunner().invoke(main, ["stats", "--cache", url, "--since", "last tuesday"])
+    bad = CliRunner().invoke(main, ["stats", "--cache", disk_url, "--since", "last tuesday"])
     assert bad.exit_code == 2 and "neither a number of days" in bad.output
 
 
-def test_models_and_its_alias_ls(url: str) -> None:
-    used_cache(url)
-    fill(open_store(url), 3, model="bill-old", dim=4, days=[today() - 12])
-    out = run("models", "--cache", url).output.splitlines()
-    assert out[0] == f"cache: {open_store(url).url}"
+def test_models_and_its_alias_ls(disk_url: str) -> None:
+    used_cache(disk_url)
+    fill(open_store(disk_url), 3, model="bill-old", dim=4, days=[today() - 12])
+    out = run("models", "--cache", disk_url).output.splitlines()
+    assert out[0] == f"cache: {open_store(disk_url).url}"
     rows = {(line.split()[0], line.split()[2]): line.split() for line in out[2:]}
     assert rows[("test-billing/bill-small", "document")][1:7] == [
         "dimensions=6",
@@ -131,7 +140,7 @@ def test_models_and_its_alias_ls(url: str) -> None:
     ]
     old = rows[("test-billing/bill-old", "document")]
     assert old[-2:] == [day_iso(today() - 12)] * 2
-    listed = json.loads(run("ls", "--cache", url, "--json").output)
+    listed = json.loads(run("ls", "--cache", disk_url, "--json").output)
     assert sorted((m["model"], m["role"], m["entries"], m["bytes"]) for m in listed) == [
         ("bill-old", "document", 3, 48),
         ("bill-small", "document", 30, 720),
@@ -139,24 +148,24 @@ def test_models_and_its_alias_ls(url: str) -> None:
     ]
 
 
-def test_prune_dry_run_then_for_real(url: str) -> None:
-    store = open_store(url)
+def test_prune_dry_run_then_for_real(disk_url: str) -> None:
+    store = open_store(disk_url)
     ns = fill(store, 200, days=[today() - 60, today()])
-    dry = run("prune", "--cache", url, "--older-than", "30d", "--dry-run")
+    dry = run("prune", "--cache", disk_url, "--older-than", "30d", "--dry-run")
     assert (
         "test-billing/bill-small (document): would remove 100 entries (3.2 kB), 100 left (3.2 kB)"
         in dry.output
     )
     assert sum(len(b) for b in store.iter_entries(ns.id)) == 200
-    done = run("prune", "--cache", url, "--older-than", "30d")
+    done = run("prune", "--cache", disk_url, "--older-than", "30d")
     assert "total: removed 100 entries (3.2 kB), 3.2 kB left" in done.output
-    by_size = json.loads(run("prune", "--cache", url, "--max-size", "1kB", "--json").output)
+    by_size = json.loads(run("prune", "--cache", disk_url, "--max-size", "1kB", "--json").output)
     assert by_size["removed_entries"] == 100 - 1000 // 32 and by_size["removed_bytes"] == 32 * 69
     assert sum(len(b) for b in store.iter_entries(ns.id)) == 31
-    assert CliRunner().invoke(main, ["prune", "--cache", url]).exit_code == 2
+    assert CliRunner().invoke(main, ["prune", "--cache", disk_url]).exit_code == 2
     assert (
         "not a size"
-        in CliRunner().invoke(main, ["prune", "--cache", url, "--max-size", "big"]).output
+        in CliRunner().invoke(main, ["prune", "--cache", disk_url, "--max-size", "big"]).output
     )
 
 
@@ -181,9 +190,9 @@ def test_export_then_import_moves_the_stats_between_backends(tmp_path: Path) -> 
     assert refused.exit_code == 1 and "not a readable cachedembed export" in refused.output
 
 
-def test_verify_exits_nonzero_on_bad_entries_and_fix_removes_them(url: str) -> None:
-    Cached(BillingProvider(), url).embed(texts(10))
-    store = open_store(url)
+def test_verify_exits_nonzero_on_bad_entries_and_fix_removes_them(disk_url: str) -> None:
+    Cached(BillingProvider(), disk_url).embed(texts(10))
+    store = open_store(disk_url)
     ns = store.namespaces()[0]
     store.put(
         ns.id,
@@ -192,16 +201,16 @@ def test_verify_exits_nonzero_on_bad_entries_and_fix_removes_them(url: str) -> N
         ),
         PendingStats(),
     )
-    bad = CliRunner().invoke(main, ["verify", "--cache", url])
+    bad = CliRunner().invoke(main, ["verify", "--cache", disk_url])
     assert bad.exit_code == 1
     assert bad.output.splitlines() == [
         f"bad entry 5 in test-billing/bill-small ({ns.key[:8]}): 8 bytes, expected 24 (6 x float32)",
         "checked 11 entries: 1 bad",
     ]
-    assert run("verify", "--cache", url, "--fix").output.endswith(
+    assert run("verify", "--cache", disk_url, "--fix").output.endswith(
         "checked 11 entries: 1 bad, 1 removed\n"
     )
-    assert run("verify", "--cache", url).output == "checked 10 entries: 0 bad\n"
+    assert run("verify", "--cache", disk_url).output == "checked 10 entries: 0 bad\n"
 
 
 def test_migrate_reports_from_and_to(tmp_path: Path) -> None:
@@ -223,41 +232,25 @@ def test_stats_on_a_100k_entry_cache_in_a_real_process(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'big.db'}"
     store = open_store(url)
     ns = fill(store, 100_000)
-    store.flush_stats(
-        PendingStats(
-            deltas={
-                (ns.id, today()): UsageDelta(
-                    calls=400,
-                    misses=100_000,
-                    tokens_embedded=500_000,
-                    hits=250_000,
-                    tokens_saved=1_250_000,
-                )
-            }
-        )
+    record_history(
+        store,
+        {
+            (ns.id, today()): UsageDelta(
+                calls=400,
+                misses=100_000,
+                tokens_embedded=500_000,
+                hits=250_000,
+                tokens_saved=1_250_000,
+            )
+        },
     )
     close_all()
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.run(
-        [sys.executable, "-m", "cachedembed", "stats", "--cache", url, "--json"],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=120,
-        check=False,
-    )
+    proc = cli_process("stats", "--cache", url, "--json")
     assert proc.returncode == 0, proc.stderr
     total = json.loads(proc.stdout)["total"]
     assert (total["texts"], total["hits"], total["tokens_saved"]) == (350_000, 250_000, 1_250_000)
     assert total["dollars_saved"] == 1_250_000 * PRICE / 1e6
-    listed = subprocess.run(
-        [sys.executable, "-m", "cachedembed", "ls", "--cache", url, "--json"],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=120,
-        check=False,
-    )
+    listed = cli_process("ls", "--cache", url, "--json")
     assert json.loads(listed.stdout)[0]["entries"] == 100_000
 
 

@@ -17,20 +17,12 @@ from cachedembed.usage import day_iso, today
 from tests.billing import BillingProvider, fill, texts
 
 
-@pytest.fixture(params=["sqlite", "diskcache"])
-def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    return {
-        "sqlite": f"sqlite:///{tmp_path / 'cache.db'}",
-        "diskcache": f"diskcache://{tmp_path / 'dc'}",
-    }[request.param]
-
-
 def used_days(store: Store, ns_id: int) -> dict[int, int]:
     return {e.id: e.used for batch in store.iter_entries(ns_id) for e in batch}
 
 
-def test_models_lists_each_namespace_with_its_footprint(url: str) -> None:
-    store = open_store(url)
+def test_models_lists_each_namespace_with_its_footprint(disk_url: str) -> None:
+    store = open_store(disk_url)
     ef = Cached(BillingProvider(dim=6), store)
     ef.embed(texts(12))
     ef.embed(texts(3), "query")
@@ -55,9 +47,9 @@ def test_models_lists_each_namespace_with_its_footprint(url: str) -> None:
 
 
 def test_a_hit_on_a_later_day_updates_last_use_at_the_next_flush_not_per_hit(
-    url: str, monkeypatch: pytest.MonkeyPatch
+    disk_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    store = open_store(url)
+    store = open_store(disk_url)
     store.flush_interval = 3600.0  # only explicit flushes, so every write is visible
     provider = BillingProvider()
     ef = Cached(provider, store)
@@ -88,8 +80,8 @@ def test_a_hit_on_a_later_day_updates_last_use_at_the_next_flush_not_per_hit(
     assert provider.texts_sent == texts(10)  # all were hits
 
 
-def test_prune_older_than_removes_entries_not_used_in_the_window(url: str) -> None:
-    store = open_store(url)
+def test_prune_older_than_removes_entries_not_used_in_the_window(disk_url: str) -> None:
+    store = open_store(disk_url)
     ns = fill(store, 300, days=[today() - 45, today() - 30, today() - 29, today()])
     other = fill(store, 40, model="bill-other", days=[today() - 100], seed=3)
     dry = prune(store, older_than="30d", model="bill-small", dry_run=True)
@@ -102,8 +94,8 @@ def test_prune_older_than_removes_entries_not_used_in_the_window(url: str) -> No
     assert prune(store, older_than=day_iso(today() - 99)).removed_entries == 40
 
 
-def test_prune_max_size_removes_least_recently_used_first(url: str) -> None:
-    store = open_store(url)
+def test_prune_max_size_removes_least_recently_used_first(disk_url: str) -> None:
+    store = open_store(disk_url)
     ns = fill(
         store, 100, dim=8, days=[today() - 3, today() - 2, today() - 1, today()]
     )  # 32 bytes each
@@ -115,8 +107,8 @@ def test_prune_max_size_removes_least_recently_used_first(url: str) -> None:
         prune(store)
 
 
-def test_prune_keeps_usage_history(url: str) -> None:
-    store = open_store(url)
+def test_prune_keeps_usage_history(disk_url: str) -> None:
+    store = open_store(disk_url)
     Cached(BillingProvider(), store).embed(texts(8))
     store.flush()
     before = store.stats_rows()
@@ -138,8 +130,8 @@ def test_a_bad_size_is_a_clear_error() -> None:
     assert format_size(2_500_000_000) == "2.5 GB" and format_size(12) == "12 B"
 
 
-def test_verify_reports_entries_that_do_not_decode_and_fix_removes_them(url: str) -> None:
-    store = open_store(url)
+def test_verify_reports_entries_that_do_not_decode_and_fix_removes_them(disk_url: str) -> None:
+    store = open_store(disk_url)
     ef = Cached(BillingProvider(dim=6), store)
     good = ef.embed(texts(20))
     ns = ef._role("document").ns
@@ -187,8 +179,8 @@ def test_migrate_upgrades_an_old_sqlite_cache_and_reports_the_revisions(tmp_path
     assert migrate(f"diskcache://{tmp_path / 'dc'}") == (None, None)
 
 
-def test_reembed_moves_stored_texts_to_another_model_keeping_roles(url: str) -> None:
-    store = open_store(url)
+def test_reembed_moves_stored_texts_to_another_model_keeping_roles(disk_url: str) -> None:
+    store = open_store(disk_url)
     Cached(BillingProvider(), store, store_text=True).embed(texts(20))
     Cached(BillingProvider(), store, store_text=True).embed(texts(3, "q"), "query")
     Cached(BillingProvider("bill-notext"), store).embed(texts(5))  # no texts kept: cannot move

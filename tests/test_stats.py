@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sqlite3
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -11,31 +10,19 @@ import pytest
 from cachedembed import Cached
 from cachedembed.stats import BAR_WIDTH, render_days, render_table, report
 from cachedembed.stores import Store, open_store
-from cachedembed.stores.base import PendingStats
 from cachedembed.usage import UsageDelta, day_iso, parse_days_ago, today
-from tests.billing import PRICE, PRICE_ENV, BillingProvider, fill, texts
+from tests.billing import PRICE, BillingProvider, fill, record_history, texts
 
-
-@pytest.fixture(autouse=True)
-def _price(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("CACHEDEMBED_PRICE", PRICE_ENV)
-
-
-@pytest.fixture(params=["sqlite", "diskcache"])
-def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    return {
-        "sqlite": f"sqlite:///{tmp_path / 'cache.db'}",
-        "diskcache": f"diskcache://{tmp_path / 'dc'}",
-    }[request.param]
+pytestmark = pytest.mark.usefixtures("billing_price")
 
 
 def usd(tokens: int) -> float:
     return tokens * PRICE / 1_000_000
 
 
-def test_tokens_and_dollars_agree_exactly_with_what_the_provider_billed(url: str) -> None:
+def test_tokens_and_dollars_agree_exactly_with_what_the_provider_billed(disk_url: str) -> None:
     provider = BillingProvider()
-    ef = Cached(provider, url)
+    ef = Cached(provider, disk_url)
     a, b = texts(20, "a"), texts(15, "b")
     ef.embed(a)
     billed_a = sum(provider.billed)
@@ -47,7 +34,7 @@ def test_tokens_and_dollars_agree_exactly_with_what_the_provider_billed(url: str
     ef.embed(["what is cached?"], "query")
     ef.flush()
 
-    data = report(open_store(url))
+    data = report(open_store(disk_url))
     total = data["total"]
     assert total["tokens_embedded"] == sum(provider.billed)
     assert total["tokens_embedded_estimated"] == total["tokens_saved_estimated"] == 0
@@ -73,8 +60,8 @@ def test_tokens_and_dollars_agree_exactly_with_what_the_provider_billed(url: str
     assert doc["dim"] == 6
 
 
-def test_a_model_without_a_price_costs_unknown_never_zero(url: str) -> None:
-    store = open_store(url)
+def test_a_model_without_a_price_costs_unknown_never_zero(disk_url: str) -> None:
+    store = open_store(disk_url)
     unpriced = BillingProvider("bill-unpriced")
     Cached(unpriced, store).embed(texts(9))
     store.flush()
@@ -120,12 +107,12 @@ def _history(store: Store) -> tuple[int, int]:
             tokens_embedded=30,
             tokens_saved=30,
         )
-    store.flush_stats(PendingStats(deltas=deltas))
+    record_history(store, deltas)
     return small.id, large.id
 
 
-def test_since_and_model_filter_the_window_and_the_models(url: str) -> None:
-    store = open_store(url)
+def test_since_and_model_filter_the_window_and_the_models(disk_url: str) -> None:
+    store = open_store(disk_url)
     _history(store)
     week = report(store, since_day=parse_days_ago("7d"))
     assert week["since"] == day_iso(today() - 6)
@@ -144,24 +131,23 @@ def test_since_and_model_filter_the_window_and_the_models(url: str) -> None:
     assert since_date["total"]["misses"] == 3 * (10 + 1)
 
 
-def test_time_saved_uses_the_namespace_measured_seconds_per_text(url: str) -> None:
-    store = open_store(url)
+def test_time_saved_uses_the_namespace_measured_seconds_per_text(disk_url: str) -> None:
+    store = open_store(disk_url)
     ns = fill(store, 1)
-    store.flush_stats(
-        PendingStats(
-            deltas={
-                (ns.id, today() - 10): UsageDelta(misses=40, provider_seconds=2.0),
-                (ns.id, today()): UsageDelta(hits=500),  # a warm re-run: no misses in the window
-            }
-        )
+    record_history(
+        store,
+        {
+            (ns.id, today() - 10): UsageDelta(misses=40, provider_seconds=2.0),
+            (ns.id, today()): UsageDelta(hits=500),  # a warm re-run: no misses in the window
+        },
     )
     data = report(store, since_day=today())
     assert data["models"][0]["provider_seconds_saved"] == pytest.approx(500 * 2.0 / 40)
     assert data["total"]["provider_seconds_saved"] == pytest.approx(25.0)
 
 
-def test_by_day_rows_add_up_and_chart_spent_against_saved(url: str) -> None:
-    store = open_store(url)
+def test_by_day_rows_add_up_and_chart_spent_against_saved(disk_url: str) -> None:
+    store = open_store(disk_url)
     _history(store)
     data = report(store, since_day=parse_days_ago("3d"), model="small", by_day=True)
     days = data["days"]
@@ -200,21 +186,20 @@ class _CountingStore:
         return rows
 
 
-def test_report_on_100k_entries_reads_only_the_aggregated_rows(url: str) -> None:
-    store = open_store(url)
+def test_report_on_100k_entries_reads_only_the_aggregated_rows(disk_url: str) -> None:
+    store = open_store(disk_url)
     ns = fill(store, 100_000)
-    store.flush_stats(
-        PendingStats(
-            deltas={
-                (ns.id, today() - k): UsageDelta(
-                    calls=1, hits=1000, misses=10_000, tokens_embedded=50_000, tokens_saved=5000
-                )
-                for k in range(10)
-            }
-        )
+    record_history(
+        store,
+        {
+            (ns.id, today() - k): UsageDelta(
+                calls=1, hits=1000, misses=10_000, tokens_embedded=50_000, tokens_saved=5000
+            )
+            for k in range(10)
+        },
     )
     statements: list[str] = []
-    if url.startswith("sqlite"):
+    if disk_url.startswith("sqlite"):
         conn = store._raw().driver_connection  # type: ignore[attr-defined]
         assert isinstance(conn, sqlite3.Connection)
         conn.set_trace_callback(statements.append)
@@ -224,6 +209,6 @@ def test_report_on_100k_entries_reads_only_the_aggregated_rows(url: str) -> None
     assert data["total"]["misses"] == 100_000 and data["total"]["tokens_embedded"] == 500_000
     assert data["total"]["dollars_saved"] == usd(50_000)
     assert len(data["days"]) == 10
-    if url.startswith("sqlite"):
+    if disk_url.startswith("sqlite"):
         conn.set_trace_callback(None)
         assert statements and not [s for s in statements if "entries" in s]
