@@ -257,7 +257,9 @@ def models(cache_url: str | None, model: str | None, as_json: bool) -> None:
         click.echo("  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip())
 
 
-main.add_command(models, name="ls")
+main.add_command(
+    click.Command("ls", params=models.params, callback=models.callback, help="Same as `models`."),
+)
 
 
 def _size(value: str | None) -> int | None:
