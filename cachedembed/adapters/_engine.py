@@ -53,6 +53,14 @@ class FrameworkEmbedder(_ForeignEmbedder):
         return dict(self._identity)
 
 
+def check_wrappable(obj: Any, expected: type, adapter: type) -> None:
+    """Refuse, before anything runs, an adapter (wrapping twice) or an object of another type."""
+    if isinstance(obj, adapter):
+        raise ConfigurationError(f"{type(obj).__name__} is already cached; wrap the model inside it once")
+    if not isinstance(obj, expected):
+        raise ConfigurationError(f"expected a {expected.__module__}.{expected.__qualname__}, got {type(obj).__name__}")
+
+
 def build_cached(
     obj: Any,
     call: Callable[[list[str], Role], Any],

@@ -19,10 +19,10 @@ from typing import Any
 
 from langchain_core.embeddings import Embeddings
 
-from ..errors import ConfigurationError, InvalidInputError
+from ..errors import InvalidInputError
 from ..keys import Role
 from ..stores import Store
-from ._engine import build_cached, model_identity
+from ._engine import build_cached, check_wrappable, model_identity
 
 __all__ = ["CachedEmbeddings", "cached_embeddings", "wrap"]
 
@@ -46,10 +46,7 @@ class CachedEmbeddings(Embeddings):
     def __init__(
         self, underlying: Embeddings, cache: Store | str | None = None, *, namespace: str | None = None, **options: Any
     ) -> None:
-        if isinstance(underlying, CachedEmbeddings):
-            raise ConfigurationError("these embeddings are already cached; wrap the underlying model once")
-        if not isinstance(underlying, Embeddings):
-            raise ConfigurationError(f"expected a langchain_core Embeddings, got {type(underlying).__name__}")
+        check_wrappable(underlying, Embeddings, CachedEmbeddings)
         self.underlying = underlying
         self.cached = build_cached(
             underlying, self._provider_call, lambda: model_identity(underlying, "langchain"), cache, namespace, options

@@ -17,11 +17,10 @@ from typing import Any
 from llama_index.core.base.embeddings.base import BaseEmbedding, Embedding
 from pydantic import Field, PrivateAttr
 
-from ..errors import ConfigurationError
 from ..keys import Role
 from ..stores import Store
 from ..wrapper import Cached
-from ._engine import build_cached, model_identity
+from ._engine import build_cached, check_wrappable, model_identity
 
 __all__ = ["CachedEmbedding", "cached_embed_model", "wrap"]
 
@@ -47,11 +46,8 @@ class CachedEmbedding(BaseEmbedding):
     def __init__(
         self, inner: BaseEmbedding, cache: Store | str | None = None, *, namespace: str | None = None, **options: Any
     ) -> None:
-        if isinstance(inner, CachedEmbedding):
-            raise ConfigurationError("this embed model is already cached; wrap the inner model once")
-        if not isinstance(inner, BaseEmbedding):
-            raise ConfigurationError(f"expected a LlamaIndex BaseEmbedding, got {type(inner).__name__}")
-        super().__init__(
+        check_wrappable(inner, BaseEmbedding, CachedEmbedding)
+        super().__init__(  # type: ignore[call-arg]  # `inner` is this subclass's field
             inner=inner,
             model_name=inner.model_name,
             embed_batch_size=inner.embed_batch_size,

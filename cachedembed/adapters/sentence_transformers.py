@@ -17,22 +17,25 @@ import contextvars
 import json
 import threading
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
+from sentence_transformers import SentenceTransformer
 
 from ..embedding_functions.sentence_transformer import DEFAULT_MODEL, resolve_model_path
 from ..errors import ConfigurationError
 from ..keys import Role
 from ..stores import Store, open_store
 from ..wrapper import Cached
-from ._engine import build_cached, jsonable
+from ._engine import build_cached, check_wrappable, jsonable
+
+Precision = Literal["float32", "int8", "uint8", "binary", "ubinary"]
 
 __all__ = ["CachedSentenceTransformer", "cached_sentence_transformer", "wrap"]
 
 # Per-call options that do not change vectors (batch size, device, ...), handed from
 # encode() to the provider call that runs inside the same Cached.embed() call.
-_run_options: contextvars.ContextVar[dict[str, Any]] = contextvars.ContextVar("st_run_options", default={})
+_run_options: contextvars.ContextVar[dict[str, Any]] = contextvars.ContextVar("st_run_options")
 
 
 class CachedSentenceTransformer:
@@ -49,8 +52,7 @@ class CachedSentenceTransformer:
     """
 
     def __init__(self, model: Any, cache: Store | str | None = None, *, namespace: str | None = None, **options: Any) -> None:
-        if isinstance(model, CachedSentenceTransformer):
-            raise ConfigurationError("this model is already cached; wrap the SentenceTransformer once")
+        check_wrappable(model, SentenceTransformer, CachedSentenceTransformer)
         self.model = model
         self.model_name = namespace if namespace is not None else model_name(model)
         # One store for every option variant, so stats() can add them up.
@@ -73,7 +75,7 @@ class CachedSentenceTransformer:
         batch_size: int = 32,
         show_progress_bar: bool | None = None,
         output_value: str | None = "sentence_embedding",
-        precision: str = "float32",
+        precision: Precision = "float32",
         convert_to_numpy: bool = True,
         convert_to_tensor: bool = False,
         device: Any = None,
@@ -90,7 +92,7 @@ class CachedSentenceTransformer:
                 "call the model's encode directly"
             )
         single = isinstance(inputs, str)
-        texts = [inputs] if single else (inputs.tolist() if isinstance(inputs, np.ndarray) else list(inputs))
+        texts: list[Any] = [inputs] if single else (inputs.tolist() if isinstance(inputs, np.ndarray) else list(inputs))
         run = {"batch_size": batch_size, "show_progress_bar": False, "device": device, "pool": pool, "chunk_size": chunk_size}
         if not texts:  # nothing to cache; the model says what "no vectors" looks like
             return self.model.encode(texts, precision=precision, convert_to_numpy=convert_to_numpy,
@@ -168,7 +170,7 @@ class CachedSentenceTransformer:
                 self._variants[key] = cached
         return cached
 
-    def _convert(self, vectors: np.ndarray, single: bool, precision: str, to_numpy: bool, to_tensor: bool) -> Any:
+    def _convert(self, vectors: np.ndarray, single: bool, precision: Precision, to_numpy: bool, to_tensor: bool) -> Any:
         """Shape the float32 matrix as ``encode`` would for these arguments."""
         out: Any = vectors
         if precision and precision != "float32":

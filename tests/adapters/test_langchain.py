@@ -13,7 +13,7 @@ from pydantic import BaseModel, PrivateAttr, SecretStr
 from cachedembed import Cached, ConfigurationError, InvalidInputError
 from cachedembed.adapters.langchain import CachedEmbeddings, cached_embeddings
 from cachedembed.stores import close_all
-from tests.adapters.conftest import CORPUS, words_vector
+from tests.adapters.conftest import CORPUS, check_namespaces, words_vector
 
 
 class CountingEmbeddings(Embeddings, BaseModel):
@@ -114,14 +114,13 @@ def test_namespace_comes_from_class_and_fields_without_secrets_or_timeouts(tmp_p
     assert identity["config"] == {"model": "words-64"}  # no api_key, no request_timeout
     embeddings.embed_documents(CORPUS)
 
-    # A timeout does not change the vectors: same entries. Another model: its own.
-    same = CountingEmbeddings(request_timeout=5.0)
-    Cached(same, url).embed_documents(CORPUS)
-    other = CountingEmbeddings(model="words-64-v2")
-    Cached(other, url).embed_documents(CORPUS)
-    assert same.calls == [] and len(other.calls) == 1
-    close_all()
-    assert b"sk-test-not-in-any-cache" not in (tmp_path / "c.db").read_bytes()
+    check_namespaces(
+        tmp_path / "c.db",
+        lambda e: e.embed_documents(CORPUS),
+        same=CountingEmbeddings(request_timeout=5.0),  # a timeout does not change vectors
+        other=CountingEmbeddings(model="words-64-v2"),
+        secret=b"sk-test-not-in-any-cache",
+    )
 
 
 class Anonymous(Embeddings):
