@@ -89,7 +89,7 @@ async def test_a_slow_provider_does_not_block_the_event_loop(sqlite_url: str) ->
     ef = Cached(SlowEF(delay=0.5), sqlite_url)
     vectors, longest_gap = await ticks_during(ef.acall(["a", "b"]))
     assert len(vectors) == 2
-    assert longest_gap < 0.25, f"the loop stalled for {longest_gap:.3f}s"
+    assert longest_gap < 0.4, f"the loop stalled for {longest_gap:.3f}s"  # blocked, it would be >= 0.5
 
 
 async def test_slow_store_reads_do_not_block_the_event_loop(sqlite_url: str) -> None:
@@ -110,4 +110,4 @@ async def test_slow_store_reads_do_not_block_the_event_loop(sqlite_url: str) -> 
     finally:
         del store.get  # back to the class's method
     assert len(vectors) == 1 and len(hits) == 2 and len(fake.calls) == 2
-    assert max(longest_gap, longest_hit_gap) < 0.25, "the loop waited on the store"
+    assert max(longest_gap, longest_hit_gap) < 0.4, "the loop waited on the store"  # blocked: >= 0.5
