@@ -53,7 +53,10 @@ def namespace_totals(store: Store, namespaces: Iterable[Namespace]) -> dict[str,
     for ns_id, delta in per_ns.items():
         total.add(delta)
         by_role.setdefault(wanted[ns_id].spec.role, UsageDelta()).add(delta)
-    return {**summarize(total), "by_role": {role: summarize(delta) for role, delta in by_role.items()}}
+    return {
+        **summarize(total),
+        "by_role": {role: summarize(delta) for role, delta in by_role.items()},
+    }
 
 
 def _priced(summary: dict[str, Any], price: float | None) -> dict[str, Any]:
