@@ -14,12 +14,20 @@ from typing import TYPE_CHECKING, Any
 from ._base import EmbeddedBatch, ProviderEmbeddingFunction, registered
 
 if TYPE_CHECKING:
+    from .jina import JinaEmbeddingFunction
+    from .ollama import OllamaEmbeddingFunction
+    from .openai import OpenAIEmbeddingFunction
     from .sentence_transformer import DefaultEmbeddingFunction, SentenceTransformerEmbeddingFunction
+    from .voyage import VoyageAIEmbeddingFunction
 
 # class name -> module that defines it; modules are imported on first attribute access.
 _CLASSES: dict[str, str] = {
     "DefaultEmbeddingFunction": "sentence_transformer",
     "SentenceTransformerEmbeddingFunction": "sentence_transformer",
+    "OpenAIEmbeddingFunction": "openai",
+    "JinaEmbeddingFunction": "jina",
+    "VoyageAIEmbeddingFunction": "voyage",
+    "OllamaEmbeddingFunction": "ollama",
 }
 
 __all__ = ["EmbeddedBatch", "ProviderEmbeddingFunction", "from_spec", "providers", "registered", *_CLASSES]
