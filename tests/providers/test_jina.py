@@ -9,7 +9,6 @@ from __future__ import annotations
 import base64
 import warnings
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -73,58 +72,19 @@ def case(monkeypatch: pytest.MonkeyPatch) -> Iterator[Case]:
         yield Case(fake, server, make, {"task": "retrieval.passage"}, {"task": "retrieval.query"})
 
 
-@pytest.fixture
-def cache_url(tmp_path: Path) -> str:
-    return f"sqlite:///{tmp_path / 'cache.db'}"
-
-
-# -- the shared provider contract ----------------------------------------------------
-
-
-def test_vectors_exact_and_in_order_task_per_role(case: Case) -> None:
-    scenarios.check_alone(case)
-    tasks = [r.body["task"] for r in case.server.requests]
-    assert tasks == ["retrieval.passage", "retrieval.query"]
-
-
-def test_cached_second_call_makes_no_request(case: Case, cache_url: str) -> None:
-    scenarios.check_cached(case, cache_url)
-
-
-def test_batches_split_at_item_limit_order_by_index(case: Case) -> None:
-    scenarios.check_batching(case)
-
-
-def test_429_waits_as_told_then_succeeds(case: Case) -> None:
-    scenarios.check_rate_limited(case, {"Retry-After": "0.05"}, 0.05)
-
-
-def test_500_and_dropped_connection_retried(case: Case) -> None:
-    scenarios.check_server_error_retried(case)
-
-
-def test_retries_bounded(case: Case) -> None:
-    scenarios.check_retries_bounded(case)
-
-
-def test_400_names_provider_status_message(case: Case) -> None:
-    scenarios.check_client_error(case)
-
-
-@pytest.mark.parametrize("kind", ["count", "nan", "ragged"])
-def test_malformed_response_raises_and_caches_nothing(case: Case, cache_url: str, kind: str) -> None:
-    scenarios.check_malformed_not_cached(case, cache_url, kind)
-
-
-def test_later_batch_failure_keeps_earlier_batches(case: Case, cache_url: str) -> None:
-    scenarios.check_partial_failure_keeps_earlier_batches(case, cache_url)
-
-
-def test_api_key_never_leaks(case: Case, tmp_path: Path, caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]) -> None:
-    scenarios.check_secrets(case, tmp_path / "cache", caplog, capsys)
+class TestJinaContract(scenarios.KeyedProviderContract):
+    """The shared provider contract (see :mod:`tests.providers.scenarios`)."""
 
 
 # -- Jina specifics --------------------------------------------------------------------
+
+
+def test_task_per_role_for_v3(case: Case) -> None:
+    ef = case.make()
+    ef(["a"])
+    ef.embed_query(["a"])
+    assert [r.body["task"] for r in case.server.requests] == ["retrieval.passage", "retrieval.query"]
+    assert ef.cache_identity("document")["task"] == "retrieval.passage"
 
 
 def test_v2_models_get_no_task(case: Case) -> None:
@@ -153,10 +113,10 @@ def test_base64_embedding_type_decodes_bit_exact(case: Case) -> None:
     assert case.server.requests[-1].body["embedding_type"] == "base64"
 
 
-def test_late_chunking_bypasses_cache_with_warning(case: Case, cache_url: str) -> None:
+def test_late_chunking_bypasses_cache_with_warning(case: Case, sqlite_url: str) -> None:
     ef = case.make(late_chunking=True)
     assert ef.bypass_cache
-    cached = Cached(ef, cache_url)
+    cached = Cached(ef, sqlite_url)
     with pytest.warns(UserWarning, match="late chunking"):
         first = cached(TEXTS[:3])
     with warnings.catch_warnings():

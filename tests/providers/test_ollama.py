@@ -7,7 +7,6 @@ in input order (Ollama sends no index) and errors as ``{"error": "..."}``.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -63,49 +62,8 @@ def case(monkeypatch: pytest.MonkeyPatch) -> Iterator[Case]:
         yield Case(fake, server, make)
 
 
-@pytest.fixture
-def cache_url(tmp_path: Path) -> str:
-    return f"sqlite:///{tmp_path / 'cache.db'}"
-
-
-# -- the shared provider contract ----------------------------------------------------
-
-
-def test_vectors_exact_and_in_order(case: Case) -> None:
-    scenarios.check_alone(case)
-
-
-def test_cached_second_call_makes_no_request(case: Case, cache_url: str) -> None:
-    scenarios.check_cached(case, cache_url)
-
-
-def test_batches_split_at_configured_limit(case: Case) -> None:
-    scenarios.check_batching(case)
-
-
-def test_429_waits_as_told_then_succeeds(case: Case) -> None:
-    scenarios.check_rate_limited(case, {"Retry-After": "0.05"}, 0.05)
-
-
-def test_500_and_dropped_connection_retried(case: Case) -> None:
-    scenarios.check_server_error_retried(case)
-
-
-def test_retries_bounded(case: Case) -> None:
-    scenarios.check_retries_bounded(case)
-
-
-def test_400_names_provider_status_message(case: Case) -> None:
-    scenarios.check_client_error(case)
-
-
-@pytest.mark.parametrize("kind", ["count", "nan", "ragged"])
-def test_malformed_response_raises_and_caches_nothing(case: Case, cache_url: str, kind: str) -> None:
-    scenarios.check_malformed_not_cached(case, cache_url, kind)
-
-
-def test_later_batch_failure_keeps_earlier_batches(case: Case, cache_url: str) -> None:
-    scenarios.check_partial_failure_keeps_earlier_batches(case, cache_url)
+class TestOllamaContract(scenarios.ProviderContract):
+    """The shared provider contract (see :mod:`tests.providers.scenarios`)."""
 
 
 # -- Ollama specifics ------------------------------------------------------------------

@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Iterator
-from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import pytest
@@ -103,61 +102,17 @@ def case(monkeypatch: pytest.MonkeyPatch) -> Iterator[Case]:
         yield Case(fake, server, make)
 
 
-@pytest.fixture
-def cache_url(tmp_path: Path) -> str:
-    return f"sqlite:///{tmp_path / 'cache.db'}"
+class TestOpenAIContract(scenarios.KeyedProviderContract):
+    """The shared provider contract (see :mod:`tests.providers.scenarios`)."""
 
-
-# -- the shared provider contract ----------------------------------------------------
-
-
-def test_vectors_exact_and_in_order(case: Case) -> None:
-    scenarios.check_alone(case)
-
-
-def test_cached_second_call_makes_no_request(case: Case, cache_url: str) -> None:
-    scenarios.check_cached(case, cache_url)
-
-
-def test_batches_split_at_item_limit_order_by_index(case: Case) -> None:
-    scenarios.check_batching(case)
-
-
-@pytest.mark.parametrize("headers,wait", [({"retry-after-ms": "60"}, 0.06), ({"Retry-After": "0.05"}, 0.05)])
-def test_429_waits_as_told_then_succeeds(case: Case, headers: dict[str, str], wait: float) -> None:
-    scenarios.check_rate_limited(case, headers, wait)
-
-
-def test_500_and_dropped_connection_retried(case: Case) -> None:
-    scenarios.check_server_error_retried(case)
-
-
-def test_retries_bounded(case: Case) -> None:
-    scenarios.check_retries_bounded(case)
-
-
-def test_400_names_provider_status_message(case: Case) -> None:
-    scenarios.check_client_error(case)
-
-
-@pytest.mark.parametrize("kind", ["count", "nan", "ragged"])
-def test_malformed_response_raises_and_caches_nothing(case: Case, cache_url: str, kind: str) -> None:
-    scenarios.check_malformed_not_cached(case, cache_url, kind)
-
-
-def test_later_batch_failure_keeps_earlier_batches(case: Case, cache_url: str) -> None:
-    scenarios.check_partial_failure_keeps_earlier_batches(case, cache_url)
-
-
-def test_api_key_never_leaks(case: Case, tmp_path: Path, caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]) -> None:
-    scenarios.check_secrets(case, tmp_path / "cache", caplog, capsys)
+    rate_limits: ClassVar[list[tuple[dict[str, str], float]]] = [({"retry-after-ms": "60"}, 0.06), ({"Retry-After": "0.05"}, 0.05)]
 
 
 # -- OpenAI specifics ------------------------------------------------------------------
 
 
-def test_requests_base64_and_decodes_bit_exact(case: Case, cache_url: str) -> None:
-    vectors = Cached(case.make(), cache_url)(TEXTS)
+def test_requests_base64_and_decodes_bit_exact(case: Case, sqlite_url: str) -> None:
+    vectors = Cached(case.make(), sqlite_url)(TEXTS)
     assert all(r.body["encoding_format"] == "base64" for r in case.server.requests)
     assert isinstance(case.fake.batches, list) and same_bits(vectors, case.expected(TEXTS))
 
@@ -209,13 +164,13 @@ def test_single_text_over_token_limit_raises(case: Case) -> None:
     assert info.value.status == 400
 
 
-def test_azure_deployment_path_and_api_key_header(case: Case, cache_url: str) -> None:
+def test_azure_deployment_path_and_api_key_header(case: Case, sqlite_url: str) -> None:
     case.fake.azure = ("my-embedder", "2024-10-21")
     ef = OpenAIEmbeddingFunction(
         model_name=case.fake.model, api_base=case.server.url, api_type="azure",
         api_version="2024-10-21", deployment_id="my-embedder", retry=FAST,
     )
-    vectors = Cached(ef, cache_url)(TEXTS[:3])
+    vectors = Cached(ef, sqlite_url)(TEXTS[:3])
     assert same_bits(vectors, case.expected(TEXTS[:3]))
     request = case.server.requests[-1]
     assert "authorization" not in request.headers
@@ -244,11 +199,11 @@ def test_empty_string_rejected_before_any_request(case: Case) -> None:
     assert case.requests == 0
 
 
-def test_missing_key_fails_on_first_request_not_before(case: Case, cache_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    Cached(case.make(), cache_url)(["warm"])
+def test_missing_key_fails_on_first_request_not_before(case: Case, sqlite_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    Cached(case.make(), sqlite_url)(["warm"])
     monkeypatch.delenv("OPENAI_API_KEY")
     keyless = case.make()
-    cached = Cached(keyless, cache_url)
+    cached = Cached(keyless, sqlite_url)
     assert same_bits(cached(["warm"]), case.expected(["warm"]))  # a hit needs no key
     with pytest.raises(ConfigurationError, match=r"\$OPENAI_API_KEY"):
         cached(["cold"])

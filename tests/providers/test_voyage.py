@@ -8,7 +8,6 @@ The fake checks the bearer key, model, ``input_type`` (null, query or document),
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -20,7 +19,7 @@ from cachedembed.embedding_functions.voyage import token_cap
 from tests.providers import scenarios
 from tests.providers.fakes import FakeProvider, serve, tokens_of
 from tests.providers.loopback import Request
-from tests.providers.scenarios import FAST, TEXTS, Case, same_bits
+from tests.providers.scenarios import FAST, Case, same_bits
 
 
 class VoyageFake(FakeProvider):
@@ -66,58 +65,19 @@ def case(monkeypatch: pytest.MonkeyPatch) -> Iterator[Case]:
         yield Case(fake, server, make, {"input_type": "document"}, {"input_type": "query"})
 
 
-@pytest.fixture
-def cache_url(tmp_path: Path) -> str:
-    return f"sqlite:///{tmp_path / 'cache.db'}"
-
-
-# -- the shared provider contract ----------------------------------------------------
-
-
-def test_vectors_exact_and_in_order_input_type_per_role(case: Case) -> None:
-    scenarios.check_alone(case)
-    assert [r.body["input_type"] for r in case.server.requests] == ["document", "query"]
-    assert all(r.body["truncation"] is True for r in case.server.requests)
-
-
-def test_cached_second_call_makes_no_request(case: Case, cache_url: str) -> None:
-    scenarios.check_cached(case, cache_url)
-
-
-def test_batches_split_at_item_limit_order_by_index(case: Case) -> None:
-    scenarios.check_batching(case)
-
-
-def test_429_waits_as_told_then_succeeds(case: Case) -> None:
-    scenarios.check_rate_limited(case, {"Retry-After": "0.05"}, 0.05)
-
-
-def test_500_and_dropped_connection_retried(case: Case) -> None:
-    scenarios.check_server_error_retried(case)
-
-
-def test_retries_bounded(case: Case) -> None:
-    scenarios.check_retries_bounded(case)
-
-
-def test_400_names_provider_status_message(case: Case) -> None:
-    scenarios.check_client_error(case)
-
-
-@pytest.mark.parametrize("kind", ["count", "nan", "ragged"])
-def test_malformed_response_raises_and_caches_nothing(case: Case, cache_url: str, kind: str) -> None:
-    scenarios.check_malformed_not_cached(case, cache_url, kind)
-
-
-def test_later_batch_failure_keeps_earlier_batches(case: Case, cache_url: str) -> None:
-    scenarios.check_partial_failure_keeps_earlier_batches(case, cache_url)
-
-
-def test_api_key_never_leaks(case: Case, tmp_path: Path, caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]) -> None:
-    scenarios.check_secrets(case, tmp_path / "cache", caplog, capsys)
+class TestVoyageContract(scenarios.KeyedProviderContract):
+    """The shared provider contract (see :mod:`tests.providers.scenarios`)."""
 
 
 # -- Voyage specifics ------------------------------------------------------------------
+
+
+def test_input_type_per_role_truncation_on(case: Case) -> None:
+    ef = case.make()
+    ef(["a"])
+    ef.embed_query(["a"])
+    assert [r.body["input_type"] for r in case.server.requests] == ["document", "query"]
+    assert all(r.body["truncation"] is True for r in case.server.requests)
 
 
 def test_documented_limits() -> None:
