@@ -43,6 +43,9 @@ class RemoteEmbeddingFunction(ProviderEmbeddingFunction):
     rejects_empty: ClassVar[bool] = False
     """The provider answers 400 to an empty string: refuse it before any request."""
 
+    config_keys: ClassVar[tuple[str, ...]] = ()
+    """Constructor arguments :meth:`get_config` returns (attributes of the same name; never the key)."""
+
     _api_key: str | None = None
     _key_vars: Sequence[str] = ()
 
@@ -96,13 +99,15 @@ class RemoteEmbeddingFunction(ProviderEmbeddingFunction):
                 ) from None
             raise
 
+    def get_config(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in self.config_keys}
+
     def identity_with(self, params: Mapping[str, Any], **extra: Any) -> dict[str, Any]:
         """``provider`` plus the output-changing ``params`` and ``extra``, ``None`` values dropped.
 
         Dropping ``None`` keeps namespaces stable when a later version learns a new option.
         """
-        merged = {"provider": self.provider, **params, **extra}
-        return {k: v for k, v in merged.items() if v is not None}
+        return without_none({"provider": self.provider, **params, **extra})
 
 
 class JsonEmbeddingFunction(RemoteEmbeddingFunction):
@@ -209,3 +214,8 @@ def usage_tokens(payload: Mapping[str, Any], *path: str) -> int | None:
             return None
         value = value.get(key)
     return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
+
+
+def without_none(fields: Mapping[str, Any]) -> dict[str, Any]:
+    """``fields`` without the unset (``None``) ones: what a request or namespace omits."""
+    return {k: v for k, v in fields.items() if v is not None}
