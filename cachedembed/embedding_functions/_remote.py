@@ -153,6 +153,9 @@ class JsonEmbeddingFunction(RemoteEmbeddingFunction):
         """Headers carrying the key (``Authorization: Bearer`` by default); never logged."""
         return {"Authorization": f"Bearer {self.require_key()}"}
 
+    def prepare(self) -> None:
+        self.client  # noqa: B018 - builds the session now, so it is not timed as provider time
+
     @property
     def client(self) -> JsonHttpClient:
         if self._client is None:
