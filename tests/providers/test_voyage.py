@@ -7,6 +7,7 @@ The fake checks the bearer key, model, ``input_type`` (null, query or document),
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from typing import Any
 
@@ -19,7 +20,7 @@ from cachedembed.embedding_functions.voyage import token_cap
 from tests.providers import scenarios
 from tests.providers.fakes import FakeProvider, serve, tokens_of
 from tests.providers.loopback import Request
-from tests.providers.scenarios import FAST, Case, same_bits
+from tests.providers.scenarios import FAST, TEXTS, Case, same_bits
 
 
 class VoyageFake(FakeProvider):
@@ -122,3 +123,27 @@ def test_config_round_trip(case: Case) -> None:
     config = ef.get_config()
     assert config["api_key_env_var"] == "VOYAGE_API_KEY" and case.fake.key not in str(config)
     assert VoyageAIEmbeddingFunction.build_from_config(config).cache_identity("document") == ef.cache_identity("document")
+
+
+def test_chroma_collection_persists_and_rebuilds_it(case: Case, tmp_path: Path) -> None:
+    """A real Chroma collection stores the function's config (no key) and rebuilds it on reopen."""
+    import chromadb
+
+    from cachedembed import Cached
+
+    cache = f"sqlite:///{tmp_path / 'cache.db'}"
+    client = chromadb.PersistentClient(path=str(tmp_path / "chroma"))
+    original = Cached(case.make(), cache)
+    collection = client.create_collection("docs", embedding_function=original)  # type: ignore[arg-type]
+    collection.add(ids=["1", "2"], documents=TEXTS[:2])
+    assert [r.body["input_type"] for r in case.server.requests] == ["document"]
+
+    reopened = chromadb.PersistentClient(path=str(tmp_path / "chroma")).get_collection("docs")
+    result = reopened.query(query_texts=[TEXTS[0]], n_results=1)
+    assert case.server.requests[-1].body["input_type"] == "query"
+    assert len(result["ids"][0]) == 1
+    rebuilt = reopened.configuration.get("embedding_function")
+    assert isinstance(rebuilt, Cached) and rebuilt is not original
+    assert rebuilt.ef.cache_identity("query") == original.ef.cache_identity("query")
+    stored = json.dumps(reopened.configuration_json)
+    assert "cachedembed" in stored and case.fake.key not in stored
