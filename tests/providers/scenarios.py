@@ -127,6 +127,18 @@ class ProviderContract:
         assert case.requests == 3
         assert same_bits(vectors, case.expected(TEXTS[:2]))
 
+    def test_timeout_retried(self, case: Case) -> None:
+        """A response slower than the timeout counts as a retryable failure."""
+        ef = case.make()
+        ef.timeout = 0.3
+        ef.prepare()  # SDK import and client setup are not part of the timed request
+        case.server.fail_next(Reply(body={}, delay=1.0))
+        started = time.monotonic()
+        vectors = ef(TEXTS[:2])
+        assert time.monotonic() - started < 1.0
+        assert case.requests == 2
+        assert same_bits(vectors, case.expected(TEXTS[:2]))
+
     def test_retries_bounded(self, case: Case) -> None:
         """A provider that keeps failing is tried FAST.max_attempts times, then the error names it."""
         ef = case.make()
