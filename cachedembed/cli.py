@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
+
+if TYPE_CHECKING:
+    from .keys import Role
 
 CACHE_OPTION = click.option(
     "--cache",
@@ -19,7 +22,19 @@ CACHE_OPTION = click.option(
 )
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Group(click.Group):
+    """Turns cachedembed's own errors into one clean ``Error: ...`` line (exit 1), not a traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        from .errors import CachedEmbedError
+
+        try:
+            return super().invoke(ctx)
+        except CachedEmbedError as exc:
+            raise click.ClickException(str(exc)) from None
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="cachedembed")
 def main() -> None:
     """A persistent cache for embeddings: pay for each text once."""
@@ -36,7 +51,9 @@ def _read_texts(path: str, field: str | None) -> list[str]:
                     continue
                 record = json.loads(line)
                 if not isinstance(record, dict) or not isinstance(record.get(key), str):
-                    raise click.UsageError(f"{path}:{n}: no string field {key!r} (choose one with --field)")
+                    raise click.UsageError(
+                        f"{path}:{n}: no string field {key!r} (choose one with --field)"
+                    )
                 texts.append(record[key])
             return texts
         return [line.rstrip("\n").rstrip("\r") for line in stream if line.strip()]
@@ -44,13 +61,31 @@ def _read_texts(path: str, field: str | None) -> list[str]:
 
 @main.command()
 @click.argument("file", type=click.Path(dir_okay=False, allow_dash=True))
-@click.option("--model", "-m", default="default", show_default=True, help="provider:model spec; see `cachedembed providers`.")
+@click.option(
+    "--model",
+    "-m",
+    default="default",
+    show_default=True,
+    help="provider:model spec; see `cachedembed providers`.",
+)
 @CACHE_OPTION
-@click.option("--out", "-o", type=click.Path(dir_okay=False), help="Write vectors here: .npy (float32 matrix) or .jsonl.")
+@click.option(
+    "--out",
+    "-o",
+    type=click.Path(dir_okay=False),
+    help="Write vectors here: .npy (float32 matrix) or .jsonl.",
+)
 @click.option("--field", help="For .jsonl input: the field holding the text (default: text).")
 @click.option("--query", is_flag=True, help="Embed as queries instead of documents.")
-@click.option("--batch-size", default=256, show_default=True, help="Texts per cache round trip (progress granularity).")
-@click.option("--progress/--no-progress", default=None, help="Progress bar (default: on a terminal).")
+@click.option(
+    "--batch-size",
+    default=256,
+    show_default=True,
+    help="Texts per cache round trip (progress granularity).",
+)
+@click.option(
+    "--progress/--no-progress", default=None, help="Progress bar (default: on a terminal)."
+)
 def embed(
     file: str,
     model: str,
@@ -65,14 +100,14 @@ def embed(
     import numpy as np
     from tqdm import tqdm
 
-    from .wrapper import Cached
     from .embedding_functions import from_spec
+    from .wrapper import Cached
 
     texts = _read_texts(file, field)
     if not texts:
         raise click.UsageError(f"{file} contains no texts")
     ef = Cached(from_spec(model), cache_url)
-    role = "query" if query else "document"
+    role: Role = "query" if query else "document"
     before = ef.stats()
     parts = []
     show = sys.stderr.isatty() if progress is None else progress

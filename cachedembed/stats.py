@@ -56,7 +56,9 @@ def _priced(summary: dict[str, Any], price: float | None) -> dict[str, Any]:
     }
 
 
-def report(store: Store, *, since_day: int | None = None, model: str | None = None) -> dict[str, Any]:
+def report(
+    store: Store, *, since_day: int | None = None, model: str | None = None
+) -> dict[str, Any]:
     """Per-namespace usage with prices, and totals, as plain JSON-ready data.
 
     ``since_day`` keeps counters from that UTC day number on; ``model`` keeps namespaces
@@ -81,8 +83,16 @@ def report(store: Store, *, since_day: int | None = None, model: str | None = No
         delta = per_ns[ns_id]
         price = price_per_million(ns.spec.provider, ns.spec.model)
         row = _priced(summarize(delta), price)
-        rows.append({"namespace": ns.key, "provider": ns.spec.provider, "model": ns.spec.model,
-                     "role": ns.spec.role, "dim": ns.dim, **row})
+        rows.append(
+            {
+                "namespace": ns.key,
+                "provider": ns.spec.provider,
+                "model": ns.spec.model,
+                "role": ns.spec.role,
+                "dim": ns.dim,
+                **row,
+            }
+        )
         total.add(delta)
         if price is None:
             unpriced += 1
@@ -90,7 +100,9 @@ def report(store: Store, *, since_day: int | None = None, model: str | None = No
             spent += row["dollars_spent"]
             saved += row["dollars_saved"]
     totals = summarize(total)
-    totals.update({"dollars_spent": spent, "dollars_saved": saved, "models_without_price": unpriced})
+    totals.update(
+        {"dollars_spent": spent, "dollars_saved": saved, "models_without_price": unpriced}
+    )
     return {"cache": store.url, "since_day": since_day, "models": rows, "total": totals}
 
 
@@ -113,23 +125,50 @@ def _secs(value: float | None) -> str:
 
 def render_table(data: dict[str, Any]) -> str:
     """The human table ``cachedembed stats`` prints."""
-    header = ["model", "role", "texts", "hits", "hit rate", "tokens embedded", "tokens saved",
-              "spent", "saved", "time saved"]
+    header = [
+        "model",
+        "role",
+        "texts",
+        "hits",
+        "hit rate",
+        "tokens embedded",
+        "tokens saved",
+        "spent",
+        "saved",
+        "time saved",
+    ]
     lines = [header]
 
     def line(label: str, role: str, r: dict[str, Any], spent: str, saved: str) -> list[str]:
         rate = "-" if r["hit_rate"] is None else f"{100 * r['hit_rate']:.1f}%"
-        return [label, role, f"{r['texts']:,}", f"{r['hits']:,}", rate,
-                _num(r["tokens_embedded"], r["tokens_embedded_estimated"]),
-                _num(r["tokens_saved"], r["tokens_saved_estimated"]), spent, saved,
-                _secs(r["provider_seconds_saved"])]
+        return [
+            label,
+            role,
+            f"{r['texts']:,}",
+            f"{r['hits']:,}",
+            rate,
+            _num(r["tokens_embedded"], r["tokens_embedded_estimated"]),
+            _num(r["tokens_saved"], r["tokens_saved_estimated"]),
+            spent,
+            saved,
+            _secs(r["provider_seconds_saved"]),
+        ]
 
     for r in data["models"]:
-        lines.append(line(f"{r['provider']}/{r['model']}", r["role"], r,
-                          _usd(r["dollars_spent"]), _usd(r["dollars_saved"])))
+        lines.append(
+            line(
+                f"{r['provider']}/{r['model']}",
+                r["role"],
+                r,
+                _usd(r["dollars_spent"]),
+                _usd(r["dollars_saved"]),
+            )
+        )
     t = data["total"]
     suffix = " + unknown" if t["models_without_price"] else ""
-    lines.append(line("total", "", t, _usd(t["dollars_spent"]) + suffix, _usd(t["dollars_saved"]) + suffix))
+    lines.append(
+        line("total", "", t, _usd(t["dollars_spent"]) + suffix, _usd(t["dollars_saved"]) + suffix)
+    )
     widths = [max(len(row[i]) for row in lines) for i in range(len(header))]
     out = [f"cache: {data['cache']}"]
     for n, row in enumerate(lines):

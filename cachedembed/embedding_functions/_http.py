@@ -99,7 +99,13 @@ def with_retries(provider: str, call: Callable[[], R], policy: RetryPolicy = DEF
                     status=exc.status,
                     retry_after=exc.retry_after,
                 ) from None
-            log.debug("%s: attempt %d failed (%s); retrying in %.2fs", provider, attempt, exc.message, wait)
+            log.debug(
+                "%s: attempt %d failed (%s); retrying in %.2fs",
+                provider,
+                attempt,
+                exc.message,
+                wait,
+            )
             time.sleep(wait)
 
 
@@ -161,10 +167,14 @@ class JsonHttpClient:
         try:
             response = self._session.request(method, url, json=body, timeout=self.timeout)
         except requests.Timeout:
-            raise ProviderError(self.provider, f"request to {url} timed out after {self.timeout}s", retryable=True) from None
+            raise ProviderError(
+                self.provider, f"request to {url} timed out after {self.timeout}s", retryable=True
+            ) from None
         except requests.ConnectionError as exc:
             reason = type(getattr(exc, "__context__", None) or exc).__name__
-            raise ProviderError(self.provider, f"connection to {url} failed ({reason})", retryable=True) from None
+            raise ProviderError(
+                self.provider, f"connection to {url} failed ({reason})", retryable=True
+            ) from None
         try:
             payload = response.json() if response.content else None
         except (ValueError, json.JSONDecodeError):
@@ -178,7 +188,11 @@ class JsonHttpClient:
                 retryable=response.status_code in RETRYABLE_STATUS,
             )
         if isinstance(payload, str):
-            raise ProviderError(self.provider, f"expected a JSON response, got {self._redact(payload[:200])!r}", status=response.status_code)
+            raise ProviderError(
+                self.provider,
+                f"expected a JSON response, got {self._redact(payload[:200])!r}",
+                status=response.status_code,
+            )
         return payload, response.headers
 
     def _redact(self, text: str) -> str:

@@ -63,7 +63,9 @@ class LoopbackServer:
                     body = json.loads(raw) if raw else None
                 except ValueError:
                     body = raw
-                request = Request(self.command, self.path, {k.lower(): v for k, v in self.headers.items()}, body)
+                request = Request(
+                    self.command, self.path, {k.lower(): v for k, v in self.headers.items()}, body
+                )
                 with outer._lock:
                     outer.requests.append(request)
                     fault = outer.faults.pop(0) if outer.faults else None
