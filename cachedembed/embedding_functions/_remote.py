@@ -60,7 +60,9 @@ class RemoteEmbeddingFunction(ProviderEmbeddingFunction):
         if self.rejects_empty:
             empty = [i for i, t in enumerate(texts) if not t]
             if empty:
-                raise InvalidInputError(f"{self.provider} rejects empty strings; input[{empty[0]}] is empty")
+                raise InvalidInputError(
+                    f"{self.provider} rejects empty strings; input[{empty[0]}] is empty"
+                )
         for start, chunk in batches(texts, self.max_batch, self.max_batch_tokens):
             vectors, tokens = self.embed_chunk(list(chunk), role)
             yield EmbeddedBatch(start, vectors, tokens)
@@ -76,7 +78,9 @@ class RemoteEmbeddingFunction(ProviderEmbeddingFunction):
     def require_key(self) -> str:
         if not self._api_key:
             names = " or ".join(f"${v}" for v in self._key_vars)
-            raise ConfigurationError(f"{self.provider}: no API key; pass api_key=... or set {names}")
+            raise ConfigurationError(
+                f"{self.provider}: no API key; pass api_key=... or set {names}"
+            )
         return self._api_key
 
     def retrying(self, call: Callable[[], R]) -> R:
@@ -139,7 +143,9 @@ class JsonEmbeddingFunction(RemoteEmbeddingFunction):
     def request_body(self, texts: list[str], role: Role) -> dict[str, Any]:
         return {**self.params(role), "input": texts}
 
-    def parse_response(self, payload: Mapping[str, Any], headers: Mapping[str, str], expected: int) -> tuple[np.ndarray, int | None]:
+    def parse_response(
+        self, payload: Mapping[str, Any], headers: Mapping[str, str], expected: int
+    ) -> tuple[np.ndarray, int | None]:
         """Vectors and reported tokens from one response (OpenAI-shaped by default)."""
         vectors = indexed_vectors(self.provider, payload.get("data"), expected)
         return vectors, usage_tokens(payload, "usage", "total_tokens")
@@ -159,19 +165,29 @@ class JsonEmbeddingFunction(RemoteEmbeddingFunction):
     @property
     def client(self) -> JsonHttpClient:
         if self._client is None:
-            self._client = JsonHttpClient(self.provider, self.base_url, self.auth_headers(), timeout=self.timeout, retry=self.retry)
+            self._client = JsonHttpClient(
+                self.provider,
+                self.base_url,
+                self.auth_headers(),
+                timeout=self.timeout,
+                retry=self.retry,
+            )
         return self._client
 
     def embed_chunk(self, texts: list[str], role: Role) -> tuple[np.ndarray, int | None]:
         # The client retries by itself and scrubs its credential headers from error text.
         payload, headers = self.client.post(self.path, self.request_body(texts, role))
         if not isinstance(payload, dict):
-            raise ProviderResponseError(self.provider, f"expected a JSON object, got {type(payload).__name__}")
+            raise ProviderResponseError(
+                self.provider, f"expected a JSON object, got {type(payload).__name__}"
+            )
         return self.parse_response(payload, headers, len(texts))
 
     def cache_identity(self, role: Role) -> dict[str, Any]:
         base = self.base_url
-        server = base if self.server_in_identity and base != self.default_base_url.rstrip("/") else None
+        server = (
+            base if self.server_in_identity and base != self.default_base_url.rstrip("/") else None
+        )
         return self.identity_with(self.identity_params(role), api_base=server)
 
 
@@ -186,7 +202,9 @@ def indexed_vectors(provider: str, data: Any, expected: int) -> np.ndarray:
     rows: list[tuple[int, Any]] = []
     for pos, item in enumerate(data):
         index = item.get("index", pos) if isinstance(item, dict) else getattr(item, "index", pos)
-        embedding = item.get("embedding") if isinstance(item, dict) else getattr(item, "embedding", None)
+        embedding = (
+            item.get("embedding") if isinstance(item, dict) else getattr(item, "embedding", None)
+        )
         if not isinstance(index, int):
             raise ProviderResponseError(provider, f"data[{pos}].index is not an integer")
         rows.append((index, decode_embedding(provider, embedding)))
@@ -204,7 +222,9 @@ def decode_embedding(provider: str, embedding: Any) -> Any:
         except ValueError:
             raise ProviderResponseError(provider, "embedding is a string but not base64") from None
         if len(raw) % 4:
-            raise ProviderResponseError(provider, f"base64 embedding has {len(raw)} bytes, not a whole number of float32")
+            raise ProviderResponseError(
+                provider, f"base64 embedding has {len(raw)} bytes, not a whole number of float32"
+            )
         return np.frombuffer(raw, dtype="<f4")
     return embedding
 

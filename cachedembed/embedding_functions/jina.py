@@ -46,8 +46,16 @@ class JinaEmbeddingFunction(JsonEmbeddingFunction):
     default_base_url = DEFAULT_BASE_URL
     max_batch = 2048
     config_keys = (
-        "api_key_env_var", "model_name", "task", "late_chunking", "truncate", "dimensions",
-        "embedding_type", "normalized", "query_config", "api_base",
+        "api_key_env_var",
+        "model_name",
+        "task",
+        "late_chunking",
+        "truncate",
+        "dimensions",
+        "embedding_type",
+        "normalized",
+        "query_config",
+        "api_base",
     )
 
     def __init__(

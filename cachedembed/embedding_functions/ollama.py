@@ -64,10 +64,17 @@ class OllamaEmbeddingFunction(JsonEmbeddingFunction):
     provider = "ollama"
     path = "/api/embed"
     default_base_url = DEFAULT_URL
-    server_in_identity = False  # the model tag names the weights; localhost and 127.0.0.1 share entries
+    server_in_identity = (
+        False  # the model tag names the weights; localhost and 127.0.0.1 share entries
+    )
     max_batch = 256
     config_keys = (
-        "url", "model_name", "timeout", "truncate", "dimensions", "keep_alive",
+        "url",
+        "model_name",
+        "timeout",
+        "truncate",
+        "dimensions",
+        "keep_alive",
     )
 
     def __init__(
@@ -113,6 +120,8 @@ class OllamaEmbeddingFunction(JsonEmbeddingFunction):
         params["model"] = model if ":" in model.rsplit("/", 1)[-1] else f"{model}:latest"
         return params
 
-    def parse_response(self, payload: Mapping[str, Any], headers: Mapping[str, str], expected: int) -> tuple[np.ndarray, int | None]:
+    def parse_response(
+        self, payload: Mapping[str, Any], headers: Mapping[str, str], expected: int
+    ) -> tuple[np.ndarray, int | None]:
         vectors = as_matrix(self.provider, payload.get("embeddings"), expected)
         return vectors, usage_tokens(payload, "prompt_eval_count")

@@ -58,8 +58,13 @@ class VoyageAIEmbeddingFunction(JsonEmbeddingFunction):
     default_base_url = DEFAULT_BASE_URL
     max_batch = 1000
     config_keys = (
-        "api_key_env_var", "model_name", "input_type", "truncation", "output_dimension",
-        "output_dtype", "api_base",
+        "api_key_env_var",
+        "model_name",
+        "input_type",
+        "truncation",
+        "output_dimension",
+        "output_dtype",
+        "api_base",
     )
     rejects_empty = True
 

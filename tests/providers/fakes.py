@@ -73,7 +73,11 @@ class FakeProvider:
         problem = self.problem(request)
         if problem is None:
             body = request.body
-            if not isinstance(body, dict) or not isinstance(body.get("input"), list) or not body["input"]:
+            if (
+                not isinstance(body, dict)
+                or not isinstance(body.get("input"), list)
+                or not body["input"]
+            ):
                 problem = "input must be a non-empty list of strings"
             elif not all(isinstance(t, str) for t in body["input"]):
                 problem = "input must be a list of strings"

@@ -42,7 +42,9 @@ class Case:
     query_fields: dict[str, Any] = field(default_factory=dict)
 
     def expected(self, texts: list[str], role: str = "document") -> np.ndarray:
-        return self.fake.expected(texts, **(self.document_fields if role == "document" else self.query_fields))
+        return self.fake.expected(
+            texts, **(self.document_fields if role == "document" else self.query_fields)
+        )
 
     @property
     def requests(self) -> int:
@@ -52,7 +54,9 @@ class Case:
 def same_bits(a: Any, b: np.ndarray) -> bool:
     """Bit-identical float32 matrices (NaN-safe, -0.0 distinct from 0.0)."""
     a = np.asarray(np.stack(a) if isinstance(a, list) else a, dtype=np.float32)
-    return a.shape == b.shape and bool((a.view(np.uint32) == b.astype(np.float32).view(np.uint32)).all())
+    return a.shape == b.shape and bool(
+        (a.view(np.uint32) == b.astype(np.float32).view(np.uint32)).all()
+    )
 
 
 def error(case: Case, status: int, message: str, headers: dict[str, str] | None = None) -> Reply:
@@ -163,7 +167,9 @@ class ProviderContract:
         assert info.value.status == 400 and not isinstance(info.value, ProviderResponseError)
 
     @pytest.mark.parametrize("kind", ["count", "nan", "ragged"])
-    def test_malformed_response_raises_and_caches_nothing(self, case: Case, sqlite_url: str, kind: str) -> None:
+    def test_malformed_response_raises_and_caches_nothing(
+        self, case: Case, sqlite_url: str, kind: str
+    ) -> None:
         """A response with a wrong vector count, NaN or ragged rows raises; nothing of it is cached."""
         cached = Cached(case.make(), sqlite_url)
         case.fake.corrupt = kind
@@ -184,7 +190,11 @@ class ProviderContract:
         original = case.fake.__call__
 
         def fail_second(request: Any) -> Reply:
-            return error(case, 400, "rejected") if TEXTS[2] in (request.body or {}).get("input", []) else original(request)
+            return (
+                error(case, 400, "rejected")
+                if TEXTS[2] in (request.body or {}).get("input", [])
+                else original(request)
+            )
 
         case.server.handler = fail_second
         with pytest.raises(ProviderError):
@@ -196,8 +206,6 @@ class ProviderContract:
         assert same_bits(cached(TEXTS[:4]), case.expected(TEXTS[:4]))
         assert case.fake.batches[-1] == TEXTS[2:4]
         assert cached.stats()["tokens_embedded"] == sum(tokens_of(t) for t in TEXTS[:4])
-
-
 
 
 class KeyedProviderContract(ProviderContract):
@@ -224,7 +232,9 @@ class KeyedProviderContract(ProviderContract):
         cached(TEXTS)
         cached.embed_query(TEXTS[:2])
         echo = f"Incorrect API key provided: {key}"
-        case.server.fail_next(error(case, 429, echo, {"retry-after-ms": "1"}), error(case, 401, echo))
+        case.server.fail_next(
+            error(case, 429, echo, {"retry-after-ms": "1"}), error(case, 401, echo)
+        )
         with pytest.raises(ProviderError) as info:
             cached(["a text that is not cached yet"])
         assert case.requests >= 2

@@ -26,22 +26,29 @@ CHROMA = {
 @pytest.mark.parametrize("name", sorted(CHROMA))
 def test_accepts_every_chroma_argument_by_name(name: str) -> None:
     module, cls_name = CHROMA[name]
-    chroma_cls = getattr(importlib.import_module(f"chromadb.utils.embedding_functions.{module}"), cls_name)
+    chroma_cls = getattr(
+        importlib.import_module(f"chromadb.utils.embedding_functions.{module}"), cls_name
+    )
     ours = getattr(importlib.import_module("cachedembed.embedding_functions"), name)
     theirs = [p for p in inspect.signature(chroma_cls.__init__).parameters if p != "self"]
     mine = inspect.signature(ours.__init__).parameters
     assert [p for p in theirs if p not in mine] == []
     # Positional order matches too, so positional calls keep working.
-    positional = [p for p in mine if p != "self" and mine[p].kind is inspect.Parameter.POSITIONAL_OR_KEYWORD]
+    positional = [
+        p for p in mine if p != "self" and mine[p].kind is inspect.Parameter.POSITIONAL_OR_KEYWORD
+    ]
     assert positional[: len(theirs)] == theirs
 
 
-@pytest.mark.parametrize("spec,cls,model", [
-    ("openai:text-embedding-3-small", "OpenAIEmbeddingFunction", "text-embedding-3-small"),
-    ("jina:jina-embeddings-v3", "JinaEmbeddingFunction", "jina-embeddings-v3"),
-    ("voyage:voyage-3", "VoyageAIEmbeddingFunction", "voyage-3"),
-    ("ollama:nomic-embed-text", "OllamaEmbeddingFunction", "nomic-embed-text"),
-])
+@pytest.mark.parametrize(
+    "spec,cls,model",
+    [
+        ("openai:text-embedding-3-small", "OpenAIEmbeddingFunction", "text-embedding-3-small"),
+        ("jina:jina-embeddings-v3", "JinaEmbeddingFunction", "jina-embeddings-v3"),
+        ("voyage:voyage-3", "VoyageAIEmbeddingFunction", "voyage-3"),
+        ("ollama:nomic-embed-text", "OllamaEmbeddingFunction", "nomic-embed-text"),
+    ],
+)
 def test_cli_specs(spec: str, cls: str, model: str) -> None:
     ef = from_spec(spec)
     assert type(ef).__name__ == cls and ef.model_name == model  # type: ignore[attr-defined]
@@ -61,4 +68,9 @@ def test_provider_modules_import_no_sdk_or_http_stack() -> None:
         "heavy = [m for m in ('openai', 'httpx2', 'requests', 'torch', 'chromadb') if m in sys.modules]\n"
         "assert not heavy, heavy\n"
     )
-    subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT, env={"PYTHONPATH": str(ROOT), "PATH": ""})
+    subprocess.run(
+        [sys.executable, "-c", code],
+        check=True,
+        cwd=ROOT,
+        env={"PYTHONPATH": str(ROOT), "PATH": ""},
+    )

@@ -48,13 +48,22 @@ class JinaFake(FakeProvider):
     def respond(self, texts: list[str], vectors: list[np.ndarray], request: Request) -> Any:
         b64 = request.body.get("embedding_type") == "base64"
         data = [
-            {"object": "embedding", "index": i,
-             "embedding": base64.b64encode(v.astype("<f4").tobytes()).decode() if b64 else [float(x) for x in v]}
+            {
+                "object": "embedding",
+                "index": i,
+                "embedding": base64.b64encode(v.astype("<f4").tobytes()).decode()
+                if b64
+                else [float(x) for x in v],
+            }
             for i, v in enumerate(vectors)
         ]
         used = sum(tokens_of(t) for t in texts)
-        return {"model": self.model, "object": "list", "usage": {"total_tokens": used, "prompt_tokens": used},
-                "data": self.indexed(data)}
+        return {
+            "model": self.model,
+            "object": "list",
+            "usage": {"total_tokens": used, "prompt_tokens": used},
+            "data": self.indexed(data),
+        }
 
     def error_body(self, message: str) -> Any:
         return {"detail": message}
@@ -67,7 +76,9 @@ def case(monkeypatch: pytest.MonkeyPatch) -> Iterator[Case]:
     with serve(fake) as server:
 
         def make(**overrides: Any) -> JinaEmbeddingFunction:
-            return JinaEmbeddingFunction(**{"model_name": fake.model, "api_base": server.url, "retry": FAST, **overrides})
+            return JinaEmbeddingFunction(
+                **{"model_name": fake.model, "api_base": server.url, "retry": FAST, **overrides}
+            )
 
         yield Case(fake, server, make, {"task": "retrieval.passage"}, {"task": "retrieval.query"})
 
@@ -83,7 +94,10 @@ def test_task_per_role_for_v3(case: Case) -> None:
     ef = case.make()
     ef(["a"])
     ef.embed_query(["a"])
-    assert [r.body["task"] for r in case.server.requests] == ["retrieval.passage", "retrieval.query"]
+    assert [r.body["task"] for r in case.server.requests] == [
+        "retrieval.passage",
+        "retrieval.query",
+    ]
     assert ef.cache_identity("document")["task"] == "retrieval.passage"
 
 
@@ -97,7 +111,12 @@ def test_v2_models_get_no_task(case: Case) -> None:
 
 
 def test_task_and_query_config_follow_chroma(case: Case) -> None:
-    ef = case.make(task="text-matching", query_config={"task": "retrieval.query"}, dimensions=64, normalized=True)
+    ef = case.make(
+        task="text-matching",
+        query_config={"task": "retrieval.query"},
+        dimensions=64,
+        normalized=True,
+    )
     ef(["a"])
     ef.embed_query(["a"])
     document, query = (r.body for r in case.server.requests)
@@ -124,7 +143,9 @@ def test_late_chunking_bypasses_cache_with_warning(case: Case, sqlite_url: str) 
         second = cached(TEXTS[:3])
     assert case.requests == 2
     assert all(r.body["late_chunking"] is True for r in case.server.requests)
-    expected = case.fake.expected(TEXTS[:3], task="retrieval.passage", late_chunking=True, input=TEXTS[:3])
+    expected = case.fake.expected(
+        TEXTS[:3], task="retrieval.passage", late_chunking=True, input=TEXTS[:3]
+    )
     assert same_bits(first, expected) and same_bits(second, expected)
     assert cached.stats()["hits"] == 0
 
@@ -133,4 +154,6 @@ def test_config_round_trip(case: Case) -> None:
     ef = case.make(task="retrieval.passage", dimensions=128, truncate=True)
     config = ef.get_config()
     assert config["api_key_env_var"] == "JINA_API_KEY" and case.fake.key not in str(config)
-    assert JinaEmbeddingFunction.build_from_config(config).cache_identity("query") == ef.cache_identity("query")
+    assert JinaEmbeddingFunction.build_from_config(config).cache_identity(
+        "query"
+    ) == ef.cache_identity("query")

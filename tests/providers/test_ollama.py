@@ -42,9 +42,13 @@ class OllamaFake(FakeProvider):
         return f"{request.body.get('model')}/{request.body.get('dimensions')}"
 
     def respond(self, texts: list[str], vectors: list[np.ndarray], request: Request) -> Any:
-        return {"model": request.body["model"], "embeddings": [[float(x) for x in v] for v in vectors],
-                "total_duration": 14143917, "load_duration": 1019500,
-                "prompt_eval_count": sum(tokens_of(t) for t in texts)}
+        return {
+            "model": request.body["model"],
+            "embeddings": [[float(x) for x in v] for v in vectors],
+            "total_duration": 14143917,
+            "load_duration": 1019500,
+            "prompt_eval_count": sum(tokens_of(t) for t in texts),
+        }
 
     def error_body(self, message: str) -> Any:
         return {"error": message}
@@ -57,7 +61,9 @@ def case(monkeypatch: pytest.MonkeyPatch) -> Iterator[Case]:
     with serve(fake) as server:
 
         def make(**overrides: Any) -> OllamaEmbeddingFunction:
-            return OllamaEmbeddingFunction(**{"url": server.url, "model_name": fake.model, "retry": FAST, **overrides})
+            return OllamaEmbeddingFunction(
+                **{"url": server.url, "model_name": fake.model, "retry": FAST, **overrides}
+            )
 
         yield Case(fake, server, make)
 
@@ -70,7 +76,9 @@ class TestOllamaContract(scenarios.ProviderContract):
 
 
 def test_missing_model_error_is_clear(case: Case) -> None:
-    with pytest.raises(ProviderError, match=r'ollama returned HTTP 404: model "mxbai-embed-large" not found') as info:
+    with pytest.raises(
+        ProviderError, match=r'ollama returned HTTP 404: model "mxbai-embed-large" not found'
+    ) as info:
         case.make(model_name="mxbai-embed-large")(["x"])
     assert case.requests == 1 and info.value.status == 404
 
@@ -83,13 +91,16 @@ def test_server_from_ollama_host(case: Case, monkeypatch: pytest.MonkeyPatch) ->
     assert ef.get_config()["url"] is None  # rebuilt from config, it reads $OLLAMA_HOST again
 
 
-@pytest.mark.parametrize("value,url", [
-    ("0.0.0.0", "http://0.0.0.0:11434"),
-    ("example.com:8080", "http://example.com:8080"),
-    ("https://ollama.example.com", "https://ollama.example.com:443"),
-    ("http://localhost:11434/api/embeddings", "http://localhost:11434"),
-    ("http://[::1]:9999/", "http://[::1]:9999"),
-])
+@pytest.mark.parametrize(
+    "value,url",
+    [
+        ("0.0.0.0", "http://0.0.0.0:11434"),
+        ("example.com:8080", "http://example.com:8080"),
+        ("https://ollama.example.com", "https://ollama.example.com:443"),
+        ("http://localhost:11434/api/embeddings", "http://localhost:11434"),
+        ("http://[::1]:9999/", "http://[::1]:9999"),
+    ],
+)
 def test_host_forms(value: str, url: str) -> None:
     assert host_url(value) == url
 
@@ -100,11 +111,23 @@ def test_options_sent_keep_alive_not_in_namespace(case: Case) -> None:
     body = case.server.requests[-1].body
     assert (body["truncate"], body["dimensions"], body["keep_alive"]) == (False, 256, "10m")
     identity = ef.cache_identity("document")
-    assert identity == {"provider": "ollama", "model": "nomic-embed-text:latest", "truncate": False, "dimensions": 256}
-    assert case.make(model_name="nomic-embed-text:latest", truncate=False, dimensions=256).cache_identity("document") == identity
+    assert identity == {
+        "provider": "ollama",
+        "model": "nomic-embed-text:latest",
+        "truncate": False,
+        "dimensions": 256,
+    }
+    assert (
+        case.make(
+            model_name="nomic-embed-text:latest", truncate=False, dimensions=256
+        ).cache_identity("document")
+        == identity
+    )
 
 
 def test_config_round_trip(case: Case) -> None:
     ef = case.make(dimensions=64)
     rebuilt = OllamaEmbeddingFunction.build_from_config(ef.get_config())
-    assert rebuilt.base_url == case.server.url and rebuilt.cache_identity("query") == ef.cache_identity("query")
+    assert rebuilt.base_url == case.server.url and rebuilt.cache_identity(
+        "query"
+    ) == ef.cache_identity("query")

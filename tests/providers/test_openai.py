@@ -61,10 +61,17 @@ class OpenAIFake(FakeProvider):
             if total > self.max_tokens:
                 from tests.providers.loopback import Reply
 
-                return Reply(400, {"error": {
-                    "message": f"Requested {total} tokens, max {self.max_tokens} tokens per request",
-                    "type": "max_tokens_per_request", "param": None, "code": "max_tokens_per_request",
-                }})
+                return Reply(
+                    400,
+                    {
+                        "error": {
+                            "message": f"Requested {total} tokens, max {self.max_tokens} tokens per request",
+                            "type": "max_tokens_per_request",
+                            "param": None,
+                            "code": "max_tokens_per_request",
+                        }
+                    },
+                )
         return super().__call__(request)
 
     def salt(self, request: Request) -> str:
@@ -76,16 +83,29 @@ class OpenAIFake(FakeProvider):
             {
                 "object": "embedding",
                 "index": i,
-                "embedding": base64.b64encode(v.astype("<f4").tobytes()).decode() if as_base64 else [float(x) for x in v],
+                "embedding": base64.b64encode(v.astype("<f4").tobytes()).decode()
+                if as_base64
+                else [float(x) for x in v],
             }
             for i, v in enumerate(vectors)
         ]
         used = sum(tokens_of(t) for t in texts)
-        return {"object": "list", "data": self.indexed(data), "model": self.model,
-                "usage": {"prompt_tokens": used, "total_tokens": used}}
+        return {
+            "object": "list",
+            "data": self.indexed(data),
+            "model": self.model,
+            "usage": {"prompt_tokens": used, "total_tokens": used},
+        }
 
     def error_body(self, message: str) -> Any:
-        return {"error": {"message": message, "type": "invalid_request_error", "param": None, "code": None}}
+        return {
+            "error": {
+                "message": message,
+                "type": "invalid_request_error",
+                "param": None,
+                "code": None,
+            }
+        }
 
 
 @pytest.fixture
@@ -96,7 +116,11 @@ def case(monkeypatch: pytest.MonkeyPatch) -> Iterator[Case]:
     with serve(fake) as server:
 
         def make(**overrides: Any) -> OpenAIEmbeddingFunction:
-            options: dict[str, Any] = {"model_name": fake.model, "api_base": f"{server.url}/v1", "retry": FAST}
+            options: dict[str, Any] = {
+                "model_name": fake.model,
+                "api_base": f"{server.url}/v1",
+                "retry": FAST,
+            }
             return OpenAIEmbeddingFunction(**{**options, **overrides})
 
         yield Case(fake, server, make)
@@ -105,7 +129,10 @@ def case(monkeypatch: pytest.MonkeyPatch) -> Iterator[Case]:
 class TestOpenAIContract(scenarios.KeyedProviderContract):
     """The shared provider contract (see :mod:`tests.providers.scenarios`)."""
 
-    rate_limits: ClassVar[list[tuple[dict[str, str], float]]] = [({"retry-after-ms": "60"}, 0.06), ({"Retry-After": "0.05"}, 0.05)]
+    rate_limits: ClassVar[list[tuple[dict[str, str], float]]] = [
+        ({"retry-after-ms": "60"}, 0.06),
+        ({"Retry-After": "0.05"}, 0.05),
+    ]
 
 
 # -- OpenAI specifics ------------------------------------------------------------------
@@ -167,8 +194,12 @@ def test_single_text_over_token_limit_raises(case: Case) -> None:
 def test_azure_deployment_path_and_api_key_header(case: Case, sqlite_url: str) -> None:
     case.fake.azure = ("my-embedder", "2024-10-21")
     ef = OpenAIEmbeddingFunction(
-        model_name=case.fake.model, api_base=case.server.url, api_type="azure",
-        api_version="2024-10-21", deployment_id="my-embedder", retry=FAST,
+        model_name=case.fake.model,
+        api_base=case.server.url,
+        api_type="azure",
+        api_version="2024-10-21",
+        deployment_id="my-embedder",
+        retry=FAST,
     )
     vectors = Cached(ef, sqlite_url)(TEXTS[:3])
     assert same_bits(vectors, case.expected(TEXTS[:3]))
@@ -180,10 +211,14 @@ def test_azure_deployment_path_and_api_key_header(case: Case, sqlite_url: str) -
 
 def test_azure_needs_version_and_deployment() -> None:
     with pytest.raises(ConfigurationError, match="api_version, deployment_id"):
-        OpenAIEmbeddingFunction(api_type="azure", api_base="https://x.openai.azure.com", api_key="k")
+        OpenAIEmbeddingFunction(
+            api_type="azure", api_base="https://x.openai.azure.com", api_key="k"
+        )
 
 
-def test_base_url_from_environment_and_in_identity(case: Case, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_base_url_from_environment_and_in_identity(
+    case: Case, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("OPENAI_BASE_URL", f"{case.server.url}/v1")
     ef = OpenAIEmbeddingFunction(model_name=case.fake.model, retry=FAST)
     assert same_bits(ef(["x"]), case.expected(["x"]))
@@ -199,7 +234,9 @@ def test_empty_string_rejected_before_any_request(case: Case) -> None:
     assert case.requests == 0
 
 
-def test_missing_key_fails_on_first_request_not_before(case: Case, sqlite_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_missing_key_fails_on_first_request_not_before(
+    case: Case, sqlite_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     Cached(case.make(), sqlite_url)(["warm"])
     monkeypatch.delenv("OPENAI_API_KEY")
     keyless = case.make()
@@ -210,7 +247,9 @@ def test_missing_key_fails_on_first_request_not_before(case: Case, sqlite_url: s
 
 
 def test_config_round_trip_without_secrets(case: Case) -> None:
-    ef = case.make(dimensions=64, default_headers={"X-Team": "search", "Authorization": "Bearer nope"})
+    ef = case.make(
+        dimensions=64, default_headers={"X-Team": "search", "Authorization": "Bearer nope"}
+    )
     config = ef.get_config()
     assert config["default_headers"] == {"X-Team": "search"}
     assert config["api_key_env_var"] == "OPENAI_API_KEY" and "api_key" not in config

@@ -47,9 +47,16 @@ class VoyageFake(FakeProvider):
         return f"{body.get('model')}/{body.get('input_type')}/{body.get('output_dimension')}"
 
     def respond(self, texts: list[str], vectors: list[np.ndarray], request: Request) -> Any:
-        data = [{"object": "embedding", "embedding": [float(x) for x in v], "index": i} for i, v in enumerate(vectors)]
-        return {"object": "list", "data": self.indexed(data), "model": self.model,
-                "usage": {"total_tokens": sum(tokens_of(t) for t in texts)}}
+        data = [
+            {"object": "embedding", "embedding": [float(x) for x in v], "index": i}
+            for i, v in enumerate(vectors)
+        ]
+        return {
+            "object": "list",
+            "data": self.indexed(data),
+            "model": self.model,
+            "usage": {"total_tokens": sum(tokens_of(t) for t in texts)},
+        }
 
     def error_body(self, message: str) -> Any:
         return {"detail": message}
@@ -62,7 +69,9 @@ def case(monkeypatch: pytest.MonkeyPatch) -> Iterator[Case]:
     with serve(fake) as server:
 
         def make(**overrides: Any) -> VoyageAIEmbeddingFunction:
-            return VoyageAIEmbeddingFunction(**{"model_name": fake.model, "api_base": server.url, "retry": FAST, **overrides})
+            return VoyageAIEmbeddingFunction(
+                **{"model_name": fake.model, "api_base": server.url, "retry": FAST, **overrides}
+            )
 
         yield Case(fake, server, make, {"input_type": "document"}, {"input_type": "query"})
 
@@ -86,7 +95,12 @@ def test_documented_limits() -> None:
     assert VoyageAIEmbeddingFunction.max_batch == 1000
     assert token_cap("voyage-3.5-lite") == token_cap("voyage-4-lite") == 1_000_000
     assert token_cap("voyage-3.5") == token_cap("voyage-3") == token_cap("voyage-4") == 320_000
-    assert token_cap("voyage-3-large") == token_cap("voyage-code-3") == token_cap("voyage-law-2") == 120_000
+    assert (
+        token_cap("voyage-3-large")
+        == token_cap("voyage-code-3")
+        == token_cap("voyage-law-2")
+        == 120_000
+    )
     assert token_cap("some-future-model") == 120_000
 
 
@@ -123,7 +137,9 @@ def test_config_round_trip(case: Case) -> None:
     ef = case.make(output_dimension=512, truncation=False)
     config = ef.get_config()
     assert config["api_key_env_var"] == "VOYAGE_API_KEY" and case.fake.key not in str(config)
-    assert VoyageAIEmbeddingFunction.build_from_config(config).cache_identity("document") == ef.cache_identity("document")
+    assert VoyageAIEmbeddingFunction.build_from_config(config).cache_identity(
+        "document"
+    ) == ef.cache_identity("document")
 
 
 def test_chroma_collection_persists_and_rebuilds_it(case: Case, tmp_path: Path) -> None:
