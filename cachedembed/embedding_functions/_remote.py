@@ -211,11 +211,21 @@ def indexed_vectors(provider: str, data: Any, expected: int) -> np.ndarray:
     rows.sort(key=lambda r: r[0])
     if len(rows) == expected and [r[0] for r in rows] != list(range(expected)):
         raise ProviderResponseError(provider, f"response indexes are not 0..{expected - 1}")
-    return as_matrix(provider, [r[1] for r in rows], expected)
+    vectors = [r[1] for r in rows]
+    one_width = len({len(v) if isinstance(v, bytes) else -1 for v in vectors}) == 1
+    if vectors and one_width and isinstance(vectors[0], bytes) and len(vectors) == expected:
+        # All base64 and one width: one join and one frombuffer, no per-row arrays.
+        matrix = np.frombuffer(b"".join(vectors), dtype="<f4").reshape(expected, -1)
+        return as_matrix(provider, matrix, expected)
+    return as_matrix(
+        provider,
+        [np.frombuffer(v, dtype="<f4") if isinstance(v, bytes) else v for v in vectors],
+        expected,
+    )
 
 
 def decode_embedding(provider: str, embedding: Any) -> Any:
-    """A float list as is, or a base64 string decoded to float32 (bit-exact)."""
+    """A float list as is, or a base64 string decoded to its little-endian float32 bytes."""
     if isinstance(embedding, str):
         try:
             raw = base64.b64decode(embedding, validate=True)
@@ -225,7 +235,7 @@ def decode_embedding(provider: str, embedding: Any) -> Any:
             raise ProviderResponseError(
                 provider, f"base64 embedding has {len(raw)} bytes, not a whole number of float32"
             )
-        return np.frombuffer(raw, dtype="<f4")
+        return raw
     return embedding
 
 
