@@ -11,6 +11,7 @@ test can tell reported tokens from estimated ones.
 
 from __future__ import annotations
 
+import base64
 import random
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -104,10 +105,14 @@ class FakeProvider:
         request = Request("POST", "/", {}, {"model": self.model, **fields})
         return np.stack([self.vector(t, request) for t in texts])
 
-    def indexed(self, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        """``items`` in a shuffled order, as servers with an ``index`` field may return them."""
+    def indexed(self, vectors: list[np.ndarray], as_base64: bool = False) -> list[dict[str, Any]]:
+        """OpenAI-shaped ``data`` items (float lists or base64 float32), in a shuffled order
+        when :attr:`shuffle` is set, as servers with an ``index`` field may return them."""
+        items = [
+            {"object": "embedding", "index": i, "embedding": encode(v, as_base64)}
+            for i, v in enumerate(vectors)
+        ]
         if self.shuffle:
-            items = list(items)
             self._rng.shuffle(items)
         return items
 
@@ -123,6 +128,13 @@ class FakeProvider:
             if got != value:
                 return f"field {name!r}: expected {value!r}, got {got!r}"
         return None
+
+
+def encode(vector: np.ndarray, as_base64: bool) -> Any:
+    """A vector as JSON floats (exact: float32 widens to float64 losslessly) or base64 float32."""
+    if as_base64:
+        return base64.b64encode(vector.astype("<f4").tobytes()).decode()
+    return [float(x) for x in vector]
 
 
 @contextmanager

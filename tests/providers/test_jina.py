@@ -6,7 +6,6 @@ vectors depend on model, task, dimensions and (with late chunking) the whole bat
 
 from __future__ import annotations
 
-import base64
 import warnings
 from collections.abc import Iterator
 from typing import Any
@@ -46,23 +45,13 @@ class JinaFake(FakeProvider):
         return f"{body.get('model')}/{body.get('task')}/{body.get('dimensions')}/{batch}"
 
     def respond(self, texts: list[str], vectors: list[np.ndarray], request: Request) -> Any:
-        b64 = request.body.get("embedding_type") == "base64"
-        data = [
-            {
-                "object": "embedding",
-                "index": i,
-                "embedding": base64.b64encode(v.astype("<f4").tobytes()).decode()
-                if b64
-                else [float(x) for x in v],
-            }
-            for i, v in enumerate(vectors)
-        ]
+        data = self.indexed(vectors, request.body.get("embedding_type") == "base64")
         used = sum(tokens_of(t) for t in texts)
         return {
             "model": self.model,
             "object": "list",
             "usage": {"total_tokens": used, "prompt_tokens": used},
-            "data": self.indexed(data),
+            "data": data,
         }
 
     def error_body(self, message: str) -> Any:

@@ -7,7 +7,6 @@ base64 float32 when asked, ``usage.prompt_tokens``, ``{"error": {...}}`` bodies.
 
 from __future__ import annotations
 
-import base64
 from collections.abc import Iterator
 from typing import Any, ClassVar
 
@@ -78,21 +77,13 @@ class OpenAIFake(FakeProvider):
         return f"{request.body.get('model')}/{request.body.get('dimensions')}"
 
     def respond(self, texts: list[str], vectors: list[np.ndarray], request: Request) -> Any:
-        as_base64 = request.body.get("encoding_format") == "base64" and not self.floats_only
-        data = [
-            {
-                "object": "embedding",
-                "index": i,
-                "embedding": base64.b64encode(v.astype("<f4").tobytes()).decode()
-                if as_base64
-                else [float(x) for x in v],
-            }
-            for i, v in enumerate(vectors)
-        ]
+        data = self.indexed(
+            vectors, request.body.get("encoding_format") == "base64" and not self.floats_only
+        )
         used = sum(tokens_of(t) for t in texts)
         return {
             "object": "list",
-            "data": self.indexed(data),
+            "data": data,
             "model": self.model,
             "usage": {"prompt_tokens": used, "total_tokens": used},
         }

@@ -47,13 +47,9 @@ class VoyageFake(FakeProvider):
         return f"{body.get('model')}/{body.get('input_type')}/{body.get('output_dimension')}"
 
     def respond(self, texts: list[str], vectors: list[np.ndarray], request: Request) -> Any:
-        data = [
-            {"object": "embedding", "embedding": [float(x) for x in v], "index": i}
-            for i, v in enumerate(vectors)
-        ]
         return {
             "object": "list",
-            "data": self.indexed(data),
+            "data": self.indexed(vectors),
             "model": self.model,
             "usage": {"total_tokens": sum(tokens_of(t) for t in texts)},
         }
