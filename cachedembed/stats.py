@@ -39,12 +39,12 @@ def namespace_totals(store: Store, namespaces: Iterable[Namespace]) -> dict[str,
         if ns_id in per_ns:
             per_ns[ns_id].add(delta)
     total = UsageDelta()
-    for delta in per_ns.values():
+    # Several namespaces may share a role (one per option set of an adapter): add them up.
+    by_role: dict[str, UsageDelta] = {}
+    for ns_id, delta in per_ns.items():
         total.add(delta)
-    return {
-        **summarize(total),
-        "by_role": {wanted[ns_id].spec.role: summarize(delta) for ns_id, delta in per_ns.items()},
-    }
+        by_role.setdefault(wanted[ns_id].spec.role, UsageDelta()).add(delta)
+    return {**summarize(total), "by_role": {role: summarize(delta) for role, delta in by_role.items()}}
 
 
 def _priced(summary: dict[str, Any], price: float | None) -> dict[str, Any]:
