@@ -47,7 +47,8 @@ class RetryPolicy:
     def delay(self, attempt: int, retry_after: float | None) -> float:
         """Seconds to wait before try ``attempt + 1`` (attempt counts from 1)."""
         if retry_after is not None:
-            return min(max(retry_after, 0.0), self.max_delay)
+            # The server's word wins; `max_elapsed` still bounds the whole wait.
+            return max(retry_after, 0.0)
         return random.uniform(0, min(self.max_delay, self.base_delay * 2 ** (attempt - 1)))
 
 
