@@ -14,15 +14,23 @@ from typing import TYPE_CHECKING, Any
 from ._base import EmbeddedBatch, ProviderEmbeddingFunction, registered
 
 if TYPE_CHECKING:
+    from .jina import JinaEmbeddingFunction as JinaEmbeddingFunction
+    from .ollama import OllamaEmbeddingFunction as OllamaEmbeddingFunction
+    from .openai import OpenAIEmbeddingFunction as OpenAIEmbeddingFunction
     from .sentence_transformer import DefaultEmbeddingFunction as DefaultEmbeddingFunction
     from .sentence_transformer import (
         SentenceTransformerEmbeddingFunction as SentenceTransformerEmbeddingFunction,
     )
+    from .voyage import VoyageAIEmbeddingFunction as VoyageAIEmbeddingFunction
 
 # class name -> module that defines it; modules are imported on first attribute access.
 _CLASSES: dict[str, str] = {
     "DefaultEmbeddingFunction": "sentence_transformer",
     "SentenceTransformerEmbeddingFunction": "sentence_transformer",
+    "OpenAIEmbeddingFunction": "openai",
+    "JinaEmbeddingFunction": "jina",
+    "VoyageAIEmbeddingFunction": "voyage",
+    "OllamaEmbeddingFunction": "ollama",
 }
 
 __all__ = [

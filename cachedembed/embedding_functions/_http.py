@@ -16,6 +16,7 @@ import email.utils
 import json
 import logging
 import random
+import re
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -26,6 +27,8 @@ from ..errors import ProviderError
 log = logging.getLogger("cachedembed.providers")
 
 R = TypeVar("R")
+
+_CREDENTIAL_HEADER = re.compile(r"auth|key|token|secret", re.I)
 
 RETRYABLE_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504, 520, 522, 524, 529})
 
@@ -140,6 +143,12 @@ class JsonHttpClient:
         self.retry = retry
         self._session = requests.Session()
         self._session.headers.update(headers or {})
+        # Credentials sent in headers, so an error body that echoes one can be scrubbed.
+        self._secrets = [
+            value.split(" ", 1)[-1]
+            for name, value in (headers or {}).items()
+            if value and _CREDENTIAL_HEADER.search(name)
+        ]
 
     def request(self, method: str, path: str, body: Any = None) -> tuple[Any, Mapping[str, str]]:
         """Send one request (retried as the policy allows); return the decoded JSON and headers."""
@@ -173,15 +182,16 @@ class JsonHttpClient:
         if response.status_code >= 400:
             raise ProviderError(
                 self.provider,
-                error_message(payload, response.reason or "error"),
+                self._redact(error_message(payload, response.reason or "error")),
                 status=response.status_code,
                 retry_after=parse_retry_after(response.headers),
                 retryable=response.status_code in RETRYABLE_STATUS,
             )
         if isinstance(payload, str):
-            raise ProviderError(
-                self.provider,
-                f"expected a JSON response, got {payload[:200]!r}",
-                status=response.status_code,
-            )
+            raise ProviderError(self.provider, f"expected a JSON response, got {self._redact(payload[:200])!r}", status=response.status_code)
         return payload, response.headers
+
+    def _redact(self, text: str) -> str:
+        for secret in self._secrets:
+            text = text.replace(secret, "[redacted]")
+        return text
