@@ -21,6 +21,7 @@ import pytest
 from cachedembed import Cached, ProviderError, ProviderResponseError
 from cachedembed.embedding_functions._http import RetryPolicy
 from cachedembed.embedding_functions._remote import RemoteEmbeddingFunction
+from cachedembed.usage import estimate_tokens
 from tests.providers.fakes import FakeProvider, tokens_of
 from tests.providers.loopback import LoopbackServer, Reply
 
@@ -66,8 +67,12 @@ def check_alone(case: Case) -> None:
         assert not same_bits(queries, case.expected(TEXTS[:2]))
 
 
-def check_cached(case: Case, cache_url: str) -> None:
-    """Second call: no request, bit-identical vectors; stats hold exactly the server's tokens."""
+def check_cached(case: Case, cache_url: str, *, reports_tokens: bool = True) -> None:
+    """Second call: no request, bit-identical vectors; stats hold exactly the server's tokens.
+
+    For a provider that reports no usage (``reports_tokens=False``), the stats hold
+    cachedembed's estimate instead, all of it flagged as estimated.
+    """
     cached = Cached(case.make(), cache_url)
     first = cached(TEXTS)
     sent = case.requests
@@ -78,11 +83,11 @@ def check_cached(case: Case, cache_url: str) -> None:
     query = cached.embed_query(["alpha"])
     assert same_bits(query, case.expected(["alpha"], "query"))
     stats = cached.stats()
-    reported = sum(tokens_of(t) for t in TEXTS) + tokens_of("alpha")
-    assert stats["tokens_embedded"] == reported
-    assert stats["tokens_embedded_estimated"] == 0
+    count = tokens_of if reports_tokens else lambda t: int(estimate_tokens([t])[0])
+    assert stats["tokens_embedded"] == sum(count(t) for t in TEXTS) + count("alpha")
+    assert stats["tokens_embedded_estimated"] == (0 if reports_tokens else stats["tokens_embedded"])
     assert stats["misses"] == len(TEXTS) + 1 and stats["hits"] == len(TEXTS)
-    assert stats["tokens_saved"] == sum(tokens_of(t) for t in TEXTS)
+    assert stats["tokens_saved"] == sum(count(t) for t in TEXTS)
     assert stats["provider_calls"] == case.requests
 
 
@@ -161,7 +166,7 @@ def check_malformed_not_cached(case: Case, cache_url: str, kind: str) -> None:
     assert case.fake.batches[-1] == TEXTS[:3]
 
 
-def check_partial_failure_keeps_earlier_batches(case: Case, cache_url: str) -> None:
+def check_partial_failure_keeps_earlier_batches(case: Case, cache_url: str, *, reports_tokens: bool = True) -> None:
     """When the second batch fails, the first stays cached and is not requested again."""
     ef = case.make()
     ef.max_batch = 2
@@ -169,7 +174,7 @@ def check_partial_failure_keeps_earlier_batches(case: Case, cache_url: str) -> N
     original = case.fake.__call__
 
     def fail_second(request: Any) -> Reply:
-        return error(case, 400, "rejected") if TEXTS[2] in (request.body or {}).get("input", []) else original(request)
+        return error(case, 400, "rejected") if TEXTS[2] in case.fake.texts(request) else original(request)
 
     case.server.handler = fail_second
     with pytest.raises(ProviderError):
@@ -180,7 +185,8 @@ def check_partial_failure_keeps_earlier_batches(case: Case, cache_url: str) -> N
     assert case.requests == before
     assert same_bits(cached(TEXTS[:4]), case.expected(TEXTS[:4]))
     assert case.fake.batches[-1] == TEXTS[2:4]
-    assert cached.stats()["tokens_embedded"] == sum(tokens_of(t) for t in TEXTS[:4])
+    expected = sum(tokens_of(t) for t in TEXTS[:4]) if reports_tokens else int(estimate_tokens(TEXTS[:4]).sum())
+    assert cached.stats()["tokens_embedded"] == expected
 
 
 def check_secrets(
@@ -224,3 +230,47 @@ def check_secrets(
     assert files
     for path in files:
         assert key.encode() not in path.read_bytes(), f"API key leaked into {path.name}"
+
+
+class Contract:
+    """The checks above as test methods: ``class TestContract(Contract)`` in a provider's module.
+
+    The module supplies the ``case`` and ``cache_url`` fixtures; a provider without
+    usage reporting sets ``reports_tokens = False``.
+    """
+
+    reports_tokens: bool = True
+
+    def test_vectors_exact_and_in_order(self, case: Case) -> None:
+        check_alone(case)
+
+    def test_cached_second_call_makes_no_request(self, case: Case, cache_url: str) -> None:
+        check_cached(case, cache_url, reports_tokens=self.reports_tokens)
+
+    def test_batches_split_at_limit_in_order(self, case: Case) -> None:
+        check_batching(case)
+
+    @pytest.mark.parametrize("headers,wait", [({"retry-after-ms": "60"}, 0.06), ({"Retry-After": "0.05"}, 0.05)])
+    def test_429_waits_as_told_then_succeeds(self, case: Case, headers: dict[str, str], wait: float) -> None:
+        check_rate_limited(case, headers, wait)
+
+    def test_500_and_dropped_connection_retried(self, case: Case) -> None:
+        check_server_error_retried(case)
+
+    def test_retries_bounded(self, case: Case) -> None:
+        check_retries_bounded(case)
+
+    def test_400_names_provider_status_message(self, case: Case) -> None:
+        check_client_error(case)
+
+    @pytest.mark.parametrize("kind", ["count", "nan", "ragged"])
+    def test_malformed_response_raises_and_caches_nothing(self, case: Case, cache_url: str, kind: str) -> None:
+        check_malformed_not_cached(case, cache_url, kind)
+
+    def test_later_batch_failure_keeps_earlier_batches(self, case: Case, cache_url: str) -> None:
+        check_partial_failure_keeps_earlier_batches(case, cache_url, reports_tokens=self.reports_tokens)
+
+    def test_api_key_never_leaks(
+        self, case: Case, tmp_path: Path, caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        check_secrets(case, tmp_path / "secrets", caplog, capsys)
