@@ -21,7 +21,7 @@ import numpy as np
 
 from ..errors import ConfigurationError, ProviderResponseError
 from ..keys import Role
-from ._base import as_matrix
+from ._base import as_matrix, check_positive
 from ._http import RetryPolicy, status_error, transport_error
 from ._remote import RemoteEmbeddingFunction
 
@@ -74,8 +74,7 @@ class CohereEmbeddingFunction(RemoteEmbeddingFunction):
             raise ConfigurationError(f"cohere: truncate must be one of {', '.join(_TRUNCATE)}, got {truncate!r}")
         if api_version not in ("v1", "v2"):
             raise ConfigurationError(f"cohere: api_version must be 'v1' or 'v2', got {api_version!r}")
-        if output_dimension is not None and (not isinstance(output_dimension, int) or output_dimension < 1):
-            raise ConfigurationError(f"cohere: output_dimension must be a positive integer, got {output_dimension!r}")
+        check_positive(self.provider, "output_dimension", output_dimension)
         if output_dimension is not None and api_version == "v1":
             raise ConfigurationError("cohere: output_dimension needs api_version='v2' (the v1 API has no such field)")
         self.model_name = model_name
@@ -144,12 +143,10 @@ class CohereEmbeddingFunction(RemoteEmbeddingFunction):
         No per-item index: Cohere returns vectors in input order.
         """
         embeddings = getattr(response, "embeddings", None)
-        if isinstance(embeddings, list):  # v1 "embeddings_floats"
-            rows = embeddings
-        else:  # v2, or v1 "embeddings_by_type"
-            rows = getattr(embeddings, "float_", None)
-            if rows is None:
-                raise ProviderResponseError(self.provider, "response has no float embeddings")
+        # v1 "embeddings_floats" is a list; v2 and v1 "embeddings_by_type" hold lists by type.
+        rows: Any = embeddings if isinstance(embeddings, list) else getattr(embeddings, "float_", None)
+        if rows is None:
+            raise ProviderResponseError(self.provider, "response has no float embeddings")
         vectors = as_matrix(self.provider, rows, expected, self.output_dimension)
         units = getattr(getattr(response, "meta", None), "billed_units", None)
         tokens = getattr(units, "input_tokens", None)

@@ -23,7 +23,7 @@ import numpy as np
 
 from ..errors import ConfigurationError, ProviderResponseError
 from ..keys import Role
-from ._base import as_matrix
+from ._base import as_matrix, check_positive
 from ._http import RetryPolicy, status_error, transport_error
 from ._remote import RemoteEmbeddingFunction
 
@@ -70,8 +70,7 @@ class GoogleGeminiEmbeddingFunction(RemoteEmbeddingFunction):
         retry: RetryPolicy | None = None,
     ) -> None:
         super().__init__(retry=retry)
-        if dimension is not None and (not isinstance(dimension, int) or dimension < 1):
-            raise ConfigurationError(f"gemini: dimension must be a positive integer, got {dimension!r}")
+        check_positive(self.provider, "dimension", dimension)
         if vertexai and api_key:
             raise ConfigurationError("gemini: Vertex AI uses Google credentials, not an API key; pass one or the other")
         self.model_name = model_name

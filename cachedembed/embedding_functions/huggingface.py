@@ -24,7 +24,7 @@ import numpy as np
 
 from ..errors import ConfigurationError, ProviderError, ProviderResponseError
 from ..keys import Role
-from ._base import as_matrix
+from ._base import as_matrix, check_positive
 from ._http import RetryPolicy
 from ._remote import JsonEmbeddingFunction
 
@@ -170,6 +170,7 @@ class HuggingFaceEmbeddingServer(_FeatureExtraction):
         super().__init__(retry=retry)
         if not url or not url.startswith(("http://", "https://")):
             raise ConfigurationError(f"tei: url must be an http(s) URL like http://localhost:8080, got {url!r}")
+        check_positive(self.provider, "dimensions", dimensions)
         self.url = url
         self.api_base = server_root(url)
         self.api_key_env_var = api_key_env_var

@@ -19,15 +19,15 @@ from cachedembed.embedding_functions import InstructorEmbeddingFunction, from_sp
 from cachedembed.embedding_functions.instructor import DOCUMENT_INSTRUCTION, QUERY_INSTRUCTION
 from cachedembed.embedding_functions.sentence_transformer import load_model
 
-WORDS = "represent the document for retrieval question retrieving supporting documents cats dogs sky is blue sat on mat what color".split()
+WORDS = ["represent", "the", "document", "for", "retrieval", "question", "retrieving", "supporting", "documents", "cats", "dogs", "sky", "is", "blue", "sat", "on", "mat", "what", "color"]
 TEXTS = ["cats sat on the mat", "the sky is blue", "what color is the sky?"]
 
 
 def build_tiny_instructor(folder: Path) -> Path:
     """Write a tiny Instructor-style sentence-transformers model to ``folder`` and return its path."""
     import torch
-    from sentence_transformers.sentence_transformer.modules import Pooling, Transformer
     from sentence_transformers import SentenceTransformer
+    from sentence_transformers.sentence_transformer.modules import Pooling, Transformer
     from transformers import BertConfig, BertModel, BertTokenizerFast
 
     raw = folder / "bert"

@@ -10,7 +10,8 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,7 @@ from cachedembed import Cached, ProviderError, ProviderResponseError
 from cachedembed.embedding_functions._http import RetryPolicy
 from cachedembed.embedding_functions._remote import RemoteEmbeddingFunction
 from cachedembed.usage import estimate_tokens
-from tests.providers.fakes import FakeProvider, tokens_of
+from tests.providers.fakes import FakeProvider, serve, tokens_of
 from tests.providers.loopback import LoopbackServer, Reply
 
 FAST = RetryPolicy(max_attempts=3, max_elapsed=5.0, base_delay=0.001, max_delay=0.2)
@@ -46,6 +47,24 @@ class Case:
     @property
     def requests(self) -> int:
         return len(self.server.requests)
+
+
+@contextmanager
+def serving(
+    fake: FakeProvider,
+    build: Callable[..., RemoteEmbeddingFunction],
+    options: Callable[[str], dict[str, Any]],
+    document_fields: dict[str, Any] | None = None,
+    query_fields: dict[str, Any] | None = None,
+) -> Iterator[Case]:
+    """``fake`` on a loopback server, and a :class:`Case` whose ``make(**overrides)`` calls
+    ``build(**options(server_url), retry=FAST, **overrides)``."""
+    with serve(fake) as server:
+
+        def make(**overrides: Any) -> RemoteEmbeddingFunction:
+            return build(**{"retry": FAST, **options(server.url), **overrides})
+
+        yield Case(fake, server, make, document_fields or {}, query_fields or {})
 
 
 def same_bits(a: Any, b: np.ndarray) -> bool:

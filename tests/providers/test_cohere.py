@@ -9,7 +9,6 @@ answers as Cohere documents: v2 ``embeddings.float``; v1 ``embeddings_floats`` o
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -18,9 +17,9 @@ import pytest
 from cachedembed import Cached, ConfigurationError
 from cachedembed.embedding_functions import CohereEmbeddingFunction, from_spec
 from tests.conftest import fake_vector
-from tests.providers.fakes import DIM, FakeProvider, serve, tokens_of
+from tests.providers.fakes import DIM, FakeProvider, tokens_of
 from tests.providers.loopback import Request
-from tests.providers.scenarios import FAST, TEXTS, Case, Contract, same_bits
+from tests.providers.scenarios import FAST, TEXTS, Case, Contract, same_bits, serving
 
 INPUT_TYPES = ("search_document", "search_query", "classification", "clustering", "image")
 
@@ -80,23 +79,14 @@ class CohereFake(FakeProvider):
 def start(fake: CohereFake, monkeypatch: pytest.MonkeyPatch, **defaults: Any) -> Iterator[Case]:
     monkeypatch.setenv("CO_API_KEY", fake.key)
     monkeypatch.delenv("CO_API_URL", raising=False)
-    with serve(fake) as server:
-
-        def make(**overrides: Any) -> CohereEmbeddingFunction:
-            options = {"model_name": fake.model, "api_base": server.url, "retry": FAST, **defaults}
-            return CohereEmbeddingFunction(**{**options, **overrides})
-
-        yield Case(fake, server, make, {"input_type": "search_document"}, {"input_type": "search_query"})
+    options = lambda url: {"model_name": fake.model, "api_base": url, **defaults}  # noqa: E731
+    with serving(fake, CohereEmbeddingFunction, options, {"input_type": "search_document"}, {"input_type": "search_query"}) as case:
+        yield case
 
 
 @pytest.fixture
 def case(monkeypatch: pytest.MonkeyPatch) -> Iterator[Case]:
     yield from start(CohereFake(), monkeypatch)
-
-
-@pytest.fixture
-def cache_url(tmp_path: Path) -> str:
-    return f"sqlite:///{tmp_path / 'cache.db'}"
 
 
 class TestContract(Contract):

@@ -10,7 +10,6 @@ status}}`` errors. Tokens are therefore estimated.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -23,9 +22,9 @@ from cachedembed.embedding_functions import (
     from_spec,
 )
 from tests.conftest import fake_vector
-from tests.providers.fakes import DIM, FakeProvider, serve
+from tests.providers.fakes import DIM, FakeProvider
 from tests.providers.loopback import Request
-from tests.providers.scenarios import FAST, TEXTS, Case, Contract, same_bits
+from tests.providers.scenarios import FAST, TEXTS, Case, Contract, same_bits, serving
 
 TASKS = {"RETRIEVAL_DOCUMENT", "RETRIEVAL_QUERY", "SEMANTIC_SIMILARITY", "CLASSIFICATION", "CLUSTERING",
          "QUESTION_ANSWERING", "FACT_VERIFICATION", "CODE_RETRIEVAL_QUERY"}
@@ -82,18 +81,9 @@ def case(monkeypatch: pytest.MonkeyPatch) -> Iterator[Case]:
     fake = GeminiFake()
     monkeypatch.setenv("GEMINI_API_KEY", fake.key)
     monkeypatch.delenv("GOOGLE_API_KEY", raising=False)
-    with serve(fake) as server:
-
-        def make(**overrides: Any) -> GoogleGeminiEmbeddingFunction:
-            options = {"model_name": fake.model, "api_base": server.url, "retry": FAST}
-            return GoogleGeminiEmbeddingFunction(**{**options, **overrides})
-
-        yield Case(fake, server, make, {"taskType": "RETRIEVAL_DOCUMENT"}, {"taskType": "RETRIEVAL_QUERY"})
-
-
-@pytest.fixture
-def cache_url(tmp_path: Path) -> str:
-    return f"sqlite:///{tmp_path / 'cache.db'}"
+    options = lambda url: {"model_name": fake.model, "api_base": url}  # noqa: E731
+    with serving(fake, GoogleGeminiEmbeddingFunction, options, {"taskType": "RETRIEVAL_DOCUMENT"}, {"taskType": "RETRIEVAL_QUERY"}) as case:
+        yield case
 
 
 class TestContract(Contract):

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -19,9 +18,9 @@ import pytest
 from cachedembed import ProviderError
 from cachedembed.embedding_functions import HuggingFaceEmbeddingFunction, from_spec
 from cachedembed.embedding_functions.huggingface import ROUTER_URL
-from tests.providers.fakes import FakeProvider, serve
+from tests.providers.fakes import FakeProvider
 from tests.providers.loopback import Reply, Request
-from tests.providers.scenarios import FAST, TEXTS, Case, Contract, same_bits
+from tests.providers.scenarios import TEXTS, Case, Contract, same_bits, serving
 
 
 class FeatureExtractionFake(FakeProvider):
@@ -56,18 +55,8 @@ class FeatureExtractionFake(FakeProvider):
 def case(monkeypatch: pytest.MonkeyPatch) -> Iterator[Case]:
     fake = FeatureExtractionFake()
     monkeypatch.setenv("HF_TOKEN", fake.key)
-    with serve(fake) as server:
-
-        def make(**overrides: Any) -> HuggingFaceEmbeddingFunction:
-            options = {"model_name": fake.model, "api_base": server.url, "retry": FAST}
-            return HuggingFaceEmbeddingFunction(**{**options, **overrides})
-
-        yield Case(fake, server, make)
-
-
-@pytest.fixture
-def cache_url(tmp_path: Path) -> str:
-    return f"sqlite:///{tmp_path / 'cache.db'}"
+    with serving(fake, HuggingFaceEmbeddingFunction, lambda url: {"model_name": fake.model, "api_base": url}) as case:
+        yield case
 
 
 class TestContract(Contract):

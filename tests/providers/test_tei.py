@@ -8,7 +8,6 @@ options, optional bearer key), rejects batches over its limit as TEI does (413/4
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -16,9 +15,9 @@ import pytest
 
 from cachedembed import Cached, ProviderError
 from cachedembed.embedding_functions import HuggingFaceEmbeddingServer, from_spec
-from tests.providers.fakes import FakeProvider, serve, tokens_of
+from tests.providers.fakes import FakeProvider, tokens_of
 from tests.providers.loopback import Reply, Request
-from tests.providers.scenarios import FAST, TEXTS, Case, Contract, same_bits
+from tests.providers.scenarios import FAST, TEXTS, Case, Contract, same_bits, serving
 
 
 class TeiFake(FakeProvider):
@@ -69,22 +68,19 @@ class TeiFake(FakeProvider):
 def case(monkeypatch: pytest.MonkeyPatch) -> Iterator[Case]:
     fake = TeiFake()
     monkeypatch.setenv("TEI_TEST_KEY", fake.key)
-    with serve(fake) as server:
+    options = lambda url: {"url": url, "api_key_env_var": "TEI_TEST_KEY"}  # noqa: E731
+    with serving(fake, HuggingFaceEmbeddingServer, options) as case:
+        build = case.make
 
-        def make(**overrides: Any) -> HuggingFaceEmbeddingServer:
-            options = {"url": server.url, "api_key_env_var": "TEI_TEST_KEY", "retry": FAST}
-            ef = HuggingFaceEmbeddingServer(**{**options, **overrides})
+        def make(**overrides: Any) -> Any:
+            ef = build(**overrides)
             # Ask /info now and forget that request, so the shared checks count /embed requests only.
             ef.batch_limit()
-            assert server.requests.pop().path == "/info"
+            assert case.server.requests.pop().path == "/info"
             return ef
 
-        yield Case(fake, server, make)
-
-
-@pytest.fixture
-def cache_url(tmp_path: Path) -> str:
-    return f"sqlite:///{tmp_path / 'cache.db'}"
+        case.make = make
+        yield case
 
 
 class TestContract(Contract):
