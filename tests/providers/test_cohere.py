@@ -8,7 +8,9 @@ answers as Cohere documents: v2 ``embeddings.float``; v1 ``embeddings_floats`` o
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -167,3 +169,20 @@ def test_spec_and_config_round_trip_without_secrets(case: Case) -> None:
     assert case.fake.key not in repr(config) and config["api_key_env_var"] == "CO_API_KEY"
     rebuilt = CohereEmbeddingFunction.build_from_config(config)
     assert rebuilt.cache_identity("query") == ef.cache_identity("query")
+
+
+def test_chroma_collection_rebuilt_from_config_queries_as_search_query(case: Case, tmp_path: Path) -> None:
+    """Chroma persists the Cached Cohere function by name and config (no key) and rebuilds it for queries."""
+    import chromadb
+
+    cache = f"sqlite:///{tmp_path / 'cache.db'}"
+    client = chromadb.PersistentClient(path=str(tmp_path / "chroma"))
+    col = client.create_collection("docs", embedding_function=Cached(case.make(), cache))  # type: ignore[arg-type]
+    col.add(ids=["1", "2"], documents=["Paris is in France", "Rome is in Italy"])
+    assert case.fake.key not in json.dumps(col.configuration_json)
+    reopened = chromadb.PersistentClient(path=str(tmp_path / "chroma")).get_collection("docs")
+    found = reopened.query(query_texts=["Where is Paris?"], n_results=1)
+    assert len(found["ids"][0]) == 1  # fake vectors: which one is nearest means nothing
+    assert [r.body["input_type"] for r in case.server.requests] == ["search_document", "search_query"]
+    reopened.add(ids=["3"], documents=["Paris is in France"])  # already cached: no request
+    assert len(case.server.requests) == 2
