@@ -225,7 +225,11 @@ class JsonHttpClient:
                 self.provider, response.status_code, payload, response.headers, response.reason, self._redact
             )
         if isinstance(payload, str):
-            raise ProviderError(self.provider, f"expected a JSON response, got {self._redact(payload[:200])!r}", status=response.status_code)
+            raise ProviderError(
+                self.provider,
+                f"expected a JSON response, got {self._redact(payload[:200])!r}",
+                status=response.status_code,
+            )
         return payload, response.headers
 
     def _redact(self, text: str) -> str:

@@ -43,6 +43,9 @@ class RemoteEmbeddingFunction(ProviderEmbeddingFunction):
     rejects_empty: ClassVar[bool] = False
     """The provider answers 400 to an empty string: refuse it before any request."""
 
+    config_keys: ClassVar[tuple[str, ...]] = ()
+    """Constructor arguments :meth:`get_config` returns (attributes of the same name; never the key)."""
+
     _api_key: str | None = None
     _key_vars: Sequence[str] = ()
 
@@ -57,7 +60,9 @@ class RemoteEmbeddingFunction(ProviderEmbeddingFunction):
         if self.rejects_empty:
             empty = [i for i, t in enumerate(texts) if not t]
             if empty:
-                raise InvalidInputError(f"{self.provider} rejects empty strings; input[{empty[0]}] is empty")
+                raise InvalidInputError(
+                    f"{self.provider} rejects empty strings; input[{empty[0]}] is empty"
+                )
         for start, chunk in batches(texts, self.batch_limit(), self.max_batch_tokens):
             vectors, tokens = self.embed_chunk(list(chunk), role)
             yield EmbeddedBatch(start, vectors, tokens)
@@ -77,7 +82,9 @@ class RemoteEmbeddingFunction(ProviderEmbeddingFunction):
     def require_key(self) -> str:
         if not self._api_key:
             names = " or ".join(f"${v}" for v in self._key_vars)
-            raise ConfigurationError(f"{self.provider}: no API key; pass api_key=... or set {names}")
+            raise ConfigurationError(
+                f"{self.provider}: no API key; pass api_key=... or set {names}"
+            )
         return self._api_key
 
     def retrying(self, call: Callable[[], R]) -> R:
@@ -100,13 +107,15 @@ class RemoteEmbeddingFunction(ProviderEmbeddingFunction):
                 ) from None
             raise
 
+    def get_config(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in self.config_keys}
+
     def identity_with(self, params: Mapping[str, Any], **extra: Any) -> dict[str, Any]:
         """``provider`` plus the output-changing ``params`` and ``extra``, ``None`` values dropped.
 
         Dropping ``None`` keeps namespaces stable when a later version learns a new option.
         """
-        merged = {"provider": self.provider, **params, **extra}
-        return {k: v for k, v in merged.items() if v is not None}
+        return without_none({"provider": self.provider, **params, **extra})
 
 
 class JsonEmbeddingFunction(RemoteEmbeddingFunction):
@@ -138,7 +147,9 @@ class JsonEmbeddingFunction(RemoteEmbeddingFunction):
     def request_body(self, texts: list[str], role: Role) -> dict[str, Any]:
         return {**self.params(role), "input": texts}
 
-    def parse_response(self, payload: Mapping[str, Any], headers: Mapping[str, str], expected: int) -> tuple[np.ndarray, int | None]:
+    def parse_response(
+        self, payload: Mapping[str, Any], headers: Mapping[str, str], expected: int
+    ) -> tuple[np.ndarray, int | None]:
         """Vectors and reported tokens from one response (OpenAI-shaped by default)."""
         vectors = indexed_vectors(self.provider, payload.get("data"), expected)
         return vectors, usage_tokens(payload, "usage", "total_tokens")
@@ -152,22 +163,35 @@ class JsonEmbeddingFunction(RemoteEmbeddingFunction):
         """Headers carrying the key (``Authorization: Bearer`` by default); never logged."""
         return {"Authorization": f"Bearer {self.require_key()}"}
 
+    def prepare(self) -> None:
+        self.client  # noqa: B018 - builds the session now, so it is not timed as provider time
+
     @property
     def client(self) -> JsonHttpClient:
         if self._client is None:
-            self._client = JsonHttpClient(self.provider, self.base_url, self.auth_headers(), timeout=self.timeout, retry=self.retry)
+            self._client = JsonHttpClient(
+                self.provider,
+                self.base_url,
+                self.auth_headers(),
+                timeout=self.timeout,
+                retry=self.retry,
+            )
         return self._client
 
     def embed_chunk(self, texts: list[str], role: Role) -> tuple[np.ndarray, int | None]:
         # The client retries by itself and scrubs its credential headers from error text.
         payload, headers = self.client.post(self.path, self.request_body(texts, role))
         if not isinstance(payload, dict):
-            raise ProviderResponseError(self.provider, f"expected a JSON object, got {type(payload).__name__}")
+            raise ProviderResponseError(
+                self.provider, f"expected a JSON object, got {type(payload).__name__}"
+            )
         return self.parse_response(payload, headers, len(texts))
 
     def cache_identity(self, role: Role) -> dict[str, Any]:
         base = self.base_url
-        server = base if self.server_in_identity and base != self.default_base_url.rstrip("/") else None
+        server = (
+            base if self.server_in_identity and base != self.default_base_url.rstrip("/") else None
+        )
         return self.identity_with(self.identity_params(role), api_base=server)
 
 
@@ -182,26 +206,40 @@ def indexed_vectors(provider: str, data: Any, expected: int) -> np.ndarray:
     rows: list[tuple[int, Any]] = []
     for pos, item in enumerate(data):
         index = item.get("index", pos) if isinstance(item, dict) else getattr(item, "index", pos)
-        embedding = item.get("embedding") if isinstance(item, dict) else getattr(item, "embedding", None)
+        embedding = (
+            item.get("embedding") if isinstance(item, dict) else getattr(item, "embedding", None)
+        )
         if not isinstance(index, int):
             raise ProviderResponseError(provider, f"data[{pos}].index is not an integer")
         rows.append((index, decode_embedding(provider, embedding)))
     rows.sort(key=lambda r: r[0])
     if len(rows) == expected and [r[0] for r in rows] != list(range(expected)):
         raise ProviderResponseError(provider, f"response indexes are not 0..{expected - 1}")
-    return as_matrix(provider, [r[1] for r in rows], expected)
+    vectors = [r[1] for r in rows]
+    one_width = len({len(v) if isinstance(v, bytes) else -1 for v in vectors}) == 1
+    if vectors and one_width and isinstance(vectors[0], bytes) and vectors[0] and len(vectors) == expected:
+        # All base64 and one width: one join and one frombuffer, no per-row arrays.
+        matrix = np.frombuffer(b"".join(vectors), dtype="<f4").reshape(expected, -1)
+        return as_matrix(provider, matrix, expected)
+    return as_matrix(
+        provider,
+        [np.frombuffer(v, dtype="<f4") if isinstance(v, bytes) else v for v in vectors],
+        expected,
+    )
 
 
 def decode_embedding(provider: str, embedding: Any) -> Any:
-    """A float list as is, or a base64 string decoded to float32 (bit-exact)."""
+    """A float list as is, or a base64 string decoded to its little-endian float32 bytes."""
     if isinstance(embedding, str):
         try:
             raw = base64.b64decode(embedding, validate=True)
         except ValueError:
             raise ProviderResponseError(provider, "embedding is a string but not base64") from None
         if len(raw) % 4:
-            raise ProviderResponseError(provider, f"base64 embedding has {len(raw)} bytes, not a whole number of float32")
-        return np.frombuffer(raw, dtype="<f4")
+            raise ProviderResponseError(
+                provider, f"base64 embedding has {len(raw)} bytes, not a whole number of float32"
+            )
+        return raw
     return embedding
 
 
@@ -213,3 +251,8 @@ def usage_tokens(payload: Mapping[str, Any], *path: str) -> int | None:
             return None
         value = value.get(key)
     return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
+
+
+def without_none(fields: Mapping[str, Any]) -> dict[str, Any]:
+    """``fields`` without the unset (``None``) ones: what a request or namespace omits."""
+    return {k: v for k, v in fields.items() if v is not None}

@@ -23,7 +23,7 @@ from ..errors import ConfigurationError, ProviderResponseError
 from ..keys import Role
 from ._base import as_matrix, check_positive
 from ._http import RetryPolicy, status_error, transport_error
-from ._remote import RemoteEmbeddingFunction
+from ._remote import RemoteEmbeddingFunction, without_none
 
 DEFAULT_BASE_URL = "https://api.cohere.com"
 DEFAULT_MODEL = "embed-english-v3.0"
@@ -55,6 +55,7 @@ class CohereEmbeddingFunction(RemoteEmbeddingFunction):
     provider = "cohere"
     max_batch = 96
     timeout = 60.0
+    config_keys = ("api_key_env_var", "model_name", "input_type", "truncate", "output_dimension", "api_base", "api_version")
 
     def __init__(
         self,
@@ -95,6 +96,9 @@ class CohereEmbeddingFunction(RemoteEmbeddingFunction):
     def spec_help(cls) -> str:
         return "cohere:MODEL_NAME  (e.g. embed-english-v3.0; key $CO_API_KEY, server $CO_API_URL)"
 
+    def prepare(self) -> None:
+        self.client()  # SDK import and client setup are not provider time
+
     def client(self) -> Any:
         """The SDK client, built on first use (the SDK is imported only then)."""
         if self._client is None:
@@ -116,7 +120,7 @@ class CohereEmbeddingFunction(RemoteEmbeddingFunction):
             fields["embedding_types"] = ["float"]  # v2 requires it; v1 defaults to floats
         else:
             fields["batching"] = False  # the v1 client would split and thread; we batch ourselves
-        return {k: v for k, v in fields.items() if v is not None}
+        return without_none(fields)
 
     def embed_chunk(self, texts: list[str], role: Role) -> tuple[np.ndarray, int | None]:
         fields = self.request_fields(role)
@@ -162,14 +166,4 @@ class CohereEmbeddingFunction(RemoteEmbeddingFunction):
         base = self.base_url
         return self.identity_with(fields, api_base=None if base == DEFAULT_BASE_URL else base)
 
-    def get_config(self) -> dict[str, Any]:
-        return {
-            "api_key_env_var": self.api_key_env_var,
-            "model_name": self.model_name,
-            "input_type": self.input_type,
-            "truncate": self.truncate,
-            "output_dimension": self.output_dimension,
-            "api_base": self.api_base,
-            "api_version": self.api_version,
-        }
 

@@ -17,7 +17,7 @@ token usage: tokens are recorded as estimates.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -54,6 +54,9 @@ class GoogleGeminiEmbeddingFunction(RemoteEmbeddingFunction):
     provider = "gemini"
     max_batch = 100
     timeout = 60.0
+    config_keys = (
+        "model_name", "task_type", "dimension", "api_key_env_var", "vertexai", "project", "location", "api_base",
+    )
 
     def __init__(
         self,
@@ -92,6 +95,9 @@ class GoogleGeminiEmbeddingFunction(RemoteEmbeddingFunction):
     @property
     def base_url(self) -> str | None:
         return self.api_base.rstrip("/") if self.api_base else None
+
+    def prepare(self) -> None:
+        self.client()  # SDK import and client setup are not provider time
 
     def client(self) -> Any:
         """The SDK client, built on first use (the SDK is imported only then)."""
@@ -144,17 +150,6 @@ class GoogleGeminiEmbeddingFunction(RemoteEmbeddingFunction):
             api_base=server,
         )
 
-    def get_config(self) -> dict[str, Any]:
-        return {
-            "model_name": self.model_name,
-            "task_type": self.task_type,
-            "dimension": self.dimension,
-            "api_key_env_var": self.api_key_env_var,
-            "vertexai": self.vertexai,
-            "project": self.project,
-            "location": self.location,
-            "api_base": self.api_base,
-        }
 
 
 class GoogleGenerativeAiEmbeddingFunction(GoogleGeminiEmbeddingFunction):
@@ -164,6 +159,8 @@ class GoogleGenerativeAiEmbeddingFunction(GoogleGeminiEmbeddingFunction):
     here ``None`` (the default) picks the retrieval task per role, and an explicit value
     applies to both.
     """
+
+    config_keys: ClassVar[tuple[str, ...]] = ("api_key_env_var", "model_name", "task_type", "dimension", "api_base")
 
     def __init__(
         self,
@@ -186,8 +183,3 @@ class GoogleGenerativeAiEmbeddingFunction(GoogleGeminiEmbeddingFunction):
             retry=retry,
         )
 
-    def get_config(self) -> dict[str, Any]:
-        config = super().get_config()
-        for vertex_only in ("vertexai", "project", "location"):
-            del config[vertex_only]
-        return config

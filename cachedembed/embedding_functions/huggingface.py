@@ -26,7 +26,7 @@ from ..errors import ConfigurationError, ProviderError, ProviderResponseError
 from ..keys import Role
 from ._base import as_matrix, check_positive
 from ._http import RetryPolicy
-from ._remote import JsonEmbeddingFunction
+from ._remote import JsonEmbeddingFunction, without_none
 
 ROUTER_URL = "https://router.huggingface.co/hf-inference"
 DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
@@ -79,6 +79,7 @@ class HuggingFaceEmbeddingFunction(_FeatureExtraction):
     provider = "huggingface"
     default_base_url = ROUTER_URL
     max_batch = 32
+    config_keys = ("api_key_env_var", "model_name", "normalize", "truncate", "api_base", "wait_for_model")
 
     def __init__(
         self,
@@ -115,20 +116,11 @@ class HuggingFaceEmbeddingFunction(_FeatureExtraction):
         return headers
 
     def params(self, role: Role) -> dict[str, Any]:
-        return {k: v for k, v in {"normalize": self.normalize, "truncate": self.truncate}.items() if v is not None}
+        return without_none({"normalize": self.normalize, "truncate": self.truncate})
 
     def identity_params(self, role: Role) -> dict[str, Any]:
         return {"model": self.model_name, **self.params(role)}
 
-    def get_config(self) -> dict[str, Any]:
-        return {
-            "api_key_env_var": self.api_key_env_var,
-            "model_name": self.model_name,
-            "normalize": self.normalize,
-            "truncate": self.truncate,
-            "api_base": self.api_base,
-            "wait_for_model": self.wait_for_model,
-        }
 
 
 class HuggingFaceEmbeddingServer(_FeatureExtraction):
@@ -152,6 +144,9 @@ class HuggingFaceEmbeddingServer(_FeatureExtraction):
     default_base_url = ""
     max_batch = 1_000_000
     """No limit of our own: the server's ``/info`` decides."""
+    config_keys = (
+        "url", "api_key_env_var", "normalize", "truncate", "truncation_direction", "dimensions", "prompt_name", "query_prompt_name",
+    )
 
     def __init__(
         self,
@@ -216,24 +211,13 @@ class HuggingFaceEmbeddingServer(_FeatureExtraction):
             "dimensions": self.dimensions,
             "prompt_name": prompt,
         }
-        return {k: v for k, v in fields.items() if v is not None}
+        return without_none(fields)
 
     def parse_response(self, payload: Any, headers: Mapping[str, str], expected: int) -> tuple[np.ndarray, int | None]:
         vectors, _ = super().parse_response(payload, headers, expected)
         reported = headers.get("x-compute-tokens")
         return vectors, int(reported) if reported and reported.isdigit() else None
 
-    def get_config(self) -> dict[str, Any]:
-        return {
-            "url": self.url,
-            "api_key_env_var": self.api_key_env_var,
-            "normalize": self.normalize,
-            "truncate": self.truncate,
-            "truncation_direction": self.truncation_direction,
-            "dimensions": self.dimensions,
-            "prompt_name": self.prompt_name,
-            "query_prompt_name": self.query_prompt_name,
-        }
 
 
 def server_root(url: str) -> str:

@@ -14,7 +14,7 @@ from typing import Any
 
 from ..keys import Role
 from ._http import RetryPolicy
-from ._remote import JsonEmbeddingFunction
+from ._remote import JsonEmbeddingFunction, without_none
 
 DEFAULT_BASE_URL = "https://api.jina.ai"
 _TASK_MODELS = ("jina-embeddings-v3", "jina-embeddings-v4")
@@ -45,6 +45,18 @@ class JinaEmbeddingFunction(JsonEmbeddingFunction):
     path = "/v1/embeddings"
     default_base_url = DEFAULT_BASE_URL
     max_batch = 2048
+    config_keys = (
+        "api_key_env_var",
+        "model_name",
+        "task",
+        "late_chunking",
+        "truncate",
+        "dimensions",
+        "embedding_type",
+        "normalized",
+        "query_config",
+        "api_base",
+    )
 
     def __init__(
         self,
@@ -96,18 +108,4 @@ class JinaEmbeddingFunction(JsonEmbeddingFunction):
         }
         if role == "query" and self.query_config:
             params.update(self.query_config)
-        return {k: v for k, v in params.items() if v is not None}
-
-    def get_config(self) -> dict[str, Any]:
-        return {
-            "api_key_env_var": self.api_key_env_var,
-            "model_name": self.model_name,
-            "task": self.task,
-            "late_chunking": self.late_chunking,
-            "truncate": self.truncate,
-            "dimensions": self.dimensions,
-            "embedding_type": self.embedding_type,
-            "normalized": self.normalized,
-            "query_config": self.query_config,
-            "api_base": self.api_base,
-        }
+        return without_none(params)

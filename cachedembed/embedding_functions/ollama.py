@@ -21,7 +21,7 @@ import numpy as np
 from ..keys import Role
 from ._base import as_matrix
 from ._http import RetryPolicy
-from ._remote import JsonEmbeddingFunction, usage_tokens
+from ._remote import JsonEmbeddingFunction, usage_tokens, without_none
 
 DEFAULT_URL = "http://localhost:11434"
 DEFAULT_MODEL_NAME = "chroma/all-minilm-l6-v2-f32"
@@ -64,8 +64,18 @@ class OllamaEmbeddingFunction(JsonEmbeddingFunction):
     provider = "ollama"
     path = "/api/embed"
     default_base_url = DEFAULT_URL
-    server_in_identity = False  # the model tag names the weights; localhost and 127.0.0.1 share entries
+    server_in_identity = (
+        False  # the model tag names the weights; localhost and 127.0.0.1 share entries
+    )
     max_batch = 256
+    config_keys = (
+        "url",
+        "model_name",
+        "timeout",
+        "truncate",
+        "dimensions",
+        "keep_alive",
+    )
 
     def __init__(
         self,
@@ -101,7 +111,7 @@ class OllamaEmbeddingFunction(JsonEmbeddingFunction):
             "dimensions": self.dimensions,
             "keep_alive": self.keep_alive,
         }
-        return {k: v for k, v in params.items() if v is not None}
+        return without_none(params)
 
     def identity_params(self, role: Role) -> dict[str, Any]:
         params = self.params(role)
@@ -110,16 +120,8 @@ class OllamaEmbeddingFunction(JsonEmbeddingFunction):
         params["model"] = model if ":" in model.rsplit("/", 1)[-1] else f"{model}:latest"
         return params
 
-    def parse_response(self, payload: Mapping[str, Any], headers: Mapping[str, str], expected: int) -> tuple[np.ndarray, int | None]:
+    def parse_response(
+        self, payload: Mapping[str, Any], headers: Mapping[str, str], expected: int
+    ) -> tuple[np.ndarray, int | None]:
         vectors = as_matrix(self.provider, payload.get("embeddings"), expected)
         return vectors, usage_tokens(payload, "prompt_eval_count")
-
-    def get_config(self) -> dict[str, Any]:
-        return {
-            "url": self.url,
-            "model_name": self.model_name,
-            "timeout": self.timeout,
-            "truncate": self.truncate,
-            "dimensions": self.dimensions,
-            "keep_alive": self.keep_alive,
-        }

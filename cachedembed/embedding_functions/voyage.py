@@ -13,7 +13,7 @@ from typing import Any
 
 from ..keys import Role
 from ._http import RetryPolicy
-from ._remote import JsonEmbeddingFunction
+from ._remote import JsonEmbeddingFunction, without_none
 
 DEFAULT_BASE_URL = "https://api.voyageai.com"
 
@@ -57,6 +57,15 @@ class VoyageAIEmbeddingFunction(JsonEmbeddingFunction):
     path = "/v1/embeddings"
     default_base_url = DEFAULT_BASE_URL
     max_batch = 1000
+    config_keys = (
+        "api_key_env_var",
+        "model_name",
+        "input_type",
+        "truncation",
+        "output_dimension",
+        "output_dtype",
+        "api_base",
+    )
     rejects_empty = True
 
     def __init__(
@@ -95,15 +104,4 @@ class VoyageAIEmbeddingFunction(JsonEmbeddingFunction):
             "output_dimension": self.output_dimension,
             "output_dtype": self.output_dtype,
         }
-        return {k: v for k, v in params.items() if v is not None}
-
-    def get_config(self) -> dict[str, Any]:
-        return {
-            "api_key_env_var": self.api_key_env_var,
-            "model_name": self.model_name,
-            "input_type": self.input_type,
-            "truncation": self.truncation,
-            "output_dimension": self.output_dimension,
-            "output_dtype": self.output_dtype,
-            "api_base": self.api_base,
-        }
+        return without_none(params)

@@ -55,8 +55,11 @@ class FakeProvider:
         raise NotImplementedError
 
     def texts(self, request: Request) -> list[str]:
-        """The texts a request carries (OpenAI's ``input`` by default)."""
-        return list(request.body["input"])
+        """The texts a request carries (OpenAI's ``input`` list by default)."""
+        sent = request.body["input"]
+        if not isinstance(sent, list):
+            raise TypeError("input is not a list")
+        return list(sent)
 
     def salt(self, request: Request) -> str:
         """The request fields that change the vectors, as a string mixed into each vector."""

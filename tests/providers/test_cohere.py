@@ -21,7 +21,7 @@ from cachedembed.embedding_functions import CohereEmbeddingFunction, from_spec
 from tests.conftest import fake_vector
 from tests.providers.fakes import DIM, FakeProvider, tokens_of
 from tests.providers.loopback import Request
-from tests.providers.scenarios import FAST, TEXTS, Case, Contract, same_bits, serving
+from tests.providers.scenarios import FAST, TEXTS, Case, KeyedProviderContract, same_bits, serving
 
 INPUT_TYPES = ("search_document", "search_query", "classification", "clustering", "image")
 
@@ -91,7 +91,7 @@ def case(monkeypatch: pytest.MonkeyPatch) -> Iterator[Case]:
     yield from start(CohereFake(), monkeypatch)
 
 
-class TestContract(Contract):
+class TestCohereContract(KeyedProviderContract):
     """The behaviour every network provider shares (tests/providers/scenarios.py)."""
 
 
@@ -114,9 +114,9 @@ def test_96_texts_per_request_in_order(case: Case) -> None:
 
 
 @pytest.mark.parametrize("shape", ["embeddings_floats", "embeddings_by_type"])
-def test_v1_api_both_response_shapes(monkeypatch: pytest.MonkeyPatch, cache_url: str, shape: str) -> None:
+def test_v1_api_both_response_shapes(monkeypatch: pytest.MonkeyPatch, sqlite_url: str, shape: str) -> None:
     for case in start(CohereFake(version="v1", v1_shape=shape), monkeypatch, api_version="v1"):
-        cached = Cached(case.make(), cache_url)
+        cached = Cached(case.make(), sqlite_url)
         assert same_bits(cached(TEXTS), case.expected(TEXTS))
         assert same_bits(cached.embed_query(TEXTS[:1]), case.expected(TEXTS[:1], "query"))
         request = case.server.requests[0]
@@ -124,10 +124,10 @@ def test_v1_api_both_response_shapes(monkeypatch: pytest.MonkeyPatch, cache_url:
         assert cached.stats()["tokens_embedded"] == sum(tokens_of(t) for t in [*TEXTS, TEXTS[0]])
 
 
-def test_output_dimension_and_truncate_sent_and_in_namespace(case: Case, cache_url: str) -> None:
+def test_output_dimension_and_truncate_sent_and_in_namespace(case: Case, sqlite_url: str) -> None:
     ef = case.make(model_name="embed-v4.0", output_dimension=256, truncate="START")
     case.fake.model = "embed-v4.0"
-    vectors = Cached(ef, cache_url)(TEXTS[:2])
+    vectors = Cached(ef, sqlite_url)(TEXTS[:2])
     body = case.server.requests[-1].body
     assert body["output_dimension"] == 256 and body["truncate"] == "START"
     fields = {"input_type": "search_document", "truncate": "START", "output_dimension": 256}

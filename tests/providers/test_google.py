@@ -24,7 +24,7 @@ from cachedembed.embedding_functions import (
 from tests.conftest import fake_vector
 from tests.providers.fakes import DIM, FakeProvider
 from tests.providers.loopback import Request
-from tests.providers.scenarios import FAST, TEXTS, Case, Contract, same_bits, serving
+from tests.providers.scenarios import FAST, TEXTS, Case, KeyedProviderContract, same_bits, serving
 
 TASKS = {"RETRIEVAL_DOCUMENT", "RETRIEVAL_QUERY", "SEMANTIC_SIMILARITY", "CLASSIFICATION", "CLUSTERING",
          "QUESTION_ANSWERING", "FACT_VERIFICATION", "CODE_RETRIEVAL_QUERY"}
@@ -86,7 +86,7 @@ def case(monkeypatch: pytest.MonkeyPatch) -> Iterator[Case]:
         yield case
 
 
-class TestContract(Contract):
+class TestGeminiContract(KeyedProviderContract):
     """The behaviour every network provider shares; Gemini reports no tokens, so they are estimated."""
 
     reports_tokens = False
@@ -115,9 +115,9 @@ def test_task_type_per_role_unless_configured(case: Case) -> None:
     assert fixed.cache_identity("query")["task_type"] == "SEMANTIC_SIMILARITY"
 
 
-def test_dimension_sent_checked_and_in_namespace(case: Case, cache_url: str) -> None:
+def test_dimension_sent_checked_and_in_namespace(case: Case, sqlite_url: str) -> None:
     ef = case.make(dimension=16)
-    vectors = Cached(ef, cache_url)(TEXTS[:3])
+    vectors = Cached(ef, sqlite_url)(TEXTS[:3])
     assert case.server.requests[-1].body["requests"][0]["outputDimensionality"] == 16
     assert np.stack(vectors).shape == (3, 16)
     assert same_bits(vectors, case.fake.expected(TEXTS[:3], taskType="RETRIEVAL_DOCUMENT", outputDimensionality=16))

@@ -20,7 +20,7 @@ from cachedembed.embedding_functions import HuggingFaceEmbeddingFunction, from_s
 from cachedembed.embedding_functions.huggingface import ROUTER_URL
 from tests.providers.fakes import FakeProvider
 from tests.providers.loopback import Reply, Request
-from tests.providers.scenarios import TEXTS, Case, Contract, same_bits, serving
+from tests.providers.scenarios import TEXTS, Case, KeyedProviderContract, same_bits, serving
 
 
 class FeatureExtractionFake(FakeProvider):
@@ -59,7 +59,7 @@ def case(monkeypatch: pytest.MonkeyPatch) -> Iterator[Case]:
         yield case
 
 
-class TestContract(Contract):
+class TestHuggingFaceContract(KeyedProviderContract):
     """The behaviour every network provider shares; no usage is reported, so tokens are estimated."""
 
     reports_tokens = False

@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Iterator
-from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import pytest
@@ -62,10 +61,17 @@ class OpenAIFake(FakeProvider):
             if total > self.max_tokens:
                 from tests.providers.loopback import Reply
 
-                return Reply(400, {"error": {
-                    "message": f"Requested {total} tokens, max {self.max_tokens} tokens per request",
-                    "type": "max_tokens_per_request", "param": None, "code": "max_tokens_per_request",
-                }})
+                return Reply(
+                    400,
+                    {
+                        "error": {
+                            "message": f"Requested {total} tokens, max {self.max_tokens} tokens per request",
+                            "type": "max_tokens_per_request",
+                            "param": None,
+                            "code": "max_tokens_per_request",
+                        }
+                    },
+                )
         return super().__call__(request)
 
     def salt(self, request: Request) -> str:
@@ -77,16 +83,29 @@ class OpenAIFake(FakeProvider):
             {
                 "object": "embedding",
                 "index": i,
-                "embedding": base64.b64encode(v.astype("<f4").tobytes()).decode() if as_base64 else [float(x) for x in v],
+                "embedding": base64.b64encode(v.astype("<f4").tobytes()).decode()
+                if as_base64
+                else [float(x) for x in v],
             }
             for i, v in enumerate(vectors)
         ]
         used = sum(tokens_of(t) for t in texts)
-        return {"object": "list", "data": self.indexed(data), "model": self.model,
-                "usage": {"prompt_tokens": used, "total_tokens": used}}
+        return {
+            "object": "list",
+            "data": self.indexed(data),
+            "model": self.model,
+            "usage": {"prompt_tokens": used, "total_tokens": used},
+        }
 
     def error_body(self, message: str) -> Any:
-        return {"error": {"message": message, "type": "invalid_request_error", "param": None, "code": None}}
+        return {
+            "error": {
+                "message": message,
+                "type": "invalid_request_error",
+                "param": None,
+                "code": None,
+            }
+        }
 
 
 @pytest.fixture
@@ -97,67 +116,30 @@ def case(monkeypatch: pytest.MonkeyPatch) -> Iterator[Case]:
     with serve(fake) as server:
 
         def make(**overrides: Any) -> OpenAIEmbeddingFunction:
-            options: dict[str, Any] = {"model_name": fake.model, "api_base": f"{server.url}/v1", "retry": FAST}
+            options: dict[str, Any] = {
+                "model_name": fake.model,
+                "api_base": f"{server.url}/v1",
+                "retry": FAST,
+            }
             return OpenAIEmbeddingFunction(**{**options, **overrides})
 
         yield Case(fake, server, make)
 
 
-@pytest.fixture
-def cache_url(tmp_path: Path) -> str:
-    return f"sqlite:///{tmp_path / 'cache.db'}"
+class TestOpenAIContract(scenarios.KeyedProviderContract):
+    """The shared provider contract (see :mod:`tests.providers.scenarios`)."""
 
-
-# -- the shared provider contract ----------------------------------------------------
-
-
-def test_vectors_exact_and_in_order(case: Case) -> None:
-    scenarios.check_alone(case)
-
-
-def test_cached_second_call_makes_no_request(case: Case, cache_url: str) -> None:
-    scenarios.check_cached(case, cache_url)
-
-
-def test_batches_split_at_item_limit_order_by_index(case: Case) -> None:
-    scenarios.check_batching(case)
-
-
-@pytest.mark.parametrize("headers,wait", [({"retry-after-ms": "60"}, 0.06), ({"Retry-After": "0.05"}, 0.05)])
-def test_429_waits_as_told_then_succeeds(case: Case, headers: dict[str, str], wait: float) -> None:
-    scenarios.check_rate_limited(case, headers, wait)
-
-
-def test_500_and_dropped_connection_retried(case: Case) -> None:
-    scenarios.check_server_error_retried(case)
-
-
-def test_retries_bounded(case: Case) -> None:
-    scenarios.check_retries_bounded(case)
-
-
-def test_400_names_provider_status_message(case: Case) -> None:
-    scenarios.check_client_error(case)
-
-
-@pytest.mark.parametrize("kind", ["count", "nan", "ragged"])
-def test_malformed_response_raises_and_caches_nothing(case: Case, cache_url: str, kind: str) -> None:
-    scenarios.check_malformed_not_cached(case, cache_url, kind)
-
-
-def test_later_batch_failure_keeps_earlier_batches(case: Case, cache_url: str) -> None:
-    scenarios.check_partial_failure_keeps_earlier_batches(case, cache_url)
-
-
-def test_api_key_never_leaks(case: Case, tmp_path: Path, caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]) -> None:
-    scenarios.check_secrets(case, tmp_path / "cache", caplog, capsys)
+    rate_limits: ClassVar[list[tuple[dict[str, str], float]]] = [
+        ({"retry-after-ms": "60"}, 0.06),
+        ({"Retry-After": "0.05"}, 0.05),
+    ]
 
 
 # -- OpenAI specifics ------------------------------------------------------------------
 
 
-def test_requests_base64_and_decodes_bit_exact(case: Case, cache_url: str) -> None:
-    vectors = Cached(case.make(), cache_url)(TEXTS)
+def test_requests_base64_and_decodes_bit_exact(case: Case, sqlite_url: str) -> None:
+    vectors = Cached(case.make(), sqlite_url)(TEXTS)
     assert all(r.body["encoding_format"] == "base64" for r in case.server.requests)
     assert isinstance(case.fake.batches, list) and same_bits(vectors, case.expected(TEXTS))
 
@@ -209,13 +191,17 @@ def test_single_text_over_token_limit_raises(case: Case) -> None:
     assert info.value.status == 400
 
 
-def test_azure_deployment_path_and_api_key_header(case: Case, cache_url: str) -> None:
+def test_azure_deployment_path_and_api_key_header(case: Case, sqlite_url: str) -> None:
     case.fake.azure = ("my-embedder", "2024-10-21")
     ef = OpenAIEmbeddingFunction(
-        model_name=case.fake.model, api_base=case.server.url, api_type="azure",
-        api_version="2024-10-21", deployment_id="my-embedder", retry=FAST,
+        model_name=case.fake.model,
+        api_base=case.server.url,
+        api_type="azure",
+        api_version="2024-10-21",
+        deployment_id="my-embedder",
+        retry=FAST,
     )
-    vectors = Cached(ef, cache_url)(TEXTS[:3])
+    vectors = Cached(ef, sqlite_url)(TEXTS[:3])
     assert same_bits(vectors, case.expected(TEXTS[:3]))
     request = case.server.requests[-1]
     assert "authorization" not in request.headers
@@ -225,10 +211,14 @@ def test_azure_deployment_path_and_api_key_header(case: Case, cache_url: str) ->
 
 def test_azure_needs_version_and_deployment() -> None:
     with pytest.raises(ConfigurationError, match="api_version, deployment_id"):
-        OpenAIEmbeddingFunction(api_type="azure", api_base="https://x.openai.azure.com", api_key="k")
+        OpenAIEmbeddingFunction(
+            api_type="azure", api_base="https://x.openai.azure.com", api_key="k"
+        )
 
 
-def test_base_url_from_environment_and_in_identity(case: Case, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_base_url_from_environment_and_in_identity(
+    case: Case, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("OPENAI_BASE_URL", f"{case.server.url}/v1")
     ef = OpenAIEmbeddingFunction(model_name=case.fake.model, retry=FAST)
     assert same_bits(ef(["x"]), case.expected(["x"]))
@@ -244,18 +234,22 @@ def test_empty_string_rejected_before_any_request(case: Case) -> None:
     assert case.requests == 0
 
 
-def test_missing_key_fails_on_first_request_not_before(case: Case, cache_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    Cached(case.make(), cache_url)(["warm"])
+def test_missing_key_fails_on_first_request_not_before(
+    case: Case, sqlite_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    Cached(case.make(), sqlite_url)(["warm"])
     monkeypatch.delenv("OPENAI_API_KEY")
     keyless = case.make()
-    cached = Cached(keyless, cache_url)
+    cached = Cached(keyless, sqlite_url)
     assert same_bits(cached(["warm"]), case.expected(["warm"]))  # a hit needs no key
     with pytest.raises(ConfigurationError, match=r"\$OPENAI_API_KEY"):
         cached(["cold"])
 
 
 def test_config_round_trip_without_secrets(case: Case) -> None:
-    ef = case.make(dimensions=64, default_headers={"X-Team": "search", "Authorization": "Bearer nope"})
+    ef = case.make(
+        dimensions=64, default_headers={"X-Team": "search", "Authorization": "Bearer nope"}
+    )
     config = ef.get_config()
     assert config["default_headers"] == {"X-Team": "search"}
     assert config["api_key_env_var"] == "OPENAI_API_KEY" and "api_key" not in config
