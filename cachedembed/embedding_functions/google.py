@@ -54,7 +54,7 @@ class GoogleGeminiEmbeddingFunction(RemoteEmbeddingFunction):
     provider = "gemini"
     max_batch = 100
     timeout = 60.0
-    config_keys = (
+    config_keys: ClassVar[tuple[str, ...]] = (
         "model_name", "task_type", "dimension", "api_key_env_var", "vertexai", "project", "location", "api_base",
     )
 
