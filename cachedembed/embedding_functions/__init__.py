@@ -14,6 +14,12 @@ from typing import TYPE_CHECKING, Any
 from ._base import EmbeddedBatch, ProviderEmbeddingFunction, registered
 
 if TYPE_CHECKING:
+    from .cohere import CohereEmbeddingFunction as CohereEmbeddingFunction
+    from .google import GoogleGeminiEmbeddingFunction as GoogleGeminiEmbeddingFunction
+    from .google import GoogleGenerativeAiEmbeddingFunction as GoogleGenerativeAiEmbeddingFunction
+    from .huggingface import HuggingFaceEmbeddingFunction as HuggingFaceEmbeddingFunction
+    from .huggingface import HuggingFaceEmbeddingServer as HuggingFaceEmbeddingServer
+    from .instructor import InstructorEmbeddingFunction as InstructorEmbeddingFunction
     from .jina import JinaEmbeddingFunction as JinaEmbeddingFunction
     from .ollama import OllamaEmbeddingFunction as OllamaEmbeddingFunction
     from .openai import OpenAIEmbeddingFunction as OpenAIEmbeddingFunction
@@ -31,6 +37,12 @@ _CLASSES: dict[str, str] = {
     "JinaEmbeddingFunction": "jina",
     "VoyageAIEmbeddingFunction": "voyage",
     "OllamaEmbeddingFunction": "ollama",
+    "CohereEmbeddingFunction": "cohere",
+    "GoogleGenerativeAiEmbeddingFunction": "google",
+    "GoogleGeminiEmbeddingFunction": "google",
+    "HuggingFaceEmbeddingFunction": "huggingface",
+    "HuggingFaceEmbeddingServer": "huggingface",
+    "InstructorEmbeddingFunction": "instructor",
 }
 
 __all__ = [

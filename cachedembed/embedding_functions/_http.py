@@ -124,6 +124,47 @@ def error_message(body: Any, fallback: str) -> str:
     return fallback
 
 
+def status_error(
+    provider: str,
+    status: int,
+    payload: Any,
+    headers: Mapping[str, str] | None,
+    fallback: str | None = None,
+    redact: Callable[[str], str] = str,
+) -> ProviderError:
+    """The :class:`ProviderError` for an HTTP error response (plain HTTP or an SDK's status error).
+
+    Carries the server's message, whether to retry, and how long to wait: ``Retry-After``
+    headers, else a body's ``estimated_time`` (Hugging Face's "model is loading" 503).
+    """
+    retry_after = parse_retry_after(headers)
+    if retry_after is None and isinstance(payload, dict):
+        estimated = payload.get("estimated_time")
+        if isinstance(estimated, (int, float)) and not isinstance(estimated, bool):
+            retry_after = float(estimated)
+    return ProviderError(
+        provider,
+        redact(error_message(payload, fallback or "error")),
+        status=status,
+        retry_after=retry_after,
+        retryable=status in RETRYABLE_STATUS,
+    )
+
+
+def transport_error(provider: str, exc: BaseException, timeout: float | None) -> ProviderError | None:
+    """A retryable :class:`ProviderError` for an ``httpx``/``httpx2`` transport failure, else ``None``.
+
+    SDKs raise these (cohere uses httpx, google-genai httpx2); matching by class name
+    avoids importing either transport just to classify an error.
+    """
+    names = {cls.__name__ for cls in type(exc).__mro__}
+    if "TimeoutException" in names:
+        return ProviderError(provider, f"request timed out after {timeout}s", retryable=True)
+    if "TransportError" in names:
+        return ProviderError(provider, f"connection failed ({type(exc).__name__})", retryable=True)
+    return None
+
+
 class JsonHttpClient:
     """POST/GET JSON with retries, mapping failures to :class:`ProviderError`."""
 
@@ -181,12 +222,8 @@ class JsonHttpClient:
         except (ValueError, json.JSONDecodeError):
             payload = response.text
         if response.status_code >= 400:
-            raise ProviderError(
-                self.provider,
-                self._redact(error_message(payload, response.reason or "error")),
-                status=response.status_code,
-                retry_after=parse_retry_after(response.headers),
-                retryable=response.status_code in RETRYABLE_STATUS,
+            raise status_error(
+                self.provider, response.status_code, payload, response.headers, response.reason, self._redact
             )
         if isinstance(payload, str):
             raise ProviderError(

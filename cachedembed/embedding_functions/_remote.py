@@ -63,9 +63,13 @@ class RemoteEmbeddingFunction(ProviderEmbeddingFunction):
                 raise InvalidInputError(
                     f"{self.provider} rejects empty strings; input[{empty[0]}] is empty"
                 )
-        for start, chunk in batches(texts, self.max_batch, self.max_batch_tokens):
+        for start, chunk in batches(texts, self.batch_limit(), self.max_batch_tokens):
             vectors, tokens = self.embed_chunk(list(chunk), role)
             yield EmbeddedBatch(start, vectors, tokens)
+
+    def batch_limit(self) -> int:
+        """Most texts per request now (:attr:`max_batch`; a server may announce a lower limit)."""
+        return self.max_batch
 
     def resolve_key(self, explicit: str | None, env_vars: Sequence[str]) -> None:
         """Remember the key from ``explicit`` or the first set variable; a missing key fails on first use.

@@ -56,7 +56,11 @@ class FakeProvider:
         raise NotImplementedError
 
     def texts(self, request: Request) -> list[str]:
-        return list(request.body["input"])
+        """The texts a request carries (OpenAI's ``input`` list by default)."""
+        sent = request.body["input"]
+        if not isinstance(sent, list):
+            raise TypeError("input is not a list")
+        return list(sent)
 
     def salt(self, request: Request) -> str:
         """The request fields that change the vectors, as a string mixed into each vector."""
@@ -73,14 +77,13 @@ class FakeProvider:
     def __call__(self, request: Request) -> Reply:
         problem = self.problem(request)
         if problem is None:
-            body = request.body
-            if (
-                not isinstance(body, dict)
-                or not isinstance(body.get("input"), list)
-                or not body["input"]
-            ):
+            try:
+                sent = self.texts(request)
+            except (AttributeError, KeyError, TypeError):
+                sent = None
+            if not isinstance(sent, list) or not sent:
                 problem = "input must be a non-empty list of strings"
-            elif not all(isinstance(t, str) for t in body["input"]):
+            elif not all(isinstance(t, str) for t in sent):
                 problem = "input must be a list of strings"
         if problem is not None:
             return Reply(400, self.error_body(problem))

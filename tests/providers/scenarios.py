@@ -12,7 +12,8 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -23,7 +24,8 @@ import pytest
 from cachedembed import Cached, ProviderError, ProviderResponseError
 from cachedembed.embedding_functions._http import RetryPolicy
 from cachedembed.embedding_functions._remote import RemoteEmbeddingFunction
-from tests.providers.fakes import FakeProvider, tokens_of
+from cachedembed.usage import estimate_tokens
+from tests.providers.fakes import FakeProvider, serve, tokens_of
 from tests.providers.loopback import LoopbackServer, Reply
 
 FAST = RetryPolicy(max_attempts=3, max_elapsed=5.0, base_delay=0.001, max_delay=0.2)
@@ -51,6 +53,24 @@ class Case:
         return len(self.server.requests)
 
 
+@contextmanager
+def serving(
+    fake: FakeProvider,
+    build: Callable[..., RemoteEmbeddingFunction],
+    options: Callable[[str], dict[str, Any]],
+    document_fields: dict[str, Any] | None = None,
+    query_fields: dict[str, Any] | None = None,
+) -> Iterator[Case]:
+    """``fake`` on a loopback server, and a :class:`Case` whose ``make(**overrides)`` calls
+    ``build(**options(server_url), retry=FAST, **overrides)``."""
+    with serve(fake) as server:
+
+        def make(**overrides: Any) -> RemoteEmbeddingFunction:
+            return build(**{"retry": FAST, **options(server.url), **overrides})
+
+        yield Case(fake, server, make, document_fields or {}, query_fields or {})
+
+
 def same_bits(a: Any, b: np.ndarray) -> bool:
     """Bit-identical float32 matrices (NaN-safe, -0.0 distinct from 0.0)."""
     a = np.asarray(np.stack(a) if isinstance(a, list) else a, dtype=np.float32)
@@ -69,6 +89,14 @@ class ProviderContract:
 
     rate_limits: ClassVar[list[tuple[dict[str, str], float]]] = [({"Retry-After": "0.05"}, 0.05)]
     """429 headers the provider sends, each with the wait it asks for."""
+    reports_tokens: ClassVar[bool] = True
+    """False for a provider that reports no usage: the stats then hold cachedembed's estimate."""
+
+    def tokens(self, texts: list[str]) -> int:
+        """What the stats must count for ``texts``: the fake's reported tokens, or the estimate."""
+        if self.reports_tokens:
+            return sum(tokens_of(t) for t in texts)
+        return int(estimate_tokens(texts).sum())
 
     def test_vectors_exact_and_in_order(self, case: Case) -> None:
         """Documents and queries go out with their role's fields; vectors come back exact and in order."""
@@ -83,7 +111,8 @@ class ProviderContract:
             assert not same_bits(queries, case.expected(TEXTS[:2]))
 
     def test_cached_second_call_makes_no_request(self, case: Case, sqlite_url: str) -> None:
-        """Second call: no request, bit-identical vectors; stats hold exactly the server's tokens."""
+        """Second call: no request, bit-identical vectors; stats hold exactly the server's tokens
+        (or the estimate, all of it flagged, for a provider that reports none)."""
         cached = Cached(case.make(), sqlite_url)
         first = cached(TEXTS)
         sent = case.requests
@@ -94,11 +123,10 @@ class ProviderContract:
         query = cached.embed_query(["alpha"])
         assert same_bits(query, case.expected(["alpha"], "query"))
         stats = cached.stats()
-        reported = sum(tokens_of(t) for t in TEXTS) + tokens_of("alpha")
-        assert stats["tokens_embedded"] == reported
-        assert stats["tokens_embedded_estimated"] == 0
+        assert stats["tokens_embedded"] == self.tokens(TEXTS) + self.tokens(["alpha"])
+        assert stats["tokens_embedded_estimated"] == (0 if self.reports_tokens else stats["tokens_embedded"])
         assert stats["misses"] == len(TEXTS) + 1 and stats["hits"] == len(TEXTS)
-        assert stats["tokens_saved"] == sum(tokens_of(t) for t in TEXTS)
+        assert stats["tokens_saved"] == self.tokens(TEXTS)
         assert stats["provider_calls"] == case.requests
 
     def test_batches_split_at_item_limit_in_order(self, case: Case) -> None:
@@ -192,7 +220,7 @@ class ProviderContract:
         def fail_second(request: Any) -> Reply:
             return (
                 error(case, 400, "rejected")
-                if TEXTS[2] in (request.body or {}).get("input", [])
+                if TEXTS[2] in case.fake.texts(request)
                 else original(request)
             )
 
@@ -205,7 +233,7 @@ class ProviderContract:
         assert case.requests == before
         assert same_bits(cached(TEXTS[:4]), case.expected(TEXTS[:4]))
         assert case.fake.batches[-1] == TEXTS[2:4]
-        assert cached.stats()["tokens_embedded"] == sum(tokens_of(t) for t in TEXTS[:4])
+        assert cached.stats()["tokens_embedded"] == self.tokens(TEXTS[:4])
 
 
 class KeyedProviderContract(ProviderContract):

@@ -20,6 +20,12 @@ CHROMA = {
     "JinaEmbeddingFunction": ("jina_embedding_function", "JinaEmbeddingFunction"),
     "VoyageAIEmbeddingFunction": ("voyageai_embedding_function", "VoyageAIEmbeddingFunction"),
     "OllamaEmbeddingFunction": ("ollama_embedding_function", "OllamaEmbeddingFunction"),
+    "CohereEmbeddingFunction": ("cohere_embedding_function", "CohereEmbeddingFunction"),
+    "GoogleGeminiEmbeddingFunction": ("google_embedding_function", "GoogleGeminiEmbeddingFunction"),
+    "GoogleGenerativeAiEmbeddingFunction": ("google_embedding_function", "GoogleGenerativeAiEmbeddingFunction"),
+    "HuggingFaceEmbeddingFunction": ("huggingface_embedding_function", "HuggingFaceEmbeddingFunction"),
+    "HuggingFaceEmbeddingServer": ("huggingface_embedding_function", "HuggingFaceEmbeddingServer"),
+    "InstructorEmbeddingFunction": ("instructor_embedding_function", "InstructorEmbeddingFunction"),
 }
 
 
@@ -47,6 +53,10 @@ def test_accepts_every_chroma_argument_by_name(name: str) -> None:
         ("jina:jina-embeddings-v3", "JinaEmbeddingFunction", "jina-embeddings-v3"),
         ("voyage:voyage-3", "VoyageAIEmbeddingFunction", "voyage-3"),
         ("ollama:nomic-embed-text", "OllamaEmbeddingFunction", "nomic-embed-text"),
+        ("cohere:embed-english-v3.0", "CohereEmbeddingFunction", "embed-english-v3.0"),
+        ("gemini:gemini-embedding-001", "GoogleGeminiEmbeddingFunction", "gemini-embedding-001"),
+        ("huggingface:BAAI/bge-small-en-v1.5", "HuggingFaceEmbeddingFunction", "BAAI/bge-small-en-v1.5"),
+        ("instructor:hkunlp/instructor-base", "InstructorEmbeddingFunction", "hkunlp/instructor-base"),
     ],
 )
 def test_cli_specs(spec: str, cls: str, model: str) -> None:
@@ -57,15 +67,19 @@ def test_cli_specs(spec: str, cls: str, model: str) -> None:
 
 
 def test_listed_as_providers() -> None:
-    assert {"openai", "jina", "voyage", "ollama"} <= set(providers())
+    assert {"openai", "jina", "voyage", "ollama", "cohere", "gemini", "huggingface", "tei", "instructor"} <= set(providers())
 
 
 def test_provider_modules_import_no_sdk_or_http_stack() -> None:
     code = (
         "import sys\n"
         "from cachedembed.embedding_functions import openai, jina, voyage, ollama\n"
+        "from cachedembed.embedding_functions import cohere, google, huggingface, instructor\n"
         "openai.OpenAIEmbeddingFunction(api_key='k'); jina.JinaEmbeddingFunction(api_key='k')\n"
-        "heavy = [m for m in ('openai', 'httpx2', 'requests', 'torch', 'chromadb') if m in sys.modules]\n"
+        "cohere.CohereEmbeddingFunction(api_key='k'); google.GoogleGeminiEmbeddingFunction(api_key='k')\n"
+        "huggingface.HuggingFaceEmbeddingServer('http://127.0.0.1:1'); instructor.InstructorEmbeddingFunction()\n"
+        "sdks = ('openai', 'cohere', 'google.genai', 'httpx', 'httpx2', 'requests', 'torch', 'sentence_transformers', 'chromadb')\n"
+        "heavy = [m for m in sdks if m in sys.modules]\n"
         "assert not heavy, heavy\n"
     )
     subprocess.run(
