@@ -308,7 +308,7 @@ class Cached:
     def _read(
         self, state: _Namespaced, uniq: np.ndarray, checks_u: np.ndarray
     ) -> _Found:
-        """Look ``uniq`` up; return the entries found intact, and the ids of damaged ones.
+        """Look ``uniq`` (sorted ascending) up; return the entries found intact, and the ids of damaged ones.
 
         A row counts only if its namespace and check match (else: an id collision) and its
         blob has the namespace's dimension (else: damaged). Bad rows are reported so the
@@ -379,20 +379,21 @@ class Cached:
                 store.delete(ns.id, stale)
             if len(mine):
                 # Another caller may have stored some of these between our lookup and claim.
-                again = self._read(state, uniq[mine], checks_u[mine])
+                # `mine` is in input order, but _read needs ids sorted (it binary-searches
+                # them): positions into the sorted `uniq`, sorted, give sorted ids.
+                recheck = np.sort(mine)
+                again = self._read(state, uniq[recheck], checks_u[recheck])
                 if len(again.pos):
                     if out is None:
                         out = np.empty((len(uniq), again.vectors.shape[1]), dtype=np.float32)
-                    got = mine[again.pos]
+                    got = recheck[again.pos]
                     out[got] = again.vectors
                     tokens_u[got] = again.tokens
                     est_u[got] = (again.flags & FLAG_TOKENS_ESTIMATED) != 0
                     store.flights.resolve(
                         ((ns.id, int(uniq[p])), (out[p].copy(), int(tokens_u[p]), bool(est_u[p]))) for p in got
                     )
-                    remaining = np.ones(len(mine), dtype=bool)
-                    remaining[again.pos] = False
-                    mine = mine[remaining]
+                    mine = mine[~np.isin(mine, got)]  # still input order
             if len(mine):
                 out = self._embed_and_store(texts, first, uniq, checks_u, mine, role, state, out, tokens_u, est_u, served_by_me)
         except BaseException as exc:
