@@ -1,0 +1,45 @@
+"""Helpers shared by the reliability tests: reading a cache back raw and checking it against the provider."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from cachedembed.stores import Store
+from cachedembed.stores.base import ExportedEntry
+from cachedembed.usage import UsageDelta
+
+ROOT = Path(__file__).resolve().parents[2]
+"""The repository root: subprocesses get it as PYTHONPATH so they run this checkout's code."""
+
+
+def subprocess_env(**extra: str) -> dict[str, str]:
+    """The environment for a child Python that must import this checkout of cachedembed."""
+    return {**os.environ, "PYTHONPATH": str(ROOT), **extra}
+
+
+PYTHON = sys.executable
+
+
+def stats_total(store: Store) -> UsageDelta:
+    """Every stats row of ``store`` (all namespaces and days) added up, buffered hits included."""
+    store.flush()
+    total = UsageDelta()
+    for _ns, _day, delta in store.stats_rows():
+        total.add(delta)
+    return total
+
+
+def all_entries(store: Store) -> list[ExportedEntry]:
+    """Every entry of every namespace, read through the store's export path."""
+    return [e for ns in store.namespaces() for batch in store.iter_entries(ns.id) for e in batch]
+
+
+def same_bits(a: np.ndarray, b: np.ndarray) -> bool:
+    """True when the two float32 arrays are bit-identical (NaN-safe, -0.0 distinct from 0.0)."""
+    a32 = np.ascontiguousarray(a, dtype=np.float32)
+    b32 = np.ascontiguousarray(b, dtype=np.float32)
+    return a32.shape == b32.shape and bool((a32.view(np.uint32) == b32.view(np.uint32)).all())

@@ -1,0 +1,78 @@
+"""Many processes, each with many threads, hammer one cache file at the same time.
+
+Each worker (``_worker.py concurrency``) embeds random, heavily overlapping text sets and
+checks every vector bit for bit against the provider; it logs what it requested and what
+reached its provider. Nothing may fail ("database is locked" included), no process may
+pay twice for a text, and the stats must add up exactly across processes.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from cachedembed.stores import open_store
+from tests.conftest import fake_vector
+from tests.reliability._helpers import PYTHON, ROOT, all_entries, same_bits, stats_total, subprocess_env
+
+PROCESSES = 4
+THREADS = 4
+CALLS = 12
+
+
+def run_workers(url: str, logs: Path) -> list[dict]:  # type: ignore[type-arg]
+    logs.mkdir()
+    start_at = time.time() + 3.0  # after every child has imported and opened the cache
+    children = [
+        subprocess.Popen(
+            [PYTHON, str(ROOT / "tests/reliability/_worker.py"), "concurrency", "--url", url, "--proc", str(p),
+             "--threads", str(THREADS), "--calls", str(CALLS), "--start-at", str(start_at),
+             "--log", str(logs / f"{p}.json")],
+            env=subprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+        for p in range(PROCESSES)
+    ]
+    results = []
+    for p, child in enumerate(children):
+        _out, err = child.communicate(timeout=120)
+        log = logs / f"{p}.json"
+        result = json.loads(log.read_text()) if log.exists() else {"errors": [err]}
+        assert result["errors"] == [], result["errors"][0]  # e.g. "database is locked"
+        assert child.returncode == 0 and "Traceback" not in err, err
+        results.append(result)
+    return results
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "diskcache"])
+def test_processes_and_threads_share_one_cache(tmp_path: Path, backend: str) -> None:
+    # The cache does not exist yet: the processes also race to create it and its schema.
+    url = f"sqlite:///{tmp_path / 'cache.db'}" if backend == "sqlite" else f"diskcache://{tmp_path / 'dc'}"
+    results = run_workers(url, tmp_path / "logs")
+
+    for r in results:
+        assert r["mismatches"] == 0  # every vector bit-identical to the provider's
+        # Single-flight plus the re-check after claiming: within one process a text
+        # reaches the provider at most once, however many threads want it.
+        repeated = [t for t, n in Counter(r["provider_texts"]).items() if n > 1]
+        assert repeated == []
+
+    store = open_store(url)
+    total = stats_total(store)
+    requested = sum(r["requested"] for r in results)
+    paid = sum(len(r["provider_texts"]) for r in results)
+    assert total.hits + total.misses == requested
+    assert total.misses == paid
+    assert total.calls == sum(r["calls"] for r in results)
+    # Processes may race for a text (each pays once); the cache keeps one entry per text,
+    # and it is the provider's vector.
+    entries = all_entries(store)
+    assert len(entries) == len({t for r in results for t in r["provider_texts"]})
+    for e in entries:
+        assert e.text is not None
+        assert same_bits(fake_vector(e.text, 16, "fake-1"), np.frombuffer(e.vec, "<f4"))
