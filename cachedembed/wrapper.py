@@ -158,6 +158,7 @@ class Cached:
         self.batch_size = batch_size
         self._embedder: Any = ef if isinstance(ef, ProviderEmbeddingFunction) else _ForeignEmbedder(ef, batch_size)
         self._roles: dict[Role, _Namespaced] = {}
+        self._hashers: dict[Role, ItemHasher] = {}
         self._warned_bypass = False
 
     # -- identity ----------------------------------------------------------------
@@ -181,9 +182,16 @@ class Cached:
         state = self._roles.get(role)
         if state is None:
             spec = self.spec(role)
-            state = _Namespaced(self.store.namespace(spec), ItemHasher(spec), np.dtype(self.dtype).newbyteorder("<"))
+            state = _Namespaced(self.store.namespace(spec), self._hasher(role), np.dtype(self.dtype).newbyteorder("<"))
             self._roles[role] = state
         return state
+
+    def _hasher(self, role: Role) -> ItemHasher:
+        """The item hasher for ``role``, available without touching the store."""
+        hasher = self._hashers.get(role)
+        if hasher is None:
+            hasher = self._hashers[role] = ItemHasher(self.spec(role))
+        return hasher
 
     # -- Chroma's EmbeddingFunction protocol --------------------------------------
 
@@ -245,8 +253,10 @@ class Cached:
         if self.normalize_unicode:
             form = self.normalize_unicode
             texts = [unicodedata.normalize(form, t) for t in texts]
+        # Hash first: it rejects texts UTF-8 cannot encode (lone surrogates) before the
+        # namespace is registered, so bad input writes nothing at all.
+        ids, checks = self._hasher(role).text_keys(texts)
         state = self._role(role)
-        ids, checks = state.hasher.text_keys(texts)
         if self._embedder.bypass_cache:
             return self._bypass(texts, role, state)
         return self._lookup_and_fill(texts, ids, checks, role, state)
