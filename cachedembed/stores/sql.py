@@ -168,6 +168,10 @@ class SqlStore(Store):
         return conn
 
     def _store_error(self, exc: BaseException) -> StoreError:
+        if isinstance(exc, sa.exc.DBAPIError) and exc.orig is not None:
+            # Opening and migrating go through SQLAlchemy, which wraps the driver's error:
+            # unwrap it so a damaged file gets the remedy below, not "(sqlite3.DatabaseError) ...".
+            exc = exc.orig
         text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         if self._d.sqlite and isinstance(exc, sqlite3.DatabaseError) and (
             "not a database" in text or "malformed" in text or "disk image" in text
