@@ -128,7 +128,10 @@ class _KeyValueStore(Store):
             for i, check, tokens, flags, u, c, vec, text in zip(
                 batch.ids, batch.checks, batch.tokens, batch.flags, used, created, batch.vectors, texts
             ):
-                if i not in kv:  # insert-or-ignore, like the SQL store
+                # Insert-or-ignore, like the SQL store. A diskcache row whose value file has
+                # vanished reads as missing (get -> None) yet still counts as present: it is
+                # replaced, or that text would be re-embedded and paid for on every call.
+                if i not in kv or kv.get(i) is None:
                     kv[i] = _pack(ns_id, check, tokens, flags, u, c, vec.tobytes(), text)
             self._merge(stats)
 
