@@ -223,6 +223,37 @@ class MemoryStore(_KeyValueStore):
         pass
 
 
+def _private_disk() -> type[Any]:
+    """diskcache's ``Disk`` with user-only value files and folders.
+
+    Setting the umask while opening only covers what diskcache creates then; value files
+    (vectors of 32 KiB and more) and their two levels of folders are created on every
+    later write, under the process's umask (usually world-readable). The folders are made
+    0700 before the file is written, so nobody else can reach it even before its chmod.
+    """
+    import diskcache
+    from diskcache.core import UNKNOWN
+
+    class PrivateDisk(diskcache.Disk):  # type: ignore[misc]
+        def filename(self, key: Any = UNKNOWN, value: Any = UNKNOWN) -> tuple[str, str]:
+            filename, full_path = super().filename(key, value)
+            level1 = os.path.dirname(os.path.dirname(full_path))
+            for folder in (level1, os.path.dirname(full_path)):
+                try:
+                    os.mkdir(folder, 0o700)
+                except FileExistsError:
+                    pass
+            return filename, full_path
+
+        def store(self, value: Any, read: bool, key: Any = UNKNOWN) -> tuple[Any, ...]:
+            size, mode, filename, db_value = super().store(value, read, key=key)
+            if filename is not None:
+                os.chmod(os.path.join(self._directory, filename), 0o600)
+            return size, mode, filename, db_value
+
+    return PrivateDisk
+
+
 class DiskCacheStore(_KeyValueStore):
     """A store in a ``diskcache.Cache`` directory: no eviction (prune is explicit), atomic transactions."""
 
@@ -237,6 +268,7 @@ class DiskCacheStore(_KeyValueStore):
         try:
             self._kv = diskcache.Cache(
                 str(path),
+                disk=_private_disk(),
                 eviction_policy="none",  # never drop a paid-for vector behind the user's back
                 size_limit=2**62,
                 cull_limit=0,
