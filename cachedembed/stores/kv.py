@@ -11,6 +11,7 @@ for single machines; the SQL store indexes by namespace.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import struct
 import threading
@@ -234,15 +235,13 @@ def _private_disk() -> type[Any]:
     import diskcache
     from diskcache.core import UNKNOWN
 
-    class PrivateDisk(diskcache.Disk):  # type: ignore[misc]
+    class PrivateDisk(diskcache.Disk):
         def filename(self, key: Any = UNKNOWN, value: Any = UNKNOWN) -> tuple[str, str]:
             filename, full_path = super().filename(key, value)
             level1 = os.path.dirname(os.path.dirname(full_path))
             for folder in (level1, os.path.dirname(full_path)):
-                try:
+                with contextlib.suppress(FileExistsError):
                     os.mkdir(folder, 0o700)
-                except FileExistsError:
-                    pass
             return filename, full_path
 
         def store(self, value: Any, read: bool, key: Any = UNKNOWN) -> tuple[Any, ...]:

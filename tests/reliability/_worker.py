@@ -33,7 +33,7 @@ POOL = [f"text {i} " + "é" * (i % 5) + "😀" * (i % 3) for i in range(400)]
 class SlowFakeEF(FakeEF):
     """FakeEF that takes a little time per call, widening the windows races need."""
 
-    def __call__(self, input: list[str]) -> list:  # type: ignore[type-arg]
+    def __call__(self, input: list[str]) -> list[Any]:
         time.sleep(0.002)
         return super().__call__(input)
 
@@ -55,7 +55,7 @@ def concurrency(url: str, proc: int, threads: int, calls: int, start_at: float, 
                 texts = [rng.choice(POOL) for _ in range(rng.randint(1, 40))]
                 got = wrapper.embed(texts)
                 want = [fake_vector(t, ef.dim, ef.model) for t in texts]
-                bad = sum(not same_bits(g, w) for g, w in zip(got, want)) + abs(len(got) - len(texts))
+                bad = sum(not same_bits(g, w) for g, w in zip(got, want, strict=False)) + abs(len(got) - len(texts))
                 with lock:
                     requested[0] += len(texts)
                     n_calls[0] += 1

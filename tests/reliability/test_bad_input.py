@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import unicodedata
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pytest
@@ -100,7 +100,7 @@ def test_a_10_mb_text_round_trips(sqlite_url: str) -> None:
     assert big in stored
 
 
-FORMS = ("NFC", "NFD", "NFKC", "NFKD")
+FORMS: tuple[Literal["NFC", "NFD", "NFKC", "NFKD"], ...] = ("NFC", "NFD", "NFKC", "NFKD")
 SAMPLE = "ﬁancé Å ｶ ①"  # a ligature, a combining accent, an Angstrom sign, a half-width kana, a circled digit
 
 

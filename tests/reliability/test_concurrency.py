@@ -13,20 +13,28 @@ import subprocess
 import time
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 
 from cachedembed.stores import open_store
 from tests.conftest import fake_vector
-from tests.reliability._helpers import PYTHON, ROOT, all_entries, same_bits, stats_total, subprocess_env
+from tests.reliability._helpers import (
+    PYTHON,
+    ROOT,
+    all_entries,
+    same_bits,
+    stats_total,
+    subprocess_env,
+)
 
 PROCESSES = 4
 THREADS = 4
 CALLS = 12
 
 
-def run_workers(url: str, logs: Path) -> list[dict]:  # type: ignore[type-arg]
+def run_workers(url: str, logs: Path) -> list[dict[str, Any]]:
     logs.mkdir()
     start_at = time.time() + 3.0  # after every child has imported and opened the cache
     children = [
