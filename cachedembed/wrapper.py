@@ -445,7 +445,11 @@ class Cached:
             elapsed = time.perf_counter() - started
             vectors = batch.vectors
             n = len(vectors)
-            if ns.dim is not None and vectors.shape[1] != ns.dim:
+            if ns.dim is None:
+                # Fix the namespace's dimension before writing: another process may have
+                # fixed a different one since we looked, and mixed dimensions must not be stored.
+                store.set_dimension(ns, vectors.shape[1])
+            if vectors.shape[1] != ns.dim:
                 raise ProviderResponseError(
                     _label(self.ef),
                     f"returned {vectors.shape[1]}-d vectors but this namespace holds "
@@ -460,9 +464,15 @@ class Cached:
                 tokens, flags = estimates, np.full(n, FLAG_TOKENS_ESTIMATED, dtype=np.int64)
             else:
                 tokens, flags = apportion(int(batch.tokens), estimates), np.zeros(n, dtype=np.int64)
-            stored = vectors.astype(state.dtype, copy=False)
+            with np.errstate(over="ignore"):  # overflow is reported below, not as a RuntimeWarning
+                stored = vectors.astype(state.dtype, copy=False)
             served = stored.astype(np.float32) if state.dtype != np.float32 else vectors
-            store.set_dimension(ns, vectors.shape[1])
+            if state.dtype != np.float32 and not np.isfinite(stored).all():
+                # float16 tops out at 65504: larger values would be stored (and served) as inf.
+                raise ProviderResponseError(
+                    _label(self.ef),
+                    "vectors hold values beyond the float16 range (65504); use dtype='float32' for this model",
+                )
             store.write(
                 ns.id,
                 EntryBatch(

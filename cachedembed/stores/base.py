@@ -200,10 +200,14 @@ class Store(ABC):
         return ns
 
     def set_dimension(self, ns: Namespace, dim: int) -> None:
-        """Record the vector dimension of ``ns`` the first time vectors are stored."""
+        """Record the vector dimension of ``ns`` the first time vectors are stored.
+
+        The first writer wins: ``ns.dim`` is read back afterwards, so when another process
+        fixed a different dimension first, the caller sees it (and refuses its vectors).
+        """
         if ns.dim is None:
             self._set_dimension(ns.id, dim)
-            ns.dim = dim
+            ns.dim = self._read_dimension(ns.id)
 
     def known_dimension(self, ns: Namespace) -> int | None:
         """The dimension of ``ns``, re-read from storage if this process has not seen one yet."""
