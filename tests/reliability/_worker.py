@@ -1,9 +1,9 @@
-"""Child-process workloads for the concurrency and crash tests (run as a script).
+"""Child-process workloads for the concurrency and crash tests.
 
-``concurrency``: several threads embed overlapping random text sets through one cache,
-check every vector bit for bit against the provider, and write a JSON log of what they
-asked for and what reached the provider. ``crash``: embed new and old texts in a loop
-until the parent kills the process.
+``concurrency`` (run as a script): several threads embed overlapping random text sets
+through one cache, check every vector bit for bit against the provider, and write a
+JSON log of what they asked for and what reached the provider. :func:`crash` (run in a forked child): embed
+new and old texts in a loop until the parent kills the process.
 """
 
 from __future__ import annotations
@@ -91,8 +91,6 @@ def crash(url: str, rep: int, dim: int, ready: Any = None) -> None:
     wrapper.embed(["warm-up"])  # schema and namespace exist before the parent starts its clock
     if ready is not None:
         ready.set()
-    else:
-        print("ready", flush=True)
     rng = random.Random(rep)
     for i in range(1_000_000):
         new = [f"rep {rep} item {i} {k}" for k in range(rng.randint(1, 12))]
@@ -102,19 +100,14 @@ def crash(url: str, rep: int, dim: int, ready: Any = None) -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser()
-    parser.add_argument("mode", choices=["concurrency", "crash"])
+    parser.add_argument("mode", choices=["concurrency"])
     parser.add_argument("--url", required=True)
     parser.add_argument("--proc", type=int, default=0)
     parser.add_argument("--threads", type=int, default=4)
     parser.add_argument("--calls", type=int, default=10)
     parser.add_argument("--start-at", type=float, default=0.0)
     parser.add_argument("--log", type=Path)
-    parser.add_argument("--rep", type=int, default=0)
-    parser.add_argument("--dim", type=int, default=32)
     args = parser.parse_args()
-    if args.mode == "crash":
-        crash(args.url, args.rep, args.dim)
-        return 0
     return concurrency(args.url, args.proc, args.threads, args.calls, args.start_at, args.log)
 
 

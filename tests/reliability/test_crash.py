@@ -90,3 +90,20 @@ def test_sigkill_while_writing_leaves_a_consistent_cache(tmp_path: Path, backend
 @pytest.mark.parametrize(("backend", "reps"), [("sqlite", 200), ("diskcache", 100)])
 def test_sigkill_soak(tmp_path: Path, backend: str, reps: int) -> None:
     crash_repeatedly(tmp_path, backend, reps)
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "diskcache"])
+def test_sigkill_while_creating_a_cache(tmp_path: Path, backend: str) -> None:
+    # Killed anywhere between creating the file, running the migrations and the first
+    # writes: whatever is left must open as a working cache.
+    ctx = multiprocessing.get_context("fork")
+    rng = random.Random(7)
+    for rep in range(10):
+        sqlite_file = tmp_path / f"fresh{rep}.db" if backend == "sqlite" else None
+        url = f"sqlite:///{sqlite_file}" if sqlite_file else f"diskcache://{tmp_path / f'fresh{rep}'}"
+        child = ctx.Process(target=crash, args=(url, rep, DIM, None))
+        child.start()
+        time.sleep(rng.uniform(0.0, 0.25))
+        os.kill(child.pid, signal.SIGKILL)  # type: ignore[arg-type]
+        child.join(30)
+        check_cache(url, sqlite_file, rep, full=True)
