@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import threading
 import time
 from collections import Counter
 from pathlib import Path
@@ -18,8 +19,9 @@ from typing import Any
 import numpy as np
 import pytest
 
+from cachedembed import Cached, ProviderError
 from cachedembed.stores import open_store
-from tests.conftest import fake_vector
+from tests.conftest import FakeEF, fake_vector
 from tests.reliability._helpers import (
     PYTHON,
     ROOT,
@@ -84,3 +86,50 @@ def test_processes_and_threads_share_one_cache(tmp_path: Path, backend: str) -> 
     for e in entries:
         assert e.text is not None
         assert same_bits(fake_vector(e.text, 16, "fake-1"), np.frombuffer(e.vec, "<f4"))
+
+
+class GatedEF(FakeEF):
+    """Blocks any call containing ``gate_text`` until released, then fails it once."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.entered = threading.Event()
+        self.release = threading.Event()
+        self.failed = False
+
+    def __call__(self, input: list[str]) -> list[np.ndarray]:
+        if "y" in input and not self.failed:
+            self.entered.set()
+            assert self.release.wait(10)
+            self.failed = True
+            raise ProviderError("gated", "quota exceeded", status=429)
+        return super().__call__(input)
+
+
+def test_a_failed_owner_releases_its_texts_and_waiters_see_the_cause(sqlite_url: str) -> None:
+    ef = GatedEF()
+    wrapper = Cached(ef, sqlite_url, batch_size=10)
+    errors: dict[str, BaseException] = {}
+
+    def call(name: str, texts: list[str]) -> None:
+        try:
+            wrapper.embed(texts)
+        except BaseException as exc:
+            errors[name] = exc
+
+    owner = threading.Thread(target=call, args=("owner", ["x", "y"]))
+    owner.start()
+    assert ef.entered.wait(10)  # the owner has claimed x and y and is at the provider
+    waiter = threading.Thread(target=call, args=("waiter", ["x", "z"]))
+    waiter.start()
+    time.sleep(0.2)  # the waiter embeds z itself, then waits for the owner's x
+    ef.release.set()
+    owner.join(10)
+    waiter.join(10)
+    assert not owner.is_alive() and not waiter.is_alive()  # nobody hangs on a failed flight
+    assert "quota exceeded" in str(errors["owner"]) and "quota exceeded" in str(errors["waiter"])
+    assert ef.texts_embedded == ["z"]  # z, embedded by the waiter itself, is cached
+    # The failed texts were released: the next call embeds them, exactly once.
+    got = wrapper.embed(["x", "y", "z"])
+    assert same_bits(got, np.array([fake_vector(t, 8, "fake-1") for t in "xyz"]))
+    assert ef.texts_embedded == ["z", "x", "y"]
