@@ -9,6 +9,7 @@ pay twice for a text, and the stats must add up exactly across processes.
 from __future__ import annotations
 
 import json
+import multiprocessing
 import subprocess
 import threading
 import time
@@ -133,3 +134,25 @@ def test_a_failed_owner_releases_its_texts_and_waiters_see_the_cause(sqlite_url:
     got = wrapper.embed(["x", "y", "z"])
     assert same_bits(got, np.array([fake_vector(t, 8, "fake-1") for t in "xyz"]))
     assert ef.texts_embedded == ["z", "x", "y"]
+
+
+def _embed_in_child(wrapper: Cached) -> None:
+    wrapper.embed(["child text"])  # a miss: its write commits whatever the store has buffered
+    wrapper.flush()
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "diskcache"])
+def test_forked_workers_do_not_commit_the_parents_buffered_counters(tmp_path: Path, backend: str) -> None:
+    # multiprocessing's default on Linux (and e.g. DataLoader workers) forks a process
+    # that already holds a wrapper with hit counters still buffered in memory.
+    url = f"sqlite:///{tmp_path / 'c.db'}" if backend == "sqlite" else f"diskcache://{tmp_path / 'dc'}"
+    wrapper = Cached(FakeEF(), url)
+    wrapper.embed(["a", "b"])
+    wrapper.embed(["a", "b", "a"])  # 3 hits, buffered
+    ctx = multiprocessing.get_context("fork")
+    child = ctx.Process(target=_embed_in_child, args=(wrapper,))
+    child.start()
+    child.join(30)
+    assert child.exitcode == 0
+    total = stats_total(wrapper.store)  # the parent flushes its own buffer
+    assert (total.hits, total.misses, total.calls) == (3, 3, 3)
