@@ -157,7 +157,12 @@ class SqlStore(Store):
         if conn is None or local.pid != os.getpid():
             try:
                 conn = self._engine.raw_connection()
-                if not self._d.sqlite:
+                if self._d.mysql:
+                    # PyMySQL's autocommit is a method: assigning the attribute (as for
+                    # psycopg) changed nothing, leaving every read in one long REPEATABLE
+                    # READ snapshot that never saw other writers' entries (paid twice).
+                    conn.driver_connection.autocommit(True)  # type: ignore[union-attr]
+                elif not self._d.sqlite:
                     conn.driver_connection.autocommit = True  # type: ignore[union-attr]
             except Exception as exc:
                 raise self._store_error(exc) from None
