@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import os
 import sys
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 
-from cachedembed.stores import Store
+from cachedembed.stores import Store, close_all
 from cachedembed.stores.base import ExportedEntry
 from cachedembed.usage import UsageDelta
 
@@ -43,3 +46,38 @@ def same_bits(a: np.ndarray, b: np.ndarray) -> bool:
     a32 = np.ascontiguousarray(a, dtype=np.float32)
     b32 = np.ascontiguousarray(b, dtype=np.float32)
     return a32.shape == b32.shape and bool((a32.view(np.uint32) == b32.view(np.uint32)).all())
+
+
+@contextmanager
+def fresh_cache_url(backend: str, tmp_path: Path) -> Iterator[str]:
+    """A URL for an empty cache on ``backend``; server databases are created and dropped here."""
+    if backend == "sqlite":
+        yield f"sqlite:///{tmp_path / 'cache.db'}"
+        return
+    if backend == "diskcache":
+        yield f"diskcache://{tmp_path / 'dc'}"
+        return
+    name = f"rel_{uuid.uuid4().hex[:12]}"
+    if backend == "postgresql":
+        import psycopg
+
+        admin = "host=127.0.0.1 port=5432 user=postgres dbname=test"
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f"CREATE DATABASE {name}")
+        try:
+            yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
+        finally:
+            close_all()
+            with psycopg.connect(admin, autocommit=True) as conn:
+                conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        return
+    import pymysql
+
+    server = pymysql.connect(host="127.0.0.1", port=3306, user="root", password="", autocommit=True)
+    try:
+        server.cursor().execute(f"CREATE DATABASE {name}")
+        yield f"mysql+pymysql://root@127.0.0.1:3306/{name}"
+    finally:
+        close_all()
+        server.cursor().execute(f"DROP DATABASE IF EXISTS {name}")
+        server.close()

@@ -1,6 +1,7 @@
 """Many processes, each with many threads, hammer one cache file at the same time.
 
-Each worker (``_worker.py concurrency``) embeds random, heavily overlapping text sets and
+The cache is a SQLite file, a diskcache folder, or a PostgreSQL or MariaDB database
+(the services `make services` starts). Each worker (``_worker.py concurrency``) embeds random, heavily overlapping text sets and
 checks every vector bit for bit against the provider; it logs what it requested and what
 reached its provider. Nothing may fail ("database is locked" included), no process may
 pay twice for a text, and the stats must add up exactly across processes.
@@ -27,6 +28,7 @@ from tests.reliability._helpers import (
     PYTHON,
     ROOT,
     all_entries,
+    fresh_cache_url,
     same_bits,
     stats_total,
     subprocess_env,
@@ -60,10 +62,14 @@ def run_workers(url: str, logs: Path) -> list[dict[str, Any]]:
     return results
 
 
-@pytest.mark.parametrize("backend", ["sqlite", "diskcache"])
+@pytest.mark.parametrize("backend", ["sqlite", "diskcache", "postgresql", "mysql"])
 def test_processes_and_threads_share_one_cache(tmp_path: Path, backend: str) -> None:
-    # The cache does not exist yet: the processes also race to create it and its schema.
-    url = f"sqlite:///{tmp_path / 'cache.db'}" if backend == "sqlite" else f"diskcache://{tmp_path / 'dc'}"
+    with fresh_cache_url(backend, tmp_path) as url:
+        check_shared_cache(url, tmp_path)
+
+
+def check_shared_cache(url: str, tmp_path: Path) -> None:
+    # The cache is empty: the processes also race to create its schema.
     results = run_workers(url, tmp_path / "logs")
 
     for r in results:
