@@ -38,7 +38,15 @@ class SlowFakeEF(FakeEF):
         return super().__call__(input)
 
 
-def concurrency(url: str, proc: int, threads: int, calls: int, start_at: float, log: Path) -> int:
+def start_together(ready_dir: Path, proc: int, processes: int) -> None:
+    """A barrier across processes: announce readiness, wait until every worker is ready."""
+    (ready_dir / str(proc)).touch()
+    deadline = time.monotonic() + 60
+    while len(list(ready_dir.iterdir())) < processes and time.monotonic() < deadline:
+        time.sleep(0.005)
+
+
+def concurrency(url: str, proc: int, threads: int, calls: int, processes: int, log: Path) -> int:
     ef = SlowFakeEF(dim=16)
     wrapper = Cached(ef, url, store_text=True, batch_size=7)
     wrapper.embed(["warm-up " + str(proc)])  # opens the store and namespace before the race
@@ -65,7 +73,7 @@ def concurrency(url: str, proc: int, threads: int, calls: int, start_at: float, 
                 errors.append(traceback.format_exc())
 
     workers = [threading.Thread(target=run, args=(t,)) for t in range(threads)]
-    time.sleep(max(0.0, start_at - time.time()))  # every process starts its threads together
+    start_together(log.parent / "ready", proc, processes)  # every process starts its threads at once
     for w in workers:
         w.start()
     for w in workers:
@@ -105,10 +113,10 @@ def main() -> int:
     parser.add_argument("--proc", type=int, default=0)
     parser.add_argument("--threads", type=int, default=4)
     parser.add_argument("--calls", type=int, default=10)
-    parser.add_argument("--start-at", type=float, default=0.0)
+    parser.add_argument("--processes", type=int, default=1)
     parser.add_argument("--log", type=Path)
     args = parser.parse_args()
-    return concurrency(args.url, args.proc, args.threads, args.calls, args.start_at, args.log)
+    return concurrency(args.url, args.proc, args.threads, args.calls, args.processes, args.log)
 
 
 if __name__ == "__main__":

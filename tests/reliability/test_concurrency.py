@@ -40,12 +40,11 @@ CALLS = 12
 
 
 def run_workers(url: str, logs: Path) -> list[dict[str, Any]]:
-    logs.mkdir()
-    start_at = time.time() + 3.0  # after every child has imported and opened the cache
+    (logs / "ready").mkdir(parents=True)  # the workers' start barrier
     children = [
         subprocess.Popen(
             [PYTHON, str(ROOT / "tests/reliability/_worker.py"), "concurrency", "--url", url, "--proc", str(p),
-             "--threads", str(THREADS), "--calls", str(CALLS), "--start-at", str(start_at),
+             "--threads", str(THREADS), "--calls", str(CALLS), "--processes", str(PROCESSES),
              "--log", str(logs / f"{p}.json")],
             env=subprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )

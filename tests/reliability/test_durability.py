@@ -12,8 +12,6 @@ import subprocess
 import textwrap
 from pathlib import Path
 
-import pytest
-
 from cachedembed.stores import open_store
 from tests.reliability._helpers import PYTHON, stats_total, subprocess_env
 
@@ -38,14 +36,25 @@ SCRIPT = textwrap.dedent(
 )
 
 
-@pytest.mark.parametrize(
-    ("backend", "how"),
-    [("sqlite", "return"), ("sqlite", "sys.exit"), ("sqlite", "exception"), ("sqlite", "os._exit"), ("diskcache", "return")],
-)
-def test_buffered_hits_reach_the_cache_when_the_program_exits(tmp_path: Path, backend: str, how: str) -> None:
-    url = f"sqlite:///{tmp_path / 'cache.db'}" if backend == "sqlite" else f"diskcache://{tmp_path / 'dc'}"
-    subprocess.run([PYTHON, "-c", SCRIPT, url, how], env=subprocess_env(), timeout=60, capture_output=True)
-    stats = stats_total(open_store(url))
-    assert stats.misses == 3  # always: they commit with the entries
-    # A normal exit flushes the buffer; an abrupt one loses at most the last second of hits.
-    assert stats.hits == (0 if how == "os._exit" else 4)
+CASES = [("sqlite", "return"), ("sqlite", "sys.exit"), ("sqlite", "exception"), ("sqlite", "os._exit"),
+         ("diskcache", "return")]
+
+
+def test_buffered_hits_reach_the_cache_when_the_program_exits(tmp_path: Path) -> None:
+    urls = [
+        f"sqlite:///{tmp_path / f'{how}.db'}" if backend == "sqlite" else f"diskcache://{tmp_path / how}"
+        for backend, how in CASES
+    ]
+    # One child per way of exiting, all at once (each is a fresh interpreter).
+    children = [
+        subprocess.Popen([PYTHON, "-c", SCRIPT, url, how], env=subprocess_env(),
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        for url, (_backend, how) in zip(urls, CASES, strict=True)
+    ]
+    for child in children:
+        child.wait(timeout=60)
+    for url, (_backend, how) in zip(urls, CASES, strict=True):
+        stats = stats_total(open_store(url))
+        assert stats.misses == 3, how  # always: they commit with the entries
+        # A normal exit flushes the buffer; an abrupt one loses at most the last second of hits.
+        assert stats.hits == (0 if how == "os._exit" else 4), how
