@@ -29,7 +29,7 @@ SCRIPT = textwrap.dedent(
     elif how == "sys.exit":
         sys.exit(0)
     elif how == "exception":
-        raise SystemExit("boom")
+        raise RuntimeError("an uncaught exception ends the program")
     elif how == "os._exit":
         os._exit(0)                          # no clean-up at all, like a kill
     """
