@@ -22,8 +22,8 @@ from .errors import (
 )
 
 if TYPE_CHECKING:
-    from .wrapper import Cached, cached
     from .stores import Store, open_store
+    from .wrapper import Cached, cached
 
 __version__ = "0.1.0"
 

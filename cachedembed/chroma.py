@@ -9,9 +9,10 @@ soon as both packages are imported, in either order, without importing chromadb 
 
 from __future__ import annotations
 
+import contextlib
 import importlib.abc
-import importlib.util
 import importlib.machinery
+import importlib.util
 import os
 import sys
 from collections.abc import Mapping, Sequence
@@ -33,7 +34,10 @@ def _public_url(url: str) -> str:
     from sqlalchemy.engine import make_url
 
     parsed = make_url(url)
-    return parsed.set(password=None).render_as_string(hide_password=False) if parsed.password else url
+    if not parsed.password:
+        return url
+    # URL.set() treats password=None as "unchanged"; _replace really drops it.
+    return parsed._replace(password=None).render_as_string(hide_password=False)
 
 
 def _private_url(url: str) -> str:
@@ -73,8 +77,8 @@ def wrapper_config(wrapper: Cached) -> dict[str, Any]:
 
 def wrapper_from_config(config: Mapping[str, Any]) -> Cached:
     """Rebuild a ``Cached`` from :func:`wrapper_config` output, sharing the open store."""
-    from .wrapper import Cached
     from .embedding_functions import registered
+    from .wrapper import Cached
 
     inner = config["inner"]
     cls: Any = registered(inner["name"])
@@ -104,13 +108,13 @@ def register() -> None:
     """Register ``Cached`` (and the shipped provider classes) with Chroma's registry."""
     from chromadb.utils.embedding_functions import known_embedding_functions
 
-    from .wrapper import Cached
     from .embedding_functions import _base, _load_all
+    from .wrapper import Cached
 
     _load_all()
-    known_embedding_functions[Cached.name()] = Cached
+    known_embedding_functions[Cached.name()] = Cached  # type: ignore[assignment]
     for name, cls in _base._registry.items():
-        known_embedding_functions.setdefault(name, cls)
+        known_embedding_functions.setdefault(name, cls)  # type: ignore[arg-type]
 
 
 class _RegisterOnImport(importlib.abc.MetaPathFinder):
@@ -129,17 +133,15 @@ class _RegisterOnImport(importlib.abc.MetaPathFinder):
         if spec is None or spec.loader is None:
             return None
         loader = spec.loader
-        original = loader.exec_module  # type: ignore[union-attr]
+        original = loader.exec_module
 
         def exec_module(module: ModuleType) -> None:
             original(module)
-            try:
+            with contextlib.suppress(ValueError):
                 sys.meta_path.remove(self)
-            except ValueError:
-                pass
             register()
 
-        loader.exec_module = exec_module  # type: ignore[method-assign, union-attr]
+        loader.exec_module = exec_module  # type: ignore[method-assign]
         return spec
 
 

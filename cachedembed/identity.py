@@ -77,7 +77,9 @@ def foreign_identity(ef: Any) -> dict[str, Any]:
     if config is NotImplemented or config is None:
         config = {}
     if not isinstance(config, Mapping):
-        raise ConfigurationError(f"{type(ef).__name__}.get_config() returned {type(config).__name__}, expected a dict")
+        raise ConfigurationError(
+            f"{type(ef).__name__}.get_config() returned {type(config).__name__}, expected a dict"
+        )
     neutral = _CHROMA_NEUTRAL_KEYS.get(name, frozenset())
     params = {k: v for k, v in strip_secrets(config).items() if k not in neutral}
     if not params and name not in ("default",) and name not in _CHROMA_NEUTRAL_KEYS:
@@ -89,5 +91,8 @@ def foreign_identity(ef: Any) -> dict[str, Any]:
             stacklevel=4,
         )
     model = params.get("model_name", params.get("model", params.get("model_id", name)))
-    return {"provider": f"chroma:{name}" if name in _CHROMA_NEUTRAL_KEYS or name == "default" else name,
-            "model": str(model), "config": params}
+    return {
+        "provider": f"chroma:{name}" if name in _CHROMA_NEUTRAL_KEYS or name == "default" else name,
+        "model": str(model),
+        "config": params,
+    }

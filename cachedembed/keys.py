@@ -45,7 +45,9 @@ _PAIR = struct.Struct("<qq")
 
 def canonical_json(value: Any) -> str:
     """Serialise ``value`` to the one canonical JSON text used for namespace keys."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    return json.dumps(
+        value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+    )
 
 
 @dataclass(frozen=True)

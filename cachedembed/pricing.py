@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import functools
 import os
-import tomllib
 from importlib import resources
 from pathlib import Path
+
+import tomllib
 
 from .errors import ConfigurationError
 
@@ -60,9 +61,12 @@ def _read_file(path: Path) -> dict[str, float]:
 
 @functools.lru_cache(maxsize=8)
 def _table(env_file: str | None, env_inline: str | None, user_file: str) -> dict[str, float]:
-    table = {str(k): float(v) for k, v in tomllib.loads(
-        resources.files("cachedembed").joinpath("prices.toml").read_text(encoding="utf-8")
-    ).items()}
+    table = {
+        str(k): float(v)
+        for k, v in tomllib.loads(
+            resources.files("cachedembed").joinpath("prices.toml").read_text(encoding="utf-8")
+        ).items()
+    }
     if Path(user_file).is_file():
         table.update(_read_file(Path(user_file)))
     if env_file:
@@ -77,7 +81,9 @@ def prices() -> dict[str, float]:
     from platformdirs import user_config_dir
 
     user_file = str(Path(user_config_dir("cachedembed")) / "prices.toml")
-    return _table(os.environ.get("CACHEDEMBED_PRICES"), os.environ.get("CACHEDEMBED_PRICE"), user_file)
+    return _table(
+        os.environ.get("CACHEDEMBED_PRICES"), os.environ.get("CACHEDEMBED_PRICE"), user_file
+    )
 
 
 def price_key_provider(provider: str) -> str:

@@ -20,7 +20,12 @@ from typing import Any, Literal
 
 import numpy as np
 
-from .embedding_functions._base import EmbeddedBatch, ProviderEmbeddingFunction, as_matrix, check_texts
+from .embedding_functions._base import (
+    EmbeddedBatch,
+    ProviderEmbeddingFunction,
+    as_matrix,
+    check_texts,
+)
 from .errors import ConfigurationError, ProviderResponseError
 from .identity import foreign_identity
 from .keys import HashName, ItemHasher, NamespaceSpec, Role
@@ -61,7 +66,9 @@ class _Namespaced:
 class _ForeignEmbedder:
     """Presents a Chroma-protocol function (or a plain callable) as batches of vectors."""
 
-    def __init__(self, ef: Any, batch_size: int, call: Callable[[list[str], Role], Any] | None = None) -> None:
+    def __init__(
+        self, ef: Any, batch_size: int, call: Callable[[list[str], Role], Any] | None = None
+    ) -> None:
         self.ef = ef
         self.batch_size = batch_size
         self.bypass_cache = False
@@ -78,7 +85,11 @@ class _ForeignEmbedder:
             chunk = list(texts[start : start + self.batch_size])
             vectors = self._call(chunk, role)
             if isinstance(vectors, list) and vectors and isinstance(vectors[0], np.ndarray):
-                vectors = np.stack(vectors) if len({v.shape for v in vectors}) == 1 else [list(v) for v in vectors]
+                vectors = (
+                    np.stack(vectors)
+                    if len({v.shape for v in vectors}) == 1
+                    else [list(v) for v in vectors]
+                )
             yield EmbeddedBatch(start, as_matrix(self.label, vectors, len(chunk)), None)
 
 
@@ -110,7 +121,9 @@ class Cached:
     Args:
         ef: The function to wrap: any object with Chroma's ``__call__(input)`` (and
             optionally ``embed_query``, ``name``, ``get_config``), including
-            cachedembed's own provider classes.
+            cachedembed's own provider classes. A LangChain ``Embeddings``, a LlamaIndex
+            ``BaseEmbedding`` or a ``SentenceTransformer`` returns that framework's adapter
+            instead (see :mod:`cachedembed.adapters`), which presents the same interface.
         cache: A store or URL (``sqlite:///path.db``, ``diskcache:///dir``, ``memory://``,
             ``postgresql+psycopg://...``). Default: ``$CACHEDEMBED_URL`` or a SQLite
             file in the user cache folder.
@@ -130,6 +143,17 @@ class Cached:
             batch to their provider's limits themselves).
     """
 
+    def __new__(cls, ef: Any = None, *args: Any, **kwargs: Any) -> Any:
+        # A LangChain, LlamaIndex or sentence-transformers object gets its framework's
+        # adapter (itself backed by a Cached). Recognised by module name, so no framework
+        # is imported for anybody else.
+        if cls is Cached:
+            from .adapters import framework_of, wrap
+
+            if framework_of(ef) is not None:
+                return wrap(ef, *args, **kwargs)
+        return super().__new__(cls)
+
     def __init__(
         self,
         ef: Any,
@@ -145,7 +169,9 @@ class Cached:
         if dtype not in _ITEMSIZE:
             raise ConfigurationError(f"dtype must be 'float32' or 'float16', got {dtype!r}")
         if normalize_unicode not in (None, "NFC", "NFD", "NFKC", "NFKD"):
-            raise ConfigurationError(f"normalize_unicode must be NFC, NFD, NFKC, NFKD or None, got {normalize_unicode!r}")
+            raise ConfigurationError(
+                f"normalize_unicode must be NFC, NFD, NFKC, NFKD or None, got {normalize_unicode!r}"
+            )
         if isinstance(ef, Cached):
             raise ConfigurationError("ef is already Cached; wrap the inner function once")
         self.ef = ef
@@ -156,7 +182,10 @@ class Cached:
         self.hash: HashName = hash
         self.normalize_unicode = normalize_unicode
         self.batch_size = batch_size
-        self._embedder: Any = ef if isinstance(ef, ProviderEmbeddingFunction) else _ForeignEmbedder(ef, batch_size)
+        # Shipped functions and adapters' embedders (a _ForeignEmbedder with its own
+        # cache_identity) already yield batches; anything else is presented as batches.
+        direct = isinstance(ef, (ProviderEmbeddingFunction, _ForeignEmbedder))
+        self._embedder: Any = ef if direct else _ForeignEmbedder(ef, batch_size)
         self._roles: dict[Role, _Namespaced] = {}
         self._hashers: dict[Role, ItemHasher] = {}
         self._warned_bypass = False
@@ -176,13 +205,19 @@ class Cached:
         return base
 
     def spec(self, role: Role) -> NamespaceSpec:
-        return NamespaceSpec(identity=self.identity(role), role=role, dtype=self.dtype, hash=self.hash)
+        return NamespaceSpec(
+            identity=self.identity(role), role=role, dtype=self.dtype, hash=self.hash
+        )
 
     def _role(self, role: Role) -> _Namespaced:
         state = self._roles.get(role)
         if state is None:
             spec = self.spec(role)
-            state = _Namespaced(self.store.namespace(spec), self._hasher(role), np.dtype(self.dtype).newbyteorder("<"))
+            state = _Namespaced(
+                self.store.namespace(spec),
+                self._hasher(role),
+                np.dtype(self.dtype).newbyteorder("<"),
+            )
             self._roles[role] = state
         return state
 
@@ -240,9 +275,13 @@ class Cached:
     @staticmethod
     def validate_config(config: Mapping[str, Any]) -> None:
         if "inner" not in config and "namespace" not in config:
-            raise ValueError("cachedembed config needs the wrapped function ('inner') or a namespace")
+            raise ValueError(
+                "cachedembed config needs the wrapped function ('inner') or a namespace"
+            )
 
-    def validate_config_update(self, old_config: Mapping[str, Any], new_config: Mapping[str, Any]) -> None:
+    def validate_config_update(
+        self, old_config: Mapping[str, Any], new_config: Mapping[str, Any]
+    ) -> None:
         return None
 
     # -- the cache ----------------------------------------------------------------
@@ -267,9 +306,16 @@ class Cached:
         store, ns = self.store, state.ns
         ids_arr = np.array(ids, dtype=np.int64)
         if len(ids) == 1:
-            uniq, first, inverse, counts = ids_arr, np.zeros(1, np.intp), np.zeros(1, np.intp), np.ones(1, np.int64)
+            uniq, first, inverse, counts = (
+                ids_arr,
+                np.zeros(1, np.intp),
+                np.zeros(1, np.intp),
+                np.ones(1, np.int64),
+            )
         else:
-            uniq, first, inverse, counts = np.unique(ids_arr, return_index=True, return_inverse=True, return_counts=True)
+            uniq, first, inverse, counts = np.unique(
+                ids_arr, return_index=True, return_inverse=True, return_counts=True
+            )
         checks_u = np.array(checks, dtype=np.int64)[first]
         n_u = len(uniq)
 
@@ -292,7 +338,20 @@ class Cached:
             miss_pos = np.flatnonzero(missing)
             # Send misses in input order (the unique ids are sorted by hash).
             miss_pos = miss_pos[np.argsort(first[miss_pos], kind="stable")]
-            out = self._fill_misses(texts, first, uniq, checks_u, miss_pos, role, state, out, tokens_u, est_u, served_by_me, found.stale)
+            out = self._fill_misses(
+                texts,
+                first,
+                uniq,
+                checks_u,
+                miss_pos,
+                role,
+                state,
+                out,
+                tokens_u,
+                est_u,
+                served_by_me,
+                found.stale,
+            )
         assert out is not None
 
         # Accounting: a text counts as a miss once, where this call paid for it; every
@@ -313,11 +372,13 @@ class Cached:
             ),
             [int(i) for i in touched],
         )
-        return out if len(ids) == 1 or (n_u == len(ids) and bool((inverse == np.arange(len(ids))).all())) else out[inverse]
+        return (
+            out
+            if len(ids) == 1 or (n_u == len(ids) and bool((inverse == np.arange(len(ids))).all()))
+            else out[inverse]
+        )
 
-    def _read(
-        self, state: _Namespaced, uniq: np.ndarray, checks_u: np.ndarray
-    ) -> _Found:
+    def _read(self, state: _Namespaced, uniq: np.ndarray, checks_u: np.ndarray) -> _Found:
         """Look ``uniq`` (sorted ascending) up; return the entries found intact, and the ids of damaged ones.
 
         A row counts only if its namespace and check match (else: an id collision) and its
@@ -344,9 +405,13 @@ class Cached:
             bad = np.flatnonzero(~ok)
             # Collisions (other namespace or check) are left alone; wrong-length blobs of
             # this namespace are damaged entries to replace.
-            stale = [row_ids[i] for i in bad if row_ns[i] == ns.id and row_chk[i] == checks_u[pos[i]]]
+            stale = [
+                row_ids[i] for i in bad if row_ns[i] == ns.id and row_chk[i] == checks_u[pos[i]]
+            ]
             if len(stale):
-                log.warning("cache %s: %d damaged entries will be re-embedded", self.store.url, len(stale))
+                log.warning(
+                    "cache %s: %d damaged entries will be re-embedded", self.store.url, len(stale)
+                )
             keep = np.flatnonzero(ok)
             blob = b"".join([row_vec[i] for i in keep])
             pos = pos[keep]
@@ -401,11 +466,24 @@ class Cached:
                     tokens_u[got] = again.tokens
                     est_u[got] = (again.flags & FLAG_TOKENS_ESTIMATED) != 0
                     store.flights.resolve(
-                        ((ns.id, int(uniq[p])), (out[p].copy(), int(tokens_u[p]), bool(est_u[p]))) for p in got
+                        ((ns.id, int(uniq[p])), (out[p].copy(), int(tokens_u[p]), bool(est_u[p])))
+                        for p in got
                     )
                     mine = mine[~np.isin(mine, got)]  # still input order
             if len(mine):
-                out = self._embed_and_store(texts, first, uniq, checks_u, mine, role, state, out, tokens_u, est_u, served_by_me)
+                out = self._embed_and_store(
+                    texts,
+                    first,
+                    uniq,
+                    checks_u,
+                    mine,
+                    role,
+                    state,
+                    out,
+                    tokens_u,
+                    est_u,
+                    served_by_me,
+                )
         except BaseException as exc:
             store.flights.fail([(ns.id, int(uniq[p])) for p in mine], exc)
             raise
@@ -454,7 +532,7 @@ class Cached:
                     _label(self.ef),
                     f"returned {vectors.shape[1]}-d vectors but this namespace holds "
                     f"{ns.dim}-d ones; an option that changes the dimension must be part of the cache "
-                    "namespace (get_config()) or passed as namespace=..."
+                    "namespace (get_config()) or passed as namespace=...",
                 )
             idx = np.arange(batch.start, batch.start + n)
             pos = mine[idx]
@@ -498,12 +576,16 @@ class Cached:
             est_u[pos] = batch.tokens is None
             served_by_me[pos] = True
             store.flights.resolve(
-                ((ns.id, int(uniq[p])), (served[k], int(tokens[k]), batch.tokens is None)) for k, p in enumerate(pos)
+                ((ns.id, int(uniq[p])), (served[k], int(tokens[k]), batch.tokens is None))
+                for k, p in enumerate(pos)
             )
             pending.difference_update(idx.tolist())
             started = time.perf_counter()
         if pending:
-            raise ProviderResponseError(_label(self.ef), f"returned vectors for {len(to_embed) - len(pending)} of {len(to_embed)} texts")
+            raise ProviderResponseError(
+                _label(self.ef),
+                f"returned vectors for {len(to_embed) - len(pending)} of {len(to_embed)} texts",
+            )
         assert out is not None
         return out
 
@@ -518,7 +600,12 @@ class Cached:
             self._warned_bypass = True
         started = time.perf_counter()
         parts = list(self._embedder.embed_batches(texts, role))
-        tokens = sum(int(b.tokens) if b.tokens is not None else int(estimate_tokens(texts[b.start : b.start + len(b.vectors)]).sum()) for b in parts)
+        tokens = sum(
+            int(b.tokens)
+            if b.tokens is not None
+            else int(estimate_tokens(texts[b.start : b.start + len(b.vectors)]).sum())
+            for b in parts
+        )
         self.store.record(
             state.ns.id,
             UsageDelta(
@@ -541,8 +628,11 @@ class Cached:
         from .stats import namespace_totals
 
         self.store.flush()
-        namespaces = [self._role(role).ns for role in ("document", "query")]
-        return namespace_totals(self.store, namespaces)
+        return namespace_totals(self.store, self.namespaces())
+
+    def namespaces(self) -> list[Namespace]:
+        """The namespaces this wrapper reads and writes: documents, then queries."""
+        return [self._role(role).ns for role in ("document", "query")]
 
     def flush(self) -> None:
         """Commit buffered hit counters and last-use touches now (they are also flushed every second and at exit)."""

@@ -21,7 +21,9 @@ def run_migrations_online() -> None:
         with context.begin_transaction():
             context.run_migrations()
         return
-    url = context.get_x_argument(as_dictionary=True).get("url") or config.get_main_option("sqlalchemy.url")
+    url = context.get_x_argument(as_dictionary=True).get("url") or config.get_main_option(
+        "sqlalchemy.url"
+    )
     if not url:
         raise SystemExit("pass the cache URL: alembic -x url=sqlite:///path.db upgrade head")
     engine = create_engine(url)

@@ -14,7 +14,11 @@ def spec(**identity: object) -> NamespaceSpec:
 
 
 def test_canonical_json_ignores_key_order_and_whitespace() -> None:
-    assert canonical_json({"b": 1, "a": [1, 2]}) == canonical_json({"a": [1, 2], "b": 1}) == '{"a":[1,2],"b":1}'
+    assert (
+        canonical_json({"b": 1, "a": [1, 2]})
+        == canonical_json({"a": [1, 2], "b": 1})
+        == '{"a":[1,2],"b":1}'
+    )
 
 
 def test_namespace_key_changes_with_every_field() -> None:

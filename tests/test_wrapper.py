@@ -13,7 +13,14 @@ from typing import Any
 import numpy as np
 import pytest
 
-from cachedembed import Cached, ConfigurationError, InvalidInputError, ProviderError, ProviderResponseError, cached
+from cachedembed import (
+    Cached,
+    ConfigurationError,
+    InvalidInputError,
+    ProviderError,
+    ProviderResponseError,
+    cached,
+)
 from cachedembed.embedding_functions import EmbeddedBatch, ProviderEmbeddingFunction
 from cachedembed.embedding_functions._base import as_matrix
 from cachedembed.keys import Role
@@ -26,8 +33,14 @@ class TokenProvider(ProviderEmbeddingFunction):
 
     provider = "test-tokens"
 
-    def __init__(self, model_name: str = "tok-1", batch_size: int = 3, fail_on_batch: int | None = None,
-                 dim: int = 4, delay: float = 0.0) -> None:
+    def __init__(
+        self,
+        model_name: str = "tok-1",
+        batch_size: int = 3,
+        fail_on_batch: int | None = None,
+        dim: int = 4,
+        delay: float = 0.0,
+    ) -> None:
         self.model_name = model_name
         self.batch_size = batch_size
         self.fail_on_batch = fail_on_batch
@@ -57,7 +70,9 @@ class TokenProvider(ProviderEmbeddingFunction):
         return {"model_name": self.model_name}
 
 
-def test_only_misses_reach_the_provider_and_results_keep_input_order(cache_url: str, fake_ef: FakeEF) -> None:
+def test_only_misses_reach_the_provider_and_results_keep_input_order(
+    cache_url: str, fake_ef: FakeEF
+) -> None:
     ef = Cached(fake_ef, cache_url)
     first = ef(["a", "b", "c"])
     second = ef(["c", "d", "a", "b"])
@@ -68,7 +83,9 @@ def test_only_misses_reach_the_provider_and_results_keep_input_order(cache_url: 
     assert first[0].tobytes() == second[2].tobytes()
 
 
-def test_duplicates_in_one_call_are_embedded_once_and_counted_as_hits(cache_url: str, fake_ef: FakeEF) -> None:
+def test_duplicates_in_one_call_are_embedded_once_and_counted_as_hits(
+    cache_url: str, fake_ef: FakeEF
+) -> None:
     ef = Cached(fake_ef, cache_url)
     out = ef(["x", "y", "x", "x"])
     assert fake_ef.texts_embedded == ["x", "y"] or sorted(fake_ef.texts_embedded) == ["x", "y"]
@@ -79,7 +96,11 @@ def test_duplicates_in_one_call_are_embedded_once_and_counted_as_hits(cache_url:
 
 @pytest.mark.parametrize("backend", ["sqlite", "diskcache"])
 def test_hits_survive_reopening_the_cache(backend: str, tmp_path: Path, fake_ef: FakeEF) -> None:
-    cache_url = f"sqlite:///{tmp_path / 'c.db'}" if backend == "sqlite" else f"diskcache://{tmp_path / 'dc'}"
+    cache_url = (
+        f"sqlite:///{tmp_path / 'c.db'}"
+        if backend == "sqlite"
+        else f"diskcache://{tmp_path / 'dc'}"
+    )
     Cached(fake_ef, cache_url)(["persist me"])
     close_all()
     again = FakeEF()
@@ -115,9 +136,13 @@ def test_provider_tokens_are_recorded_per_entry_and_saved_exactly(cache_url: str
     ef(texts)
     ef(texts + texts[:2])
     s = ef.stats()
-    assert s["tokens_embedded"] == provider.reported_tokens == 10 * 7 + 3  # three batches of 3, 3, 1
+    assert (
+        s["tokens_embedded"] == provider.reported_tokens == 10 * 7 + 3
+    )  # three batches of 3, 3, 1
     assert s["tokens_embedded_estimated"] == 0
-    assert s["tokens_saved"] == provider.reported_tokens + s["tokens_saved"] - provider.reported_tokens
+    assert (
+        s["tokens_saved"] == provider.reported_tokens + s["tokens_saved"] - provider.reported_tokens
+    )
     # The second call served all 7 texts plus 2 repeats from the cache.
     per_entry_total = provider.reported_tokens
     repeats = s["tokens_saved"] - per_entry_total
@@ -144,7 +169,10 @@ def test_a_failing_later_batch_keeps_the_batches_that_succeeded(cache_url: str) 
     assert healthy.requests == [["e"]]
     assert len(out) == 5
     s = Cached(healthy, cache_url).stats()
-    assert s["misses"] == 5 and s["tokens_embedded"] == failing.reported_tokens + healthy.reported_tokens
+    assert (
+        s["misses"] == 5
+        and s["tokens_embedded"] == failing.reported_tokens + healthy.reported_tokens
+    )
 
 
 def test_malformed_provider_output_raises_and_caches_nothing(cache_url: str) -> None:
@@ -158,7 +186,10 @@ def test_malformed_provider_output_raises_and_caches_nothing(cache_url: str) -> 
             out[0][0] = np.nan
             return out
 
-    for bad, message in [(WrongCount(), "expected 2 vectors, got 1"), (NotFinite(), "NaN or infinite")]:
+    for bad, message in [
+        (WrongCount(), "expected 2 vectors, got 1"),
+        (NotFinite(), "NaN or infinite"),
+    ]:
         texts = [f"p {message}", f"q {message}"]
         with pytest.raises(ProviderResponseError, match=message):
             Cached(bad, cache_url)(texts)
@@ -177,7 +208,9 @@ def test_malformed_provider_output_raises_and_caches_nothing(cache_url: str) -> 
         (["\udcff"], r"input\[0\] is not valid Unicode"),
     ],
 )
-def test_bad_input_raises_before_any_provider_call(sqlite_url: str, bad_input: Any, message: str) -> None:
+def test_bad_input_raises_before_any_provider_call(
+    sqlite_url: str, bad_input: Any, message: str
+) -> None:
     fake = FakeEF()
     ef = Cached(fake, sqlite_url)
     with pytest.raises(InvalidInputError, match=message):
@@ -191,7 +224,9 @@ def test_a_single_string_is_one_text(sqlite_url: str, fake_ef: FakeEF) -> None:
     assert len(out) == 1 and fake_ef.calls == [["one text"]]
 
 
-def test_concurrent_threads_asking_for_the_same_texts_make_one_provider_call(cache_url: str) -> None:
+def test_concurrent_threads_asking_for_the_same_texts_make_one_provider_call(
+    cache_url: str,
+) -> None:
     slow = TokenProvider(batch_size=100, delay=0.2)
     ef = Cached(slow, cache_url)
     texts = [f"shared {i}" for i in range(20)]
@@ -225,7 +260,9 @@ def test_a_stored_entry_with_the_wrong_dimension_is_a_miss_and_is_replaced(tmp_p
     ef(["victim", "bystander"])
     close_all()
     with sqlite3.connect(tmp_path / "c.db") as db:
-        db.execute("UPDATE entries SET vec = substr(vec, 1, 12) WHERE id = (SELECT MIN(id) FROM entries)")
+        db.execute(
+            "UPDATE entries SET vec = substr(vec, 1, 12) WHERE id = (SELECT MIN(id) FROM entries)"
+        )
     fresh = FakeEF()
     out = Cached(fresh, url)(["victim", "bystander"])
     assert len(fresh.calls) == 1 and len(fresh.calls[0]) == 1
@@ -267,7 +304,9 @@ def test_store_text_keeps_texts_only_when_asked(cache_url: str) -> None:
     Cached(FakeEF(), cache_url)(["private"])
     Cached(FakeEF(model="other"), cache_url, store_text=True)(["kept"])
     store = open_store(cache_url)
-    texts = {e.text for ns in store.namespaces() for batch in store.iter_entries(ns.id) for e in batch}
+    texts = {
+        e.text for ns in store.namespaces() for batch in store.iter_entries(ns.id) for e in batch
+    }
     assert texts == {None, "kept"}
 
 
@@ -317,7 +356,9 @@ def test_unicode_normalisation_is_opt_in(sqlite_url: str) -> None:
     assert normalised.calls == [[nfc]] and out[0].tobytes() == out[1].tobytes()
 
 
-def test_the_default_cache_is_taken_from_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_default_cache_is_taken_from_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("CACHEDEMBED_URL", f"sqlite:///{tmp_path / 'from-env.db'}")
     Cached(FakeEF())(["x"])
     assert (tmp_path / "from-env.db").exists()

@@ -14,15 +14,33 @@ from typing import TYPE_CHECKING, Any
 from ._base import EmbeddedBatch, ProviderEmbeddingFunction, registered
 
 if TYPE_CHECKING:
-    from .sentence_transformer import DefaultEmbeddingFunction, SentenceTransformerEmbeddingFunction
+    from .jina import JinaEmbeddingFunction as JinaEmbeddingFunction
+    from .ollama import OllamaEmbeddingFunction as OllamaEmbeddingFunction
+    from .openai import OpenAIEmbeddingFunction as OpenAIEmbeddingFunction
+    from .sentence_transformer import DefaultEmbeddingFunction as DefaultEmbeddingFunction
+    from .sentence_transformer import (
+        SentenceTransformerEmbeddingFunction as SentenceTransformerEmbeddingFunction,
+    )
+    from .voyage import VoyageAIEmbeddingFunction as VoyageAIEmbeddingFunction
 
 # class name -> module that defines it; modules are imported on first attribute access.
 _CLASSES: dict[str, str] = {
     "DefaultEmbeddingFunction": "sentence_transformer",
     "SentenceTransformerEmbeddingFunction": "sentence_transformer",
+    "OpenAIEmbeddingFunction": "openai",
+    "JinaEmbeddingFunction": "jina",
+    "VoyageAIEmbeddingFunction": "voyage",
+    "OllamaEmbeddingFunction": "ollama",
 }
 
-__all__ = ["EmbeddedBatch", "ProviderEmbeddingFunction", "from_spec", "providers", "registered", *_CLASSES]
+__all__ = [
+    "EmbeddedBatch",
+    "ProviderEmbeddingFunction",
+    "from_spec",
+    "providers",
+    "registered",
+    *_CLASSES,
+]
 
 
 def __getattr__(name: str) -> Any:
@@ -40,11 +58,13 @@ def from_spec(spec: str) -> ProviderEmbeddingFunction:
 
     provider, _, value = spec.partition(":")
     if provider == "default" and not value:
-        return __getattr__("DefaultEmbeddingFunction")()  # type: ignore[no-any-return]
+        return __getattr__("DefaultEmbeddingFunction")()
     classes = providers()
     cls = classes.get(provider)
     if cls is None:
-        raise ConfigurationError(f"unknown provider {provider!r} in --model {spec!r}; known: {', '.join(sorted(classes))}")
+        raise ConfigurationError(
+            f"unknown provider {provider!r} in --model {spec!r}; known: {', '.join(sorted(classes))}"
+        )
     return cls.from_spec(value)
 
 

@@ -138,7 +138,9 @@ class ProviderEmbeddingFunction(ABC):
     def validate_config(config: Mapping[str, Any]) -> None:
         return None
 
-    def validate_config_update(self, old_config: Mapping[str, Any], new_config: Mapping[str, Any]) -> None:
+    def validate_config_update(
+        self, old_config: Mapping[str, Any], new_config: Mapping[str, Any]
+    ) -> None:
         return None
 
     def __repr__(self) -> str:
@@ -160,7 +162,9 @@ def check_texts(input: Any) -> list[str]:
     try:
         texts = list(input)
     except TypeError:
-        raise InvalidInputError(f"input is {type(input).__name__}, expected a list of str") from None
+        raise InvalidInputError(
+            f"input is {type(input).__name__}, expected a list of str"
+        ) from None
     if not texts:
         raise InvalidInputError("input is an empty list: there is nothing to embed")
     for i, t in enumerate(texts):
@@ -181,7 +185,9 @@ def as_matrix(provider: str, rows: Any, expected: int, dim: int | None = None) -
         arr = rows
     else:
         if not isinstance(rows, (list, tuple)):
-            raise ProviderResponseError(provider, f"expected a list of vectors, got {type(rows).__name__}")
+            raise ProviderResponseError(
+                provider, f"expected a list of vectors, got {type(rows).__name__}"
+            )
         if len(rows) != expected:
             raise ProviderResponseError(provider, f"expected {expected} vectors, got {len(rows)}")
         lengths = {len(r) if isinstance(r, (list, tuple, np.ndarray)) else -1 for r in rows}
@@ -192,7 +198,9 @@ def as_matrix(provider: str, rows: Any, expected: int, dim: int | None = None) -
         except (TypeError, ValueError) as exc:
             raise ProviderResponseError(provider, f"vectors are not numbers ({exc})") from None
     if arr.ndim != 2:
-        raise ProviderResponseError(provider, f"expected a 2-D array of vectors, got shape {arr.shape}")
+        raise ProviderResponseError(
+            provider, f"expected a 2-D array of vectors, got shape {arr.shape}"
+        )
     if arr.shape[0] != expected:
         raise ProviderResponseError(provider, f"expected {expected} vectors, got {arr.shape[0]}")
     if arr.shape[1] == 0:
@@ -238,7 +246,9 @@ def batches(
         yield start, texts[start:]
 
 
-def api_key(explicit: str | None, env_vars: Sequence[str], provider: str, *, required: bool = True) -> str | None:
+def api_key(
+    explicit: str | None, env_vars: Sequence[str], provider: str, *, required: bool = True
+) -> str | None:
     """The API key from the argument or the first set environment variable; never logged."""
     if explicit:
         return explicit

@@ -16,6 +16,7 @@ import email.utils
 import json
 import logging
 import random
+import re
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -26,6 +27,8 @@ from ..errors import ProviderError
 log = logging.getLogger("cachedembed.providers")
 
 R = TypeVar("R")
+
+_CREDENTIAL_HEADER = re.compile(r"auth|key|token|secret", re.I)
 
 RETRYABLE_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504, 520, 522, 524, 529})
 
@@ -96,7 +99,13 @@ def with_retries(provider: str, call: Callable[[], R], policy: RetryPolicy = DEF
                     status=exc.status,
                     retry_after=exc.retry_after,
                 ) from None
-            log.debug("%s: attempt %d failed (%s); retrying in %.2fs", provider, attempt, exc.message, wait)
+            log.debug(
+                "%s: attempt %d failed (%s); retrying in %.2fs",
+                provider,
+                attempt,
+                exc.message,
+                wait,
+            )
             time.sleep(wait)
 
 
@@ -134,6 +143,12 @@ class JsonHttpClient:
         self.retry = retry
         self._session = requests.Session()
         self._session.headers.update(headers or {})
+        # Credentials sent in headers, so an error body that echoes one can be scrubbed.
+        self._secrets = [
+            value.split(" ", 1)[-1]
+            for name, value in (headers or {}).items()
+            if value and _CREDENTIAL_HEADER.search(name)
+        ]
 
     def request(self, method: str, path: str, body: Any = None) -> tuple[Any, Mapping[str, str]]:
         """Send one request (retried as the policy allows); return the decoded JSON and headers."""
@@ -152,10 +167,14 @@ class JsonHttpClient:
         try:
             response = self._session.request(method, url, json=body, timeout=self.timeout)
         except requests.Timeout:
-            raise ProviderError(self.provider, f"request to {url} timed out after {self.timeout}s", retryable=True) from None
+            raise ProviderError(
+                self.provider, f"request to {url} timed out after {self.timeout}s", retryable=True
+            ) from None
         except requests.ConnectionError as exc:
             reason = type(getattr(exc, "__context__", None) or exc).__name__
-            raise ProviderError(self.provider, f"connection to {url} failed ({reason})", retryable=True) from None
+            raise ProviderError(
+                self.provider, f"connection to {url} failed ({reason})", retryable=True
+            ) from None
         try:
             payload = response.json() if response.content else None
         except (ValueError, json.JSONDecodeError):
@@ -163,11 +182,20 @@ class JsonHttpClient:
         if response.status_code >= 400:
             raise ProviderError(
                 self.provider,
-                error_message(payload, response.reason or "error"),
+                self._redact(error_message(payload, response.reason or "error")),
                 status=response.status_code,
                 retry_after=parse_retry_after(response.headers),
                 retryable=response.status_code in RETRYABLE_STATUS,
             )
         if isinstance(payload, str):
-            raise ProviderError(self.provider, f"expected a JSON response, got {payload[:200]!r}", status=response.status_code)
+            raise ProviderError(
+                self.provider,
+                f"expected a JSON response, got {self._redact(payload[:200])!r}",
+                status=response.status_code,
+            )
         return payload, response.headers
+
+    def _redact(self, text: str) -> str:
+        for secret in self._secrets:
+            text = text.replace(secret, "[redacted]")
+        return text

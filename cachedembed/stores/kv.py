@@ -17,7 +17,7 @@ import struct
 import threading
 import time
 from collections.abc import Iterator, MutableMapping, Sequence
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, suppress
 from itertools import repeat
 from pathlib import Path
 from typing import Any
@@ -36,7 +36,16 @@ _NS_KEYS = "meta:namespaces"  # id -> namespace key, so namespace reads never sc
 _STATS_KEYS = "meta:stats"  # set of (ns, day) rows, so stats reads never scan entries
 
 
-def _pack(ns: int, check: int, tokens: int, flags: int, used: int, created: int, vec: bytes, text: str | None) -> bytes:
+def _pack(
+    ns: int,
+    check: int,
+    tokens: int,
+    flags: int,
+    used: int,
+    created: int,
+    vec: bytes,
+    text: str | None,
+) -> bytes:
     raw_text = text.encode("utf-8", "surrogatepass") if text is not None else b""
     length = len(raw_text) if text is not None else 0xFFFFFFFF
     return _HEADER.pack(ns, check, tokens, flags, used, created, length) + vec + raw_text
@@ -49,7 +58,16 @@ def _unpack(key: int, value: bytes) -> ExportedEntry:
     else:
         vec = value[_HEADER.size : len(value) - length]
         text = value[len(value) - length :].decode("utf-8", "surrogatepass")
-    entry = ExportedEntry(id=key, check=check, tokens=tokens, flags=flags, used=used, created=created, vec=vec, text=text)
+    entry = ExportedEntry(
+        id=key,
+        check=check,
+        tokens=tokens,
+        flags=flags,
+        used=used,
+        created=created,
+        vec=vec,
+        text=text,
+    )
     entry.ns = ns  # type: ignore[attr-defined]
     return entry
 
@@ -69,14 +87,21 @@ class _KeyValueStore(Store):
             if record is None:
                 ns_id = int(self._kv.get(_NEXT_NS, 0)) + 1
                 self._kv[_NEXT_NS] = ns_id
-                record = {"id": ns_id, "spec": spec.canonical, "dim": None, "created": int(time.time())}
+                record = {
+                    "id": ns_id,
+                    "spec": spec.canonical,
+                    "dim": None,
+                    "created": int(time.time()),
+                }
                 self._kv[key] = record
                 self._kv[_NS_KEYS] = {**self._kv.get(_NS_KEYS, {}), ns_id: spec.key}
-        return Namespace(id=record["id"], key=spec.key, spec=spec, dim=record["dim"], created=record["created"])
+        return Namespace(
+            id=record["id"], key=spec.key, spec=spec, dim=record["dim"], created=record["created"]
+        )
 
     def _read_dimension(self, ns_id: int) -> int | None:
         key = self._kv.get(_NS_KEYS, {}).get(ns_id)
-        return None if key is None else self._kv[_NS_PREFIX + key]["dim"]  # type: ignore[no-any-return]
+        return None if key is None else self._kv[_NS_PREFIX + key]["dim"]
 
     def _set_dimension(self, ns_id: int, dim: int) -> None:
         with self._atomic():
@@ -127,7 +152,14 @@ class _KeyValueStore(Store):
         with self._atomic():
             kv = self._kv
             for i, check, tokens, flags, u, c, vec, text in zip(
-                batch.ids, batch.checks, batch.tokens, batch.flags, used, created, batch.vectors, texts
+                batch.ids,
+                batch.checks,
+                batch.tokens,
+                batch.flags,
+                used,
+                created,
+                batch.vectors,
+                texts,
             ):
                 # Insert-or-ignore, like the SQL store. A diskcache row whose value file has
                 # vanished reads as missing (get -> None) yet still counts as present: it is
@@ -283,12 +315,9 @@ class DiskCacheStore(_KeyValueStore):
             os.umask(old_umask)
 
     def _atomic(self) -> AbstractContextManager[Any]:
-        return self._kv.transact()  # type: ignore[attr-defined, no-any-return]
+        return self._kv.transact()  # type: ignore[attr-defined]
 
     def close(self) -> None:
-        try:
+        with suppress(Exception):
             self.flush()
-        except Exception:
-            pass
         self._kv.close()  # type: ignore[attr-defined]
-

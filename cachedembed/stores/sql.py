@@ -17,7 +17,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from itertools import repeat
 from pathlib import Path
 from typing import Any
@@ -60,7 +60,9 @@ class _Dialect:
         cols = ", ".join(_STATS_COLUMNS)
         marks = ", ".join([self.param] * (len(_STATS_COLUMNS) + 2))
         if self.mysql:
-            self.insert_entries = f"INSERT IGNORE INTO entries ({_ENTRY_COLUMNS}) VALUES ({self.marks(9)})"
+            self.insert_entries = (
+                f"INSERT IGNORE INTO entries ({_ENTRY_COLUMNS}) VALUES ({self.marks(9)})"
+            )
             updates = ", ".join(f"{c} = {c} + VALUES({c})" for c in _STATS_COLUMNS)
             self.merge_stats = f"INSERT INTO stats (ns, day, {cols}) VALUES ({marks}) ON DUPLICATE KEY UPDATE {updates}"
             self.insert_namespace = (
@@ -126,7 +128,7 @@ def _is_deadlock(exc: BaseException) -> bool:
 class SqlStore(Store):
     """A cache in a SQL database reached through a SQLAlchemy URL."""
 
-    def __init__(self, url: str, *, upgrade: bool = True) -> None:
+    def __init__(self, url: str, *, upgrade: bool | None = True) -> None:
         super().__init__()
         sa_url = make_url(url)
         self.url = sa_url.render_as_string(hide_password=True)
@@ -187,8 +189,10 @@ class SqlStore(Store):
             # unwrap it so a damaged file gets the remedy below, not "(sqlite3.DatabaseError) ...".
             exc = exc.orig
         text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        if self._d.sqlite and isinstance(exc, sqlite3.DatabaseError) and (
-            "not a database" in text or "malformed" in text or "disk image" in text
+        if (
+            self._d.sqlite
+            and isinstance(exc, sqlite3.DatabaseError)
+            and ("not a database" in text or "malformed" in text or "disk image" in text)
         ):
             return StoreError(
                 f"the cache file {self._path} is damaged or is not a cachedembed cache ({text}). "
@@ -218,10 +222,8 @@ class SqlStore(Store):
                 cur.execute("COMMIT")
                 return
             except BaseException as exc:
-                try:
+                with suppress(Exception):
                     cur.execute("ROLLBACK")
-                except Exception:
-                    pass
                 if isinstance(exc, sqlite3.DatabaseError):
                     raise self._store_error(exc) from None
                 raise  # server errors: _write retries deadlock victims, wraps the rest
@@ -253,7 +255,9 @@ class SqlStore(Store):
 
     # -- schema -------------------------------------------------------------
 
-    def _open_schema(self, upgrade: bool) -> None:
+    def _open_schema(self, upgrade: bool | None) -> None:
+        if upgrade is None:  # `cachedembed migrate` opens as-is, to report and upgrade explicitly
+            return
         try:
             with self._engine.connect() as conn:
                 revision = migrate.current_revision(conn)
@@ -296,7 +300,15 @@ class SqlStore(Store):
             with self._transaction() as cur:
                 cur.execute(
                     self._d.insert_namespace,
-                    (key, spec.canonical, spec.provider, spec.model[:255], spec.role, spec.dtype, int(time.time())),
+                    (
+                        key,
+                        spec.canonical,
+                        spec.provider,
+                        spec.model[:255],
+                        spec.role,
+                        spec.dtype,
+                        int(time.time()),
+                    ),
                 )
             rows = self._read(select, (key,))
         ns_id, dim, created = rows[0]
@@ -308,14 +320,21 @@ class SqlStore(Store):
 
     def _set_dimension(self, ns_id: int, dim: int) -> None:
         with self._transaction() as cur:
-            cur.execute(self._d.q("UPDATE namespaces SET dim = ? WHERE id = ? AND dim IS NULL"), (dim, ns_id))
+            cur.execute(
+                self._d.q("UPDATE namespaces SET dim = ? WHERE id = ? AND dim IS NULL"),
+                (dim, ns_id),
+            )
 
     def namespaces(self) -> list[Namespace]:
         import json
 
-        rows = self._read(f"SELECT id, {self._d.key_column}, spec, dim, created FROM namespaces ORDER BY id")
+        rows = self._read(
+            f"SELECT id, {self._d.key_column}, spec, dim, created FROM namespaces ORDER BY id"
+        )
         return [
-            Namespace(id=int(i), key=k, spec=NamespaceSpec.from_dict(json.loads(s)), dim=d, created=int(c))
+            Namespace(
+                id=int(i), key=k, spec=NamespaceSpec.from_dict(json.loads(s)), dim=d, created=int(c)
+            )
             for i, k, s, d, c in rows
         ]
 
@@ -354,7 +373,17 @@ class SqlStore(Store):
         used = batch.used if batch.used is not None else repeat(now // 86400, n)
         created = batch.created if batch.created is not None else repeat(now, n)
         rows = list(
-            zip(batch.ids, repeat(ns_id, n), batch.checks, batch.tokens, batch.flags, used, created, vecs, texts)
+            zip(
+                batch.ids,
+                repeat(ns_id, n),
+                batch.checks,
+                batch.tokens,
+                batch.flags,
+                used,
+                created,
+                vecs,
+                texts,
+            )
         )
         # Id order: concurrent writers of overlapping batches then lock rows in the same
         # order, so PostgreSQL and InnoDB never see the lock cycles input order made.
@@ -385,7 +414,9 @@ class SqlStore(Store):
             for start in range(0, len(ids), step):
                 chunk = ids[start : start + step]
                 cur.execute(
-                    self._d.q(f"UPDATE entries SET used = ? WHERE used < ? AND id IN ({self._d.marks(len(chunk))})"),
+                    self._d.q(
+                        f"UPDATE entries SET used = ? WHERE used < ? AND id IN ({self._d.marks(len(chunk))})"
+                    ),
                     (day, day, *chunk),
                 )
 
@@ -398,14 +429,19 @@ class SqlStore(Store):
             for start in range(0, len(ids), step):
                 chunk = list(ids[start : start + step])
                 cur.execute(
-                    self._d.q(f"DELETE FROM entries WHERE ns = ? AND id IN ({self._d.marks(len(chunk))})"),
+                    self._d.q(
+                        f"DELETE FROM entries WHERE ns = ? AND id IN ({self._d.marks(len(chunk))})"
+                    ),
                     (ns_id, *chunk),
                 )
                 removed += max(cur.rowcount, 0)
         return removed
 
     def iter_entries(self, ns_id: int, batch_size: int = 2000) -> Iterator[list[ExportedEntry]]:
-        last, op = -(2**63), ">="  # the smallest int64 is a valid id, so the first page is inclusive
+        last, op = (
+            -(2**63),
+            ">=",
+        )  # the smallest int64 is a valid id, so the first page is inclusive
         while True:
             rows = self._read(
                 f"SELECT {_ENTRY_COLUMNS} FROM entries WHERE ns = ? AND id {op} ? ORDER BY id LIMIT ?",
@@ -415,7 +451,9 @@ class SqlStore(Store):
             if not rows:
                 return
             yield [
-                ExportedEntry(id=i, check=c, tokens=t, flags=f, used=u, created=cr, vec=bytes(v), text=tx)
+                ExportedEntry(
+                    id=i, check=c, tokens=t, flags=f, used=u, created=cr, vec=bytes(v), text=tx
+                )
                 for i, _ns, c, t, f, u, cr, v, tx in rows
             ]
             last = rows[-1][0]
@@ -444,16 +482,12 @@ class SqlStore(Store):
         return out
 
     def close(self) -> None:
-        try:
+        with suppress(Exception):
             self.flush()
-        except Exception:
-            pass
         with self._connections_lock:
             conns, self._connections = self._connections, []
         for conn in conns:
-            try:
+            with suppress(Exception):
                 conn.close()
-            except Exception:
-                pass
         self._local = threading.local()
         self._engine.dispose()

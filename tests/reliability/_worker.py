@@ -63,7 +63,9 @@ def concurrency(url: str, proc: int, threads: int, calls: int, processes: int, l
                 texts = [rng.choice(POOL) for _ in range(rng.randint(1, 40))]
                 got = wrapper.embed(texts)
                 want = [fake_vector(t, ef.dim, ef.model) for t in texts]
-                bad = sum(not same_bits(g, w) for g, w in zip(got, want, strict=False)) + abs(len(got) - len(texts))
+                bad = sum(not same_bits(g, w) for g, w in zip(got, want, strict=False)) + abs(
+                    len(got) - len(texts)
+                )
                 with lock:
                     requested[0] += len(texts)
                     n_calls[0] += 1
@@ -73,7 +75,9 @@ def concurrency(url: str, proc: int, threads: int, calls: int, processes: int, l
                 errors.append(traceback.format_exc())
 
     workers = [threading.Thread(target=run, args=(t,)) for t in range(threads)]
-    start_together(log.parent / "ready", proc, processes)  # every process starts its threads at once
+    start_together(
+        log.parent / "ready", proc, processes
+    )  # every process starts its threads at once
     for w in workers:
         w.start()
     for w in workers:

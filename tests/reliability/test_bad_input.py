@@ -44,11 +44,25 @@ def untouched(store: Store) -> bool:
         (["ok", "lone \ud800 surrogate"], r"input\[1\] is not valid Unicode text.*lone surrogate"),
         (["\udfff"], r"input\[0\] is not valid Unicode text"),
     ],
-    ids=["none", "empty-list", "empty-tuple", "bytes", "bytearray", "int", "none-item", "float-item",
-         "bytes-item", "list-item", "lone-high-surrogate", "lone-low-surrogate"],
+    ids=[
+        "none",
+        "empty-list",
+        "empty-tuple",
+        "bytes",
+        "bytearray",
+        "int",
+        "none-item",
+        "float-item",
+        "bytes-item",
+        "list-item",
+        "lone-high-surrogate",
+        "lone-low-surrogate",
+    ],
 )
 @pytest.mark.parametrize("call", ["__call__", "embed_query"])
-def test_bad_input_is_refused_before_anything_happens(cache_url: str, bad: Any, problem: str, call: str) -> None:
+def test_bad_input_is_refused_before_anything_happens(
+    cache_url: str, bad: Any, problem: str, call: str
+) -> None:
     ef = FakeEF()
     wrapper = Cached(ef, cache_url)
     with pytest.raises(InvalidInputError, match=problem):
@@ -138,10 +152,16 @@ texts_lists = st.lists(
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "diskcache"])
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(texts=texts_lists)
 def test_any_list_of_strings_round_trips(tmp_path: Path, backend: str, texts: list[str]) -> None:
-    url = f"sqlite:///{tmp_path / 'prop.db'}" if backend == "sqlite" else f"diskcache://{tmp_path / 'prop-dc'}"
+    url = (
+        f"sqlite:///{tmp_path / 'prop.db'}"
+        if backend == "sqlite"
+        else f"diskcache://{tmp_path / 'prop-dc'}"
+    )
     ef = FakeEF()
     wrapper = Cached(ef, url, store_text=True)  # one store shared by every example
     uncached = np.array(ef(texts))

@@ -43,10 +43,27 @@ def run_workers(url: str, logs: Path) -> list[dict[str, Any]]:
     (logs / "ready").mkdir(parents=True)  # the workers' start barrier
     children = [
         subprocess.Popen(
-            [PYTHON, str(ROOT / "tests/reliability/_worker.py"), "concurrency", "--url", url, "--proc", str(p),
-             "--threads", str(THREADS), "--calls", str(CALLS), "--processes", str(PROCESSES),
-             "--log", str(logs / f"{p}.json")],
-            env=subprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            [
+                PYTHON,
+                str(ROOT / "tests/reliability/_worker.py"),
+                "concurrency",
+                "--url",
+                url,
+                "--proc",
+                str(p),
+                "--threads",
+                str(THREADS),
+                "--calls",
+                str(CALLS),
+                "--processes",
+                str(PROCESSES),
+                "--log",
+                str(logs / f"{p}.json"),
+            ],
+            env=subprocess_env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
         )
         for p in range(PROCESSES)
     ]
@@ -147,10 +164,16 @@ def _embed_in_child(wrapper: Cached) -> None:
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "diskcache"])
-def test_forked_workers_do_not_commit_the_parents_buffered_counters(tmp_path: Path, backend: str) -> None:
+def test_forked_workers_do_not_commit_the_parents_buffered_counters(
+    tmp_path: Path, backend: str
+) -> None:
     # multiprocessing's default on Linux (and e.g. DataLoader workers) forks a process
     # that already holds a wrapper with hit counters still buffered in memory.
-    url = f"sqlite:///{tmp_path / 'c.db'}" if backend == "sqlite" else f"diskcache://{tmp_path / 'dc'}"
+    url = (
+        f"sqlite:///{tmp_path / 'c.db'}"
+        if backend == "sqlite"
+        else f"diskcache://{tmp_path / 'dc'}"
+    )
     wrapper = Cached(FakeEF(), url)
     wrapper.embed(["a", "b"])
     wrapper.embed(["a", "b", "a"])  # 3 hits, buffered

@@ -62,7 +62,9 @@ def check_cache(url: str, sqlite_file: Path | None, rep: int, full: bool) -> int
             entries = newest + rng.sample(entries, min(500, len(entries)))
         for e in entries:
             assert e.text is not None
-            assert same_bits(np.frombuffer(e.vec, "<f4"), fake_vector(e.text, DIM, "fake-1")), e.text
+            assert same_bits(np.frombuffer(e.vec, "<f4"), fake_vector(e.text, DIM, "fake-1")), (
+                e.text
+            )
         return len(entries) if full else stats_total(store).misses
     finally:
         store.close()
@@ -82,7 +84,9 @@ def crash_repeatedly(tmp_path: Path, backend: str, reps: int) -> None:
 
 
 @pytest.mark.parametrize(("backend", "reps"), [("sqlite", 20), ("diskcache", 8)])
-def test_sigkill_while_writing_leaves_a_consistent_cache(tmp_path: Path, backend: str, reps: int) -> None:
+def test_sigkill_while_writing_leaves_a_consistent_cache(
+    tmp_path: Path, backend: str, reps: int
+) -> None:
     crash_repeatedly(tmp_path, backend, reps)
 
 
@@ -100,7 +104,9 @@ def test_sigkill_while_creating_a_cache(tmp_path: Path, backend: str) -> None:
     rng = random.Random(7)
     for rep in range(10):
         sqlite_file = tmp_path / f"fresh{rep}.db" if backend == "sqlite" else None
-        url = f"sqlite:///{sqlite_file}" if sqlite_file else f"diskcache://{tmp_path / f'fresh{rep}'}"
+        url = (
+            f"sqlite:///{sqlite_file}" if sqlite_file else f"diskcache://{tmp_path / f'fresh{rep}'}"
+        )
         child = ctx.Process(target=crash, args=(url, rep, DIM, None))
         child.start()
         time.sleep(rng.uniform(0.0, 0.25))

@@ -46,11 +46,21 @@ def assert_clear_store_error(exc: StoreError, path: Path) -> None:
 
 
 @pytest.mark.parametrize("keep", ["50 bytes", "one page", "half", "all but the last page"])
-def test_truncated_sqlite_file_gives_a_clear_error_or_exact_vectors(healthy_db: Path, tmp_path: Path, keep: str) -> None:
+def test_truncated_sqlite_file_gives_a_clear_error_or_exact_vectors(
+    healthy_db: Path, tmp_path: Path, keep: str
+) -> None:
     path = tmp_path / "cut.db"
     shutil.copy(healthy_db, path)
     size = path.stat().st_size
-    os.truncate(path, {"50 bytes": 50, "one page": 16384, "half": size // 2, "all but the last page": size - 16384}[keep])
+    os.truncate(
+        path,
+        {
+            "50 bytes": 50,
+            "one page": 16384,
+            "half": size // 2,
+            "all but the last page": size - 16384,
+        }[keep],
+    )
     ef = FakeEF(dim=64)
     try:
         got = Cached(ef, f"sqlite:///{path}").embed(TEXTS)
@@ -60,7 +70,9 @@ def test_truncated_sqlite_file_gives_a_clear_error_or_exact_vectors(healthy_db: 
         assert same_bits(got, expected(TEXTS, 64))
 
 
-@pytest.mark.parametrize("content", [os.urandom(50_000), b"SQLite format 3\x00" + os.urandom(20_000), b"hello\n"])
+@pytest.mark.parametrize(
+    "content", [os.urandom(50_000), b"SQLite format 3\x00" + os.urandom(20_000), b"hello\n"]
+)
 def test_garbage_file_gives_a_clear_error(tmp_path: Path, content: bytes) -> None:
     path = tmp_path / "garbage.db"
     path.write_bytes(content)
@@ -79,7 +91,9 @@ def test_empty_file_is_a_new_cache(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("length", [0, 3, 4 * 8 - 1, 4 * 8 + 4, 4 * 16])
-def test_wrong_length_blob_is_re_embedded_and_replaced(sqlite_url: str, tmp_path: Path, length: int) -> None:
+def test_wrong_length_blob_is_re_embedded_and_replaced(
+    sqlite_url: str, tmp_path: Path, length: int
+) -> None:
     ef = FakeEF(dim=8)
     wrapper = Cached(ef, sqlite_url, store_text=True)
     wrapper.embed(["a", "b", "c"])

@@ -36,19 +36,30 @@ SCRIPT = textwrap.dedent(
 )
 
 
-CASES = [("sqlite", "return"), ("sqlite", "sys.exit"), ("sqlite", "exception"), ("sqlite", "os._exit"),
-         ("diskcache", "return")]
+CASES = [
+    ("sqlite", "return"),
+    ("sqlite", "sys.exit"),
+    ("sqlite", "exception"),
+    ("sqlite", "os._exit"),
+    ("diskcache", "return"),
+]
 
 
 def test_buffered_hits_reach_the_cache_when_the_program_exits(tmp_path: Path) -> None:
     urls = [
-        f"sqlite:///{tmp_path / f'{how}.db'}" if backend == "sqlite" else f"diskcache://{tmp_path / how}"
+        f"sqlite:///{tmp_path / f'{how}.db'}"
+        if backend == "sqlite"
+        else f"diskcache://{tmp_path / how}"
         for backend, how in CASES
     ]
     # One child per way of exiting, all at once (each is a fresh interpreter).
     children = [
-        subprocess.Popen([PYTHON, "-c", SCRIPT, url, how], env=subprocess_env(),
-                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        subprocess.Popen(
+            [PYTHON, "-c", SCRIPT, url, how],
+            env=subprocess_env(),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         for url, (_backend, how) in zip(urls, CASES, strict=True)
     ]
     for child in children:

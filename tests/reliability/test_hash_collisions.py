@@ -26,7 +26,9 @@ def forge(wrapper: Cached, text: str, *, ns_id: int | None = None, check_delta: 
     ids, checks = state.hasher.text_keys([text])
     wrapper.store.put(
         state.ns.id if ns_id is None else ns_id,
-        EntryBatch(ids=ids, checks=[(checks[0] + check_delta) % 2**63], vectors=EVIL, tokens=[1], flags=[0]),
+        EntryBatch(
+            ids=ids, checks=[(checks[0] + check_delta) % 2**63], vectors=EVIL, tokens=[1], flags=[0]
+        ),
         PendingStats(),
     )
     wrapper.store.set_dimension(state.ns, 8)
@@ -51,7 +53,9 @@ def test_forged_row_with_the_same_id_is_never_served(cache_url: str, forgery: st
     assert ef.texts_embedded.count("victim") == 2
 
 
-def test_blake2b_namespaces_work_and_never_mix_with_xxh3(cache_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_blake2b_namespaces_work_and_never_mix_with_xxh3(
+    cache_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("CACHEDEMBED_HASH_KEY", "a shared secret")
     texts = ["alpha", "beta", "alpha"]
     want = np.array([fake_vector(t, 8, "fake-1") for t in texts])

@@ -34,17 +34,23 @@ class LoopbackEF(ProviderEmbeddingFunction):
 
     provider = "loopback"
 
-    def __init__(self, base_url: str, model_name: str = "loop-1", batch_size: int = 2, timeout: float = 0.5) -> None:
+    def __init__(
+        self, base_url: str, model_name: str = "loop-1", batch_size: int = 2, timeout: float = 0.5
+    ) -> None:
         self.base_url = base_url
         self.model_name = model_name
         self.batch_size = batch_size
         self.timeout = timeout
-        policy = RetryPolicy(max_attempts=ATTEMPTS, base_delay=0.01, max_delay=2.0, max_elapsed=10.0)
+        policy = RetryPolicy(
+            max_attempts=ATTEMPTS, base_delay=0.01, max_delay=2.0, max_elapsed=10.0
+        )
         self.client = JsonHttpClient(self.provider, base_url, timeout=timeout, retry=policy)
 
     def embed_batches(self, texts: Sequence[str], role: Role) -> Iterator[EmbeddedBatch]:
         for start, chunk in batches(texts, self.batch_size):
-            body, _headers = self.client.post("/v1/embeddings", {"model": self.model_name, "input": list(chunk)})
+            body, _headers = self.client.post(
+                "/v1/embeddings", {"model": self.model_name, "input": list(chunk)}
+            )
             data = sorted(body["data"], key=lambda d: d["index"])
             vectors = as_matrix(self.provider, [d["embedding"] for d in data], len(chunk))
             yield EmbeddedBatch(start, vectors, int(body["usage"]["prompt_tokens"]))
@@ -63,12 +69,17 @@ def vector(text: str) -> list[float]:
 def answer(request: Request) -> Reply:
     """The well-behaved provider: one vector per input, in order, with usage."""
     texts = request.body["input"]
-    data = [{"object": "embedding", "index": i, "embedding": vector(t)} for i, t in enumerate(texts)]
+    data = [
+        {"object": "embedding", "index": i, "embedding": vector(t)} for i, t in enumerate(texts)
+    ]
     return Reply(body={"object": "list", "data": data, "usage": {"prompt_tokens": 3 * len(texts)}})
 
 
 def body_with(vectors: list[Any]) -> dict[str, Any]:
-    return {"data": [{"index": i, "embedding": v} for i, v in enumerate(vectors)], "usage": {"prompt_tokens": 1}}
+    return {
+        "data": [{"index": i, "embedding": v} for i, v in enumerate(vectors)],
+        "usage": {"prompt_tokens": 1},
+    }
 
 
 @pytest.fixture(scope="module")
@@ -98,7 +109,13 @@ def cached_texts(url: str) -> set[str | None]:
 
 
 def test_rate_limit_waits_for_retry_after_then_succeeds(server: LoopbackServer, url: str) -> None:
-    server.fail_next(Reply(status=429, body={"error": {"message": "Rate limit reached"}}, headers={"Retry-After": "0.4"}))
+    server.fail_next(
+        Reply(
+            status=429,
+            body={"error": {"message": "Rate limit reached"}},
+            headers={"Retry-After": "0.4"},
+        )
+    )
     ef = Cached(LoopbackEF(server.url), url)
     started = time.monotonic()
     got = ef.embed(["a", "b"])
@@ -110,7 +127,14 @@ def test_rate_limit_waits_for_retry_after_then_succeeds(server: LoopbackServer, 
 @pytest.mark.parametrize(
     ("fault", "cause"),
     [
-        (Reply(status=429, body={"error": {"message": "Rate limit reached"}}, headers={"Retry-After": "0"}), "HTTP 429: Rate limit reached"),
+        (
+            Reply(
+                status=429,
+                body={"error": {"message": "Rate limit reached"}},
+                headers={"Retry-After": "0"},
+            ),
+            "HTTP 429: Rate limit reached",
+        ),
         (Reply(status=503, body={"error": {"message": "overloaded"}}), "HTTP 503: overloaded"),
         (Reply(status=500, raw=b"<html>boom</html>"), "HTTP 500: <html>boom</html>"),
         (Reply(delay=1.5, body=body_with([vector("a")])), "timed out after 0.5s"),
@@ -194,12 +218,16 @@ def test_dimension_change_within_a_namespace_is_refused(server: LoopbackServer, 
     ef = Cached(LoopbackEF(server.url), url, store_text=True)
     ef.embed(["a", "b"])
     server.fail_next(Reply(body=body_with([vector("c")[:4], vector("d")[:4]])))
-    with pytest.raises(ProviderResponseError, match="returned 4-d vectors but this namespace holds 8-d ones"):
+    with pytest.raises(
+        ProviderResponseError, match="returned 4-d vectors but this namespace holds 8-d ones"
+    ):
         ef.embed(["c", "d"])
     assert cached_texts(url) == {"a", "b"}
 
 
-def test_batches_before_a_failure_are_cached_and_not_paid_twice(server: LoopbackServer, url: str) -> None:
+def test_batches_before_a_failure_are_cached_and_not_paid_twice(
+    server: LoopbackServer, url: str
+) -> None:
     texts = ["t1", "t2", "t3", "t4", "t5", "t6"]  # three batches of two
     seen = 0
 

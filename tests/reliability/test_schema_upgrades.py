@@ -40,7 +40,9 @@ def script_directory() -> ScriptDirectory:
     return ScriptDirectory.from_config(cfg)
 
 
-OLD_REVISIONS = sorted(r.revision for r in script_directory().walk_revisions() if r.revision != migrate.HEAD)
+OLD_REVISIONS = sorted(
+    r.revision for r in script_directory().walk_revisions() if r.revision != migrate.HEAD
+)
 
 
 def test_head_constant_matches_alembic() -> None:
@@ -68,18 +70,31 @@ def test_old_cache_upgrades_in_place_with_everything_intact(rev: str, tmp_path: 
 
     with sqlite3.connect(path) as raw:
         assert raw.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
-        rows = raw.execute("SELECT id, ns, chk, tokens, flags, used, created, vec FROM entries").fetchall()
+        rows = raw.execute(
+            "SELECT id, ns, chk, tokens, flags, used, created, vec FROM entries"
+        ).fetchall()
         stats = raw.execute(
             "SELECT ns, day, calls, hits, misses, provider_calls, provider_seconds, tokens_embedded, "
             "tokens_embedded_estimated, tokens_saved, tokens_saved_estimated FROM stats ORDER BY ns, day"
         ).fetchall()
     want_rows = {
-        (e["id"], e["ns"], e["chk"], e["tokens"], e["flags"], e["used"], e["created"], bytes.fromhex(e["vec"]))
+        (
+            e["id"],
+            e["ns"],
+            e["chk"],
+            e["tokens"],
+            e["flags"],
+            e["used"],
+            e["created"],
+            bytes.fromhex(e["vec"]),
+        )
         for e in manifest["entries"]
     }
     assert set(rows) == want_rows
     assert [list(s) for s in stats] == manifest["stats"]
-    assert [(n.id, n.key) for n in store.namespaces()] == [(n["id"], n["key"]) for n in manifest["namespaces"]]
+    assert [(n.id, n.key) for n in store.namespaces()] == [
+        (n["id"], n["key"]) for n in manifest["namespaces"]
+    ]
 
     # Today's wrapper serves the old entries as hits, exactly, without calling anyone.
     for ns in manifest["namespaces"]:
@@ -87,8 +102,14 @@ def test_old_cache_upgrades_in_place_with_everything_intact(rev: str, tmp_path: 
         ef = FakeEF()
         wrapper = Cached(ef, store, namespace=ns["namespace"], dtype=ns["dtype"])
         got = wrapper.embed([e["text"] for e in entries], ns["role"])
-        want = np.array([np.frombuffer(bytes.fromhex(e["vec"]), f"<{'f4' if ns['dtype'] == 'float32' else 'f2'}")
-                         for e in entries]).astype(np.float32)
+        want = np.array(
+            [
+                np.frombuffer(
+                    bytes.fromhex(e["vec"]), f"<{'f4' if ns['dtype'] == 'float32' else 'f2'}"
+                )
+                for e in entries
+            ]
+        ).astype(np.float32)
         assert same_bits(got, want)
         assert ef.calls == []
     # And it keeps working: new entries (with the column added since) are written.
@@ -140,8 +161,21 @@ WHEEL_CHECK = textwrap.dedent(
 def test_wheel_ships_migrations_and_upgrades_caches(tmp_path: Path) -> None:
     dist = tmp_path / "dist"
     build = subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(dist), str(ROOT)],
-        capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(dist),
+            str(ROOT),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert build.returncode == 0, build.stderr
     (wheel,) = dist.glob("cachedembed-*.whl")
@@ -156,8 +190,19 @@ def test_wheel_ships_migrations_and_upgrades_caches(tmp_path: Path) -> None:
     work.mkdir()
     env = subprocess_env(PYTHONPATH=str(site))  # the wheel only: not this checkout
     run = subprocess.run(
-        [sys.executable, "-c", WHEEL_CHECK, str(site), str(FIXTURES / f"rev{oldest}.db"), str(work)],
-        capture_output=True, text=True, env=env, cwd=work, timeout=120,
+        [
+            sys.executable,
+            "-c",
+            WHEEL_CHECK,
+            str(site),
+            str(FIXTURES / f"rev{oldest}.db"),
+            str(work),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=work,
+        timeout=120,
     )
     assert run.returncode == 0, run.stderr
     manifest = json.loads((FIXTURES / f"rev{oldest}.json").read_text())

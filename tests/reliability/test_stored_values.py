@@ -32,7 +32,9 @@ def test_float16_overflow_is_refused_not_stored_as_infinity(sqlite_url: str) -> 
     assert all_entries(wrapper.store) == []
     # float32 storage holds the same answer exactly.
     exact = Cached(Loud(), sqlite_url, store_text=True)
-    assert same_bits(exact.embed(["big values"])[0], fake_vector("big values", 8, "fake-1") * np.float32(1e5))
+    assert same_bits(
+        exact.embed(["big values"])[0], fake_vector("big values", 8, "fake-1") * np.float32(1e5)
+    )
 
 
 def test_float16_serves_what_it_stored(sqlite_url: str) -> None:
@@ -40,18 +42,28 @@ def test_float16_serves_what_it_stored(sqlite_url: str) -> None:
     wrapper = Cached(ef, sqlite_url, dtype="float16")
     first = wrapper.embed(["a", "b"])
     again = wrapper.embed(["a", "b"])
-    want = np.array([fake_vector(t, 8, "fake-1") for t in "ab"]).astype(np.float16).astype(np.float32)
+    want = (
+        np.array([fake_vector(t, 8, "fake-1") for t in "ab"]).astype(np.float16).astype(np.float32)
+    )
     assert same_bits(first, want) and same_bits(again, want)
     assert len(ef.calls) == 1
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "diskcache"])
 def test_a_second_process_cannot_write_another_dimension(tmp_path: Path, backend: str) -> None:
-    url = f"sqlite:///{tmp_path / 'c.db'}" if backend == "sqlite" else f"diskcache://{tmp_path / 'dc'}"
+    url = (
+        f"sqlite:///{tmp_path / 'c.db'}"
+        if backend == "sqlite"
+        else f"diskcache://{tmp_path / 'dc'}"
+    )
     # Two independent store handles stand for two processes. Both resolve the namespace
     # before any vector exists, so neither has seen a dimension yet.
-    first = Cached(FakeEF(dim=8), open_store(url, shared=False), namespace="shared-model", store_text=True)
-    second = Cached(FakeEF(dim=4), open_store(url, shared=False), namespace="shared-model", store_text=True)
+    first = Cached(
+        FakeEF(dim=8), open_store(url, shared=False), namespace="shared-model", store_text=True
+    )
+    second = Cached(
+        FakeEF(dim=4), open_store(url, shared=False), namespace="shared-model", store_text=True
+    )
     first._role("document")
     second._role("document")
     first.embed(["written at 8 dimensions"])
