@@ -8,8 +8,10 @@ stats reports, export, prune) lives in shared code.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
+import weakref
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -109,6 +111,18 @@ class PendingStats:
         return not self.deltas and not self.touches
 
 
+_live_stores: weakref.WeakSet[Store] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for store in list(_live_stores):
+        store._reset_process_state()
+
+
+if hasattr(os, "register_at_fork"):  # POSIX only; Windows never forks
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 class Store(ABC):
     """A persistent (or in-memory) map from (namespace, item id) to a vector, plus usage stats.
 
@@ -128,8 +142,18 @@ class Store(ABC):
     """Seconds between flushes of buffered hit counters and last-use touches."""
 
     def __init__(self) -> None:
-        self._ns_lock = threading.Lock()
         self._ns_by_key: dict[str, Namespace] = {}
+        self._reset_process_state()
+        _live_stores.add(self)
+
+    def _reset_process_state(self) -> None:
+        """Locks, in-flight claims and buffered counters: state that belongs to one process.
+
+        Also run in a forked child: it must not commit the counters its parent buffered
+        (the parent commits them), wait on the parent's in-flight claims (nobody would
+        resolve them), or inherit a lock some parent thread held at the fork.
+        """
+        self._ns_lock = threading.Lock()
         self.flights = SingleFlight()
         self._pending = PendingStats()
         self._pending_lock = threading.Lock()
@@ -209,10 +233,14 @@ class Store(ABC):
         return ns
 
     def set_dimension(self, ns: Namespace, dim: int) -> None:
-        """Record the vector dimension of ``ns`` the first time vectors are stored."""
+        """Record the vector dimension of ``ns`` the first time vectors are stored.
+
+        The first writer wins: ``ns.dim`` is read back afterwards, so when another process
+        fixed a different dimension first, the caller sees it (and refuses its vectors).
+        """
         if ns.dim is None:
             self._set_dimension(ns.id, dim)
-            ns.dim = dim
+            ns.dim = self._read_dimension(ns.id)
 
     def known_dimension(self, ns: Namespace) -> int | None:
         """The dimension of ``ns``, re-read from storage if this process has not seen one yet."""

@@ -16,7 +16,7 @@ import random
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from itertools import repeat
 from pathlib import Path
@@ -117,6 +117,14 @@ def _on_sqlite_connect(dbapi_conn: sqlite3.Connection, _record: Any) -> None:
     cur.close()
 
 
+def _is_deadlock(exc: BaseException) -> bool:
+    """True for errors that roll a transaction back only to be retried (PostgreSQL, MySQL)."""
+    if getattr(exc, "sqlstate", None) in ("40P01", "40001"):  # deadlock, serialization failure
+        return True
+    args: tuple[Any, ...] = getattr(exc, "args", ())
+    return bool(args) and args[0] in (1213, 1205)  # MySQL: deadlock, lock wait timeout
+
+
 class SqlStore(Store):
     """A cache in a SQL database reached through a SQLAlchemy URL."""
 
@@ -145,6 +153,7 @@ class SqlStore(Store):
             def _begin(conn: sa.Connection) -> None:
                 conn.exec_driver_sql("BEGIN IMMEDIATE")
 
+        self._driver_error: type[Exception] = self._engine.dialect.loaded_dbapi.Error
         self._local = threading.local()
         self._connections: list[Any] = []
         self._connections_lock = threading.Lock()
@@ -159,7 +168,12 @@ class SqlStore(Store):
         if conn is None or local.pid != os.getpid():
             try:
                 conn = self._engine.raw_connection()
-                if not self._d.sqlite:
+                if self._d.mysql:
+                    # PyMySQL's autocommit is a method: assigning the attribute (as for
+                    # psycopg) changed nothing, leaving every read in one long REPEATABLE
+                    # READ snapshot that never saw other writers' entries (paid twice).
+                    conn.driver_connection.autocommit(True)  # type: ignore[union-attr]
+                elif not self._d.sqlite:
                     conn.driver_connection.autocommit = True  # type: ignore[union-attr]
             except Exception as exc:
                 raise self._store_error(exc) from None
@@ -170,6 +184,10 @@ class SqlStore(Store):
         return conn
 
     def _store_error(self, exc: BaseException) -> StoreError:
+        if isinstance(exc, sa.exc.DBAPIError) and exc.orig is not None:
+            # Opening and migrating go through SQLAlchemy, which wraps the driver's error:
+            # unwrap it so a damaged file gets the remedy below, not "(sqlite3.DatabaseError) ...".
+            exc = exc.orig
         text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         if (
             self._d.sqlite
@@ -208,10 +226,22 @@ class SqlStore(Store):
                     cur.execute("ROLLBACK")
                 if isinstance(exc, sqlite3.DatabaseError):
                     raise self._store_error(exc) from None
-                raise
+                raise  # server errors: _write retries deadlock victims, wraps the rest
             finally:
                 cur.close()
         raise StoreError(f"cache {self.url} stayed locked by another writer for too long")
+
+    def _write(self, body: Callable[[Any], None]) -> None:
+        """Run ``body(cursor)`` in a write transaction, again if the server chose it as a deadlock victim."""
+        for attempt in range(1, 6):
+            try:
+                with self._transaction() as cur:
+                    body(cur)
+                return
+            except self._driver_error as exc:
+                if attempt == 5 or not _is_deadlock(exc):
+                    raise self._store_error(exc) from None
+                time.sleep(random.uniform(0.01, 0.05) * attempt)
 
     def _read(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
         cur = self._raw().cursor()
@@ -355,24 +385,31 @@ class SqlStore(Store):
                 texts,
             )
         )
-        with self._transaction() as cur:
+        # Id order: concurrent writers of overlapping batches then lock rows in the same
+        # order, so PostgreSQL and InnoDB never see the lock cycles input order made.
+        rows.sort(key=lambda row: row[0])
+
+        def body(cur: Any) -> None:
             if rows:
                 cur.executemany(self._d.insert_entries, rows)
             self._merge(cur, stats)
 
+        self._write(body)
+
     def flush_stats(self, stats: PendingStats) -> None:
         if stats.is_empty():
             return
-        with self._transaction() as cur:
-            self._merge(cur, stats)
+        self._write(lambda cur: self._merge(cur, stats))
 
     def _merge(self, cur: Any, stats: PendingStats) -> None:
+        # Sorted, like entries in put(): one lock order for every writer.
         if stats.deltas:
             cur.executemany(
                 self._d.merge_stats,
-                [(ns, day, *delta.as_tuple()) for (ns, day), delta in stats.deltas.items()],
+                [(ns, day, *delta.as_tuple()) for (ns, day), delta in sorted(stats.deltas.items())],
             )
-        for (_ns, day), ids in stats.touches.items():
+        for (_ns, day), touched in sorted(stats.touches.items()):
+            ids = sorted(set(touched))
             step = self._d.max_params - 2
             for start in range(0, len(ids), step):
                 chunk = ids[start : start + step]
