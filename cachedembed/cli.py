@@ -190,7 +190,13 @@ def providers() -> None:
     is_flag=True,
     help="Allow binding a non-loopback address without --api-key (anyone reaching it spends your provider budget).",
 )
-@click.option("--max-inputs", default=2048, show_default=True, type=click.IntRange(min=1), help="Most texts per request (413 beyond).")
+@click.option(
+    "--max-inputs",
+    default=2048,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Most texts per request (413 beyond).",
+)
 @click.option(
     "--max-body-bytes",
     default=16 * 1024 * 1024,

@@ -95,7 +95,9 @@ class Server:
         result = self.embed(upstream, req.texts, req.dimensions)
         if req.encoding_format == "base64":
             little_endian = result.vectors.astype("<f4", copy=False)
-            encoded: list[Any] = [base64.b64encode(row.tobytes()).decode("ascii") for row in little_endian]
+            encoded: list[Any] = [
+                base64.b64encode(row.tobytes()).decode("ascii") for row in little_endian
+            ]
         else:
             encoded = result.vectors.tolist()
         tokens = int(result.tokens.sum())
@@ -163,10 +165,12 @@ def _endpoint(server: Server, fn: Callable[[Server, Request], Awaitable[Response
     async def handle(request: Request) -> Response:
         try:
             return await fn(server, request)
-        except Exception as exc:  # noqa: BLE001 - every error becomes an API answer
+        except Exception as exc:  # every error becomes an API answer
             error = errors.from_exception(exc)
             if error.status >= 500:
-                log.warning("%s %s -> %d: %s", request.method, request.url.path, error.status, error.message)
+                log.warning(
+                    "%s %s -> %d: %s", request.method, request.url.path, error.status, error.message
+                )
                 if not isinstance(exc, APIError) and not isinstance(exc, errors.ProviderError):
                     log.exception("unexpected error", exc_info=exc)
             return _error_response(error, request.url.path)
@@ -181,7 +185,9 @@ async def _embeddings(server: Server, request: Request) -> Response:
 
 async def _embed(server: Server, request: Request) -> Response:
     req = parse_embed(await read_json(request, server.max_body_bytes), server.max_inputs)
-    return _Json(await run_in_threadpool(server.tei_embed, req.texts, req.normalize, req.dimensions))
+    return _Json(
+        await run_in_threadpool(server.tei_embed, req.texts, req.normalize, req.dimensions)
+    )
 
 
 async def _models(server: Server, request: Request) -> Response:
@@ -216,7 +222,9 @@ async def _openapi(server: Server, request: Request) -> Response:
 class _Guard:
     """Outermost middleware: bearer-key check (constant time) and per-endpoint request metrics."""
 
-    def __init__(self, app: ASGIApp, server: Server, api_key: str | None, paths: frozenset[str]) -> None:
+    def __init__(
+        self, app: ASGIApp, server: Server, api_key: str | None, paths: frozenset[str]
+    ) -> None:
         self.app = app
         self.server = server
         self.expected = f"Bearer {api_key}".encode() if api_key else None

@@ -88,7 +88,9 @@ def _texts(value: Any, param: str, max_inputs: int) -> list[str]:
                     "(LangChain: OpenAIEmbeddings(check_embedding_ctx_length=False))",
                     param=param,
                 )
-            raise invalid(f"'{param}[{i}]' is {type(item).__name__}, expected a string", param=param)
+            raise invalid(
+                f"'{param}[{i}]' is {type(item).__name__}, expected a string", param=param
+            )
     return value
 
 
@@ -148,7 +150,9 @@ def parse_embed(body: Any, max_inputs: int) -> EmbedRequest:
     if truncate is not None and not isinstance(truncate, bool):
         raise invalid("'truncate' must be true, false or null", param="truncate")
     if body.get("truncation_direction") not in (None, "Left", "Right", "left", "right"):
-        raise invalid("'truncation_direction' must be 'Left' or 'Right'", param="truncation_direction")
+        raise invalid(
+            "'truncation_direction' must be 'Left' or 'Right'", param="truncation_direction"
+        )
     if body.get("prompt_name") is not None:
         raise invalid(
             "'prompt_name' is not supported: configure the prompt on the upstream model",

@@ -89,9 +89,7 @@ def from_exception(exc: Exception) -> APIError:
         return _from_provider(exc)
     if isinstance(exc, ConfigurationError):
         return APIError(500, f"server misconfigured: {exc}", type="server_error")
-    return APIError(
-        500, "internal error; the server log has the details", type="server_error"
-    )
+    return APIError(500, "internal error; the server log has the details", type="server_error")
 
 
 def _from_provider(exc: ProviderError) -> APIError:

@@ -32,15 +32,23 @@ class Metrics:
             "cachedembed_requests", "HTTP requests answered", ["endpoint", "status"], registry=r
         )
         self.texts = Counter("cachedembed_texts", "Texts embedded or served", ["model"], registry=r)
-        self.hits = Counter("cachedembed_cache_hits", "Texts served from the cache", ["model"], registry=r)
+        self.hits = Counter(
+            "cachedembed_cache_hits", "Texts served from the cache", ["model"], registry=r
+        )
         self.misses = Counter(
             "cachedembed_cache_misses", "Texts sent to the upstream provider", ["model"], registry=r
         )
         self.tokens_embedded = Counter(
-            "cachedembed_tokens_embedded", "Tokens the upstream provider billed", ["model"], registry=r
+            "cachedembed_tokens_embedded",
+            "Tokens the upstream provider billed",
+            ["model"],
+            registry=r,
         )
         self.tokens_saved = Counter(
-            "cachedembed_tokens_saved", "Tokens cache hits did not send upstream", ["model"], registry=r
+            "cachedembed_tokens_saved",
+            "Tokens cache hits did not send upstream",
+            ["model"],
+            registry=r,
         )
         self.dollars_spent = Counter(
             "cachedembed_dollars_spent",

@@ -14,7 +14,9 @@ def _ref(name: str) -> dict[str, str]:
     return {"$ref": f"#/components/schemas/{name}"}
 
 
-def _json(schema: dict[str, Any], description: str, headers: dict[str, Any] | None = None) -> dict[str, Any]:
+def _json(
+    schema: dict[str, Any], description: str, headers: dict[str, Any] | None = None
+) -> dict[str, Any]:
     response: dict[str, Any] = {
         "description": description,
         "content": {"application/json": {"schema": schema}},
@@ -186,7 +188,11 @@ OPENAPI: dict[str, Any] = {
                 "required": ["model", "input"],
                 "additionalProperties": False,
                 "properties": {
-                    "model": {"type": "string", "description": "A model name from /v1/models"},
+                    "model": {
+                        "type": "string",
+                        "minLength": 1,
+                        "description": "A model name from /v1/models",
+                    },
                     "input": {
                         **_TEXTS,
                         "description": "Text or texts to embed (token arrays are not accepted)",
@@ -278,7 +284,14 @@ OPENAPI: dict[str, Any] = {
                         "type": "array",
                         "items": {
                             "type": "object",
-                            "required": ["namespace", "provider", "model", "role", "hits", "misses"],
+                            "required": [
+                                "namespace",
+                                "provider",
+                                "model",
+                                "role",
+                                "hits",
+                                "misses",
+                            ],
                         },
                     },
                     "total": {

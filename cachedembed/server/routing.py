@@ -52,7 +52,7 @@ class Upstream:
         """An upstream answering to ``alias`` if given, else to ``spec`` and the model part of it."""
         if alias:
             return cls(alias, cached, frozenset({alias}))
-        provider, _, value = spec.partition(":")
+        _, _, value = spec.partition(":")
         names = {spec} | ({value} if value else set())
         return cls(value or spec, cached, frozenset(names))
 
@@ -75,7 +75,10 @@ class Upstream:
     def describe(self) -> dict[str, Any]:
         """Provider and model from the cache identity (never secrets), for ``/v1/models`` and metrics."""
         identity = self.cached.identity("document")
-        return {"provider": str(identity.get("provider", "")), "model": str(identity.get("model", ""))}
+        return {
+            "provider": str(identity.get("provider", "")),
+            "model": str(identity.get("model", "")),
+        }
 
 
 class Router:

@@ -42,7 +42,9 @@ class ScriptedProvider(ProviderEmbeddingFunction):
 
     provider = "scripted"
 
-    def __init__(self, model_name: str = "scripted-1", dimensions: int = 8, batch_size: int = 16) -> None:
+    def __init__(
+        self, model_name: str = "scripted-1", dimensions: int = 8, batch_size: int = 16
+    ) -> None:
         self.model_name = model_name
         self.dimensions = dimensions
         self.batch_size = batch_size
@@ -67,14 +69,20 @@ class ScriptedProvider(ProviderEmbeddingFunction):
                 raise failure
             if self.delay:
                 time.sleep(self.delay)
-            vectors = np.stack([scripted_vector(t, self.model_name, self.dimensions) for t in chunk])
+            vectors = np.stack(
+                [scripted_vector(t, self.model_name, self.dimensions) for t in chunk]
+            )
             yield EmbeddedBatch(start, vectors, sum(scripted_tokens(t) for t in chunk))
 
     def cache_identity(self, role: Role) -> dict[str, Any]:
         return {"provider": self.provider, "model": self.model_name, "dimensions": self.dimensions}
 
     def get_config(self) -> dict[str, Any]:
-        return {"model_name": self.model_name, "dimensions": self.dimensions, "batch_size": self.batch_size}
+        return {
+            "model_name": self.model_name,
+            "dimensions": self.dimensions,
+            "batch_size": self.batch_size,
+        }
 
 
 @contextmanager

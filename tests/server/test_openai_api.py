@@ -35,7 +35,9 @@ def test_vectors_are_the_providers_bit_for_bit_in_input_order(
 ) -> None:
     # Omitted, the SDK asks for base64 and decodes it itself; asked for, base64 stays a string.
     response = client(served.url).embeddings.create(
-        model="small", input=TEXTS, encoding_format=encoding_format  # type: ignore[arg-type]
+        model="small",
+        input=TEXTS,
+        encoding_format=encoding_format,  # type: ignore[arg-type]
     )
     assert [d.index for d in response.data] == [0, 1, 2, 3]
     got = np.stack([decode(d.embedding) for d in response.data])
@@ -59,7 +61,9 @@ def test_repeats_are_served_from_the_cache_and_still_report_their_tokens(served:
     sdk = client(served.url)
     texts = [*TEXTS, TEXTS[0]]
     first = sdk.embeddings.create(model="small", input=texts, encoding_format="float")
-    second = sdk.embeddings.create(model="small", input=list(reversed(texts)), encoding_format="float")
+    second = sdk.embeddings.create(
+        model="small", input=list(reversed(texts)), encoding_format="float"
+    )
     # Each distinct text reached the provider once, duplicates inside the request included.
     assert sorted(served.small.sent) == sorted(TEXTS)
     assert [d.embedding for d in second.data] == [d.embedding for d in reversed(first.data)]
@@ -69,7 +73,9 @@ def test_repeats_are_served_from_the_cache_and_still_report_their_tokens(served:
 
 def test_a_single_string_input_and_the_model_name_without_alias(served: Served) -> None:
     for name in ("wide", "scripted:wide"):
-        response = client(served.url).embeddings.create(model=name, input="hello world", encoding_format="float")
+        response = client(served.url).embeddings.create(
+            model=name, input="hello world", encoding_format="float"
+        )
         assert len(response.data) == 1 and len(response.data[0].embedding) == 12
         assert response.model == name
         assert response.usage.prompt_tokens == 3
@@ -88,7 +94,9 @@ def test_dimensions_route_only_when_the_model_serves_that_size(served: Served) -
     assert served.wide.sent == ["a"]  # the size is known: refused before any provider call
 
 
-def test_dimensions_pick_between_two_upstreams_under_one_alias(cache: object, tmp_path: object) -> None:
+def test_dimensions_pick_between_two_upstreams_under_one_alias(
+    cache: object, tmp_path: object
+) -> None:
     from cachedembed import Cached
     from cachedembed.server import Upstream, create_app
 
@@ -96,14 +104,26 @@ def test_dimensions_pick_between_two_upstreams_under_one_alias(cache: object, tm
 
     full, short = ScriptedProvider("m", 16), ScriptedProvider("m", 4)
     app = create_app(
-        [Upstream.of(Cached(full, cache), "scripted:m", "m"), Upstream.of(Cached(short, cache), "scripted:m@4", "m")]
+        [
+            Upstream.of(Cached(full, cache), "scripted:m", "m"),
+            Upstream.of(Cached(short, cache), "scripted:m@4", "m"),
+        ]
     )
     with serving(app) as url:
         sdk = client(url)
-        assert len(sdk.embeddings.create(model="m", input="t", encoding_format="float").data[0].embedding) == 16
+        assert (
+            len(
+                sdk.embeddings.create(model="m", input="t", encoding_format="float")
+                .data[0]
+                .embedding
+            )
+            == 16
+        )
         four = sdk.embeddings.create(model="m", input="t", dimensions=4, encoding_format="float")
         assert len(four.data[0].embedding) == 4
-        assert len(sdk.embeddings.create(model="m", input="t", dimensions=16).data[0].embedding) == 16
+        assert (
+            len(sdk.embeddings.create(model="m", input="t", dimensions=16).data[0].embedding) == 16
+        )
 
 
 def test_unknown_model_is_a_404_naming_the_served_ones(served: Served) -> None:
@@ -122,9 +142,17 @@ def test_unknown_model_is_a_404_naming_the_served_ones(served: Served) -> None:
         ({"model": "small", "input": [[1, 2, 3]]}, "input", "token array"),
         ({"model": "small", "input": ["ok", 5]}, "input", "token array"),
         ({"model": "small", "input": ["ok", None]}, "input", "expected a string"),
-        ({"model": "small", "input": "x", "encoding_format": "int8"}, "encoding_format", "'float' or 'base64'"),
+        (
+            {"model": "small", "input": "x", "encoding_format": "int8"},
+            "encoding_format",
+            "'float' or 'base64'",
+        ),
         ({"model": "small", "input": "x", "dimensions": 0}, "dimensions", "positive integer"),
-        ({"model": "small", "input": "x", "temperature": 1}, "temperature", "Unrecognized request argument"),
+        (
+            {"model": "small", "input": "x", "temperature": 1},
+            "temperature",
+            "Unrecognized request argument",
+        ),
         ({"input": "x"}, "model", "'model' is required"),
         ({"model": "small", "input": "\ud800"}, "input", "UTF-8"),
     ],
@@ -142,7 +170,11 @@ def test_bad_requests_are_400_in_openais_error_shape_before_any_provider_call(
 
 
 def test_not_json_and_unknown_routes_answer_in_the_same_shape(served: Served) -> None:
-    bad = requests.post(f"{served.url}/v1/embeddings", data=b"{not json", headers={"Content-Type": "application/json"})
+    bad = requests.post(
+        f"{served.url}/v1/embeddings",
+        data=b"{not json",
+        headers={"Content-Type": "application/json"},
+    )
     assert bad.status_code == 400 and "not valid JSON" in bad.json()["error"]["message"]
     assert requests.get(f"{served.url}/v1/nothing").json()["error"]["code"] == "not_found"
     wrong = requests.get(f"{served.url}/v1/embeddings")
@@ -150,13 +182,17 @@ def test_not_json_and_unknown_routes_answer_in_the_same_shape(served: Served) ->
 
 
 def test_upstream_rate_limit_passes_through_with_retry_after(served: Served) -> None:
-    served.small.failures.append(ProviderError("scripted", "slow down", status=429, retry_after=7.2, retryable=True))
+    served.small.failures.append(
+        ProviderError("scripted", "slow down", status=429, retry_after=7.2, retryable=True)
+    )
     response = requests.post(f"{served.url}/v1/embeddings", json={"model": "small", "input": "x"})
     assert response.status_code == 429
     assert response.headers["Retry-After"] == "8"
     assert response.json()["error"]["code"] == "rate_limit_exceeded"
     # The SDK sees its own RateLimitError; after the limit lifts the same text succeeds.
-    served.small.failures.append(ProviderError("scripted", "slow down", status=429, retry_after=1, retryable=True))
+    served.small.failures.append(
+        ProviderError("scripted", "slow down", status=429, retry_after=1, retryable=True)
+    )
     with pytest.raises(openai.RateLimitError):
         client(served.url).embeddings.create(model="small", input="x")
     assert len(client(served.url).embeddings.create(model="small", input="x").data) == 1
@@ -166,10 +202,24 @@ def test_upstream_rate_limit_passes_through_with_retry_after(served: Served) -> 
     ("failure", "status", "code"),
     [
         (ProviderError("scripted", "internal", status=500, retryable=True), 502, "upstream_error"),
-        (ProviderError("scripted", "connection to http://h failed (ConnectionError)", retryable=True), 502, "upstream_error"),
-        (ProviderError("scripted", "request timed out after 60.0s", retryable=True), 504, "upstream_timeout"),
+        (
+            ProviderError(
+                "scripted", "connection to http://h failed (ConnectionError)", retryable=True
+            ),
+            502,
+            "upstream_error",
+        ),
+        (
+            ProviderError("scripted", "request timed out after 60.0s", retryable=True),
+            504,
+            "upstream_timeout",
+        ),
         (ProviderError("scripted", "gateway", status=504), 504, "upstream_timeout"),
-        (ProviderResponseError("scripted", "expected 1 vectors, got 0"), 502, "upstream_bad_response"),
+        (
+            ProviderResponseError("scripted", "expected 1 vectors, got 0"),
+            502,
+            "upstream_bad_response",
+        ),
         (ProviderError("scripted", "input too long", status=400), 400, "upstream_rejected_input"),
     ],
 )
@@ -184,7 +234,9 @@ def test_upstream_failures_map_to_gateway_statuses(
 
 def test_upstream_credential_errors_never_echo_the_upstream_message(served: Served) -> None:
     served.small.failures.append(
-        ProviderError("scripted", "Incorrect API key provided: sk-proj-abc***********wxyz", status=401)
+        ProviderError(
+            "scripted", "Incorrect API key provided: sk-proj-abc***********wxyz", status=401
+        )
     )
     response = requests.post(f"{served.url}/v1/embeddings", json={"model": "small", "input": "x"})
     assert response.status_code == 502
@@ -202,7 +254,9 @@ def test_with_an_api_key_every_request_needs_the_bearer(cache: object) -> None:
             response = requests.get(f"{url}{path}")
             assert response.status_code == 401, path
             assert response.headers["WWW-Authenticate"] == "Bearer"
-        tei = requests.post(f"{url}/embed", json={"inputs": "x"}, headers={"Authorization": "Bearer nope"})
+        tei = requests.post(
+            f"{url}/embed", json={"inputs": "x"}, headers={"Authorization": "Bearer nope"}
+        )
         assert tei.status_code == 401 and tei.json()["error_type"] == "Unauthorized"
         assert small.sent == []
         ok = client(url, key=API_KEY).embeddings.create(model="small", input="x")
