@@ -27,7 +27,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..wrapper import Embedded
 from . import errors
-from .bodies import EmbeddingsRequest, parse_embed, parse_embeddings, read_json
+from .bodies import decode_json, parse_embed, parse_embeddings, read_body
 from .errors import APIError
 from .metrics import CONTENT_TYPE, Metrics
 from .openapi import OPENAPI
@@ -90,7 +90,8 @@ class Server:
             raise _dimension_mismatch(upstream.id, dimensions, [result.vectors.shape[1]])
         return result
 
-    def openai_embeddings(self, req: EmbeddingsRequest) -> bytes:
+    def openai_embeddings(self, raw: bytes) -> bytes:
+        req = parse_embeddings(decode_json(raw), self.max_inputs)
         upstream = self.pick(req.model, req.dimensions)
         result = self.embed(upstream, req.texts, req.dimensions)
         if req.encoding_format == "base64":
@@ -114,7 +115,9 @@ class Server:
             separators=(",", ":"),
         ).encode()
 
-    def tei_embed(self, texts: list[str], normalize: bool, dimensions: int | None) -> bytes:
+    def tei_embed(self, raw: bytes) -> bytes:
+        req = parse_embed(decode_json(raw), self.max_inputs)
+        texts, normalize, dimensions = req.texts, req.normalize, req.dimensions
         upstream = self.router.default
         if dimensions is not None and upstream.dimension() not in (None, dimensions):
             raise _dimension_mismatch(upstream.id, dimensions, [upstream.dimension() or 0])
@@ -178,16 +181,18 @@ def _endpoint(server: Server, fn: Callable[[Server, Request], Awaitable[Response
     return handle
 
 
+# Only reading the body happens on the event loop; decoding it (up to --max-body-bytes of
+# JSON), embedding and encoding the answer run in the thread pool.
+
+
 async def _embeddings(server: Server, request: Request) -> Response:
-    req = parse_embeddings(await read_json(request, server.max_body_bytes), server.max_inputs)
-    return _Json(await run_in_threadpool(server.openai_embeddings, req))
+    raw = await read_body(request, server.max_body_bytes)
+    return _Json(await run_in_threadpool(server.openai_embeddings, raw))
 
 
 async def _embed(server: Server, request: Request) -> Response:
-    req = parse_embed(await read_json(request, server.max_body_bytes), server.max_inputs)
-    return _Json(
-        await run_in_threadpool(server.tei_embed, req.texts, req.normalize, req.dimensions)
-    )
+    raw = await read_body(request, server.max_body_bytes)
+    return _Json(await run_in_threadpool(server.tei_embed, raw))
 
 
 async def _models(server: Server, request: Request) -> Response:

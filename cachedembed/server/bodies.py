@@ -38,8 +38,8 @@ class EmbedRequest:
     dimensions: int | None = None
 
 
-async def read_json(request: Request, max_bytes: int) -> Any:
-    """The request's JSON body; 413 beyond ``max_bytes`` (declared or streamed), 400 if not JSON."""
+async def read_body(request: Request, max_bytes: int) -> bytes:
+    """The request body; 413 beyond ``max_bytes``, declared or streamed (never read whole)."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > max_bytes:
         raise _body_too_large(int(declared), max_bytes)
@@ -50,7 +50,11 @@ async def read_json(request: Request, max_bytes: int) -> Any:
         if size > max_bytes:
             raise _body_too_large(size, max_bytes)
         chunks.append(chunk)
-    raw = b"".join(chunks)
+    return b"".join(chunks)
+
+
+def decode_json(raw: bytes) -> Any:
+    """The body as JSON; 400 when empty or not JSON."""
     if not raw:
         raise invalid("the request body is empty; send a JSON object")
     try:

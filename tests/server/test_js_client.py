@@ -1,4 +1,5 @@
-"""A real JavaScript client: the ``openai`` npm package, run by Node against the server.
+"""Real JavaScript clients from npm, run by Node against the server: the ``openai`` package
+and Chroma's ``OpenAIEmbeddingFunction`` (``@chroma-core/openai``, with ``apiBase``).
 
 Runs when Node and ``tests/js/node_modules`` are present (``make install`` runs ``npm
 install`` there when npm exists); skipped, saying why, otherwise.
@@ -24,12 +25,12 @@ JS = Path(__file__).resolve().parents[1] / "js"
 NODE = shutil.which("node")
 
 pytestmark = pytest.mark.skipif(
-    NODE is None or not (JS / "node_modules" / "openai").is_dir(),
+    NODE is None or not (JS / "node_modules" / "@chroma-core" / "openai").is_dir(),
     reason="needs node and `npm install` in tests/js",
 )
 
 
-def test_openai_npm_client_gets_the_same_vectors_as_python(cache: Store) -> None:
+def test_javascript_clients_get_the_same_vectors_as_python(cache: Store) -> None:
     texts = ["héllo wörld", "second text", "héllo wörld", "emoji 🚀"]
     app, small, _ = build(cache, api_key=API_KEY)
     with serving(app) as url:  # type: ignore[arg-type]
@@ -48,7 +49,7 @@ def test_openai_npm_client_gets_the_same_vectors_as_python(cache: Store) -> None
     want = np.array([d.embedding for d in python.data], dtype=np.float32)
     assert want.tobytes() == np.stack([scripted_vector(t, "small-1", 8) for t in texts]).tobytes()
     # JavaScript numbers are doubles: float32 values survive both encodings exactly.
-    for encoding in ("float", "base64"):
-        assert np.array(result[encoding], dtype=np.float32).tobytes() == want.tobytes(), encoding
+    for client in ("float", "base64", "chroma"):
+        assert np.array(result[client], dtype=np.float32).tobytes() == want.tobytes(), client
     assert result["usage"]["prompt_tokens"] == python.usage.prompt_tokens
     assert sorted(small.sent) == sorted(set(texts))
