@@ -205,28 +205,12 @@ def providers() -> None:
     help="Largest request body (413 beyond).",
 )
 def serve(
-    models: tuple[str, ...],
-    cache_url: str | None,
-    host: str,
-    port: int,
-    api_key: str | None,
-    allow_public_without_key: bool,
-    max_inputs: int,
-    max_body_bytes: int,
+    models: tuple[str, ...], cache_url: str | None, api_key: str | None, **options: Any
 ) -> None:
     """Serve the OpenAI embeddings API and TEI /embed in front of cached providers."""
     from .server.serve import run
 
-    run(
-        list(models),
-        cache_url,
-        host=host,
-        port=port,
-        api_key=api_key or None,
-        allow_public_without_key=allow_public_without_key,
-        max_inputs=max_inputs,
-        max_body_bytes=max_body_bytes,
-    )
+    run(list(models), cache_url, api_key=api_key or None, **options)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -27,47 +27,31 @@ class Metrics:
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
-        r = self.registry
+        per_model = [
+            ("texts", "Texts embedded or served"),
+            ("cache_hits", "Texts served from the cache"),
+            ("cache_misses", "Texts sent to the upstream provider"),
+            ("tokens_embedded", "Tokens the upstream provider billed"),
+            ("tokens_saved", "Tokens cache hits did not send upstream"),
+            ("dollars_spent", "USD spent upstream (models with a known price only)"),
+            ("dollars_saved", "USD saved by cache hits (models with a known price only)"),
+        ]
         self.requests = Counter(
-            "cachedembed_requests", "HTTP requests answered", ["endpoint", "status"], registry=r
+            "cachedembed_requests",
+            "HTTP requests answered",
+            ["endpoint", "status"],
+            registry=self.registry,
         )
-        self.texts = Counter("cachedembed_texts", "Texts embedded or served", ["model"], registry=r)
-        self.hits = Counter(
-            "cachedembed_cache_hits", "Texts served from the cache", ["model"], registry=r
-        )
-        self.misses = Counter(
-            "cachedembed_cache_misses", "Texts sent to the upstream provider", ["model"], registry=r
-        )
-        self.tokens_embedded = Counter(
-            "cachedembed_tokens_embedded",
-            "Tokens the upstream provider billed",
-            ["model"],
-            registry=r,
-        )
-        self.tokens_saved = Counter(
-            "cachedembed_tokens_saved",
-            "Tokens cache hits did not send upstream",
-            ["model"],
-            registry=r,
-        )
-        self.dollars_spent = Counter(
-            "cachedembed_dollars_spent",
-            "USD spent upstream (models with a known price only)",
-            ["model"],
-            registry=r,
-        )
-        self.dollars_saved = Counter(
-            "cachedembed_dollars_saved",
-            "USD saved by cache hits (models with a known price only)",
-            ["model"],
-            registry=r,
-        )
+        self.counters = {
+            name: Counter(f"cachedembed_{name}", text, ["model"], registry=self.registry)
+            for name, text in per_model
+        }
         self.upstream_seconds = Histogram(
             "cachedembed_upstream_seconds",
             "Duration of each upstream provider round trip",
             ["model"],
             buckets=_LATENCY_BUCKETS,
-            registry=r,
+            registry=self.registry,
         )
         self._prices: dict[int, float | None] = {}
         self._lock = threading.Lock()
@@ -78,15 +62,19 @@ class Metrics:
     def embedded(self, upstream: Upstream, result: Embedded) -> None:
         """Count one embedding call of ``upstream``."""
         usage, model = result.usage, upstream.id
-        self.texts.labels(model).inc(usage.hits + usage.misses)
-        self.hits.labels(model).inc(usage.hits)
-        self.misses.labels(model).inc(usage.misses)
-        self.tokens_embedded.labels(model).inc(usage.tokens_embedded)
-        self.tokens_saved.labels(model).inc(usage.tokens_saved)
+        counts: dict[str, float] = {
+            "texts": usage.hits + usage.misses,
+            "cache_hits": usage.hits,
+            "cache_misses": usage.misses,
+            "tokens_embedded": usage.tokens_embedded,
+            "tokens_saved": usage.tokens_saved,
+        }
         price = self._price(upstream)
         if price is not None:
-            self.dollars_spent.labels(model).inc(dollars(usage.tokens_embedded, price) or 0.0)
-            self.dollars_saved.labels(model).inc(dollars(usage.tokens_saved, price) or 0.0)
+            counts["dollars_spent"] = dollars(usage.tokens_embedded, price) or 0.0
+            counts["dollars_saved"] = dollars(usage.tokens_saved, price) or 0.0
+        for name, value in counts.items():
+            self.counters[name].labels(model).inc(value)
         for seconds in result.provider_seconds:
             self.upstream_seconds.labels(model).observe(seconds)
 
