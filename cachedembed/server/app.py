@@ -9,10 +9,11 @@ concurrent requests for the same text are embedded once (the cache's single-flig
 from __future__ import annotations
 
 import base64
+import contextlib
 import hmac
 import json
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import numpy as np
@@ -310,7 +311,16 @@ def create_app(
         )
         return _error_response(error, request.url.path)
 
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        yield
+        # Buffered hit counters must reach the cache before the process ends: uvicorn
+        # re-raises SIGTERM after shutdown, so neither `finally` nor atexit would run.
+        for store in {id(u.cached.store): u.cached.store for u in upstreams}.values():
+            store.flush()
+
     app = Starlette(
+        lifespan=lifespan,
         routes=routes,
         middleware=[Middleware(_Guard, server=server, api_key=api_key, paths=paths)],
         exception_handlers={HTTPException: http_error},

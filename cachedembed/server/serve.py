@@ -65,7 +65,4 @@ def run(
     # One line with the real port (useful with --port 0), before uvicorn's own logging.
     print(f"cachedembed serving {names} on http://{host}:{bound} (cache {store.url})", flush=True)
     config = uvicorn.Config(app, log_level="info", access_log=False)
-    try:
-        uvicorn.Server(config).run(sockets=[sock])
-    finally:
-        store.flush()
+    uvicorn.Server(config).run(sockets=[sock])  # the app flushes the cache's counters on shutdown

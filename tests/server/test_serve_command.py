@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -116,7 +117,12 @@ def test_serve_runs_a_real_server_process(tmp_path: Path) -> None:
         )
         assert got == scripted_vector("hi", "m1", 8).tolist()
         assert len(sdk.embeddings.create(model="m2@4", input="hi").data[0].embedding) == 4
+        sdk.embeddings.create(model="mine", input="hi")  # a hit, buffered in the server
         assert requests.get(f"{url}/healthz").status_code == 401
     finally:
         proc.terminate()
         proc.wait(timeout=15)
+    # SIGTERM is a clean shutdown: the last request's buffered hit reached the cache.
+    stats = CliRunner().invoke(main, ["stats", "--json", "--cache", cache])
+    total = json.loads(stats.output)["total"]
+    assert (total["texts"], total["hits"], total["misses"]) == (3, 1, 2)

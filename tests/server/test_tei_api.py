@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import requests
 
 from cachedembed.errors import ProviderError
+from cachedembed.stores import Store
 
-from .conftest import Served
-from .harness import scripted_vector
+from .conftest import API_KEY, Served, build
+from .harness import scripted_vector, serving
 
 
 def test_answers_a_bare_list_of_raw_vectors_with_the_first_model(served: Served) -> None:
@@ -60,3 +63,19 @@ def test_upstream_overload_is_429_with_retry_after(served: Served) -> None:
     response = requests.post(f"{served.url}/embed", json={"inputs": "x"})
     assert response.status_code == 429 and response.headers["Retry-After"] == "3"
     assert response.json()["error_type"] == "Overloaded"
+
+
+def test_chromas_huggingface_embedding_server_client_works_against_it(cache: Store) -> None:
+    from chromadb.utils.embedding_functions import HuggingFaceEmbeddingServer
+
+    app, small, _ = build(cache, api_key=API_KEY)
+    with serving(app) as url, warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # Chroma warns that a direct api_key is not persisted
+        ef = HuggingFaceEmbeddingServer(url=f"{url}/embed", api_key=API_KEY)
+        got = np.array(ef(["first document", "second document"]), dtype=np.float64)
+    raw = np.stack(
+        [scripted_vector(t, "small-1", 8) for t in ["first document", "second document"]]
+    )
+    want = raw / np.linalg.norm(raw.astype(np.float64), axis=1, keepdims=True)
+    assert np.allclose(got, want, atol=1e-7)
+    assert small.sent == ["first document", "second document"]
