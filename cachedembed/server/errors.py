@@ -97,7 +97,10 @@ def _from_provider(exc: ProviderError) -> APIError:
     if status == 429:
         headers = {}
         if exc.retry_after is not None:
-            headers["Retry-After"] = str(max(0, math.ceil(exc.retry_after)))
+            wait = max(0.0, exc.retry_after)
+            # Retry-After takes whole seconds; OpenAI's SDKs also read the exact retry-after-ms.
+            headers["Retry-After"] = str(math.ceil(wait))
+            headers["retry-after-ms"] = str(round(wait * 1000))
         return APIError(
             429,
             f"upstream {exc.provider} is rate limiting: {exc.message}",

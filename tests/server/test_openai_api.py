@@ -188,6 +188,7 @@ def test_upstream_rate_limit_passes_through_with_retry_after(served: Served) -> 
     response = requests.post(f"{served.url}/v1/embeddings", json={"model": "small", "input": "x"})
     assert response.status_code == 429
     assert response.headers["Retry-After"] == "8"
+    assert response.headers["retry-after-ms"] == "7200"
     assert response.json()["error"]["code"] == "rate_limit_exceeded"
     # The SDK sees its own RateLimitError; after the limit lifts the same text succeeds.
     served.small.failures.append(
