@@ -77,7 +77,9 @@ class Server:
             raise errors.model_not_found(model, self.router.ids())
         if dimensions is None:
             return candidates[0]
-        known = {u.dimension(): u for u in candidates}
+        known: dict[int | None, Upstream] = {}
+        for upstream in candidates:
+            known.setdefault(upstream.dimension(), upstream)  # the first --model wins a tie
         if dimensions in known:
             return known[dimensions]
         if None in known:

@@ -51,6 +51,7 @@ class ScriptedProvider(ProviderEmbeddingFunction):
         self.sent: list[str] = []
         self.failures: list[Exception] = []
         self.delay = 0.0
+        self.api_key: str | None = None
         self._lock = threading.Lock()
 
     @classmethod

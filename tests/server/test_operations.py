@@ -117,3 +117,26 @@ def test_request_limits_answer_413_before_reading_or_embedding(cache: Store) -> 
         assert tei.status_code == 413 and tei.json()["error_type"] == "Validation"
         assert requests.post(f"{url}/v1/embeddings", json={"model": "small", "input": ["a"] * 3}).ok
     assert small.sent == ["a"]
+
+
+def test_no_endpoint_reveals_the_upstream_providers_key(cache: Store) -> None:
+    from cachedembed import Cached
+    from cachedembed.server import Upstream, create_app
+
+    from .harness import ScriptedProvider
+
+    secret = "sk-upstream-SECRET-0123456789"
+    provider = ScriptedProvider("keyed", 8)
+    provider.api_key = secret  # held like a real provider holds its key
+    app = create_app([Upstream.of(Cached(provider, cache), "scripted:keyed")])
+    with serving(app) as url:
+        bodies = [
+            requests.post(f"{url}/v1/embeddings", json={"model": "keyed", "input": "x"}).text,
+            requests.post(f"{url}/v1/embeddings", json={"model": "nope", "input": "x"}).text,
+            requests.post(f"{url}/embed", json={"inputs": "x"}).text,
+        ]
+        bodies += [
+            requests.get(f"{url}{path}").text
+            for path in ("/v1/models", "/v1/models/keyed", "/healthz", "/stats", "/metrics")
+        ]
+    assert all(secret not in body for body in bodies)
