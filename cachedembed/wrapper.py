@@ -139,7 +139,9 @@ class Cached:
     Args:
         ef: The function to wrap: any object with Chroma's ``__call__(input)`` (and
             optionally ``embed_query``, ``name``, ``get_config``), including
-            cachedembed's own provider classes.
+            cachedembed's own provider classes. A LangChain ``Embeddings``, a LlamaIndex
+            ``BaseEmbedding`` or a ``SentenceTransformer`` returns that framework's adapter
+            instead (see :mod:`cachedembed.adapters`), which presents the same interface.
         cache: A store or URL (``sqlite:///path.db``, ``diskcache:///dir``, ``memory://``,
             ``postgresql+psycopg://...``). Default: ``$CACHEDEMBED_URL`` or a SQLite
             file in the user cache folder.
@@ -158,6 +160,17 @@ class Cached:
         batch_size: Texts per call to a foreign ``ef`` (cachedembed's own functions
             batch to their provider's limits themselves).
     """
+
+    def __new__(cls, ef: Any = None, *args: Any, **kwargs: Any) -> Any:
+        # A LangChain, LlamaIndex or sentence-transformers object gets its framework's
+        # adapter (itself backed by a Cached). Recognised by module name, so no framework
+        # is imported for anybody else.
+        if cls is Cached:
+            from .adapters import framework_of, wrap
+
+            if framework_of(ef) is not None:
+                return wrap(ef, *args, **kwargs)
+        return super().__new__(cls)
 
     def __init__(
         self,
@@ -187,9 +200,10 @@ class Cached:
         self.hash: HashName = hash
         self.normalize_unicode = normalize_unicode
         self.batch_size = batch_size
-        self._embedder: Any = (
-            ef if isinstance(ef, ProviderEmbeddingFunction) else _ForeignEmbedder(ef, batch_size)
-        )
+        # Shipped functions and adapters' embedders (a _ForeignEmbedder with its own
+        # cache_identity) already yield batches; anything else is presented as batches.
+        direct = isinstance(ef, (ProviderEmbeddingFunction, _ForeignEmbedder))
+        self._embedder: Any = ef if direct else _ForeignEmbedder(ef, batch_size)
         self._roles: dict[Role, _Namespaced] = {}
         self._warned_bypass = False
 
@@ -634,8 +648,11 @@ class Cached:
         from .stats import namespace_totals
 
         self.store.flush()
-        namespaces = [self._role(role).ns for role in ("document", "query")]
-        return namespace_totals(self.store, namespaces)
+        return namespace_totals(self.store, self.namespaces())
+
+    def namespaces(self) -> list[Namespace]:
+        """The namespaces this wrapper reads and writes: documents, then queries."""
+        return [self._role(role).ns for role in ("document", "query")]
 
     def flush(self) -> None:
         """Commit buffered hit counters and last-use touches now (they are also flushed every second and at exit)."""

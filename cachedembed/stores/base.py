@@ -35,6 +35,15 @@ class Namespace:
     dim: int | None = None
     created: int = 0
 
+    @property
+    def label(self) -> str:
+        """``provider/model``, as reports and management commands show it."""
+        return f"{self.spec.provider}/{self.spec.model}"
+
+    def matches(self, model: str | None) -> bool:
+        """Whether ``model`` (a case-insensitive substring of :attr:`label`) selects this namespace."""
+        return not model or model.lower() in self.label.lower()
+
 
 class Row(NamedTuple):
     """One stored entry as the hit path reads it."""

@@ -120,7 +120,7 @@ def _on_sqlite_connect(dbapi_conn: sqlite3.Connection, _record: Any) -> None:
 class SqlStore(Store):
     """A cache in a SQL database reached through a SQLAlchemy URL."""
 
-    def __init__(self, url: str, *, upgrade: bool = True) -> None:
+    def __init__(self, url: str, *, upgrade: bool | None = True) -> None:
         super().__init__()
         sa_url = make_url(url)
         self.url = sa_url.render_as_string(hide_password=True)
@@ -225,7 +225,9 @@ class SqlStore(Store):
 
     # -- schema -------------------------------------------------------------
 
-    def _open_schema(self, upgrade: bool) -> None:
+    def _open_schema(self, upgrade: bool | None) -> None:
+        if upgrade is None:  # `cachedembed migrate` opens as-is, to report and upgrade explicitly
+            return
         try:
             with self._engine.connect() as conn:
                 revision = migrate.current_revision(conn)
