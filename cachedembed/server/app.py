@@ -41,7 +41,7 @@ DEFAULT_MAX_INPUTS = 2048
 DEFAULT_MAX_BODY_BYTES = 16 * 1024 * 1024
 
 _JSON = "application/json"
-_TEI_PATHS = frozenset({"/embed"})
+_TEI_PATHS = frozenset({"/embed", "/info"})
 
 
 class _Json(Response):
@@ -118,17 +118,34 @@ class Server:
             separators=(",", ":"),
         ).encode()
 
-    def tei_embed(self, raw: bytes) -> bytes:
+    def tei_embed(self, raw: bytes) -> tuple[bytes, int]:
+        """The vectors as TEI answers them, and the tokens they cost (TEI's ``x-compute-tokens``)."""
         req = parse_embed(decode_json(raw), self.max_inputs)
         texts, normalize, dimensions = req.texts, req.normalize, req.dimensions
         upstream = self.router.default
         if dimensions is not None and upstream.dimension() not in (None, dimensions):
             raise _dimension_mismatch(upstream.id, dimensions, [upstream.dimension() or 0])
-        vectors = self.embed(upstream, texts, dimensions).vectors
+        result = self.embed(upstream, texts, dimensions)
+        vectors = result.vectors
         if normalize:
             norms = np.linalg.norm(vectors.astype(np.float64), axis=1, keepdims=True)
             vectors = (vectors / np.where(norms == 0, 1.0, norms)).astype(np.float32)
-        return json.dumps(vectors.tolist(), separators=(",", ":")).encode()
+        return json.dumps(vectors.tolist(), separators=(",", ":")).encode(), int(
+            result.tokens.sum()
+        )
+
+    def tei_info(self) -> dict[str, Any]:
+        """TEI's ``/info`` fields that clients read to size their batches."""
+        from .. import __version__
+
+        upstream = self.router.default
+        return {
+            "model_id": upstream.id,
+            "model_dtype": "float32",
+            "max_client_batch_size": self.max_inputs,
+            "version": __version__,
+            "router": "cachedembed",
+        }
 
     def stats(self) -> bytes:
         from ..stats import report
@@ -195,7 +212,12 @@ async def _embeddings(server: Server, request: Request) -> Response:
 
 async def _embed(server: Server, request: Request) -> Response:
     raw = await read_body(request, server.max_body_bytes)
-    return _Json(await run_in_threadpool(server.tei_embed, raw))
+    body, tokens = await run_in_threadpool(server.tei_embed, raw)
+    return _Json(body, headers={"x-compute-tokens": str(tokens)})
+
+
+async def _info(server: Server, request: Request) -> Response:
+    return JSONResponse(server.tei_info())
 
 
 async def _models(server: Server, request: Request) -> Response:
@@ -292,6 +314,7 @@ def create_app(
         ("/v1/embeddings", "POST", _embeddings),
         ("/embeddings", "POST", _embeddings),  # clients whose base URL lacks /v1
         ("/embed", "POST", _embed),
+        ("/info", "GET", _info),
         ("/v1/models", "GET", _models),
         ("/v1/models/{model:path}", "GET", _model),
         ("/healthz", "GET", _healthz),

@@ -100,6 +100,12 @@ OPENAPI: dict[str, Any] = {
                     "200": _json(
                         {"type": "array", "items": {"type": "array", "items": {"type": "number"}}},
                         "One vector per input, in order",
+                        {
+                            "x-compute-tokens": {
+                                "description": "Tokens these texts cost (cached ones as recorded)",
+                                "schema": {"type": "string"},
+                            }
+                        },
                     ),
                     **_errors(
                         "TeiError",
@@ -110,6 +116,26 @@ OPENAPI: dict[str, Any] = {
                             **_UPSTREAM,
                         },
                     ),
+                },
+            }
+        },
+        "/info": {
+            "get": {
+                "operationId": "teiInfo",
+                "summary": "TEI's server information (the model /embed uses, batch limit)",
+                "responses": {
+                    "200": _json(
+                        {
+                            "type": "object",
+                            "required": ["model_id", "max_client_batch_size"],
+                            "properties": {
+                                "model_id": {"type": "string"},
+                                "max_client_batch_size": {"type": "integer", "minimum": 1},
+                            },
+                        },
+                        "Server information",
+                    ),
+                    **_errors("TeiError", _AUTH),
                 },
             }
         },
