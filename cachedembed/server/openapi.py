@@ -54,6 +54,31 @@ _TEXTS = {
     ]
 }
 
+
+def _get(
+    operation_id: str,
+    summary: str,
+    schema: dict[str, Any],
+    errors: dict[str, str] | None = None,
+    error_schema: str = "Error",
+) -> dict[str, Any]:
+    """A GET operation answering ``schema`` as JSON, or an error (401 at least)."""
+    return {
+        "get": {
+            "operationId": operation_id,
+            "summary": summary,
+            "responses": {
+                "200": _json(schema, summary),
+                **_errors(error_schema, {**_AUTH, **(errors or {})}),
+            },
+        }
+    }
+
+
+def _object(required: list[str], properties: dict[str, Any]) -> dict[str, Any]:
+    return {"type": "object", "required": required, "properties": properties}
+
+
 OPENAPI: dict[str, Any] = {
     "openapi": "3.1.0",
     "info": {
@@ -119,79 +144,43 @@ OPENAPI: dict[str, Any] = {
                 },
             }
         },
-        "/info": {
-            "get": {
-                "operationId": "teiInfo",
-                "summary": "TEI's server information (the model /embed uses, batch limit)",
-                "responses": {
-                    "200": _json(
-                        {
-                            "type": "object",
-                            "required": ["model_id", "max_client_batch_size"],
-                            "properties": {
-                                "model_id": {"type": "string"},
-                                "max_client_batch_size": {"type": "integer", "minimum": 1},
-                            },
-                        },
-                        "Server information",
-                    ),
-                    **_errors("TeiError", _AUTH),
+        "/info": _get(
+            "teiInfo",
+            "TEI's server information (the model /embed uses, batch limit)",
+            _object(
+                ["model_id", "max_client_batch_size"],
+                {
+                    "model_id": {"type": "string"},
+                    "max_client_batch_size": {"type": "integer", "minimum": 1},
                 },
-            }
-        },
-        "/v1/models": {
-            "get": {
-                "operationId": "listModels",
-                "summary": "The models this server serves",
-                "responses": {
-                    "200": _json(_ref("ModelList"), "Configured models"),
-                    **_errors("Error", _AUTH),
-                },
-            }
-        },
+            ),
+            error_schema="TeiError",
+        ),
+        "/v1/models": _get("listModels", "The models this server serves", _ref("ModelList")),
         "/v1/models/{model}": {
             "get": {
-                "operationId": "retrieveModel",
-                "summary": "One served model",
+                **_get(
+                    "retrieveModel", "One served model", _ref("Model"), {"404": "Unknown model"}
+                )["get"],
                 "parameters": [
                     {"name": "model", "in": "path", "required": True, "schema": {"type": "string"}}
                 ],
-                "responses": {
-                    "200": _json(_ref("Model"), "The model"),
-                    **_errors("Error", {**_AUTH, "404": "Unknown model"}),
-                },
             }
         },
-        "/healthz": {
-            "get": {
-                "operationId": "health",
-                "summary": "Liveness",
-                "responses": {
-                    "200": _json(
-                        {
-                            "type": "object",
-                            "required": ["status", "models"],
-                            "properties": {
-                                "status": {"const": "ok"},
-                                "models": {"type": "array", "items": {"type": "string"}},
-                            },
-                        },
-                        "Serving",
-                    ),
-                    **_errors("Error", _AUTH),
+        "/healthz": _get(
+            "health",
+            "Liveness",
+            _object(
+                ["status", "models"],
+                {
+                    "status": {"const": "ok"},
+                    "models": {"type": "array", "items": {"type": "string"}},
                 },
-            }
-        },
-        "/stats": {
-            "get": {
-                "operationId": "stats",
-                "summary": "Cache usage per model, as `cachedembed stats --json` prints it",
-                "responses": {
-                    "200": _json(_ref("Stats"), "Usage report"),
-                    **_errors("Error", _AUTH),
-                },
-            }
-        },
+            ),
+        ),
+        "/stats": _get(
+            "stats", "Cache usage per model, as `cachedembed stats --json` prints it", _ref("Stats")
+        ),
         "/metrics": {
             "get": {
                 "operationId": "metrics",
