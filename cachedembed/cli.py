@@ -444,5 +444,54 @@ def providers() -> None:
         click.echo(f"{cls.spec_help()}")
 
 
+@main.command()
+@click.option(
+    "--model",
+    "-m",
+    "models",
+    multiple=True,
+    required=True,
+    metavar="[ALIAS=]PROVIDER:MODEL",
+    help="A model to serve (repeatable); clients name it by ALIAS, else by MODEL. "
+    "The first also answers TEI /embed.",
+)
+@CACHE_OPTION
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind.")
+@click.option("--port", default=8000, show_default=True, type=int, help="Port (0: any free one).")
+@click.option(
+    "--api-key",
+    envvar="CACHEDEMBED_SERVER_API_KEY",
+    default=None,
+    help="Require 'Authorization: Bearer KEY' on every request. "
+    "Default: $CACHEDEMBED_SERVER_API_KEY.",
+)
+@click.option(
+    "--allow-public-without-key",
+    is_flag=True,
+    help="Allow binding a non-loopback address without --api-key (anyone reaching it spends your provider budget).",
+)
+@click.option(
+    "--max-inputs",
+    default=2048,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Most texts per request (413 beyond).",
+)
+@click.option(
+    "--max-body-bytes",
+    default=16 * 1024 * 1024,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Largest request body (413 beyond).",
+)
+def serve(
+    models: tuple[str, ...], cache_url: str | None, api_key: str | None, **options: Any
+) -> None:
+    """Serve the OpenAI embeddings API and TEI /embed in front of cached providers."""
+    from .server.serve import run
+
+    run(list(models), cache_url, api_key=api_key or None, **options)
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -15,7 +15,7 @@ import time
 import unicodedata
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
@@ -52,6 +52,24 @@ class _Found:
     used: np.ndarray
     stale: list[int]
     """Ids of damaged entries of this namespace (wrong length), to replace."""
+
+
+@dataclass
+class Embedded:
+    """What :meth:`Cached.embed_with_usage` returns: the vectors and what this one call cost.
+
+    For callers that meter each request (the HTTP server reports ``usage`` and metrics
+    from it); the same counters also go to the store's stats, as for :meth:`Cached.embed`.
+    """
+
+    vectors: np.ndarray
+    """(n, dim) float32 in input order, exactly what :meth:`Cached.embed` returns."""
+    tokens: np.ndarray
+    """(n,) int64: the tokens each text cost when embedded (for a hit, as recorded in its entry)."""
+    usage: UsageDelta = field(default_factory=UsageDelta)
+    """This call's counters: hits, misses, provider calls and seconds, tokens embedded and saved."""
+    provider_seconds: list[float] = field(default_factory=list)
+    """Duration of each provider round trip made by this call (empty when all were cached)."""
 
 
 @dataclass
@@ -228,6 +246,11 @@ class Cached:
             hasher = self._hashers[role] = ItemHasher(self.spec(role))
         return hasher
 
+    def dimension(self, role: Role = "document") -> int | None:
+        """The size of the vectors cached for ``role``; ``None`` until one was embedded."""
+        ns = self._role(role).ns
+        return ns.dim if ns.dim is not None else self.store.known_dimension(ns)
+
     # -- Chroma's EmbeddingFunction protocol --------------------------------------
 
     def __call__(self, input: Sequence[str]) -> list[np.ndarray]:
@@ -288,6 +311,10 @@ class Cached:
 
     def embed(self, input: Sequence[str], role: Role = "document") -> np.ndarray:
         """Embed ``input`` for ``role`` through the cache; an (n, dim) float32 matrix in input order."""
+        return self.embed_with_usage(input, role).vectors
+
+    def embed_with_usage(self, input: Sequence[str], role: Role = "document") -> Embedded:
+        """:meth:`embed`, also returning each text's tokens and this call's counters."""
         texts = check_texts(input)
         if self.normalize_unicode:
             form = self.normalize_unicode
@@ -296,13 +323,22 @@ class Cached:
         # namespace is registered, so bad input writes nothing at all.
         ids, checks = self._hasher(role).text_keys(texts)
         state = self._role(role)
+        result = Embedded(np.zeros((0, 0), np.float32), np.zeros(0, np.int64))
         if self._embedder.bypass_cache:
-            return self._bypass(texts, role, state)
-        return self._lookup_and_fill(texts, ids, checks, role, state)
+            self._bypass(texts, role, state, result)
+        else:
+            self._lookup_and_fill(texts, ids, checks, role, state, result)
+        return result
 
     def _lookup_and_fill(
-        self, texts: list[str], ids: list[int], checks: list[int], role: Role, state: _Namespaced
-    ) -> np.ndarray:
+        self,
+        texts: list[str],
+        ids: list[int],
+        checks: list[int],
+        role: Role,
+        state: _Namespaced,
+        result: Embedded,
+    ) -> None:
         store, ns = self.store, state.ns
         ids_arr = np.array(ids, dtype=np.int64)
         if len(ids) == 1:
@@ -351,6 +387,7 @@ class Cached:
                 est_u,
                 served_by_me,
                 found.stale,
+                result,
             )
         assert out is not None
 
@@ -362,21 +399,19 @@ class Cached:
         # Last use is tracked per day: only entries last used before today are touched,
         # so a warm re-run writes nothing per hit.
         touched = uniq[found_pos][found.used < today()] if len(found_pos) else ()
-        store.record(
-            ns.id,
-            UsageDelta(
-                calls=1,
-                hits=int(hit_counts.sum()),
-                tokens_saved=int(saved.sum()),
-                tokens_saved_estimated=int(saved[est_u].sum()),
-            ),
-            [int(i) for i in touched],
+        delta = UsageDelta(
+            calls=1,
+            hits=int(hit_counts.sum()),
+            tokens_saved=int(saved.sum()),
+            tokens_saved_estimated=int(saved[est_u].sum()),
         )
-        return (
-            out
-            if len(ids) == 1 or (n_u == len(ids) and bool((inverse == np.arange(len(ids))).all()))
-            else out[inverse]
+        store.record(ns.id, delta, [int(i) for i in touched])
+        result.usage.add(delta)
+        in_order = len(ids) == 1 or (
+            n_u == len(ids) and bool((inverse == np.arange(len(ids))).all())
         )
+        result.vectors = out if in_order else out[inverse]
+        result.tokens = tokens_u if in_order else tokens_u[inverse]
 
     def _read(self, state: _Namespaced, uniq: np.ndarray, checks_u: np.ndarray) -> _Found:
         """Look ``uniq`` (sorted ascending) up; return the entries found intact, and the ids of damaged ones.
@@ -444,6 +479,7 @@ class Cached:
         est_u: np.ndarray,
         served_by_me: np.ndarray,
         stale: list[int],
+        result: Embedded,
     ) -> np.ndarray:
         store, ns = self.store, state.ns
         flight_keys = [(ns.id, int(uniq[p])) for p in miss_pos]
@@ -483,6 +519,7 @@ class Cached:
                     tokens_u,
                     est_u,
                     served_by_me,
+                    result,
                 )
         except BaseException as exc:
             store.flights.fail([(ns.id, int(uniq[p])) for p in mine], exc)
@@ -511,6 +548,7 @@ class Cached:
         tokens_u: np.ndarray,
         est_u: np.ndarray,
         served_by_me: np.ndarray,
+        result: Embedded,
     ) -> np.ndarray:
         store, ns = self.store, state.ns
         to_embed = [texts[i] for i in first[mine]]
@@ -551,6 +589,13 @@ class Cached:
                     _label(self.ef),
                     "vectors hold values beyond the float16 range (65504); use dtype='float32' for this model",
                 )
+            delta = UsageDelta(
+                misses=n,
+                provider_calls=1,
+                provider_seconds=elapsed,
+                tokens_embedded=int(tokens.sum()),
+                tokens_embedded_estimated=int(tokens.sum()) if batch.tokens is None else 0,
+            )
             store.write(
                 ns.id,
                 EntryBatch(
@@ -561,14 +606,10 @@ class Cached:
                     flags=flags.tolist(),
                     texts=batch_texts if self.store_text else None,
                 ),
-                UsageDelta(
-                    misses=n,
-                    provider_calls=1,
-                    provider_seconds=elapsed,
-                    tokens_embedded=int(tokens.sum()),
-                    tokens_embedded_estimated=int(tokens.sum()) if batch.tokens is None else 0,
-                ),
+                delta,
             )
+            result.usage.add(delta)
+            result.provider_seconds.append(elapsed)
             if out is None:
                 out = np.empty((len(uniq), vectors.shape[1]), dtype=np.float32)
             out[pos] = served
@@ -589,7 +630,7 @@ class Cached:
         assert out is not None
         return out
 
-    def _bypass(self, texts: list[str], role: Role, state: _Namespaced) -> np.ndarray:
+    def _bypass(self, texts: list[str], role: Role, state: _Namespaced, result: Embedded) -> None:
         if not self._warned_bypass:
             warnings.warn(
                 f"{_label(self.ef)}: vectors depend on the whole batch (late chunking), so they "
@@ -599,24 +640,26 @@ class Cached:
             )
             self._warned_bypass = True
         started = time.perf_counter()
-        parts = list(self._embedder.embed_batches(texts, role))
-        tokens = sum(
-            int(b.tokens)
-            if b.tokens is not None
-            else int(estimate_tokens(texts[b.start : b.start + len(b.vectors)]).sum())
-            for b in parts
+        parts = []
+        for batch in self._embedder.embed_batches(texts, role):
+            parts.append(batch)
+            result.provider_seconds.append(time.perf_counter() - started)
+            started = time.perf_counter()
+        per_text = []
+        for b in parts:
+            estimates = estimate_tokens(texts[b.start : b.start + len(b.vectors)])
+            per_text.append(estimates if b.tokens is None else apportion(int(b.tokens), estimates))
+        result.tokens = np.concatenate(per_text)
+        delta = UsageDelta(
+            calls=1,
+            misses=len(texts),
+            provider_calls=len(parts),
+            provider_seconds=sum(result.provider_seconds),
+            tokens_embedded=int(result.tokens.sum()),
         )
-        self.store.record(
-            state.ns.id,
-            UsageDelta(
-                calls=1,
-                misses=len(texts),
-                provider_calls=len(parts),
-                provider_seconds=time.perf_counter() - started,
-                tokens_embedded=tokens,
-            ),
-        )
-        return np.concatenate([b.vectors for b in parts])
+        self.store.record(state.ns.id, delta)
+        result.usage.add(delta)
+        result.vectors = np.concatenate([b.vectors for b in parts])
 
     # -- stats --------------------------------------------------------------------
 

@@ -378,3 +378,23 @@ async def test_async_calls_share_the_cache(sqlite_url: str, fake_ef: FakeEF) -> 
     assert len(docs) == 2 and len(queries) == 1
     assert ef(["a"])[0].tobytes() == docs[0].tobytes()
     assert len(fake_ef.calls) == 2
+
+
+def test_embed_with_usage_reports_each_texts_tokens_and_this_calls_counters(
+    sqlite_url: str,
+) -> None:
+    provider = TokenProvider(batch_size=2)
+    ef = Cached(provider, sqlite_url)
+    first = ef.embed_with_usage(["a", "bb", "a", "ccc"])
+    assert first.vectors.tobytes() == ef.embed(["a", "bb", "a", "ccc"]).tobytes()
+    # Per text in input order; the repeated "a" costs what its entry cost.
+    assert first.tokens[0] == first.tokens[2]
+    assert int(first.tokens.sum()) - int(first.tokens[2]) == provider.reported_tokens == 21 + 11
+    assert (first.usage.misses, first.usage.hits, first.usage.provider_calls) == (3, 1, 2)
+    assert first.usage.tokens_embedded == provider.reported_tokens
+    assert len(first.provider_seconds) == 2
+    again = ef.embed_with_usage(["ccc", "bb"])
+    assert again.tokens.tolist() == [first.tokens[3], first.tokens[1]]
+    assert (again.usage.hits, again.usage.misses, again.provider_seconds) == (2, 0, [])
+    assert again.usage.tokens_saved == int(again.tokens.sum())
+    assert ef.dimension("document") == 4 and ef.dimension("query") is None
