@@ -428,11 +428,14 @@ class Cached:
                 store.delete(ns.id, stale)
             if len(mine):
                 # Another caller may have stored some of these between our lookup and claim.
-                again = self._read(state, uniq[mine], checks_u[mine])
+                # _read matches rows by binary search, so it needs the ids sorted; `mine`
+                # is in input order.
+                by_id = mine[np.argsort(uniq[mine], kind="stable")]
+                again = self._read(state, uniq[by_id], checks_u[by_id])
                 if len(again.pos):
                     if out is None:
                         out = np.empty((len(uniq), again.vectors.shape[1]), dtype=np.float32)
-                    got = mine[again.pos]
+                    got = by_id[again.pos]
                     out[got] = again.vectors
                     tokens_u[got] = again.tokens
                     est_u[got] = (again.flags & FLAG_TOKENS_ESTIMATED) != 0
@@ -440,9 +443,7 @@ class Cached:
                         ((ns.id, int(uniq[p])), (out[p].copy(), int(tokens_u[p]), bool(est_u[p])))
                         for p in got
                     )
-                    remaining = np.ones(len(mine), dtype=bool)
-                    remaining[again.pos] = False
-                    mine = mine[remaining]
+                    mine = mine[~np.isin(mine, got)]
             if len(mine):
                 out = self._embed_and_store(
                     texts,
