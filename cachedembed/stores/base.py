@@ -8,8 +8,10 @@ stats reports, export, prune) lives in shared code.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
+import weakref
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -100,6 +102,18 @@ class PendingStats:
         return not self.deltas and not self.touches
 
 
+_live_stores: weakref.WeakSet[Store] = weakref.WeakSet()
+
+
+def _reset_stores_in_child() -> None:
+    for store in list(_live_stores):
+        store._after_fork_in_child()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reset_stores_in_child)
+
+
 class Store(ABC):
     """A persistent (or in-memory) map from (namespace, item id) to a vector, plus usage stats.
 
@@ -125,6 +139,19 @@ class Store(ABC):
         self._pending = PendingStats()
         self._pending_lock = threading.Lock()
         self._last_flush = time.monotonic()
+        _live_stores.add(self)
+
+    def _after_fork_in_child(self) -> None:
+        """Start the forked child with nothing of its parent's in flight.
+
+        The parent's buffered counters are the parent's to flush (a child flushing its
+        copy would count them twice), its in-flight claims will never resolve here, and
+        a lock some parent thread held at the fork would stay held forever.
+        """
+        self._ns_lock = threading.Lock()
+        self.flights = SingleFlight()
+        self._pending = PendingStats()
+        self._pending_lock = threading.Lock()
 
     # -- buffered accounting --------------------------------------------------
     # A hit must not cost a write transaction: hit counters and last-use touches are

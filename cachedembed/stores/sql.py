@@ -136,6 +136,19 @@ def _on_sqlite_connect(dbapi_conn: sqlite3.Connection, _record: Any) -> None:
     cur.close()
 
 
+def _silence_socket(dbapi_conn: Any) -> None:
+    """Redirect a forked copy of a client socket to /dev/null, leaving the parent's intact."""
+    sock = getattr(dbapi_conn, "_sock", None)  # PyMySQL
+    fileno = getattr(sock if sock is not None else dbapi_conn, "fileno", None)  # psycopg
+    if fileno is None:
+        return  # SQLite: no socket
+    with suppress(Exception):
+        fd = fileno()
+        devnull = os.open(os.devnull, os.O_RDWR)
+        os.dup2(devnull, fd)
+        os.close(devnull)
+
+
 class SqlStore(Store):
     """A cache in a SQL database reached through a SQLAlchemy URL."""
 
@@ -170,6 +183,7 @@ class SqlStore(Store):
         )
         self._local = threading.local()
         self._connections: list[tuple[int, Any]] = []
+        self._inherited: list[Any] = []
         self._connections_lock = threading.Lock()
         self._open_schema(upgrade)
 
@@ -196,6 +210,18 @@ class SqlStore(Store):
             with self._connections_lock:
                 self._connections.append((pid, conn))
         return conn
+
+    def _after_fork_in_child(self) -> None:
+        super()._after_fork_in_child()
+        self._connections_lock = threading.Lock()
+        # The parent's connections share their sockets (or SQLite file locks) with the
+        # parent: closing one here, or even letting it be garbage collected (the pool's
+        # reset sends a ROLLBACK, libpq's finaliser a Terminate), would end or corrupt
+        # the parent's session. Point their sockets at /dev/null and keep them forever.
+        inherited, self._connections = self._connections, []
+        self._inherited.extend(conn for _pid, conn in inherited)
+        for _pid, conn in inherited:
+            _silence_socket(conn.driver_connection)
 
     def _prepare_server_connection(self, dbapi_conn: Any) -> None:
         # The dialect knows each driver's spelling: psycopg's `autocommit` attribute,

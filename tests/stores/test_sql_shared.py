@@ -235,6 +235,37 @@ def test_server_restart_is_survived_by_reconnecting(server_url: str) -> None:
     assert store.namespace_usage()[ns_id].entries == 2
 
 
+def _child_uses_and_closes(wrapper: Cached) -> None:
+    wrapper(["from the child"])
+    close_all()
+    wrapper.store.close()
+
+
+def test_forked_child_neither_closes_the_parents_session_nor_recounts_its_buffer(
+    server_url: str,
+) -> None:
+    wrapper = Cached(FakeEF(), cache=server_url)
+    wrapper(["a", "b"])
+    wrapper.store.flush()
+    wrapper(["a", "b", "a"])  # three hits, buffered in the parent when it forks
+    store = wrapper.store
+    assert isinstance(store, SqlStore)
+    session = (
+        "SELECT pg_backend_pid()" if store.dialect == "postgresql" else "SELECT CONNECTION_ID()"
+    )
+    before = store._read(session)
+
+    child = FORK.Process(target=_child_uses_and_closes, args=(wrapper,))
+    child.start()
+    child.join(30)
+    assert child.exitcode == 0
+
+    assert store._read(session) == before  # same server session: the child left it alone
+    stats = wrapper.stats()
+    # Parent: 2 misses, then 3 hits; child: 1 miss. The parent's buffered hits count once.
+    assert (stats["hits"], stats["misses"], stats["calls"]) == (3, 3, 3)
+
+
 # -- many processes ------------------------------------------------------------
 
 
