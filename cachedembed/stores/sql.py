@@ -335,10 +335,15 @@ class SqlStore(Store):
 
         return self._query(fetch)
 
-    def _query(self, body: Callable[[Any], _T]) -> _T:
-        """Run a read on this thread's connection, reconnecting once if the server went away."""
+    def _query(self, body: Callable[[Any], _T], *, binary: bool = False) -> _T:
+        """Run a read on this thread's connection, reconnecting once if the server went away.
+
+        ``binary`` asks psycopg for binary results: bytea then arrives as raw bytes
+        instead of hex text twice its size, which halves a warm lookup's time.
+        """
         for attempt in (0, 1):
-            cur = self._raw().cursor()
+            conn = self._raw()
+            cur = conn.cursor(binary=True) if binary and self._d.postgres else conn.cursor()
             try:
                 return body(cur)
             except self._db_errors as exc:
@@ -449,7 +454,7 @@ class SqlStore(Store):
                 rows += cur.fetchall()
             return rows
 
-        return self._query(lookup)
+        return self._query(lookup, binary=True)
 
     def put(self, ns_id: int, batch: EntryBatch, stats: PendingStats) -> None:
         n = len(batch)

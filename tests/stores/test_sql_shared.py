@@ -7,12 +7,14 @@ stored vector can be checked bit for bit.
 
 from __future__ import annotations
 
+import importlib.util
 import multiprocessing as mp
 import os
 import signal
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -397,3 +399,18 @@ def test_passwords_never_appear_in_urls_errors_stats_or_chroma_config() -> None:
     assert secret not in str(info.value) and "127.0.0.1" in str(info.value)
     result = CliRunner().invoke(main, ["stats", "--cache", dead])
     assert result.exit_code != 0 and secret not in result.output
+
+
+# -- the network benchmark ------------------------------------------------------------
+
+
+def test_network_benchmark_measures_every_backend_on_a_small_corpus() -> None:
+    path = Path(__file__).resolve().parents[2] / "bench" / "sql_network.py"
+    spec = importlib.util.spec_from_file_location("sql_network", path)
+    assert spec is not None and spec.loader is not None
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    result = bench.run(n=300)
+    for backend in ("sqlite", "postgresql", "mariadb"):
+        assert result[backend]["warm_hit_texts_per_s"] > 0
+    assert result["postgresql_vs_sqlite"] > 0
