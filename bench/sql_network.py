@@ -4,17 +4,16 @@ A warm hit is the cache's whole job for a re-index: 20,000 already-cached 384-d 
 in one call. On SQLite that is a local B-tree read; on a server it is one lookup
 statement and ~30 MB of vectors over a socket. Run standalone
 (``python bench/sql_network.py``, prints one JSON line) or call :func:`run` from the
-benchmark suite. Each server gets a throwaway database, dropped afterwards.
+benchmark suite. Each server (PostgreSQL on 127.0.0.1:5432, MariaDB on :3306, as in
+the tests) gets a throwaway database, dropped afterwards.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import sys
 import tempfile
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -26,11 +25,12 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+# The same throwaway-database helpers the shared-cache tests use.
+from tests.stores.servers import mariadb_database, postgres_database  # noqa: E402
+
 N = 20_000
 DIM = 384
 REPEATS = 5
-PG_ADMIN = os.environ.get("BENCH_PG_ADMIN", "postgresql://postgres@127.0.0.1:5432/test")
-MYSQL_ADMIN = {"host": "127.0.0.1", "port": 3306, "user": "root", "password": ""}
 
 
 class InstantProvider:
@@ -57,36 +57,6 @@ def texts(n: int = N) -> list[str]:
     return [
         f"document {i}: the quick brown fox jumps over the lazy dog {i * 7919}" for i in range(n)
     ]
-
-
-@contextmanager
-def postgres_database() -> Iterator[str]:
-    import psycopg
-
-    name = f"bench_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
-    finally:
-        with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
-@contextmanager
-def mariadb_database() -> Iterator[str]:
-    import pymysql
-
-    name = f"bench_{uuid.uuid4().hex[:10]}"
-    admin = pymysql.connect(**MYSQL_ADMIN, autocommit=True)
-    try:
-        with admin.cursor() as cur:
-            cur.execute(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4")
-        yield f"mysql+pymysql://root@127.0.0.1:3306/{name}"
-    finally:
-        with admin.cursor() as cur:
-            cur.execute(f"DROP DATABASE IF EXISTS `{name}`")
-        admin.close()
 
 
 @contextmanager

@@ -13,7 +13,7 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +44,24 @@ def server_url(request: pytest.FixtureRequest) -> Iterator[str]:
     with server_database(request.param) as url:
         yield url
         close_all()
+
+
+def run_in_threads(n: int, target: Callable[[int], None]) -> list[BaseException]:
+    """Run ``target(0..n-1)`` in ``n`` threads at once; return what they raised."""
+    errors: list[BaseException] = []
+
+    def guarded(k: int) -> None:
+        try:
+            target(k)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=guarded, args=(k,)) for k in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return errors
 
 
 def _spec(model: str = "m") -> NamespaceSpec:
@@ -96,21 +114,12 @@ def test_migrations_create_the_schema_with_64_bit_ids_and_binary_vectors(server_
 
 def test_concurrent_first_openers_all_succeed_and_migrate_once(server_url: str) -> None:
     barrier = threading.Barrier(6)
-    errors: list[BaseException] = []
 
-    def open_cache() -> None:
-        try:
-            barrier.wait()
-            SqlStore(server_url).close()
-        except BaseException as exc:
-            errors.append(exc)
+    def open_cache(_k: int) -> None:
+        barrier.wait()
+        SqlStore(server_url).close()
 
-    threads = [threading.Thread(target=open_cache) for _ in range(6)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert errors == []
+    assert run_in_threads(6, open_cache) == []
     with sa.create_engine(server_url).connect() as conn:
         assert conn.exec_driver_sql("SELECT version_num FROM alembic_version").fetchall() == [
             (migrate.HEAD,)
@@ -168,28 +177,19 @@ def test_stats_merge_adds_up_and_namespaces_are_shared(server_url: str) -> None:
 def test_many_writers_lose_no_increments_and_never_fail_on_duplicates(server_url: str) -> None:
     stores = [SqlStore(server_url) for _ in range(2)]
     ns_id = stores[0].namespace(_spec()).id
-    errors: list[BaseException] = []
 
     def writer(k: int) -> None:
         store = stores[k % 2]
-        try:
-            for round_ in range(15):
-                # Overlapping ids in opposite orders: the classic deadlock shape.
-                ids = list(range(round_ * 5, round_ * 5 + 40))
-                if k % 2:
-                    ids.reverse()
-                pending = PendingStats(deltas={(ns_id, 20_000): UsageDelta(calls=1, hits=3)})
-                store.put(ns_id, _batch(ids), pending)
-                store.flush_stats(PendingStats(deltas={(ns_id, 20_001): UsageDelta(misses=1)}))
-        except BaseException as exc:
-            errors.append(exc)
+        for round_ in range(15):
+            # Overlapping ids in opposite orders: the classic deadlock shape.
+            ids = list(range(round_ * 5, round_ * 5 + 40))
+            if k % 2:
+                ids.reverse()
+            pending = PendingStats(deltas={(ns_id, 20_000): UsageDelta(calls=1, hits=3)})
+            store.put(ns_id, _batch(ids), pending)
+            store.flush_stats(PendingStats(deltas={(ns_id, 20_001): UsageDelta(misses=1)}))
 
-    threads = [threading.Thread(target=writer, args=(k,)) for k in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert errors == []
+    assert run_in_threads(8, writer) == []
     assert _totals(stores[0]).calls == 8 * 15 and _totals(stores[0]).hits == 8 * 15 * 3
     assert _totals(stores[0]).misses == 8 * 15
     assert stores[0].namespace_usage()[ns_id].entries == 14 * 5 + 40
@@ -284,21 +284,14 @@ def _embed_worker(url: str, texts: list[str], seed: int, results: Any) -> None:
         order = rng.permutation(len(texts)) if k else np.arange(len(texts))
         for start in range(0, len(order), 37):
             chunk = [texts[i] for i in order[start : start + 37]] * (1 + k % 2)
-            try:
-                vectors = wrapper(chunk)
-                for text, vec in zip(chunk, vectors, strict=True):
-                    if vec.tobytes() != fake_vector(text, 16, ef.model).tobytes():
-                        failures.append(f"wrong vector for {text!r}")
-            except Exception as exc:
-                failures.append(repr(exc))
+            vectors = wrapper(chunk)
+            for text, vec in zip(chunk, vectors, strict=True):
+                if vec.tobytes() != fake_vector(text, 16, ef.model).tobytes():
+                    failures.append(f"wrong vector for {text!r}")
             with lock:
                 requested[0] += len(chunk)
 
-    threads = [threading.Thread(target=thread, args=(k,)) for k in range(3)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    failures += [repr(exc) for exc in run_in_threads(3, thread)]
     wrapper.store.flush()
     results.put((requested[0], len(ef.texts_embedded), len(set(ef.texts_embedded)), failures))
     close_all()
