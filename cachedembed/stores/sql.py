@@ -182,7 +182,8 @@ class SqlStore(Store):
             self._engine.dialect.loaded_dbapi.Error,
         )
         self._local = threading.local()
-        self._connections: list[tuple[int, Any]] = []
+        # (owning thread, connection) for every connection this process opened.
+        self._connections: list[tuple[threading.Thread, Any]] = []
         self._inherited: list[Any] = []
         self._connections_lock = threading.Lock()
         self._open_schema(upgrade)
@@ -194,6 +195,8 @@ class SqlStore(Store):
 
         A forked child never uses (or closes) its parent's connections: the socket is
         shared with the parent, and a close from the child would end the parent's session.
+        Connections of threads that have ended are closed when the next one opens, so a
+        thread-per-task application does not pile up server sessions.
         """
         local = self._local
         conn = getattr(local, "conn", None)
@@ -208,7 +211,12 @@ class SqlStore(Store):
             local.conn = conn
             local.pid = pid
             with self._connections_lock:
-                self._connections.append((pid, conn))
+                ended = [c for t, c in self._connections if not t.is_alive()]
+                self._connections = [(t, c) for t, c in self._connections if t.is_alive()]
+                self._connections.append((threading.current_thread(), conn))
+            for old in ended:
+                with suppress(Exception):
+                    old.close()
         return conn
 
     def _after_fork_in_child(self) -> None:
@@ -219,8 +227,8 @@ class SqlStore(Store):
         # reset sends a ROLLBACK, libpq's finaliser a Terminate), would end or corrupt
         # the parent's session. Point their sockets at /dev/null and keep them forever.
         inherited, self._connections = self._connections, []
-        self._inherited.extend(conn for _pid, conn in inherited)
-        for _pid, conn in inherited:
+        self._inherited.extend(conn for _thread, conn in inherited)
+        for _thread, conn in inherited:
             _silence_socket(conn.driver_connection)
 
     def _prepare_server_connection(self, dbapi_conn: Any) -> None:
@@ -241,7 +249,7 @@ class SqlStore(Store):
         if conn is None:
             return
         with self._connections_lock:
-            self._connections = [(p, c) for p, c in self._connections if c is not conn]
+            self._connections = [(t, c) for t, c in self._connections if c is not conn]
         with suppress(Exception):
             conn.invalidate()
 
@@ -579,12 +587,9 @@ class SqlStore(Store):
     def close(self) -> None:
         with suppress(Exception):
             self.flush()
-        pid = os.getpid()
         with self._connections_lock:
             conns, self._connections = self._connections, []
-        for owner, conn in conns:
-            if owner != pid:
-                continue  # a parent's connection inherited through fork: not ours to end
+        for _thread, conn in conns:  # never a parent's: fork moved those to _inherited
             with suppress(Exception):
                 conn.close()
         self._local = threading.local()

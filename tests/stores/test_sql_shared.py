@@ -268,6 +268,23 @@ def test_forked_child_neither_closes_the_parents_session_nor_recounts_its_buffer
     assert (stats["hits"], stats["misses"], stats["calls"]) == (3, 3, 3)
 
 
+def test_connections_of_ended_threads_are_closed(server_url: str) -> None:
+    store = SqlStore(server_url)
+    ns_id = store.namespace(_spec()).id
+    for _ in range(10):  # ten short-lived threads, one lookup each
+        assert run_in_threads(1, lambda _k: store.get(ns_id, [1, 2])) == []
+    if store.dialect == "postgresql":
+        sessions = "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+    else:
+        sessions = "SELECT count(*) FROM information_schema.processlist WHERE db = database()"
+    # This thread's connection plus at most the last worker's (a closed session's
+    # server process may take a moment to leave the list).
+    deadline = time.monotonic() + 5
+    while store._read(sessions)[0][0] > 2 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert store._read(sessions)[0][0] <= 2
+
+
 # -- many processes ------------------------------------------------------------
 
 
