@@ -218,22 +218,27 @@ def test_lookup_and_insert_batches_are_single_statements_on_mariadb() -> None:
         close_all()
 
 
+def _session_query(store: SqlStore) -> str:
+    return "SELECT pg_backend_pid()" if store.dialect == "postgresql" else "SELECT CONNECTION_ID()"
+
+
+def _kill_session(store: SqlStore) -> None:
+    """End this thread's server session from the server side, as a restart or idle timeout would."""
+    victim = int(store._read(_session_query(store))[0][0])
+    with sa.create_engine(store.engine.url).connect() as admin:
+        kill = "SELECT pg_terminate_backend(%s)" if store.dialect == "postgresql" else "KILL %s"
+        admin.exec_driver_sql(kill % victim)
+    time.sleep(0.2)
+
+
 def test_server_restart_is_survived_by_reconnecting(server_url: str) -> None:
     store = SqlStore(server_url)
     ns_id = store.namespace(_spec()).id
     store.put(ns_id, _batch([1]), PendingStats())
-    # Kill our session from the server side, as a restart or an idle timeout would.
-    session = store._raw().cursor()
-    session.execute(
-        "SELECT pg_backend_pid()" if store.dialect == "postgresql" else "SELECT CONNECTION_ID()"
-    )
-    victim = session.fetchone()[0]
-    with sa.create_engine(server_url).connect() as admin:
-        kill = "SELECT pg_terminate_backend(%s)" if store.dialect == "postgresql" else "KILL %s"
-        admin.exec_driver_sql(kill % int(victim))
-    time.sleep(0.2)
-    assert [r[0] for r in store.get(ns_id, [1, 2])] == [1]
-    store.put(ns_id, _batch([2]), PendingStats())
+    _kill_session(store)
+    assert [r[0] for r in store.get(ns_id, [1, 2])] == [1]  # a read reconnects
+    _kill_session(store)
+    store.put(ns_id, _batch([2]), PendingStats())  # so does a write that finds it dead at BEGIN
     assert store.namespace_usage()[ns_id].entries == 2
 
 
@@ -262,7 +267,9 @@ def test_forked_child_neither_closes_the_parents_session_nor_recounts_its_buffer
     child.join(30)
     assert child.exitcode == 0
 
-    assert store._read(session) == before  # same server session: the child left it alone
+    assert (
+        store._read(_session_query(store)) == before
+    )  # same server session: the child left it alone
     stats = wrapper.stats()
     # Parent: 2 misses, then 3 hits; child: 1 miss. The parent's buffered hits count once.
     assert (stats["hits"], stats["misses"], stats["calls"]) == (3, 3, 3)
