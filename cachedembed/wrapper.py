@@ -121,7 +121,9 @@ class Cached:
     Args:
         ef: The function to wrap: any object with Chroma's ``__call__(input)`` (and
             optionally ``embed_query``, ``name``, ``get_config``), including
-            cachedembed's own provider classes.
+            cachedembed's own provider classes. A LangChain ``Embeddings``, a LlamaIndex
+            ``BaseEmbedding`` or a ``SentenceTransformer`` returns that framework's adapter
+            instead (see :mod:`cachedembed.adapters`), which presents the same interface.
         cache: A store or URL (``sqlite:///path.db``, ``diskcache:///dir``, ``memory://``,
             ``postgresql+psycopg://...``). Default: ``$CACHEDEMBED_URL`` or a SQLite
             file in the user cache folder.
@@ -140,6 +142,17 @@ class Cached:
         batch_size: Texts per call to a foreign ``ef`` (cachedembed's own functions
             batch to their provider's limits themselves).
     """
+
+    def __new__(cls, ef: Any = None, *args: Any, **kwargs: Any) -> Any:
+        # A LangChain, LlamaIndex or sentence-transformers object gets its framework's
+        # adapter (itself backed by a Cached). Recognised by module name, so no framework
+        # is imported for anybody else.
+        if cls is Cached:
+            from .adapters import framework_of, wrap
+
+            if framework_of(ef) is not None:
+                return wrap(ef, *args, **kwargs)
+        return super().__new__(cls)
 
     def __init__(
         self,
@@ -169,10 +182,12 @@ class Cached:
         self.hash: HashName = hash
         self.normalize_unicode = normalize_unicode
         self.batch_size = batch_size
-        self._embedder: Any = (
-            ef if isinstance(ef, ProviderEmbeddingFunction) else _ForeignEmbedder(ef, batch_size)
-        )
+        # Shipped functions and adapters' embedders (a _ForeignEmbedder with its own
+        # cache_identity) already yield batches; anything else is presented as batches.
+        direct = isinstance(ef, (ProviderEmbeddingFunction, _ForeignEmbedder))
+        self._embedder: Any = ef if direct else _ForeignEmbedder(ef, batch_size)
         self._roles: dict[Role, _Namespaced] = {}
+        self._hashers: dict[Role, ItemHasher] = {}
         self._warned_bypass = False
 
     # -- identity ----------------------------------------------------------------
@@ -199,10 +214,19 @@ class Cached:
         if state is None:
             spec = self.spec(role)
             state = _Namespaced(
-                self.store.namespace(spec), ItemHasher(spec), np.dtype(self.dtype).newbyteorder("<")
+                self.store.namespace(spec),
+                self._hasher(role),
+                np.dtype(self.dtype).newbyteorder("<"),
             )
             self._roles[role] = state
         return state
+
+    def _hasher(self, role: Role) -> ItemHasher:
+        """The item hasher for ``role``, available without touching the store."""
+        hasher = self._hashers.get(role)
+        if hasher is None:
+            hasher = self._hashers[role] = ItemHasher(self.spec(role))
+        return hasher
 
     # -- Chroma's EmbeddingFunction protocol --------------------------------------
 
@@ -268,8 +292,10 @@ class Cached:
         if self.normalize_unicode:
             form = self.normalize_unicode
             texts = [unicodedata.normalize(form, t) for t in texts]
+        # Hash first: it rejects texts UTF-8 cannot encode (lone surrogates) before the
+        # namespace is registered, so bad input writes nothing at all.
+        ids, checks = self._hasher(role).text_keys(texts)
         state = self._role(role)
-        ids, checks = state.hasher.text_keys(texts)
         if self._embedder.bypass_cache:
             return self._bypass(texts, role, state)
         return self._lookup_and_fill(texts, ids, checks, role, state)
@@ -353,7 +379,7 @@ class Cached:
         )
 
     def _read(self, state: _Namespaced, uniq: np.ndarray, checks_u: np.ndarray) -> _Found:
-        """Look ``uniq`` up; return the entries found intact, and the ids of damaged ones.
+        """Look ``uniq`` (sorted ascending) up; return the entries found intact, and the ids of damaged ones.
 
         A row counts only if its namespace and check match (else: an id collision) and its
         blob has the namespace's dimension (else: damaged). Bad rows are reported so the
@@ -428,14 +454,14 @@ class Cached:
                 store.delete(ns.id, stale)
             if len(mine):
                 # Another caller may have stored some of these between our lookup and claim.
-                # _read matches rows by binary search, so it needs the ids sorted; `mine`
-                # is in input order.
-                by_id = mine[np.argsort(uniq[mine], kind="stable")]
-                again = self._read(state, uniq[by_id], checks_u[by_id])
+                # `mine` is in input order, but _read needs ids sorted (it binary-searches
+                # them): positions into the sorted `uniq`, sorted, give sorted ids.
+                recheck = np.sort(mine)
+                again = self._read(state, uniq[recheck], checks_u[recheck])
                 if len(again.pos):
                     if out is None:
                         out = np.empty((len(uniq), again.vectors.shape[1]), dtype=np.float32)
-                    got = by_id[again.pos]
+                    got = recheck[again.pos]
                     out[got] = again.vectors
                     tokens_u[got] = again.tokens
                     est_u[got] = (again.flags & FLAG_TOKENS_ESTIMATED) != 0
@@ -443,7 +469,7 @@ class Cached:
                         ((ns.id, int(uniq[p])), (out[p].copy(), int(tokens_u[p]), bool(est_u[p])))
                         for p in got
                     )
-                    mine = mine[~np.isin(mine, got)]
+                    mine = mine[~np.isin(mine, got)]  # still input order
             if len(mine):
                 out = self._embed_and_store(
                     texts,
@@ -497,7 +523,11 @@ class Cached:
             elapsed = time.perf_counter() - started
             vectors = batch.vectors
             n = len(vectors)
-            if ns.dim is not None and vectors.shape[1] != ns.dim:
+            if ns.dim is None:
+                # Fix the namespace's dimension before writing: another process may have
+                # fixed a different one since we looked, and mixed dimensions must not be stored.
+                store.set_dimension(ns, vectors.shape[1])
+            if vectors.shape[1] != ns.dim:
                 raise ProviderResponseError(
                     _label(self.ef),
                     f"returned {vectors.shape[1]}-d vectors but this namespace holds "
@@ -512,9 +542,15 @@ class Cached:
                 tokens, flags = estimates, np.full(n, FLAG_TOKENS_ESTIMATED, dtype=np.int64)
             else:
                 tokens, flags = apportion(int(batch.tokens), estimates), np.zeros(n, dtype=np.int64)
-            stored = vectors.astype(state.dtype, copy=False)
+            with np.errstate(over="ignore"):  # overflow is reported below, not as a RuntimeWarning
+                stored = vectors.astype(state.dtype, copy=False)
             served = stored.astype(np.float32) if state.dtype != np.float32 else vectors
-            store.set_dimension(ns, vectors.shape[1])
+            if state.dtype != np.float32 and not np.isfinite(stored).all():
+                # float16 tops out at 65504: larger values would be stored (and served) as inf.
+                raise ProviderResponseError(
+                    _label(self.ef),
+                    "vectors hold values beyond the float16 range (65504); use dtype='float32' for this model",
+                )
             store.write(
                 ns.id,
                 EntryBatch(
@@ -592,8 +628,11 @@ class Cached:
         from .stats import namespace_totals
 
         self.store.flush()
-        namespaces = [self._role(role).ns for role in ("document", "query")]
-        return namespace_totals(self.store, namespaces)
+        return namespace_totals(self.store, self.namespaces())
+
+    def namespaces(self) -> list[Namespace]:
+        """The namespaces this wrapper reads and writes: documents, then queries."""
+        return [self._role(role).ns for role in ("document", "query")]
 
     def flush(self) -> None:
         """Commit buffered hit counters and last-use touches now (they are also flushed every second and at exit)."""

@@ -37,6 +37,15 @@ class Namespace:
     dim: int | None = None
     created: int = 0
 
+    @property
+    def label(self) -> str:
+        """``provider/model``, as reports and management commands show it."""
+        return f"{self.spec.provider}/{self.spec.model}"
+
+    def matches(self, model: str | None) -> bool:
+        """Whether ``model`` (a case-insensitive substring of :attr:`label`) selects this namespace."""
+        return not model or model.lower() in self.label.lower()
+
 
 class Row(NamedTuple):
     """One stored entry as the hit path reads it."""
@@ -105,13 +114,13 @@ class PendingStats:
 _live_stores: weakref.WeakSet[Store] = weakref.WeakSet()
 
 
-def _reset_stores_in_child() -> None:
+def _after_fork_in_child() -> None:
     for store in list(_live_stores):
-        store._after_fork_in_child()
+        store._reset_process_state()
 
 
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_reset_stores_in_child)
+if hasattr(os, "register_at_fork"):  # POSIX only; Windows never forks
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 class Store(ABC):
@@ -133,25 +142,22 @@ class Store(ABC):
     """Seconds between flushes of buffered hit counters and last-use touches."""
 
     def __init__(self) -> None:
-        self._ns_lock = threading.Lock()
         self._ns_by_key: dict[str, Namespace] = {}
-        self.flights = SingleFlight()
-        self._pending = PendingStats()
-        self._pending_lock = threading.Lock()
-        self._last_flush = time.monotonic()
+        self._reset_process_state()
         _live_stores.add(self)
 
-    def _after_fork_in_child(self) -> None:
-        """Start the forked child with nothing of its parent's in flight.
+    def _reset_process_state(self) -> None:
+        """Locks, in-flight claims and buffered counters: state that belongs to one process.
 
-        The parent's buffered counters are the parent's to flush (a child flushing its
-        copy would count them twice), its in-flight claims will never resolve here, and
-        a lock some parent thread held at the fork would stay held forever.
+        Also run in a forked child: it must not commit the counters its parent buffered
+        (the parent commits them), wait on the parent's in-flight claims (nobody would
+        resolve them), or inherit a lock some parent thread held at the fork.
         """
         self._ns_lock = threading.Lock()
         self.flights = SingleFlight()
         self._pending = PendingStats()
         self._pending_lock = threading.Lock()
+        self._last_flush = time.monotonic()
 
     # -- buffered accounting --------------------------------------------------
     # A hit must not cost a write transaction: hit counters and last-use touches are
@@ -227,10 +233,14 @@ class Store(ABC):
         return ns
 
     def set_dimension(self, ns: Namespace, dim: int) -> None:
-        """Record the vector dimension of ``ns`` the first time vectors are stored."""
+        """Record the vector dimension of ``ns`` the first time vectors are stored.
+
+        The first writer wins: ``ns.dim`` is read back afterwards, so when another process
+        fixed a different dimension first, the caller sees it (and refuses its vectors).
+        """
         if ns.dim is None:
             self._set_dimension(ns.id, dim)
-            ns.dim = dim
+            ns.dim = self._read_dimension(ns.id)
 
     def known_dimension(self, ns: Namespace) -> int | None:
         """The dimension of ``ns``, re-read from storage if this process has not seen one yet."""

@@ -152,7 +152,13 @@ def _silence_socket(dbapi_conn: Any) -> None:
 class SqlStore(Store):
     """A cache in a SQL database reached through a SQLAlchemy URL."""
 
-    def __init__(self, url: str, *, upgrade: bool = True) -> None:
+    _connections: list[tuple[threading.Thread, Any]]
+    """(owning thread, connection) for every connection this process opened."""
+    _connections_lock: threading.Lock
+    _inherited: list[Any]
+    """A forked parent's connections: never used, closed or garbage collected here."""
+
+    def __init__(self, url: str, *, upgrade: bool | None = True) -> None:
         super().__init__()
         sa_url = make_url(url)
         self.url = sa_url.render_as_string(hide_password=True)
@@ -182,10 +188,6 @@ class SqlStore(Store):
             self._engine.dialect.loaded_dbapi.Error,
         )
         self._local = threading.local()
-        # (owning thread, connection) for every connection this process opened.
-        self._connections: list[tuple[threading.Thread, Any]] = []
-        self._inherited: list[Any] = []
-        self._connections_lock = threading.Lock()
         self._open_schema(upgrade)
 
     # -- connections --------------------------------------------------------
@@ -219,17 +221,18 @@ class SqlStore(Store):
                     old.close()
         return conn
 
-    def _after_fork_in_child(self) -> None:
-        super()._after_fork_in_child()
-        self._connections_lock = threading.Lock()
+    def _reset_process_state(self) -> None:
+        super()._reset_process_state()
         # The parent's connections share their sockets (or SQLite file locks) with the
         # parent: closing one here, or even letting it be garbage collected (the pool's
         # reset sends a ROLLBACK, libpq's finaliser a Terminate), would end or corrupt
         # the parent's session. Point their sockets at /dev/null and keep them forever.
-        inherited, self._connections = self._connections, []
-        self._inherited.extend(conn for _thread, conn in inherited)
+        inherited: list[tuple[threading.Thread, Any]] = getattr(self, "_connections", [])
+        self._inherited = [*getattr(self, "_inherited", []), *(c for _t, c in inherited)]
         for _thread, conn in inherited:
             _silence_socket(conn.driver_connection)
+        self._connections = []
+        self._connections_lock = threading.Lock()
 
     def _prepare_server_connection(self, dbapi_conn: Any) -> None:
         # The dialect knows each driver's spelling: psycopg's `autocommit` attribute,
@@ -275,6 +278,10 @@ class SqlStore(Store):
         return bool(args) and args[0] in _MYSQL_RETRY
 
     def _store_error(self, exc: BaseException) -> StoreError:
+        if isinstance(exc, sa.exc.DBAPIError) and exc.orig is not None:
+            # Opening and migrating go through SQLAlchemy, which wraps the driver's error:
+            # unwrap it so a damaged file gets the remedy below, not "(sqlite3.DatabaseError) ...".
+            exc = exc.orig
         text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         if self._password:
             text = text.replace(self._password, "***")
@@ -365,7 +372,9 @@ class SqlStore(Store):
 
     # -- schema -------------------------------------------------------------
 
-    def _open_schema(self, upgrade: bool) -> None:
+    def _open_schema(self, upgrade: bool | None) -> None:
+        if upgrade is None:  # `cachedembed migrate` opens as-is, to report and upgrade explicitly
+            return
         try:
             with self._engine.connect() as conn:
                 revision = migrate.current_revision(conn)
@@ -485,17 +494,16 @@ class SqlStore(Store):
                 texts,
             )
         )
-        # Every writer locks rows in id order, so overlapping batches queue up instead
-        # of deadlocking (PyMySQL and psycopg send the batch as one multi-row INSERT or
-        # one pipeline).
+        # Id order: concurrent writers of overlapping batches then lock rows in the same
+        # order, so PostgreSQL and InnoDB never see the lock cycles input order made.
         rows.sort(key=lambda row: row[0])
 
-        def insert(cur: Any) -> None:
+        def body(cur: Any) -> None:
             if rows:
                 cur.executemany(self._d.insert_entries, rows)
             self._merge(cur, stats)
 
-        self._write(insert)
+        self._write(body)
 
     def flush_stats(self, stats: PendingStats) -> None:
         if stats.is_empty():
@@ -503,13 +511,14 @@ class SqlStore(Store):
         self._write(lambda cur: self._merge(cur, stats))
 
     def _merge(self, cur: Any, stats: PendingStats) -> None:
+        # Sorted, like entries in put(): one lock order for every writer.
         if stats.deltas:
             cur.executemany(
                 self._d.merge_stats,
                 [(ns, day, *delta.as_tuple()) for (ns, day), delta in sorted(stats.deltas.items())],
             )
-        for (_ns, day), unsorted in stats.touches.items():
-            ids = sorted(set(unsorted))
+        for (_ns, day), touched in sorted(stats.touches.items()):
+            ids = sorted(set(touched))
             step = self._d.max_params - 2
             for start in range(0, len(ids), step):
                 chunk = ids[start : start + step]
