@@ -389,6 +389,44 @@ def test_worker_killed_mid_write_leaves_the_database_consistent(kind: str) -> No
         assert after[1].tobytes() == fake_vector("fresh text", 64, "fake-1").tobytes()
 
 
+# -- management commands ----------------------------------------------------------
+
+
+def test_management_commands_work_on_the_server_and_seed_round_trips(
+    server_url: str, tmp_path: Path
+) -> None:
+    texts = [f"seed {i} ✓" for i in range(20)]
+    Cached(FakeEF(), cache=server_url, store_text=True)(texts)
+    close_all()
+    runner = CliRunner()
+
+    def cli(*args: str) -> str:
+        result = runner.invoke(main, list(args))
+        assert result.exit_code == 0, result.output
+        return result.output
+
+    assert "20" in cli("models", "--cache", server_url)
+    assert "checked 20 entries: 0 bad" in cli("verify", "--cache", server_url)
+    assert "schema revision 0002" in cli("migrate", "--cache", server_url)
+    # The documented seeding path, here in reverse too: server -> file -> SQLite.
+    dump = str(tmp_path / "seed.jsonl.gz")
+    cli("export", "--cache", server_url, dump)
+    local = f"sqlite:///{tmp_path / 'local.db'}"
+    assert "20 added" in cli("import", "--cache", local, dump)
+    assert "0 added, 20 already present" in cli("import", "--cache", server_url, dump)
+    ef = FakeEF()
+    vectors = Cached(ef, cache=local, store_text=True)(texts)
+    assert ef.calls == []
+    assert all(
+        v.tobytes() == fake_vector(t, 8, ef.model).tobytes()
+        for t, v in zip(texts, vectors, strict=True)
+    )
+
+    cli("prune", "--cache", server_url, "--max-size", "1B")
+    store = SqlStore(server_url)
+    assert sum(u.entries for u in store.namespace_usage().values()) == 0
+
+
 # -- secrets -----------------------------------------------------------------------
 
 
