@@ -7,7 +7,7 @@ from typing import Any, Protocol
 
 from .pricing import dollars, price_per_million
 from .stores.base import Namespace
-from .usage import UsageDelta
+from .usage import UsageDelta, day_iso
 
 
 class UsageSource(Protocol):
@@ -20,10 +20,19 @@ class UsageSource(Protocol):
     def stats_rows(self, since_day: int | None = None) -> list[tuple[int, int, UsageDelta]]: ...
 
 
-def summarize(delta: UsageDelta) -> dict[str, Any]:
-    """Counters plus the figures derived from them (texts, hit rate, time saved)."""
+def seconds_per_text(delta: UsageDelta) -> float | None:
+    """Measured provider seconds per embedded text, ``None`` before the first miss."""
+    return delta.provider_seconds / delta.misses if delta.misses else None
+
+
+def summarize(delta: UsageDelta, per_text: float | None = None) -> dict[str, Any]:
+    """Counters plus the figures derived from them (texts, hit rate, time saved).
+
+    Time saved is hits times ``per_text`` (default: measured from ``delta`` itself).
+    """
     texts = delta.hits + delta.misses
-    per_text = delta.provider_seconds / delta.misses if delta.misses else None
+    if per_text is None:
+        per_text = seconds_per_text(delta)
     return {
         "calls": delta.calls,
         "texts": texts,
@@ -36,7 +45,7 @@ def summarize(delta: UsageDelta) -> dict[str, Any]:
         "tokens_saved": delta.tokens_saved,
         "tokens_saved_estimated": delta.tokens_saved_estimated,
         "provider_seconds": delta.provider_seconds,
-        # Estimated from this namespace's own measured seconds per embedded text.
+        # Estimated from the namespace's own measured seconds per embedded text.
         "provider_seconds_saved": per_text * delta.hits if per_text is not None else None,
     }
 
@@ -49,11 +58,14 @@ def namespace_totals(store: UsageSource, namespaces: Iterable[Namespace]) -> dic
         if ns_id in per_ns:
             per_ns[ns_id].add(delta)
     total = UsageDelta()
-    for delta in per_ns.values():
+    # Several namespaces may share a role (one per option set of an adapter): add them up.
+    by_role: dict[str, UsageDelta] = {}
+    for ns_id, delta in per_ns.items():
         total.add(delta)
+        by_role.setdefault(wanted[ns_id].spec.role, UsageDelta()).add(delta)
     return {
         **summarize(total),
-        "by_role": {wanted[ns_id].spec.role: summarize(delta) for ns_id, delta in per_ns.items()},
+        "by_role": {role: summarize(delta) for role, delta in by_role.items()},
     }
 
 
@@ -66,33 +78,80 @@ def _priced(summary: dict[str, Any], price: float | None) -> dict[str, Any]:
     }
 
 
+def _combined(
+    deltas: dict[int, UsageDelta],
+    price_of: dict[int, float | None],
+    rate_of: dict[int, float | None],
+) -> dict[str, Any]:
+    """Counters summed over namespaces; dollars summed over those with a known price.
+
+    Dollars are ``None`` (unknown) when no namespace in ``deltas`` has a price, and
+    ``models_without_price`` says how many of them were left out of the dollar sums.
+    """
+    total = UsageDelta()
+    spent = saved = 0.0
+    seconds_saved: float | None = None
+    unpriced = 0
+    for ns_id, delta in deltas.items():
+        total.add(delta)
+        rate = rate_of[ns_id]
+        if rate is not None:
+            seconds_saved = (seconds_saved or 0.0) + rate * delta.hits
+        price = price_of[ns_id]
+        if price is None:
+            unpriced += 1
+        else:
+            spent += dollars(delta.tokens_embedded, price) or 0.0
+            saved += dollars(delta.tokens_saved, price) or 0.0
+    known = unpriced < len(deltas) or not deltas
+    return {
+        **summarize(total),
+        "provider_seconds_saved": seconds_saved,
+        "dollars_spent": spent if known else None,
+        "dollars_saved": saved if known else None,
+        "models_without_price": unpriced,
+    }
+
+
 def report(
-    store: UsageSource, *, since_day: int | None = None, model: str | None = None
+    store: UsageSource,
+    *,
+    since_day: int | None = None,
+    model: str | None = None,
+    by_day: bool = False,
 ) -> dict[str, Any]:
     """Per-namespace usage with prices, and totals, as plain JSON-ready data.
 
+    Reads only the namespace registry and the aggregated per-day stats rows, never the
+    entries, so it costs the same on a cache of a hundred or a hundred million vectors.
     ``since_day`` keeps counters from that UTC day number on; ``model`` keeps namespaces
-    whose model or provider/model contains it. Dollar totals add up the namespaces with a
-    known price; ``models_without_price`` counts the others.
+    whose ``provider/model`` contains it (any case); ``by_day`` adds a ``days`` list of per-day
+    totals. Dollar totals add up the namespaces with a known price;
+    ``models_without_price`` counts the others.
     """
-    namespaces = {ns.id: ns for ns in store.namespaces()}
+    selected = {ns.id: ns for ns in store.namespaces() if ns.matches(model)}
     per_ns: dict[int, UsageDelta] = {}
-    for ns_id, _day, delta in store.stats_rows(since_day):
+    per_day: dict[int, dict[int, UsageDelta]] = {}
+    all_time: dict[int, UsageDelta] = {}
+    # All days are read (the table is small) so that time saved in the window uses each
+    # namespace's all-time seconds per text: a window of pure hits still shows a saving.
+    for ns_id, day, delta in store.stats_rows():
+        if ns_id not in selected:
+            continue
+        all_time.setdefault(ns_id, UsageDelta()).add(delta)
+        if since_day is not None and day < since_day:
+            continue
         per_ns.setdefault(ns_id, UsageDelta()).add(delta)
+        if by_day:
+            per_day.setdefault(day, {}).setdefault(ns_id, UsageDelta()).add(delta)
+    rate_of = {ns_id: seconds_per_text(all_time[ns_id]) for ns_id in per_ns}
+    price_of = {
+        ns_id: price_per_million(selected[ns_id].spec.provider, selected[ns_id].spec.model)
+        for ns_id in per_ns
+    }
     rows = []
-    total = UsageDelta()
-    spent = saved = 0.0
-    unpriced = 0
     for ns_id in sorted(per_ns):
-        ns = namespaces.get(ns_id)
-        if ns is None:
-            continue
-        label = f"{ns.spec.provider}/{ns.spec.model}"
-        if model and model not in label:
-            continue
-        delta = per_ns[ns_id]
-        price = price_per_million(ns.spec.provider, ns.spec.model)
-        row = _priced(summarize(delta), price)
+        ns = selected[ns_id]
         rows.append(
             {
                 "namespace": ns.key,
@@ -100,20 +159,23 @@ def report(
                 "model": ns.spec.model,
                 "role": ns.spec.role,
                 "dim": ns.dim,
-                **row,
+                **_priced(summarize(per_ns[ns_id], rate_of[ns_id]), price_of[ns_id]),
             }
         )
-        total.add(delta)
-        if price is None:
-            unpriced += 1
-        else:
-            spent += row["dollars_spent"]
-            saved += row["dollars_saved"]
-    totals = summarize(total)
-    totals.update(
-        {"dollars_spent": spent, "dollars_saved": saved, "models_without_price": unpriced}
-    )
-    return {"cache": store.url, "since_day": since_day, "models": rows, "total": totals}
+    data: dict[str, Any] = {
+        "cache": store.url,
+        "since": day_iso(since_day) if since_day is not None else None,
+        "since_day": since_day,
+        "model_filter": model,
+        "models": rows,
+        "total": _combined(per_ns, price_of, rate_of),
+    }
+    if by_day:
+        data["days"] = [
+            {"day": day_iso(day), **_combined(per_day[day], price_of, rate_of)}
+            for day in sorted(per_day)
+        ]
+    return data
 
 
 def _num(value: int, estimated: int) -> str:
@@ -124,7 +186,12 @@ def _num(value: int, estimated: int) -> str:
 def _usd(value: float | None) -> str:
     if value is None:
         return "unknown"
-    return f"${value:,.4f}" if value < 1 else f"${value:,.2f}"
+    if value == 0:
+        return "$0.00"
+    # Small sums keep significant digits: a test run costs fractions of a cent.
+    return (
+        f"${value:.6f}" if value < 0.01 else (f"${value:,.4f}" if value < 1 else f"${value:,.2f}")
+    )
 
 
 def _secs(value: float | None) -> str:
@@ -133,58 +200,137 @@ def _secs(value: float | None) -> str:
     return f"{value:.1f}s" if value < 120 else f"{value / 60:.1f}m"
 
 
-def render_table(data: dict[str, Any]) -> str:
-    """The human table ``cachedembed stats`` prints."""
-    header = [
-        "model",
-        "role",
-        "texts",
-        "hits",
-        "hit rate",
-        "tokens embedded",
-        "tokens saved",
-        "spent",
-        "saved",
-        "time saved",
+def _align(rows: list[list[str]], left: int, rule_before_last: bool) -> list[str]:
+    """Columns padded to width: the first ``left`` left-aligned, numbers right-aligned."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    out = []
+    for n, row in enumerate(rows):
+        if rule_before_last and n == len(rows) - 1:
+            out.append("  ".join("-" * w for w in widths))
+        out.append(
+            "  ".join(
+                c.ljust(w) if i < left else c.rjust(w)
+                for i, (c, w) in enumerate(zip(row, widths, strict=True))
+            ).rstrip()
+        )
+    return out
+
+
+def _cells(r: dict[str, Any], spent: str, saved: str) -> list[str]:
+    rate = "-" if r["hit_rate"] is None else f"{100 * r['hit_rate']:.1f}%"
+    return [
+        f"{r['texts']:,}",
+        f"{r['hits']:,}",
+        rate,
+        _num(r["tokens_embedded"], r["tokens_embedded_estimated"]),
+        _num(r["tokens_saved"], r["tokens_saved_estimated"]),
+        spent,
+        saved,
+        _secs(r["provider_seconds"]),
+        _secs(r["provider_seconds_saved"]),
     ]
-    lines = [header]
 
-    def line(label: str, role: str, r: dict[str, Any], spent: str, saved: str) -> list[str]:
-        rate = "-" if r["hit_rate"] is None else f"{100 * r['hit_rate']:.1f}%"
-        return [
-            label,
-            role,
-            f"{r['texts']:,}",
-            f"{r['hits']:,}",
-            rate,
-            _num(r["tokens_embedded"], r["tokens_embedded_estimated"]),
-            _num(r["tokens_saved"], r["tokens_saved_estimated"]),
-            spent,
-            saved,
-            _secs(r["provider_seconds_saved"]),
-        ]
 
+_COLUMNS = [
+    "texts",
+    "hits",
+    "hit rate",
+    "tokens embedded",
+    "tokens saved",
+    "spent",
+    "saved",
+    "time spent",
+    "time saved",
+]
+
+
+def _total_usd(t: dict[str, Any], key: str) -> str:
+    """A total's dollars, flagged when some models had no price (their share is unknown)."""
+    if t[key] is None:
+        return "unknown"
+    return _usd(t[key]) + (" + unknown" if t["models_without_price"] else "")
+
+
+def _heading(data: dict[str, Any]) -> list[str]:
+    scope = []
+    if data.get("since"):
+        scope.append(f"since {data['since']}")
+    if data.get("model_filter"):
+        scope.append(f"models matching {data['model_filter']!r}")
+    return [f"cache: {data['cache']}" + (f" ({', '.join(scope)})" if scope else "")]
+
+
+def _footnote(t: dict[str, Any]) -> list[str]:
+    if t["tokens_embedded_estimated"] or t["tokens_saved_estimated"]:
+        return ["~ estimated token counts (provider reports none); * partly estimated"]
+    return []
+
+
+def render_table(data: dict[str, Any]) -> str:
+    """The per-model table ``cachedembed stats`` prints, with a totals line."""
+    if not data["models"]:
+        return "\n".join([*_heading(data), "no usage recorded"])
+    rows = [["model", "role", *_COLUMNS]]
     for r in data["models"]:
-        lines.append(
-            line(
+        rows.append(
+            [
                 f"{r['provider']}/{r['model']}",
                 r["role"],
-                r,
-                _usd(r["dollars_spent"]),
-                _usd(r["dollars_saved"]),
-            )
+                *_cells(r, _usd(r["dollars_spent"]), _usd(r["dollars_saved"])),
+            ]
         )
     t = data["total"]
-    suffix = " + unknown" if t["models_without_price"] else ""
-    lines.append(
-        line("total", "", t, _usd(t["dollars_spent"]) + suffix, _usd(t["dollars_saved"]) + suffix)
+    rows.append(
+        ["total", "", *_cells(t, _total_usd(t, "dollars_spent"), _total_usd(t, "dollars_saved"))]
     )
-    widths = [max(len(row[i]) for row in lines) for i in range(len(header))]
-    out = [f"cache: {data['cache']}"]
-    for n, row in enumerate(lines):
-        cells = [c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths))]
-        if n == len(lines) - 1:
-            out.append("  ".join("-" * w for w in widths))
-        out.append("  ".join(cells).rstrip())
-    out.append("~ estimated token counts (provider reports none); * partly estimated")
-    return "\n".join(out)
+    return "\n".join([*_heading(data), *_align(rows, 2, True), *_footnote(t)])
+
+
+BAR_WIDTH = 30
+
+
+def _bar(spent: float, saved: float, scale: float) -> str:
+    """``spent`` as solid blocks then ``saved`` as shaded ones, ``BAR_WIDTH`` for the largest day."""
+    if scale <= 0:
+        return ""
+    a = round(BAR_WIDTH * spent / scale)
+    b = round(BAR_WIDTH * (spent + saved) / scale) - a
+    return "█" * a + "░" * b
+
+
+def render_days(data: dict[str, Any]) -> str:
+    """``cachedembed stats --by day``: one row per UTC day and a bar chart of spent vs saved.
+
+    The chart is in dollars when every model shown has a price, else in tokens (a model
+    without a price has unknown dollars, which a bar cannot show).
+    """
+    days = data["days"]
+    if not days:
+        return "\n".join([*_heading(data), "no usage recorded"])
+    in_dollars = data["total"]["models_without_price"] == 0
+    spent_key, saved_key = (
+        ("dollars_spent", "dollars_saved") if in_dollars else ("tokens_embedded", "tokens_saved")
+    )
+    scale = max(d[spent_key] + d[saved_key] for d in days)
+    rows = [["day", *_COLUMNS, ""]]
+    for d in days:
+        rows.append(
+            [
+                d["day"],
+                *_cells(d, _total_usd(d, "dollars_spent"), _total_usd(d, "dollars_saved")),
+                _bar(d[spent_key], d[saved_key], scale),
+            ]
+        )
+    t = data["total"]
+    rows.append(
+        ["total", *_cells(t, _total_usd(t, "dollars_spent"), _total_usd(t, "dollars_saved")), ""]
+    )
+    unit = "dollars" if in_dollars else "tokens (some models have no price)"
+    return "\n".join(
+        [
+            *_heading(data),
+            *_align(rows, 1, True),
+            f"chart: █ spent  ░ saved, in {unit}",
+            *_footnote(t),
+        ]
+    )

@@ -6,6 +6,7 @@ are only ever *added* to, so many writers can merge them with atomic increments.
 
 from __future__ import annotations
 
+import datetime
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
@@ -20,6 +21,36 @@ SECONDS_PER_DAY = 86_400
 def today() -> int:
     """The current UTC day number, the granularity of stats and last-use tracking."""
     return int(time.time()) // SECONDS_PER_DAY
+
+
+_EPOCH = datetime.date(1970, 1, 1)
+
+
+def day_iso(day: int) -> str:
+    """A UTC day number as ``YYYY-MM-DD``."""
+    return (_EPOCH + datetime.timedelta(days=day)).isoformat()
+
+
+def parse_day(text: str) -> int:
+    """``YYYY-MM-DD`` as a UTC day number; ``ValueError`` if it is not a date."""
+    return (datetime.date.fromisoformat(text) - _EPOCH).days
+
+
+def parse_days_ago(text: str, *, now: int | None = None) -> int:
+    """The first UTC day of a window: ``7d`` (the last 7 days, today included), ``2w``,
+    or a date ``2026-11-01``. Raises ``ValueError`` with a readable message otherwise.
+    """
+    value = text.strip().lower()
+    current = today() if now is None else now
+    for suffix, scale in (("d", 1), ("w", 7)):
+        if value.endswith(suffix) and value[:-1].isdigit():
+            return current - int(value[:-1]) * scale + 1
+    try:
+        return parse_day(value)
+    except ValueError:
+        raise ValueError(
+            f"{text!r} is neither a number of days (7d, 2w) nor a date (2026-11-01)"
+        ) from None
 
 
 @dataclass

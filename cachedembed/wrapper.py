@@ -15,7 +15,7 @@ import time
 import unicodedata
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from itertools import repeat
 from typing import Any, Literal
@@ -54,6 +54,24 @@ class _Found:
     used: np.ndarray
     stale: list[int]
     """Ids of damaged entries of this namespace (wrong length), to replace."""
+
+
+@dataclass
+class Embedded:
+    """What :meth:`Cached.embed_with_usage` returns: the vectors and what this one call cost.
+
+    For callers that meter each request (the HTTP server reports ``usage`` and metrics
+    from it); the same counters also go to the store's stats, as for :meth:`Cached.embed`.
+    """
+
+    vectors: np.ndarray
+    """(n, dim) float32 in input order, exactly what :meth:`Cached.embed` returns."""
+    tokens: np.ndarray
+    """(n,) int64: the tokens each text cost when embedded (for a hit, as recorded in its entry)."""
+    usage: UsageDelta = field(default_factory=UsageDelta)
+    """This call's counters: hits, misses, provider calls and seconds, tokens embedded and saved."""
+    provider_seconds: list[float] = field(default_factory=list)
+    """Duration of each provider round trip made by this call (empty when all were cached)."""
 
 
 @dataclass
@@ -135,7 +153,9 @@ class Cached:
     Args:
         ef: The function to wrap: any object with Chroma's ``__call__(input)`` (and
             optionally ``embed_query``, ``name``, ``get_config``), including
-            cachedembed's own provider classes.
+            cachedembed's own provider classes. A LangChain ``Embeddings``, a LlamaIndex
+            ``BaseEmbedding`` or a ``SentenceTransformer`` returns that framework's adapter
+            instead (see :mod:`cachedembed.adapters`), which presents the same interface.
         cache: A store or URL (``sqlite:///path.db``, ``diskcache:///dir``, ``memory://``,
             ``postgresql+psycopg://...``). Default: ``$CACHEDEMBED_URL`` or a SQLite
             file in the user cache folder.
@@ -154,6 +174,17 @@ class Cached:
         batch_size: Texts per call to a foreign ``ef`` (cachedembed's own functions
             batch to their provider's limits themselves).
     """
+
+    def __new__(cls, ef: Any = None, *args: Any, **kwargs: Any) -> Any:
+        # A LangChain, LlamaIndex or sentence-transformers object gets its framework's
+        # adapter (itself backed by a Cached). Recognised by module name, so no framework
+        # is imported for anybody else.
+        if cls is Cached:
+            from .adapters import framework_of, wrap
+
+            if framework_of(ef) is not None:
+                return wrap(ef, *args, **kwargs)
+        return super().__new__(cls)
 
     def __init__(
         self,
@@ -183,10 +214,12 @@ class Cached:
         self.hash: HashName = hash
         self.normalize_unicode = normalize_unicode
         self.batch_size = batch_size
-        self._embedder: Any = (
-            ef if isinstance(ef, ProviderEmbeddingFunction) else _ForeignEmbedder(ef, batch_size)
-        )
+        # Shipped functions and adapters' embedders (a _ForeignEmbedder with its own
+        # cache_identity) already yield batches; anything else is presented as batches.
+        direct = isinstance(ef, (ProviderEmbeddingFunction, _ForeignEmbedder))
+        self._embedder: Any = ef if direct else _ForeignEmbedder(ef, batch_size)
         self._roles: dict[Role, _Namespaced] = {}
+        self._hashers: dict[Role, ItemHasher] = {}
         self._warned_bypass = False
 
     # -- identity ----------------------------------------------------------------
@@ -213,10 +246,24 @@ class Cached:
         if state is None:
             spec = self.spec(role)
             state = _Namespaced(
-                self.store.namespace(spec), ItemHasher(spec), np.dtype(self.dtype).newbyteorder("<")
+                self.store.namespace(spec),
+                self._hasher(role),
+                np.dtype(self.dtype).newbyteorder("<"),
             )
             self._roles[role] = state
         return state
+
+    def _hasher(self, role: Role) -> ItemHasher:
+        """The item hasher for ``role``, available without touching the store."""
+        hasher = self._hashers.get(role)
+        if hasher is None:
+            hasher = self._hashers[role] = ItemHasher(self.spec(role))
+        return hasher
+
+    def dimension(self, role: Role = "document") -> int | None:
+        """The size of the vectors cached for ``role``; ``None`` until one was embedded."""
+        ns = self._role(role).ns
+        return ns.dim if ns.dim is not None else self.store.known_dimension(ns)
 
     # -- Chroma's EmbeddingFunction protocol --------------------------------------
 
@@ -278,21 +325,30 @@ class Cached:
 
     def embed(self, input: Sequence[str], role: Role = "document") -> np.ndarray:
         """Embed ``input`` for ``role`` through the cache; an (n, dim) float32 matrix in input order."""
+        return self.embed_with_usage(input, role).vectors
+
+    def embed_with_usage(self, input: Sequence[str], role: Role = "document") -> Embedded:
+        """:meth:`embed`, also returning each text's tokens and this call's counters."""
         texts = check_texts(input)
         if self.normalize_unicode:
             form = self.normalize_unicode
             texts = [unicodedata.normalize(form, t) for t in texts]
+        # Hash first: it rejects texts UTF-8 cannot encode (lone surrogates) before the
+        # namespace is registered, so bad input writes nothing at all.
+        ids, checks = self._hasher(role).text_key_arrays(texts)
         state = self._role(role)
-        ids, checks = state.hasher.text_key_arrays(texts)
-        if self._embedder.bypass_cache:
-            return self._bypass(texts, role, state)
-        if len(ids) == 1:
+        if len(ids) == 1 and not self._embedder.bypass_cache:
             hit = self._hit_one(int(ids[0]), int(checks[0]), state)
             if hit is not None:
                 return hit
-        return self._lookup_and_fill(texts, ids, checks, role, state)
+        result = Embedded(np.zeros((0, 0), np.float32), np.zeros(0, np.int64))
+        if self._embedder.bypass_cache:
+            self._bypass(texts, role, state, result)
+        else:
+            self._lookup_and_fill(texts, ids, checks, role, state, result)
+        return result
 
-    def _hit_one(self, item_id: int, check: int, state: _Namespaced) -> np.ndarray | None:
+    def _hit_one(self, item_id: int, check: int, state: _Namespaced) -> Embedded | None:
         """The single-text hit (a search query): one row, no arrays beyond the result.
 
         Returns ``None`` unless the entry is stored intact; the general path then handles
@@ -307,22 +363,26 @@ class Cached:
         _id, row_ns, row_chk, tokens, flags, used, vec = rows[0]
         if row_ns != ns.id or row_chk != check or len(vec) != ns.dim * state.dtype.itemsize:
             return None
-        self.store.record(
-            ns.id,
-            UsageDelta(
-                calls=1,
-                hits=1,
-                tokens_saved=tokens,
-                tokens_saved_estimated=tokens if flags & FLAG_TOKENS_ESTIMATED else 0,
-            ),
-            (item_id,) if used < today() else (),
+        delta = UsageDelta(
+            calls=1,
+            hits=1,
+            tokens_saved=tokens,
+            tokens_saved_estimated=tokens if flags & FLAG_TOKENS_ESTIMATED else 0,
         )
+        self.store.record(ns.id, delta, (item_id,) if used < today() else ())
         # astype copies: the caller gets a writable float32 row, whatever the storage dtype.
-        return np.frombuffer(vec, dtype=state.dtype).astype(np.float32).reshape(1, ns.dim)
+        vector = np.frombuffer(vec, dtype=state.dtype).astype(np.float32).reshape(1, ns.dim)
+        return Embedded(vector, np.array([tokens], dtype=np.int64), delta)
 
     def _lookup_and_fill(
-        self, texts: list[str], ids: np.ndarray, checks: np.ndarray, role: Role, state: _Namespaced
-    ) -> np.ndarray:
+        self,
+        texts: list[str],
+        ids: np.ndarray,
+        checks: np.ndarray,
+        role: Role,
+        state: _Namespaced,
+        result: Embedded,
+    ) -> None:
         store, ns = self.store, state.ns
         ids_arr = ids
         if len(ids) == 1:
@@ -342,14 +402,14 @@ class Cached:
         found = self._read(state, uniq, checks_u)
         found_pos = found.pos
         out: np.ndarray | None = None
-        result: np.ndarray | None = None
+        gathered: np.ndarray | None = None
         if len(found_pos) == n_u:
             # All hits (the warm case): gather straight from the joined blobs into input
             # order - one copy, where scattering into `out` first would make two.
             row_of = np.empty(n_u, dtype=np.intp)
             row_of[found_pos] = np.arange(n_u)
             take = row_of[inverse]
-            result = (
+            gathered = (
                 found.vectors
                 if len(take) == n_u and bool((take == np.arange(n_u)).all())
                 else found.vectors[take]
@@ -383,6 +443,7 @@ class Cached:
                 est_u,
                 served_by_me,
                 found.stale,
+                result,
             )
 
         # Accounting: a text counts as a miss once, where this call paid for it; every
@@ -393,27 +454,26 @@ class Cached:
         # Last use is tracked per day: only entries last used before today are touched,
         # so a warm re-run writes nothing per hit.
         touched = uniq[found_pos][found.used < today()] if len(found_pos) else uniq[:0]
-        store.record(
-            ns.id,
-            UsageDelta(
-                calls=1,
-                hits=int(hit_counts.sum()),
-                tokens_saved=int(saved.sum()),
-                tokens_saved_estimated=int(saved[est_u].sum()),
-            ),
-            touched.tolist() if len(touched) else (),
+        delta = UsageDelta(
+            calls=1,
+            hits=int(hit_counts.sum()),
+            tokens_saved=int(saved.sum()),
+            tokens_saved_estimated=int(saved[est_u].sum()),
         )
-        if result is not None:
-            return result
-        assert out is not None
-        return (
-            out
-            if len(ids) == 1 or (n_u == len(ids) and bool((inverse == np.arange(len(ids))).all()))
-            else out[inverse]
+        store.record(ns.id, delta, touched.tolist() if len(touched) else ())
+        result.usage.add(delta)
+        in_order = len(ids) == 1 or (
+            n_u == len(ids) and bool((inverse == np.arange(len(ids))).all())
         )
+        if gathered is not None:
+            result.vectors = gathered
+        else:
+            assert out is not None
+            result.vectors = out if in_order else out[inverse]
+        result.tokens = tokens_u if in_order else tokens_u[inverse]
 
     def _read(self, state: _Namespaced, uniq: np.ndarray, checks_u: np.ndarray) -> _Found:
-        """Look ``uniq`` up; return the entries found intact, and the ids of damaged ones.
+        """Look ``uniq`` (sorted ascending) up; return the entries found intact, and the ids of damaged ones.
 
         A row counts only if its namespace and check match (else: an id collision) and its
         blob has the namespace's dimension (else: damaged). Bad rows are reported so the
@@ -480,6 +540,7 @@ class Cached:
         est_u: np.ndarray,
         served_by_me: np.ndarray,
         stale: list[int],
+        result: Embedded,
     ) -> np.ndarray:
         store, ns = self.store, state.ns
         mine_idx, theirs = store.flights.claim(_flight_keys(ns.id, uniq[miss_pos]))
@@ -489,11 +550,14 @@ class Cached:
                 store.delete(ns.id, stale)
             if len(mine):
                 # Another caller may have stored some of these between our lookup and claim.
-                again = self._read(state, uniq[mine], checks_u[mine])
+                # `mine` is in input order, but _read needs ids sorted (it binary-searches
+                # them): positions into the sorted `uniq`, sorted, give sorted ids.
+                recheck = np.sort(mine)
+                again = self._read(state, uniq[recheck], checks_u[recheck])
                 if len(again.pos):
                     if out is None:
                         out = np.empty((len(uniq), again.vectors.shape[1]), dtype=np.float32)
-                    got = mine[again.pos]
+                    got = recheck[again.pos]
                     out[got] = again.vectors
                     tokens_u[got] = again.tokens
                     est_u[got] = (again.flags & FLAG_TOKENS_ESTIMATED) != 0
@@ -506,9 +570,7 @@ class Cached:
                             bool(est_u[got[i]]),
                         ),
                     )
-                    remaining = np.ones(len(mine), dtype=bool)
-                    remaining[again.pos] = False
-                    mine = mine[remaining]
+                    mine = mine[~np.isin(mine, got)]  # still input order
             if len(mine):
                 out = self._embed_and_store(
                     texts,
@@ -522,6 +584,7 @@ class Cached:
                     tokens_u,
                     est_u,
                     served_by_me,
+                    result,
                 )
         except BaseException as exc:
             store.flights.fail(_flight_keys(ns.id, uniq[mine]), exc)
@@ -550,6 +613,7 @@ class Cached:
         tokens_u: np.ndarray,
         est_u: np.ndarray,
         served_by_me: np.ndarray,
+        result: Embedded,
     ) -> np.ndarray:
         store, ns = self.store, state.ns
         to_embed = [texts[i] for i in first[mine].tolist()]
@@ -562,7 +626,11 @@ class Cached:
             elapsed = time.perf_counter() - started
             vectors = batch.vectors
             n = len(vectors)
-            if ns.dim is not None and vectors.shape[1] != ns.dim:
+            if ns.dim is None:
+                # Fix the namespace's dimension before writing: another process may have
+                # fixed a different one since we looked, and mixed dimensions must not be stored.
+                store.set_dimension(ns, vectors.shape[1])
+            if vectors.shape[1] != ns.dim:
                 raise ProviderResponseError(
                     _label(self.ef),
                     f"returned {vectors.shape[1]}-d vectors but this namespace holds "
@@ -577,9 +645,22 @@ class Cached:
                 tokens, flags = estimates, np.full(n, FLAG_TOKENS_ESTIMATED, dtype=np.int64)
             else:
                 tokens, flags = apportion(int(batch.tokens), estimates), np.zeros(n, dtype=np.int64)
-            stored = vectors.astype(state.dtype, copy=False)
+            with np.errstate(over="ignore"):  # overflow is reported below, not as a RuntimeWarning
+                stored = vectors.astype(state.dtype, copy=False)
             served = stored.astype(np.float32) if state.dtype != np.float32 else vectors
-            store.set_dimension(ns, vectors.shape[1])
+            if state.dtype != np.float32 and not np.isfinite(stored).all():
+                # float16 tops out at 65504: larger values would be stored (and served) as inf.
+                raise ProviderResponseError(
+                    _label(self.ef),
+                    "vectors hold values beyond the float16 range (65504); use dtype='float32' for this model",
+                )
+            delta = UsageDelta(
+                misses=n,
+                provider_calls=1,
+                provider_seconds=elapsed,
+                tokens_embedded=int(tokens.sum()),
+                tokens_embedded_estimated=int(tokens.sum()) if batch.tokens is None else 0,
+            )
             store.write(
                 ns.id,
                 EntryBatch(
@@ -590,14 +671,10 @@ class Cached:
                     flags=flags.tolist(),
                     texts=batch_texts if self.store_text else None,
                 ),
-                UsageDelta(
-                    misses=n,
-                    provider_calls=1,
-                    provider_seconds=elapsed,
-                    tokens_embedded=int(tokens.sum()),
-                    tokens_embedded_estimated=int(tokens.sum()) if batch.tokens is None else 0,
-                ),
+                delta,
             )
+            result.usage.add(delta)
+            result.provider_seconds.append(elapsed)
             if out is None:
                 out = np.empty((len(uniq), vectors.shape[1]), dtype=np.float32)
             out[pos] = served
@@ -618,7 +695,7 @@ class Cached:
         assert out is not None
         return out
 
-    def _bypass(self, texts: list[str], role: Role, state: _Namespaced) -> np.ndarray:
+    def _bypass(self, texts: list[str], role: Role, state: _Namespaced, result: Embedded) -> None:
         if not self._warned_bypass:
             warnings.warn(
                 f"{_label(self.ef)}: vectors depend on the whole batch (late chunking), so they "
@@ -628,24 +705,26 @@ class Cached:
             )
             self._warned_bypass = True
         started = time.perf_counter()
-        parts = list(self._embedder.embed_batches(texts, role))
-        tokens = sum(
-            int(b.tokens)
-            if b.tokens is not None
-            else int(estimate_tokens(texts[b.start : b.start + len(b.vectors)]).sum())
-            for b in parts
+        parts = []
+        for batch in self._embedder.embed_batches(texts, role):
+            parts.append(batch)
+            result.provider_seconds.append(time.perf_counter() - started)
+            started = time.perf_counter()
+        per_text = []
+        for b in parts:
+            estimates = estimate_tokens(texts[b.start : b.start + len(b.vectors)])
+            per_text.append(estimates if b.tokens is None else apportion(int(b.tokens), estimates))
+        result.tokens = np.concatenate(per_text)
+        delta = UsageDelta(
+            calls=1,
+            misses=len(texts),
+            provider_calls=len(parts),
+            provider_seconds=sum(result.provider_seconds),
+            tokens_embedded=int(result.tokens.sum()),
         )
-        self.store.record(
-            state.ns.id,
-            UsageDelta(
-                calls=1,
-                misses=len(texts),
-                provider_calls=len(parts),
-                provider_seconds=time.perf_counter() - started,
-                tokens_embedded=tokens,
-            ),
-        )
-        return np.concatenate([b.vectors for b in parts])
+        self.store.record(state.ns.id, delta)
+        result.usage.add(delta)
+        result.vectors = np.concatenate([b.vectors for b in parts])
 
     # -- stats --------------------------------------------------------------------
 
@@ -657,8 +736,11 @@ class Cached:
         from .stats import namespace_totals
 
         self.store.flush()
-        namespaces = [self._role(role).ns for role in ("document", "query")]
-        return namespace_totals(self.store, namespaces)
+        return namespace_totals(self.store, self.namespaces())
+
+    def namespaces(self) -> list[Namespace]:
+        """The namespaces this wrapper reads and writes: documents, then queries."""
+        return [self._role(role).ns for role in ("document", "query")]
 
     def flush(self) -> None:
         """Commit buffered hit counters and last-use touches now (they are also flushed every second and at exit)."""

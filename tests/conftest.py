@@ -85,3 +85,20 @@ def cache_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 @pytest.fixture
 def sqlite_url(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'cache.db'}"
+
+
+@pytest.fixture(params=["sqlite", "diskcache"])
+def disk_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A fresh cache URL for each on-disk local backend (management and accounting tests)."""
+    return {
+        "sqlite": f"sqlite:///{tmp_path / 'cache.db'}",
+        "diskcache": f"diskcache://{tmp_path / 'dc'}",
+    }[request.param]
+
+
+@pytest.fixture
+def billing_price(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Price the billing test provider's model through ``$CACHEDEMBED_PRICE``, as a user would."""
+    from tests.billing import PRICE_ENV
+
+    monkeypatch.setenv("CACHEDEMBED_PRICE", PRICE_ENV)

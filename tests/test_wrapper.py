@@ -380,6 +380,26 @@ async def test_async_calls_share_the_cache(sqlite_url: str, fake_ef: FakeEF) -> 
     assert len(fake_ef.calls) == 2
 
 
+def test_embed_with_usage_reports_each_texts_tokens_and_this_calls_counters(
+    sqlite_url: str,
+) -> None:
+    provider = TokenProvider(batch_size=2)
+    ef = Cached(provider, sqlite_url)
+    first = ef.embed_with_usage(["a", "bb", "a", "ccc"])
+    assert first.vectors.tobytes() == ef.embed(["a", "bb", "a", "ccc"]).tobytes()
+    # Per text in input order; the repeated "a" costs what its entry cost.
+    assert first.tokens[0] == first.tokens[2]
+    assert int(first.tokens.sum()) - int(first.tokens[2]) == provider.reported_tokens == 21 + 11
+    assert (first.usage.misses, first.usage.hits, first.usage.provider_calls) == (3, 1, 2)
+    assert first.usage.tokens_embedded == provider.reported_tokens
+    assert len(first.provider_seconds) == 2
+    again = ef.embed_with_usage(["ccc", "bb"])
+    assert again.tokens.tolist() == [first.tokens[3], first.tokens[1]]
+    assert (again.usage.hits, again.usage.misses, again.provider_seconds) == (2, 0, [])
+    assert again.usage.tokens_saved == int(again.tokens.sum())
+    assert ef.dimension("document") == 4 and ef.dimension("query") is None
+
+
 # -- the single-text hit path (search queries) ----------------------------------------
 
 
@@ -398,6 +418,9 @@ def test_single_text_hits_are_exact_writable_and_counted_like_batch_hits(cache_u
     assert s["by_role"]["document"]["tokens_saved"] == 11
     assert s["by_role"]["query"]["misses"] == 1 and s["by_role"]["query"]["hits"] == 1
     assert s["calls"] == 4 and len(provider.requests) == 3
+    single = ef.embed_with_usage(["alpha"])
+    assert single.tokens.tolist() == [11] and single.provider_seconds == []
+    assert (single.usage.calls, single.usage.hits, single.usage.tokens_saved) == (1, 1, 11)
 
 
 def _cached_then_edited(tmp_path: Path, text: str, sql: str) -> str:

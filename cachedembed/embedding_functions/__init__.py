@@ -14,15 +14,35 @@ from typing import TYPE_CHECKING, Any
 from ._base import EmbeddedBatch, ProviderEmbeddingFunction, registered
 
 if TYPE_CHECKING:
+    from .cohere import CohereEmbeddingFunction as CohereEmbeddingFunction
+    from .google import GoogleGeminiEmbeddingFunction as GoogleGeminiEmbeddingFunction
+    from .google import GoogleGenerativeAiEmbeddingFunction as GoogleGenerativeAiEmbeddingFunction
+    from .huggingface import HuggingFaceEmbeddingFunction as HuggingFaceEmbeddingFunction
+    from .huggingface import HuggingFaceEmbeddingServer as HuggingFaceEmbeddingServer
+    from .instructor import InstructorEmbeddingFunction as InstructorEmbeddingFunction
+    from .jina import JinaEmbeddingFunction as JinaEmbeddingFunction
+    from .ollama import OllamaEmbeddingFunction as OllamaEmbeddingFunction
+    from .openai import OpenAIEmbeddingFunction as OpenAIEmbeddingFunction
     from .sentence_transformer import DefaultEmbeddingFunction as DefaultEmbeddingFunction
     from .sentence_transformer import (
         SentenceTransformerEmbeddingFunction as SentenceTransformerEmbeddingFunction,
     )
+    from .voyage import VoyageAIEmbeddingFunction as VoyageAIEmbeddingFunction
 
 # class name -> module that defines it; modules are imported on first attribute access.
 _CLASSES: dict[str, str] = {
     "DefaultEmbeddingFunction": "sentence_transformer",
     "SentenceTransformerEmbeddingFunction": "sentence_transformer",
+    "OpenAIEmbeddingFunction": "openai",
+    "JinaEmbeddingFunction": "jina",
+    "VoyageAIEmbeddingFunction": "voyage",
+    "OllamaEmbeddingFunction": "ollama",
+    "CohereEmbeddingFunction": "cohere",
+    "GoogleGenerativeAiEmbeddingFunction": "google",
+    "GoogleGeminiEmbeddingFunction": "google",
+    "HuggingFaceEmbeddingFunction": "huggingface",
+    "HuggingFaceEmbeddingServer": "huggingface",
+    "InstructorEmbeddingFunction": "instructor",
 }
 
 __all__ = [

@@ -262,3 +262,9 @@ def api_key(
         names = " or ".join(f"${v}" for v in env_vars)
         raise ConfigurationError(f"{provider}: no API key; pass api_key=... or set {names}")
     return None
+
+
+def check_positive(provider: str, name: str, value: int | None) -> None:
+    """Reject an option that must be a positive integer (or unset) before any request."""
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+        raise ConfigurationError(f"{provider}: {name} must be a positive integer, got {value!r}")

@@ -16,6 +16,7 @@ import email.utils
 import json
 import logging
 import random
+import re
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -26,6 +27,8 @@ from ..errors import ProviderError
 log = logging.getLogger("cachedembed.providers")
 
 R = TypeVar("R")
+
+_CREDENTIAL_HEADER = re.compile(r"auth|key|token|secret", re.I)
 
 RETRYABLE_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504, 520, 522, 524, 529})
 
@@ -44,7 +47,8 @@ class RetryPolicy:
     def delay(self, attempt: int, retry_after: float | None) -> float:
         """Seconds to wait before try ``attempt + 1`` (attempt counts from 1)."""
         if retry_after is not None:
-            return min(max(retry_after, 0.0), self.max_delay)
+            # The server's word wins; `max_elapsed` still bounds the whole wait.
+            return max(retry_after, 0.0)
         return random.uniform(0, min(self.max_delay, self.base_delay * 2 ** (attempt - 1)))
 
 
@@ -120,6 +124,49 @@ def error_message(body: Any, fallback: str) -> str:
     return fallback
 
 
+def status_error(
+    provider: str,
+    status: int,
+    payload: Any,
+    headers: Mapping[str, str] | None,
+    fallback: str | None = None,
+    redact: Callable[[str], str] = str,
+) -> ProviderError:
+    """The :class:`ProviderError` for an HTTP error response (plain HTTP or an SDK's status error).
+
+    Carries the server's message, whether to retry, and how long to wait: ``Retry-After``
+    headers, else a body's ``estimated_time`` (Hugging Face's "model is loading" 503).
+    """
+    retry_after = parse_retry_after(headers)
+    if retry_after is None and isinstance(payload, dict):
+        estimated = payload.get("estimated_time")
+        if isinstance(estimated, (int, float)) and not isinstance(estimated, bool):
+            retry_after = float(estimated)
+    return ProviderError(
+        provider,
+        redact(error_message(payload, fallback or "error")),
+        status=status,
+        retry_after=retry_after,
+        retryable=status in RETRYABLE_STATUS,
+    )
+
+
+def transport_error(
+    provider: str, exc: BaseException, timeout: float | None
+) -> ProviderError | None:
+    """A retryable :class:`ProviderError` for an ``httpx``/``httpx2`` transport failure, else ``None``.
+
+    SDKs raise these (cohere uses httpx, google-genai httpx2); matching by class name
+    avoids importing either transport just to classify an error.
+    """
+    names = {cls.__name__ for cls in type(exc).__mro__}
+    if "TimeoutException" in names:
+        return ProviderError(provider, f"request timed out after {timeout}s", retryable=True)
+    if "TransportError" in names:
+        return ProviderError(provider, f"connection failed ({type(exc).__name__})", retryable=True)
+    return None
+
+
 class JsonHttpClient:
     """POST/GET JSON with retries, mapping failures to :class:`ProviderError`."""
 
@@ -140,6 +187,12 @@ class JsonHttpClient:
         self.retry = retry
         self._session = requests.Session()
         self._session.headers.update(headers or {})
+        # Credentials sent in headers, so an error body that echoes one can be scrubbed.
+        self._secrets = [
+            value.split(" ", 1)[-1]
+            for name, value in (headers or {}).items()
+            if value and _CREDENTIAL_HEADER.search(name)
+        ]
 
     def request(self, method: str, path: str, body: Any = None) -> tuple[Any, Mapping[str, str]]:
         """Send one request (retried as the policy allows); return the decoded JSON and headers."""
@@ -171,17 +224,23 @@ class JsonHttpClient:
         except (ValueError, json.JSONDecodeError):
             payload = response.text
         if response.status_code >= 400:
-            raise ProviderError(
+            raise status_error(
                 self.provider,
-                error_message(payload, response.reason or "error"),
-                status=response.status_code,
-                retry_after=parse_retry_after(response.headers),
-                retryable=response.status_code in RETRYABLE_STATUS,
+                response.status_code,
+                payload,
+                response.headers,
+                response.reason,
+                self._redact,
             )
         if isinstance(payload, str):
             raise ProviderError(
                 self.provider,
-                f"expected a JSON response, got {payload[:200]!r}",
+                f"expected a JSON response, got {self._redact(payload[:200])!r}",
                 status=response.status_code,
             )
         return payload, response.headers
+
+    def _redact(self, text: str) -> str:
+        for secret in self._secrets:
+            text = text.replace(secret, "[redacted]")
+        return text

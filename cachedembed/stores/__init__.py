@@ -16,6 +16,8 @@ URL                                             store
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import os
 import threading
 from pathlib import Path
@@ -105,6 +107,24 @@ def close_all() -> None:
         _open.clear()
     for store in stores:
         store.close()
+
+
+def _flush_at_exit() -> None:
+    """Commit the buffered hit counters of this process's shared stores as the interpreter exits.
+
+    Without this, the calls and hits of a program's last second (often its only second:
+    a short warm run) were silently dropped. Only stores opened by this process are
+    flushed: a forked child inherits its parent's buffers and must not commit them twice.
+    """
+    pid = os.getpid()
+    for (_url, owner), store in list(_open.items()):
+        if owner == pid:
+            # The cache may be gone at exit; never fail the program over stats.
+            with contextlib.suppress(Exception):
+                store.flush()
+
+
+atexit.register(_flush_at_exit)
 
 
 def __getattr__(name: str) -> object:

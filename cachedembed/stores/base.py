@@ -8,8 +8,10 @@ stats reports, export, prune) lives in shared code.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
+import weakref
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -35,6 +37,15 @@ class Namespace:
     spec: NamespaceSpec
     dim: int | None = None
     created: int = 0
+
+    @property
+    def label(self) -> str:
+        """``provider/model``, as reports and management commands show it."""
+        return f"{self.spec.provider}/{self.spec.model}"
+
+    def matches(self, model: str | None) -> bool:
+        """Whether ``model`` (a case-insensitive substring of :attr:`label`) selects this namespace."""
+        return not model or model.lower() in self.label.lower()
 
 
 class Row(NamedTuple):
@@ -101,6 +112,18 @@ class PendingStats:
         return not self.deltas and not self.touches
 
 
+_live_stores: weakref.WeakSet[Store] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for store in list(_live_stores):
+        store._reset_process_state()
+
+
+if hasattr(os, "register_at_fork"):  # POSIX only; Windows never forks
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 class Store(ABC):
     """A persistent (or in-memory) map from (namespace, item id) to a vector, plus usage stats.
 
@@ -120,8 +143,18 @@ class Store(ABC):
     """Seconds between flushes of buffered hit counters and last-use touches."""
 
     def __init__(self) -> None:
-        self._ns_lock = threading.Lock()
         self._ns_by_key: dict[str, Namespace] = {}
+        self._reset_process_state()
+        _live_stores.add(self)
+
+    def _reset_process_state(self) -> None:
+        """Locks, in-flight claims and buffered counters: state that belongs to one process.
+
+        Also run in a forked child: it must not commit the counters its parent buffered
+        (the parent commits them), wait on the parent's in-flight claims (nobody would
+        resolve them), or inherit a lock some parent thread held at the fork.
+        """
+        self._ns_lock = threading.Lock()
         self.flights = SingleFlight()
         self._pending = PendingStats()
         self._pending_lock = threading.Lock()
@@ -201,10 +234,14 @@ class Store(ABC):
         return ns
 
     def set_dimension(self, ns: Namespace, dim: int) -> None:
-        """Record the vector dimension of ``ns`` the first time vectors are stored."""
+        """Record the vector dimension of ``ns`` the first time vectors are stored.
+
+        The first writer wins: ``ns.dim`` is read back afterwards, so when another process
+        fixed a different dimension first, the caller sees it (and refuses its vectors).
+        """
         if ns.dim is None:
             self._set_dimension(ns.id, dim)
-            ns.dim = dim
+            ns.dim = self._read_dimension(ns.id)
 
     def known_dimension(self, ns: Namespace) -> int | None:
         """The dimension of ``ns``, re-read from storage if this process has not seen one yet."""

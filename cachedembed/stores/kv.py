@@ -11,6 +11,7 @@ for single machines; the SQL store indexes by namespace.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import struct
 import threading
@@ -165,7 +166,10 @@ class _KeyValueStore(Store):
                 batch.vectors,
                 texts,
             ):
-                if i not in kv:  # insert-or-ignore, like the SQL store
+                # Insert-or-ignore, like the SQL store. A diskcache row whose value file has
+                # vanished reads as missing (get -> None) yet still counts as present: it is
+                # replaced, or that text would be re-embedded and paid for on every call.
+                if i not in kv or kv.get(i) is None:
                     kv[i] = _pack(ns_id, check, tokens, flags, u, c, vec.tobytes(), text)
             self._merge(stats)
 
@@ -257,6 +261,35 @@ class MemoryStore(_KeyValueStore):
         pass
 
 
+def _private_disk() -> type[Any]:
+    """diskcache's ``Disk`` with user-only value files and folders.
+
+    Setting the umask while opening only covers what diskcache creates then; value files
+    (vectors of 32 KiB and more) and their two levels of folders are created on every
+    later write, under the process's umask (usually world-readable). The folders are made
+    0700 before the file is written, so nobody else can reach it even before its chmod.
+    """
+    import diskcache
+    from diskcache.core import UNKNOWN
+
+    class PrivateDisk(diskcache.Disk):
+        def filename(self, key: Any = UNKNOWN, value: Any = UNKNOWN) -> tuple[str, str]:
+            filename, full_path = super().filename(key, value)
+            level1 = os.path.dirname(os.path.dirname(full_path))
+            for folder in (level1, os.path.dirname(full_path)):
+                with contextlib.suppress(FileExistsError):
+                    os.mkdir(folder, 0o700)
+            return filename, full_path
+
+        def store(self, value: Any, read: bool, key: Any = UNKNOWN) -> tuple[Any, ...]:
+            size, mode, filename, db_value = super().store(value, read, key=key)
+            if filename is not None:
+                os.chmod(os.path.join(self._directory, filename), 0o600)
+            return size, mode, filename, db_value
+
+    return PrivateDisk
+
+
 class DiskCacheStore(_KeyValueStore):
     """A store in a ``diskcache.Cache`` directory: no eviction (prune is explicit), atomic transactions."""
 
@@ -271,6 +304,7 @@ class DiskCacheStore(_KeyValueStore):
         try:
             self._kv = diskcache.Cache(
                 str(path),
+                disk=_private_disk(),
                 eviction_policy="none",  # never drop a paid-for vector behind the user's back
                 size_limit=2**62,
                 cull_limit=0,

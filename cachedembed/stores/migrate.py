@@ -49,15 +49,45 @@ def upgrade(engine: sa.Engine, revision: str = "head") -> None:
 
     cfg = Config()
     cfg.set_main_option("script_location", str(migrations_path()))
-    with engine.begin() as conn:
-        _lock(conn)
-        cfg.attributes["connection"] = conn
-        command.upgrade(cfg, revision)
+    with engine.connect() as conn:
+        _lock_session(conn)
+        try:
+            with conn.begin():
+                _lock_transaction(conn)
+                cfg.attributes["connection"] = conn
+                command.upgrade(cfg, revision)
+        finally:
+            # Only after the commit: a waiter that got the lock earlier would read the
+            # old revision and run the same migration again.
+            _unlock_session(conn)
 
 
-def _lock(conn: sa.Connection) -> None:
-    name = conn.dialect.name
-    if name == "postgresql":
-        conn.exec_driver_sql("SELECT pg_advisory_xact_lock(727100001)")
-    elif name in ("mysql", "mariadb"):
-        conn.exec_driver_sql("SELECT GET_LOCK('cachedembed_migrate', 60)")
+_LOCK_ID = 727100001
+_LOCK_NAME = "cachedembed_migrate"
+_LOCK_WAIT = 300
+"""Seconds a MySQL opener waits for another one's migration before giving up."""
+
+
+def _lock_transaction(conn: sa.Connection) -> None:
+    if conn.dialect.name == "postgresql":
+        # Released by the transaction's end; PostgreSQL DDL is transactional, so a waiter
+        # wakes up to a committed schema (or to nothing, if the migration failed).
+        conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_LOCK_ID})")
+
+
+def _lock_session(conn: sa.Connection) -> None:
+    if conn.dialect.name not in ("mysql", "mariadb"):
+        return
+    # MySQL commits implicitly around every DDL statement, which would end any
+    # transaction-scoped lock; GET_LOCK belongs to the session instead and holds across
+    # those implicit commits until _unlock_session (or the connection closes).
+    got = conn.exec_driver_sql(f"SELECT GET_LOCK('{_LOCK_NAME}', {_LOCK_WAIT})").scalar()
+    conn.commit()  # end the implicit transaction so the migration's snapshot starts after the wait
+    if got != 1:
+        raise TimeoutError(f"another process held the migration lock for over {_LOCK_WAIT} s")
+
+
+def _unlock_session(conn: sa.Connection) -> None:
+    if conn.dialect.name in ("mysql", "mariadb"):
+        conn.exec_driver_sql(f"SELECT RELEASE_LOCK('{_LOCK_NAME}')")
+        conn.commit()

@@ -7,6 +7,12 @@ one statement per batch, because per-row ORM or Core objects would dominate a wa
 SQLite runs in WAL mode with a busy timeout, writes take ``BEGIN IMMEDIATE`` so two
 writers never deadlock on a lock upgrade, and a write that still finds the database
 locked is retried: "database is locked" never reaches the caller.
+
+PostgreSQL and MySQL/MariaDB connections run in autocommit mode with explicit
+``BEGIN``/``COMMIT`` around writes, so reads always see other writers' latest commits.
+Rows are written in id order and a transaction the server aborts as a deadlock (or that
+finds its connection gone before anything was sent) is replayed whole: many workers
+inserting overlapping entries never see an error.
 """
 
 from __future__ import annotations
@@ -16,12 +22,12 @@ import random
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager, suppress
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import suppress
 from itertools import repeat
 from operator import itemgetter
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
@@ -44,6 +50,14 @@ _HIT_COLUMNS = "id, ns, chk, tokens, flags, used, vec"
 # slower (bench/run.py).
 SQLITE_PAGE_SIZE = 65536
 
+_T = TypeVar("_T")
+
+# Server error codes meaning "the transaction was rolled back, run it again":
+# PostgreSQL SQLSTATEs (deadlock, serialization failure) and MySQL error numbers
+# (deadlock, lock wait timeout).
+_PG_RETRY = frozenset({"40P01", "40001"})
+_MYSQL_RETRY = frozenset({1213, 1205})
+
 
 class _Dialect:
     """The few SQL differences between the supported databases, in one place."""
@@ -57,9 +71,10 @@ class _Dialect:
             raise StoreError(f"unsupported database {name!r}: use sqlite, postgresql or mysql")
         self.param = "?" if self.sqlite else "%s"
         self.begin = "BEGIN IMMEDIATE" if self.sqlite else "BEGIN"
-        # SQLite allows 32766 bound variables; MySQL packets and PostgreSQL arrays are
-        # kept to sizes that stay well inside default server limits.
-        self.max_params = 30000 if self.sqlite else 10000
+        # SQLite allows 32766 bound variables; PyMySQL inlines parameters client-side, so
+        # a MySQL IN list is bounded only by max_allowed_packet (16 MiB by default; 50k
+        # ids take under 1.2 MB) and a 20k-text lookup stays one statement.
+        self.max_params = 30000 if self.sqlite else 50000 if self.mysql else 10000
         self.length = "octet_length" if self.postgres else "length"
         cols = ", ".join(_STATS_COLUMNS)
         marks = ", ".join([self.param] * (len(_STATS_COLUMNS) + 2))
@@ -82,6 +97,10 @@ class _Dialect:
                 f"VALUES ({self.marks(7)}) ON CONFLICT (key) DO NOTHING"
             )
         self.key_column = "`key`" if self.mysql else "key"
+        # PostgreSQL takes the whole lookup as one array parameter: one statement text
+        # for every batch size, so psycopg prepares it once per connection. The cast
+        # keeps the comparison on the bigint primary-key index.
+        self.select_any = f"SELECT {_HIT_COLUMNS} FROM entries WHERE id = ANY(%s::bigint[])"
 
     def marks(self, n: int) -> str:
         return ", ".join([self.param] * n)
@@ -121,10 +140,29 @@ def _on_sqlite_connect(dbapi_conn: sqlite3.Connection, _record: Any) -> None:
     cur.close()
 
 
+def _silence_socket(dbapi_conn: Any) -> None:
+    """Redirect a forked copy of a client socket to /dev/null, leaving the parent's intact."""
+    sock = getattr(dbapi_conn, "_sock", None)  # PyMySQL
+    fileno = getattr(sock if sock is not None else dbapi_conn, "fileno", None)  # psycopg
+    if fileno is None:
+        return  # SQLite: no socket
+    with suppress(Exception):
+        fd = fileno()
+        devnull = os.open(os.devnull, os.O_RDWR)
+        os.dup2(devnull, fd)
+        os.close(devnull)
+
+
 class SqlStore(Store):
     """A cache in a SQL database reached through a SQLAlchemy URL."""
 
-    def __init__(self, url: str, *, upgrade: bool = True) -> None:
+    _connections: list[tuple[threading.Thread, Any]]
+    """(owning thread, connection) for every connection this process opened."""
+    _connections_lock: threading.Lock
+    _inherited: list[Any]
+    """A forked parent's connections: never used, closed or garbage collected here."""
+
+    def __init__(self, url: str, *, upgrade: bool | None = True) -> None:
         super().__init__()
         sa_url = make_url(url)
         self.url = sa_url.render_as_string(hide_password=True)
@@ -149,32 +187,108 @@ class SqlStore(Store):
             def _begin(conn: sa.Connection) -> None:
                 conn.exec_driver_sql("BEGIN IMMEDIATE")
 
+        self._password = sa_url.password
+        self._db_errors: tuple[type[BaseException], ...] = (
+            self._engine.dialect.loaded_dbapi.Error,
+        )
         self._local = threading.local()
-        self._connections: list[Any] = []
-        self._connections_lock = threading.Lock()
         self._open_schema(upgrade)
 
     # -- connections --------------------------------------------------------
 
     def _raw(self) -> Any:
-        """This thread's DB-API connection, in autocommit mode (one per thread and process)."""
+        """This thread's DB-API connection, in autocommit mode (one per thread and process).
+
+        A forked child never uses (or closes) its parent's connections: the socket is
+        shared with the parent, and a close from the child would end the parent's session.
+        Connections of threads that have ended are closed when the next one opens, so a
+        thread-per-task application does not pile up server sessions.
+        """
         local = self._local
         conn = getattr(local, "conn", None)
-        if conn is None or local.pid != os.getpid():
+        pid = os.getpid()
+        if conn is None or local.pid != pid:
             try:
                 conn = self._engine.raw_connection()
                 if not self._d.sqlite:
-                    conn.driver_connection.autocommit = True  # type: ignore[union-attr]
+                    self._prepare_server_connection(conn.driver_connection)
             except Exception as exc:
                 raise self._store_error(exc) from None
             local.conn = conn
-            local.pid = os.getpid()
+            local.pid = pid
             with self._connections_lock:
-                self._connections.append(conn)
+                ended = [c for t, c in self._connections if not t.is_alive()]
+                self._connections = [(t, c) for t, c in self._connections if t.is_alive()]
+                self._connections.append((threading.current_thread(), conn))
+            for old in ended:
+                with suppress(Exception):
+                    old.close()
         return conn
 
+    def _reset_process_state(self) -> None:
+        super()._reset_process_state()
+        # The parent's connections share their sockets (or SQLite file locks) with the
+        # parent: closing one here, or even letting it be garbage collected (the pool's
+        # reset sends a ROLLBACK, libpq's finaliser a Terminate), would end or corrupt
+        # the parent's session. Point their sockets at /dev/null and keep them forever.
+        inherited: list[tuple[threading.Thread, Any]] = getattr(self, "_connections", [])
+        self._inherited = [*getattr(self, "_inherited", []), *(c for _t, c in inherited)]
+        for _thread, conn in inherited:
+            _silence_socket(conn.driver_connection)
+        self._connections = []
+        self._connections_lock = threading.Lock()
+
+    def _prepare_server_connection(self, dbapi_conn: Any) -> None:
+        # The dialect knows each driver's spelling: psycopg's `autocommit` attribute,
+        # PyMySQL's `autocommit()` method (assigning the attribute would silently leave
+        # the session in a never-committed REPEATABLE READ snapshot).
+        self._engine.dialect.set_isolation_level(dbapi_conn, "AUTOCOMMIT")
+        if self._d.mysql:
+            # Fewer gap locks between writers inserting neighbouring ids.
+            cur = dbapi_conn.cursor()
+            cur.execute("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED")
+            cur.close()
+
+    def _drop_connection(self) -> None:
+        """Forget this thread's connection (after the server closed it)."""
+        conn = getattr(self._local, "conn", None)
+        self._local.conn = None
+        if conn is None:
+            return
+        with self._connections_lock:
+            self._connections = [(t, c) for t, c in self._connections if c is not conn]
+        with suppress(Exception):
+            conn.invalidate()
+
+    def _is_disconnect(self, exc: BaseException) -> bool:
+        if self._d.sqlite or not isinstance(exc, self._db_errors):
+            return False
+        # SQLSTATE class 08 (connection exception) and 57P0x (server shutting down or
+        # the session terminated by an administrator) both mean "this socket is done".
+        state = getattr(exc, "sqlstate", None) or ""
+        if state.startswith(("08", "57P0")):
+            return True
+        return bool(self._engine.dialect.is_disconnect(exc, None, None))  # type: ignore[arg-type]
+
+    def _must_retry(self, exc: BaseException) -> bool:
+        """Whether the server rolled the whole transaction back and it can simply run again."""
+        if self._d.sqlite:
+            return isinstance(exc, sqlite3.OperationalError) and (
+                "locked" in str(exc) or "busy" in str(exc)
+            )
+        if self._d.postgres:
+            return getattr(exc, "sqlstate", None) in _PG_RETRY
+        args: tuple[Any, ...] = exc.args
+        return bool(args) and args[0] in _MYSQL_RETRY
+
     def _store_error(self, exc: BaseException) -> StoreError:
+        if isinstance(exc, sa.exc.DBAPIError) and exc.orig is not None:
+            # Opening and migrating go through SQLAlchemy, which wraps the driver's error:
+            # unwrap it so a damaged file gets the remedy below, not "(sqlite3.DatabaseError) ...".
+            exc = exc.orig
         text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        if self._password:
+            text = text.replace(self._password, "***")
         if (
             self._d.sqlite
             and isinstance(exc, sqlite3.DatabaseError)
@@ -187,49 +301,84 @@ class SqlStore(Store):
             )
         return StoreError(f"cache {self.url}: {text}")
 
-    @contextmanager
-    def _transaction(self) -> Iterator[Any]:
-        """A write transaction on this thread's connection, retried while the database is locked."""
-        conn = self._raw()
+    def _write(self, body: Callable[[Any], _T]) -> _T:
+        """Run ``body(cursor)`` in one write transaction, replaying it while the server says so.
+
+        Replays happen only when nothing was committed: a lock wait that never got the
+        lock, a deadlock victim (rolled back by the server), or a connection found dead
+        at ``BEGIN``. A connection lost later is reported, not replayed: the COMMIT may
+        have landed, and replaying would count the same stats twice.
+        """
         delay = 0.05
+        reconnected = False
         for _attempt in range(40):
+            conn = self._raw()
             cur = conn.cursor()
             try:
                 cur.execute(self._d.begin)
-            except sqlite3.OperationalError as exc:
+            except Exception as exc:
                 cur.close()
-                if "locked" in str(exc) or "busy" in str(exc):
+                if self._must_retry(exc):
                     time.sleep(delay * (1 + random.random()))
                     delay = min(delay * 2, 1.0)
                     continue
+                if not reconnected and self._is_disconnect(exc):
+                    reconnected = True
+                    self._drop_connection()
+                    continue
                 raise self._store_error(exc) from None
             try:
-                yield cur
+                result = body(cur)
                 cur.execute("COMMIT")
-                return
+                return result
             except BaseException as exc:
                 with suppress(Exception):
                     cur.execute("ROLLBACK")
-                if isinstance(exc, sqlite3.DatabaseError):
+                if isinstance(exc, Exception) and self._must_retry(exc):
+                    time.sleep(delay * (1 + random.random()))
+                    delay = min(delay * 2, 1.0)
+                    continue
+                if self._is_disconnect(exc):
+                    self._drop_connection()
+                if isinstance(exc, self._db_errors):
                     raise self._store_error(exc) from None
                 raise
             finally:
                 cur.close()
-        raise StoreError(f"cache {self.url} stayed locked by another writer for too long")
+        raise StoreError(f"cache {self.url} stayed locked by other writers for too long")
 
     def _read(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
-        cur = self._raw().cursor()
-        try:
+        def fetch(cur: Any) -> list[Any]:
             cur.execute(self._d.q(sql), params)
             return list(cur.fetchall())
-        except sqlite3.DatabaseError as exc:
-            raise self._store_error(exc) from None
-        finally:
-            cur.close()
+
+        return self._query(fetch)
+
+    def _query(self, body: Callable[[Any], _T], *, binary: bool = False) -> _T:
+        """Run a read on this thread's connection, reconnecting once if the server went away.
+
+        ``binary`` asks psycopg for binary results: bytea then arrives as raw bytes
+        instead of hex text twice its size, which halves a warm lookup's time.
+        """
+        for attempt in (0, 1):
+            conn = self._raw()
+            cur = conn.cursor(binary=True) if binary and self._d.postgres else conn.cursor()
+            try:
+                return body(cur)
+            except self._db_errors as exc:
+                if attempt == 0 and self._is_disconnect(exc):
+                    self._drop_connection()
+                    continue
+                raise self._store_error(exc) from None
+            finally:
+                cur.close()
+        raise AssertionError("unreachable")
 
     # -- schema -------------------------------------------------------------
 
-    def _open_schema(self, upgrade: bool) -> None:
+    def _open_schema(self, upgrade: bool | None) -> None:
+        if upgrade is None:  # `cachedembed migrate` opens as-is, to report and upgrade explicitly
+            return
         try:
             with self._engine.connect() as conn:
                 revision = migrate.current_revision(conn)
@@ -269,19 +418,16 @@ class SqlStore(Store):
         select = f"SELECT id, dim, created FROM namespaces WHERE {self._d.key_column} = ?"
         rows = self._read(select, (key,))
         if not rows:
-            with self._transaction() as cur:
-                cur.execute(
-                    self._d.insert_namespace,
-                    (
-                        key,
-                        spec.canonical,
-                        spec.provider,
-                        spec.model[:255],
-                        spec.role,
-                        spec.dtype,
-                        int(time.time()),
-                    ),
-                )
+            values = (
+                key,
+                spec.canonical,
+                spec.provider,
+                spec.model[:255],
+                spec.role,
+                spec.dtype,
+                int(time.time()),
+            )
+            self._write(lambda cur: cur.execute(self._d.insert_namespace, values))
             rows = self._read(select, (key,))
         ns_id, dim, created = rows[0]
         return Namespace(id=int(ns_id), key=key, spec=spec, dim=dim, created=int(created))
@@ -291,11 +437,8 @@ class SqlStore(Store):
         return rows[0][0] if rows else None
 
     def _set_dimension(self, ns_id: int, dim: int) -> None:
-        with self._transaction() as cur:
-            cur.execute(
-                self._d.q("UPDATE namespaces SET dim = ? WHERE id = ? AND dim IS NULL"),
-                (dim, ns_id),
-            )
+        sql = self._d.q("UPDATE namespaces SET dim = ? WHERE id = ? AND dim IS NULL")
+        self._write(lambda cur: cur.execute(sql, (dim, ns_id)))
 
     def namespaces(self) -> list[Namespace]:
         return _sqltext.to_namespaces(self._read(_sqltext.select_namespaces(self._d.key_column)))
@@ -304,27 +447,25 @@ class SqlStore(Store):
 
     def get(self, ns_id: int, ids: Sequence[int]) -> list[Row]:
         d = self._d
-        cur = self._raw().cursor()
-        rows: list[Any] = []
-        try:
+
+        def lookup(cur: Any) -> list[Any]:
             if len(ids) == 1:
                 cur.execute(d.q(f"SELECT {_HIT_COLUMNS} FROM entries WHERE id = ?"), (ids[0],))
-                rows = cur.fetchall()
-            elif d.postgres:
-                cur.execute(f"SELECT {_HIT_COLUMNS} FROM entries WHERE id = ANY(%s)", (list(ids),))
-                rows = cur.fetchall()
-            else:
-                step = d.max_params
-                for start in range(0, len(ids), step):
-                    chunk = ids[start : start + step]
-                    sql = f"SELECT {_HIT_COLUMNS} FROM entries WHERE id IN ({d.marks(len(chunk))})"
-                    cur.execute(sql, chunk)
-                    rows += cur.fetchall()
-        except sqlite3.DatabaseError as exc:
-            raise self._store_error(exc) from None
-        finally:
-            cur.close()
-        return rows
+                return list(cur.fetchall())
+            if d.postgres:
+                cur.execute(d.select_any, (list(ids),))
+                return list(cur.fetchall())
+            rows: list[Any] = []
+            step = d.max_params
+            for start in range(0, len(ids), step):
+                chunk = ids[start : start + step]
+                cur.execute(
+                    f"SELECT {_HIT_COLUMNS} FROM entries WHERE id IN ({d.marks(len(chunk))})", chunk
+                )
+                rows += cur.fetchall()
+            return rows
+
+        return self._query(lookup, binary=True)
 
     def put(self, ns_id: int, batch: EntryBatch, stats: PendingStats) -> None:
         n = len(batch)
@@ -334,7 +475,7 @@ class SqlStore(Store):
         texts = batch.texts if batch.texts is not None else repeat(None, n)
         used = batch.used if batch.used is not None else repeat(now // 86400, n)
         created = batch.created if batch.created is not None else repeat(now, n)
-        rows = sorted(
+        rows = list(
             zip(
                 batch.ids,
                 repeat(ns_id, n),
@@ -345,28 +486,34 @@ class SqlStore(Store):
                 created,
                 vecs,
                 texts,
-            ),
-            # In id order: each page then fills before the next split (denser files).
-            key=itemgetter(0),
+            )
         )
-        with self._transaction() as cur:
+        # Id order: concurrent writers of overlapping batches then lock rows in the same
+        # order, so PostgreSQL and InnoDB never see the lock cycles input order made; and
+        # SQLite pages fill before they split, which keeps the file dense.
+        rows.sort(key=itemgetter(0))
+
+        def body(cur: Any) -> None:
             if rows:
                 cur.executemany(self._d.insert_entries, rows)
             self._merge(cur, stats)
 
+        self._write(body)
+
     def flush_stats(self, stats: PendingStats) -> None:
         if stats.is_empty():
             return
-        with self._transaction() as cur:
-            self._merge(cur, stats)
+        self._write(lambda cur: self._merge(cur, stats))
 
     def _merge(self, cur: Any, stats: PendingStats) -> None:
+        # Sorted, like entries in put(): one lock order for every writer.
         if stats.deltas:
             cur.executemany(
                 self._d.merge_stats,
-                [(ns, day, *delta.as_tuple()) for (ns, day), delta in stats.deltas.items()],
+                [(ns, day, *delta.as_tuple()) for (ns, day), delta in sorted(stats.deltas.items())],
             )
-        for (_ns, day), ids in stats.touches.items():
+        for (_ns, day), touched in sorted(stats.touches.items()):
+            ids = sorted(set(touched))
             step = self._d.max_params - 2
             for start in range(0, len(ids), step):
                 chunk = ids[start : start + step]
@@ -380,19 +527,22 @@ class SqlStore(Store):
     def delete(self, ns_id: int, ids: Sequence[int]) -> int:
         if not ids:
             return 0
-        removed = 0
-        with self._transaction() as cur:
+        ordered = sorted(ids)
+
+        def remove(cur: Any) -> int:
+            removed = 0
             step = self._d.max_params - 1
-            for start in range(0, len(ids), step):
-                chunk = list(ids[start : start + step])
+            for start in range(0, len(ordered), step):
+                chunk = ordered[start : start + step]
+                marks = self._d.marks(len(chunk))
                 cur.execute(
-                    self._d.q(
-                        f"DELETE FROM entries WHERE ns = ? AND id IN ({self._d.marks(len(chunk))})"
-                    ),
+                    self._d.q(f"DELETE FROM entries WHERE ns = ? AND id IN ({marks})"),
                     (ns_id, *chunk),
                 )
                 removed += max(cur.rowcount, 0)
-        return removed
+            return removed
+
+        return self._write(remove)
 
     def iter_entries(self, ns_id: int, batch_size: int = 2000) -> Iterator[list[ExportedEntry]]:
         last, op = (
@@ -433,7 +583,7 @@ class SqlStore(Store):
             self.flush()
         with self._connections_lock:
             conns, self._connections = self._connections, []
-        for conn in conns:
+        for _thread, conn in conns:  # never a parent's: fork moved those to _inherited
             with suppress(Exception):
                 conn.close()
         self._local = threading.local()

@@ -21,6 +21,14 @@ depends_on = None
 ID = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 # MySQL's BLOB stops at 64 KiB: enough for 16k float32 dimensions, but be generous.
 VECTOR = sa.LargeBinary().with_variant(mysql.MEDIUMBLOB(), "mysql", "mariadb")
+# MySQL tables take the server's default charset and engine unless told: texts and
+# specs need full Unicode (utf8mb4, emoji included) and transactions need InnoDB.
+MYSQL_TABLE = {
+    "mysql_engine": "InnoDB",
+    "mysql_charset": "utf8mb4",
+    "mariadb_engine": "InnoDB",
+    "mariadb_charset": "utf8mb4",
+}
 
 
 def upgrade() -> None:
@@ -35,6 +43,7 @@ def upgrade() -> None:
         sa.Column("dtype", sa.String(16), nullable=False),
         sa.Column("dim", sa.Integer(), nullable=True),
         sa.Column("created", sa.BigInteger(), nullable=False),
+        **MYSQL_TABLE,
     )
     op.create_table(
         "entries",
@@ -46,6 +55,7 @@ def upgrade() -> None:
         sa.Column("used", sa.Integer(), nullable=False),
         sa.Column("created", sa.BigInteger(), nullable=False),
         sa.Column("vec", VECTOR, nullable=False),
+        **MYSQL_TABLE,
     )
     op.create_index("ix_entries_ns_used", "entries", ["ns", "used"])
     op.create_table(
@@ -61,6 +71,7 @@ def upgrade() -> None:
         sa.Column("tokens_embedded_estimated", sa.BigInteger(), nullable=False, server_default="0"),
         sa.Column("tokens_saved", sa.BigInteger(), nullable=False, server_default="0"),
         sa.Column("tokens_saved_estimated", sa.BigInteger(), nullable=False, server_default="0"),
+        **MYSQL_TABLE,
     )
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 from alembic import op
+from sqlalchemy.dialects import mysql
 
 revision = "0002"
 down_revision = "0001"
@@ -18,7 +19,9 @@ depends_on = None
 
 def upgrade() -> None:
     # A plain ADD COLUMN: no table rebuild, so large caches upgrade instantly.
-    op.add_column("entries", sa.Column("text", sa.Text(), nullable=True))
+    # MySQL's TEXT stops at 64 KiB, less than a long input in 4-byte UTF-8.
+    text = sa.Text().with_variant(mysql.MEDIUMTEXT(), "mysql", "mariadb")
+    op.add_column("entries", sa.Column("text", text, nullable=True))
 
 
 def downgrade() -> None:

@@ -1,0 +1,168 @@
+"""What the adapters share: a framework model presented to :class:`~cachedembed.Cached`.
+
+An adapter never caches anything itself. It builds a ``Cached`` around a
+:class:`FrameworkEmbedder` (the model's own call, in batches, plus the identity that
+names the namespace), so lookups, single-flight, per-batch writes and stats are the
+same engine as everywhere else.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from ..errors import ConfigurationError
+from ..identity import strip_secrets
+from ..keys import Role
+from ..stores import Store
+from ..wrapper import Cached, _ForeignEmbedder
+
+# Fields of LangChain / LlamaIndex models that never change the vectors: clients,
+# timeouts, retries, batching, progress bars, observability.
+NEUTRAL_FIELDS = frozenset(
+    {
+        "async_client",
+        "batch_size",
+        "callback_manager",
+        "callbacks",
+        "chunk_size",
+        "client",
+        "default_headers",
+        "default_query",
+        "embed_batch_size",
+        "embeddings_cache",
+        "headers",
+        "http_async_client",
+        "http_client",
+        "max_retries",
+        "num_workers",
+        "openai_proxy",
+        "proxy",
+        "rate_limiter",
+        "request_timeout",
+        "retry_max_seconds",
+        "retry_min_seconds",
+        "reuse_client",
+        "show_progress",
+        "show_progress_bar",
+        "timeout",
+        "verbose",
+    }
+)
+
+# Attributes that name the model on objects that are not pydantic models.
+MODEL_ATTRS = ("model", "model_name", "model_id", "deployment", "dimensions")
+
+DEFAULT_BATCH = 256
+
+
+class FrameworkEmbedder(_ForeignEmbedder):
+    """A framework model as batches of vectors for ``Cached``, with a fixed identity."""
+
+    def __init__(
+        self,
+        obj: Any,
+        call: Callable[[list[str], Role], Any],
+        identity: dict[str, Any] | None,
+        batch_size: int,
+    ) -> None:
+        super().__init__(obj, batch_size, call)
+        self.label = type(obj).__name__
+        self._identity = identity
+
+    def name(self) -> str:
+        return self.label
+
+    def cache_identity(self, role: Role) -> dict[str, Any]:
+        if self._identity is None:  # only reachable with namespace=, which Cached uses instead
+            raise ConfigurationError(f"{self.label}: no identity; pass namespace=...")
+        return dict(self._identity)
+
+
+def check_wrappable(obj: Any, expected: type, adapter: type) -> None:
+    """Refuse, before anything runs, an adapter (wrapping twice) or an object of another type."""
+    if isinstance(obj, adapter):
+        raise ConfigurationError(
+            f"{type(obj).__name__} is already cached; wrap the model inside it once"
+        )
+    if not isinstance(obj, expected):
+        raise ConfigurationError(
+            f"expected a {expected.__module__}.{expected.__qualname__}, got {type(obj).__name__}"
+        )
+
+
+def build_cached(
+    obj: Any,
+    call: Callable[[list[str], Role], Any],
+    identity: Callable[[], dict[str, Any]],
+    cache: Store | str | None,
+    namespace: str | None,
+    options: Mapping[str, Any],
+) -> Cached:
+    """The ``Cached`` behind an adapter; ``identity()`` is only asked when no ``namespace`` is given."""
+    known = None if namespace is not None else identity()
+    embedder = FrameworkEmbedder(obj, call, known, int(options.get("batch_size", DEFAULT_BATCH)))
+    return Cached(embedder, cache, namespace=namespace, **options)
+
+
+def model_identity(obj: Any, framework: str) -> dict[str, Any]:
+    """Identity of a LangChain / LlamaIndex model: its class and output-changing fields.
+
+    Pydantic models (nearly all of both frameworks') give their fields via
+    ``model_dump()``; other objects the well-known ``model``/``model_name`` attributes.
+    Secrets (``SecretStr`` values, keys named like ``api_key``) and :data:`NEUTRAL_FIELDS`
+    are dropped. Raises :class:`ConfigurationError` when nothing identifies the model.
+    """
+    cls = type(obj)
+    dump = getattr(obj, "model_dump", None)
+    fields: Any = None
+    if callable(dump):
+        try:
+            fields = dump()
+        except Exception:  # a model whose fields cannot be dumped: fall back to attributes
+            fields = None
+    if not isinstance(fields, Mapping):
+        fields = {
+            a: getattr(obj, a) for a in MODEL_ATTRS if isinstance(getattr(obj, a, None), (str, int))
+        }
+    params = strip_secrets(jsonable({k: v for k, v in fields.items() if k not in NEUTRAL_FIELDS}))
+    if not params:
+        raise ConfigurationError(
+            f"cannot derive a cache namespace for {cls.__name__}: it exposes no model name or "
+            "settings (pydantic fields, or a model/model_name attribute). Pass "
+            "namespace='<model-name-and-options>' so that different models never share entries."
+        )
+    model = next(
+        (params[a] for a in MODEL_ATTRS[:3] if isinstance(params.get(a), str)), cls.__qualname__
+    )
+    return {
+        "provider": framework,
+        "class": f"{cls.__module__}.{cls.__qualname__}",
+        "model": model,
+        "config": params,
+    }
+
+
+def jsonable(value: Any) -> Any:
+    """``value`` as JSON for an identity: secrets dropped, other objects named by their type.
+
+    A type name is stable across runs and reveals nothing, unlike ``repr`` (which may hold
+    an address or a credential).
+    """
+    if value is None or isinstance(value, (str, bool, int, float)):
+        return value
+    if isinstance(value, enum.Enum):
+        return jsonable(value.value)
+    if isinstance(value, Mapping):
+        return {str(k): jsonable(v) for k, v in value.items() if not _is_secret(v)}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value if not _is_secret(v)]
+    if isinstance(value, (set, frozenset)):
+        return sorted((jsonable(v) for v in value), key=repr)
+    return f"<{type(value).__module__}.{type(value).__qualname__}>"
+
+
+def _is_secret(value: Any) -> bool:
+    # pydantic's SecretStr / SecretBytes, and anything shaped like them.
+    return callable(getattr(value, "get_secret_value", None))

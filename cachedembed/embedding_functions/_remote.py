@@ -1,0 +1,264 @@
+"""What every provider reached over the network shares: keys, retries, batching, response parsing.
+
+:class:`RemoteEmbeddingFunction` turns one method, :meth:`~RemoteEmbeddingFunction.embed_chunk`
+(send one batch, return its vectors and tokens), into provider-sized batches with the
+shared retry policy, and keeps the API key out of every error and log line.
+:class:`JsonEmbeddingFunction` adds the ``requests`` transport for providers spoken to as
+plain JSON over HTTP (Jina, Voyage, Ollama, ...). :func:`indexed_vectors` reads the
+OpenAI-shaped ``data: [{index, embedding}]`` responses that several providers copy.
+"""
+
+from __future__ import annotations
+
+import base64
+from abc import abstractmethod
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any, ClassVar, TypeVar
+
+import numpy as np
+
+from ..errors import ConfigurationError, InvalidInputError, ProviderError, ProviderResponseError
+from ..keys import Role
+from ._base import EmbeddedBatch, ProviderEmbeddingFunction, api_key, as_matrix, batches
+from ._http import DEFAULT_RETRY, JsonHttpClient, RetryPolicy, with_retries
+
+R = TypeVar("R")
+
+REDACTED = "[redacted]"
+
+
+class RemoteEmbeddingFunction(ProviderEmbeddingFunction):
+    """Base of the network providers: batching to documented limits, retries, secret hygiene.
+
+    Subclasses set :attr:`max_batch` (and :attr:`max_batch_tokens` where the provider caps
+    a request's tokens), call ``super().__init__(retry=retry)``, and implement
+    :meth:`embed_chunk`. Tests and impatient callers pass a faster
+    :class:`~cachedembed.embedding_functions._http.RetryPolicy` as ``retry=``.
+    """
+
+    max_batch: int = 1000
+    """Most texts per request (the provider's documented limit); instances may lower it."""
+    max_batch_tokens: int | None = None
+    """Most input tokens per request, estimated at 4 UTF-8 bytes a token; ``None``: no cap."""
+    rejects_empty: ClassVar[bool] = False
+    """The provider answers 400 to an empty string: refuse it before any request."""
+
+    config_keys: ClassVar[tuple[str, ...]] = ()
+    """Constructor arguments :meth:`get_config` returns (attributes of the same name; never the key)."""
+
+    _api_key: str | None = None
+    _key_vars: Sequence[str] = ()
+
+    def __init__(self, *, retry: RetryPolicy | None = None) -> None:
+        self.retry = retry or DEFAULT_RETRY
+
+    @abstractmethod
+    def embed_chunk(self, texts: list[str], role: Role) -> tuple[np.ndarray, int | None]:
+        """Embed one batch in one request (retried); return validated vectors and reported tokens."""
+
+    def embed_batches(self, texts: Sequence[str], role: Role) -> Iterator[EmbeddedBatch]:
+        if self.rejects_empty:
+            empty = [i for i, t in enumerate(texts) if not t]
+            if empty:
+                raise InvalidInputError(
+                    f"{self.provider} rejects empty strings; input[{empty[0]}] is empty"
+                )
+        for start, chunk in batches(texts, self.batch_limit(), self.max_batch_tokens):
+            vectors, tokens = self.embed_chunk(list(chunk), role)
+            yield EmbeddedBatch(start, vectors, tokens)
+
+    def batch_limit(self) -> int:
+        """Most texts per request now (:attr:`max_batch`; a server may announce a lower limit)."""
+        return self.max_batch
+
+    def resolve_key(self, explicit: str | None, env_vars: Sequence[str]) -> None:
+        """Remember the key from ``explicit`` or the first set variable; a missing key fails on first use.
+
+        Reading it now but failing later lets a fully cached workload run without a key.
+        """
+        self._api_key = api_key(explicit, [v for v in env_vars if v], self.provider, required=False)
+        self._key_vars = [v for v in env_vars if v]
+
+    def require_key(self) -> str:
+        if not self._api_key:
+            names = " or ".join(f"${v}" for v in self._key_vars)
+            raise ConfigurationError(
+                f"{self.provider}: no API key; pass api_key=... or set {names}"
+            )
+        return self._api_key
+
+    def retrying(self, call: Callable[[], R]) -> R:
+        """Run one request under the retry policy, with the API key scrubbed from any error."""
+        return with_retries(self.provider, lambda: self._scrubbed(call), self.retry)
+
+    def _scrubbed(self, call: Callable[[], R]) -> R:
+        # Scrub before with_retries sees the error: it logs retryable messages at debug level.
+        try:
+            return call()
+        except ProviderError as exc:
+            key = self._api_key
+            if key and key in exc.message:
+                raise type(exc)(
+                    exc.provider,
+                    exc.message.replace(key, REDACTED),
+                    status=exc.status,
+                    retry_after=exc.retry_after,
+                    retryable=exc.retryable,
+                ) from None
+            raise
+
+    def get_config(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in self.config_keys}
+
+    def identity_with(self, params: Mapping[str, Any], **extra: Any) -> dict[str, Any]:
+        """``provider`` plus the output-changing ``params`` and ``extra``, ``None`` values dropped.
+
+        Dropping ``None`` keeps namespaces stable when a later version learns a new option.
+        """
+        return without_none({"provider": self.provider, **params, **extra})
+
+
+class JsonEmbeddingFunction(RemoteEmbeddingFunction):
+    """A provider spoken to as JSON over HTTP with ``requests``: one POST per batch.
+
+    Subclasses set :attr:`path` and :attr:`default_base_url`, store ``api_base``, and
+    implement :meth:`params`; the default :meth:`parse_response` reads OpenAI-shaped
+    responses (``data[].index``, ``usage.total_tokens``).
+    """
+
+    path: ClassVar[str]
+    """Endpoint path appended to the base URL, e.g. ``/v1/embeddings``."""
+    default_base_url: ClassVar[str]
+    server_in_identity: ClassVar[bool] = True
+    """A server other than the default is part of the cache namespace (it may serve another model)."""
+    timeout: float = 60.0
+    api_base: str | None = None
+
+    _client: JsonHttpClient | None = None
+
+    @abstractmethod
+    def params(self, role: Role) -> dict[str, Any]:
+        """Every request field except ``input`` for ``role``; unset ones left out."""
+
+    def identity_params(self, role: Role) -> dict[str, Any]:
+        """The request fields that change the vectors (all of :meth:`params` unless overridden)."""
+        return self.params(role)
+
+    def request_body(self, texts: list[str], role: Role) -> dict[str, Any]:
+        return {**self.params(role), "input": texts}
+
+    def parse_response(
+        self, payload: Mapping[str, Any], headers: Mapping[str, str], expected: int
+    ) -> tuple[np.ndarray, int | None]:
+        """Vectors and reported tokens from one response (OpenAI-shaped by default)."""
+        vectors = indexed_vectors(self.provider, payload.get("data"), expected)
+        return vectors, usage_tokens(payload, "usage", "total_tokens")
+
+    @property
+    def base_url(self) -> str:
+        """Where requests go (without the endpoint path)."""
+        return (self.api_base or self.default_base_url).rstrip("/")
+
+    def auth_headers(self) -> dict[str, str]:
+        """Headers carrying the key (``Authorization: Bearer`` by default); never logged."""
+        return {"Authorization": f"Bearer {self.require_key()}"}
+
+    def prepare(self) -> None:
+        self.client  # noqa: B018 - builds the session now, so it is not timed as provider time
+
+    @property
+    def client(self) -> JsonHttpClient:
+        if self._client is None:
+            self._client = JsonHttpClient(
+                self.provider,
+                self.base_url,
+                self.auth_headers(),
+                timeout=self.timeout,
+                retry=self.retry,
+            )
+        return self._client
+
+    def embed_chunk(self, texts: list[str], role: Role) -> tuple[np.ndarray, int | None]:
+        # The client retries by itself and scrubs its credential headers from error text.
+        payload, headers = self.client.post(self.path, self.request_body(texts, role))
+        if not isinstance(payload, dict):
+            raise ProviderResponseError(
+                self.provider, f"expected a JSON object, got {type(payload).__name__}"
+            )
+        return self.parse_response(payload, headers, len(texts))
+
+    def cache_identity(self, role: Role) -> dict[str, Any]:
+        base = self.base_url
+        server = (
+            base if self.server_in_identity and base != self.default_base_url.rstrip("/") else None
+        )
+        return self.identity_with(self.identity_params(role), api_base=server)
+
+
+def indexed_vectors(provider: str, data: Any, expected: int) -> np.ndarray:
+    """Vectors from OpenAI-shaped ``data: [{"index": i, "embedding": [...] | "<base64>"}]``, in index order.
+
+    Indexes must be exactly ``0 .. expected-1`` (servers may return them in any order); a
+    base64 string is little-endian float32, as the OpenAI API and its copies send it.
+    """
+    if not isinstance(data, list):
+        raise ProviderResponseError(provider, f"expected a 'data' list, got {type(data).__name__}")
+    rows: list[tuple[int, Any]] = []
+    for pos, item in enumerate(data):
+        index = item.get("index", pos) if isinstance(item, dict) else getattr(item, "index", pos)
+        embedding = (
+            item.get("embedding") if isinstance(item, dict) else getattr(item, "embedding", None)
+        )
+        if not isinstance(index, int):
+            raise ProviderResponseError(provider, f"data[{pos}].index is not an integer")
+        rows.append((index, decode_embedding(provider, embedding)))
+    rows.sort(key=lambda r: r[0])
+    if len(rows) == expected and [r[0] for r in rows] != list(range(expected)):
+        raise ProviderResponseError(provider, f"response indexes are not 0..{expected - 1}")
+    vectors = [r[1] for r in rows]
+    one_width = len({len(v) if isinstance(v, bytes) else -1 for v in vectors}) == 1
+    if (
+        vectors
+        and one_width
+        and isinstance(vectors[0], bytes)
+        and vectors[0]
+        and len(vectors) == expected
+    ):
+        # All base64 and one width: one join and one frombuffer, no per-row arrays.
+        matrix = np.frombuffer(b"".join(vectors), dtype="<f4").reshape(expected, -1)
+        return as_matrix(provider, matrix, expected)
+    return as_matrix(
+        provider,
+        [np.frombuffer(v, dtype="<f4") if isinstance(v, bytes) else v for v in vectors],
+        expected,
+    )
+
+
+def decode_embedding(provider: str, embedding: Any) -> Any:
+    """A float list as is, or a base64 string decoded to its little-endian float32 bytes."""
+    if isinstance(embedding, str):
+        try:
+            raw = base64.b64decode(embedding, validate=True)
+        except ValueError:
+            raise ProviderResponseError(provider, "embedding is a string but not base64") from None
+        if len(raw) % 4:
+            raise ProviderResponseError(
+                provider, f"base64 embedding has {len(raw)} bytes, not a whole number of float32"
+            )
+        return raw
+    return embedding
+
+
+def usage_tokens(payload: Mapping[str, Any], *path: str) -> int | None:
+    """An integer token count at ``payload[path[0]][path[1]]...``, or ``None`` when absent."""
+    value: Any = payload
+    for key in path:
+        if not isinstance(value, Mapping):
+            return None
+        value = value.get(key)
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
+
+
+def without_none(fields: Mapping[str, Any]) -> dict[str, Any]:
+    """``fields`` without the unset (``None``) ones: what a request or namespace omits."""
+    return {k: v for k, v in fields.items() if v is not None}

@@ -1,0 +1,194 @@
+"""Cohere embed through the official ``cohere`` SDK (v2 API by default, v1 on request).
+
+Same constructor as Chroma's ``CohereEmbeddingFunction`` plus the options Cohere's embed
+endpoint takes. Unlike Chroma, queries are sent with ``input_type="search_query"`` and
+documents with ``"search_document"``: Cohere's v3+ models embed the two differently, and
+searching with document-type query vectors loses recall.
+
+The client is built with an explicit ``base_url`` (the SDK reads ``$CO_API_URL`` only at
+import time) and its own retries off (``max_retries=0``): :func:`with_retries` retries
+instead, so the two never multiply. The v2 API (``ClientV2``, ``/v2/embed``) is the
+default; ``api_version="v1"`` uses ``/v1/embed`` for gateways that only speak v1, and
+both v1 response shapes (``embeddings_floats`` and ``embeddings_by_type``) are read.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import numpy as np
+
+from ..errors import ConfigurationError, ProviderResponseError
+from ..keys import Role
+from ._base import as_matrix, check_positive
+from ._http import RetryPolicy, status_error, transport_error
+from ._remote import RemoteEmbeddingFunction, without_none
+
+DEFAULT_BASE_URL = "https://api.cohere.com"
+DEFAULT_MODEL = "embed-english-v3.0"
+_ROLE_INPUT_TYPE: dict[Role, str] = {"document": "search_document", "query": "search_query"}
+_TRUNCATE = ("NONE", "START", "END")
+
+
+class CohereEmbeddingFunction(RemoteEmbeddingFunction):
+    """Cohere ``embed`` (``embed-english-v3.0``, ``embed-multilingual-v3.0``, ``embed-v4.0``, ...).
+
+    Args:
+        api_key: The key; better read from ``$CO_API_KEY`` / ``$COHERE_API_KEY``
+            (or the variable named by ``api_key_env_var``).
+        model_name: Chroma's default ``"large"`` names a retired model, so the default is
+            ``embed-english-v3.0``.
+        input_type: ``None`` (default): ``search_document`` for documents and
+            ``search_query`` for queries. Another value (``classification``,
+            ``clustering``) is sent for both.
+        truncate: ``NONE``, ``START`` or ``END`` (Cohere's default ``END`` when unset).
+        output_dimension: Matryoshka size for ``embed-v4.0`` (256, 512, 1024, 1536).
+        api_base: Another server (default ``$CO_API_URL`` or ``https://api.cohere.com``).
+        api_version: ``"v2"`` (default) or ``"v1"``.
+        retry: Retry policy.
+
+    Model, input type, truncation, output dimension and a non-default server are the
+    cache namespace; the key and the API version are not.
+    """
+
+    provider = "cohere"
+    max_batch = 96
+    timeout = 60.0
+    config_keys = (
+        "api_key_env_var",
+        "model_name",
+        "input_type",
+        "truncate",
+        "output_dimension",
+        "api_base",
+        "api_version",
+    )
+
+    def __init__(
+        self,
+        api_key: str | None = None,
+        model_name: str = DEFAULT_MODEL,
+        api_key_env_var: str = "CO_API_KEY",
+        input_type: str | None = None,
+        truncate: str | None = None,
+        output_dimension: int | None = None,
+        api_base: str | None = None,
+        api_version: str = "v2",
+        *,
+        retry: RetryPolicy | None = None,
+    ) -> None:
+        super().__init__(retry=retry)
+        if truncate is not None and truncate not in _TRUNCATE:
+            raise ConfigurationError(
+                f"cohere: truncate must be one of {', '.join(_TRUNCATE)}, got {truncate!r}"
+            )
+        if api_version not in ("v1", "v2"):
+            raise ConfigurationError(
+                f"cohere: api_version must be 'v1' or 'v2', got {api_version!r}"
+            )
+        check_positive(self.provider, "output_dimension", output_dimension)
+        if output_dimension is not None and api_version == "v1":
+            raise ConfigurationError(
+                "cohere: output_dimension needs api_version='v2' (the v1 API has no such field)"
+            )
+        self.model_name = model_name
+        self.api_key_env_var = api_key_env_var
+        self.input_type = input_type
+        self.truncate = truncate
+        self.output_dimension = output_dimension
+        self.api_base = api_base
+        self.api_version = api_version
+        self.resolve_key(
+            api_key, [api_key_env_var, "CO_API_KEY", "COHERE_API_KEY", "CHROMA_COHERE_API_KEY"]
+        )
+        self._client: Any = None
+
+    @property
+    def base_url(self) -> str:
+        return (self.api_base or os.environ.get("CO_API_URL") or DEFAULT_BASE_URL).rstrip("/")
+
+    @classmethod
+    def spec_help(cls) -> str:
+        return "cohere:MODEL_NAME  (e.g. embed-english-v3.0; key $CO_API_KEY, server $CO_API_URL)"
+
+    def prepare(self) -> None:
+        self.client()  # SDK import and client setup are not provider time
+
+    def client(self) -> Any:
+        """The SDK client, built on first use (the SDK is imported only then)."""
+        if self._client is None:
+            import cohere
+
+            kind = cohere.ClientV2 if self.api_version == "v2" else cohere.Client
+            self._client = kind(
+                api_key=self.require_key(), base_url=self.base_url, timeout=self.timeout
+            )
+        return self._client
+
+    def request_fields(self, role: Role) -> dict[str, Any]:
+        """The embed call's keyword arguments except ``texts``; unset ones left out."""
+        fields: dict[str, Any] = {
+            "model": self.model_name,
+            "input_type": self.input_type or _ROLE_INPUT_TYPE[role],
+            "truncate": self.truncate,
+            "output_dimension": self.output_dimension,
+        }
+        if self.api_version == "v2":
+            fields["embedding_types"] = ["float"]  # v2 requires it; v1 defaults to floats
+        else:
+            fields["batching"] = False  # the v1 client would split and thread; we batch ourselves
+        return without_none(fields)
+
+    def embed_chunk(self, texts: list[str], role: Role) -> tuple[np.ndarray, int | None]:
+        fields = self.request_fields(role)
+        response = self.retrying(lambda: self._embed(texts, fields))
+        return self.parse(response, len(texts))
+
+    def _embed(self, texts: list[str], fields: dict[str, Any]) -> Any:
+        from cohere.core.api_error import ApiError
+
+        try:
+            return self.client().embed(texts=texts, request_options={"max_retries": 0}, **fields)
+        except ApiError as exc:
+            headers = dict(exc.headers or {})
+            raise status_error(
+                self.provider, int(exc.status_code or 0), exc.body, headers
+            ) from None
+        except Exception as exc:
+            mapped = transport_error(self.provider, exc, self.timeout)
+            if mapped is None:
+                raise
+            raise mapped from None
+
+    def parse(self, response: Any, expected: int) -> tuple[np.ndarray, int | None]:
+        """Float vectors and billed input tokens from a v2 or either v1 response shape.
+
+        No per-item index: Cohere returns vectors in input order.
+        """
+        embeddings = getattr(response, "embeddings", None)
+        # v1 "embeddings_floats" is a list; v2 and v1 "embeddings_by_type" hold lists by type.
+        rows: Any = (
+            embeddings if isinstance(embeddings, list) else getattr(embeddings, "float_", None)
+        )
+        if rows is None:
+            raise ProviderResponseError(self.provider, "response has no float embeddings")
+        vectors = as_matrix(self.provider, rows, expected, self.output_dimension)
+        units = getattr(getattr(response, "meta", None), "billed_units", None)
+        tokens = getattr(units, "input_tokens", None)
+        # The SDK types billed units as floats; they are whole tokens.
+        if (
+            isinstance(tokens, (int, float))
+            and not isinstance(tokens, bool)
+            and tokens >= 0
+            and float(tokens).is_integer()
+        ):
+            return vectors, int(tokens)
+        return vectors, None
+
+    def cache_identity(self, role: Role) -> dict[str, Any]:
+        fields = self.request_fields(role)
+        fields.pop("embedding_types", None)
+        fields.pop("batching", None)
+        base = self.base_url
+        return self.identity_with(fields, api_base=None if base == DEFAULT_BASE_URL else base)

@@ -1,0 +1,111 @@
+"""Jina AI embeddings: ``POST {api_base}/v1/embeddings`` over plain JSON.
+
+Same constructor as Chroma's ``JinaEmbeddingFunction``. Models with task adapters
+(jina-embeddings-v3 and later) get ``task="retrieval.passage"`` for documents and
+``"retrieval.query"`` for queries unless ``task`` / ``query_config`` say otherwise
+(Chroma's semantics: ``task`` for both, ``query_config`` overriding fields for queries).
+``late_chunking=True`` makes each vector depend on the whole batch, so such a function
+sets ``bypass_cache`` and :class:`~cachedembed.Cached` sends every call through (with a warning).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..keys import Role
+from ._http import RetryPolicy
+from ._remote import JsonEmbeddingFunction, without_none
+
+DEFAULT_BASE_URL = "https://api.jina.ai"
+_TASK_MODELS = ("jina-embeddings-v3", "jina-embeddings-v4")
+_ROLE_TASK: dict[Role, str] = {"document": "retrieval.passage", "query": "retrieval.query"}
+
+
+class JinaEmbeddingFunction(JsonEmbeddingFunction):
+    """Jina AI ``/v1/embeddings`` (``jina-embeddings-v3``, ``jina-embeddings-v2-base-en``, ...).
+
+    Args:
+        api_key: The key; better read from ``$JINA_API_KEY`` (or ``api_key_env_var``).
+        model_name: Chroma's default ``jina-embeddings-v2-base-en`` is kept.
+        task: Task adapter for documents and queries (``retrieval.passage``,
+            ``text-matching``, ``classification``, ``separation``, ...).
+        late_chunking: Embed the batch as one context (vectors are then never cached).
+        truncate: Truncate over-long inputs instead of failing.
+        dimensions: Matryoshka output size.
+        embedding_type: ``float`` (default), ``base64``, ``binary``, ``ubinary``.
+        normalized: L2-normalise the vectors.
+        query_config: Fields that replace the above for queries, e.g. ``{"task": "retrieval.query"}``.
+        api_base: Another server (default ``https://api.jina.ai``).
+        retry: Retry policy.
+
+    Every field sent with a request except ``input`` is part of the cache namespace.
+    """
+
+    provider = "jina"
+    path = "/v1/embeddings"
+    default_base_url = DEFAULT_BASE_URL
+    max_batch = 2048
+    config_keys = (
+        "api_key_env_var",
+        "model_name",
+        "task",
+        "late_chunking",
+        "truncate",
+        "dimensions",
+        "embedding_type",
+        "normalized",
+        "query_config",
+        "api_base",
+    )
+
+    def __init__(
+        self,
+        api_key: str | None = None,
+        model_name: str = "jina-embeddings-v2-base-en",
+        api_key_env_var: str = "JINA_API_KEY",
+        task: str | None = None,
+        late_chunking: bool | None = None,
+        truncate: bool | None = None,
+        dimensions: int | None = None,
+        embedding_type: str | None = None,
+        normalized: bool | None = None,
+        query_config: dict[str, Any] | None = None,
+        api_base: str | None = None,
+        *,
+        retry: RetryPolicy | None = None,
+    ) -> None:
+        super().__init__(retry=retry)
+        self.model_name = model_name
+        self.api_key_env_var = api_key_env_var
+        self.task = task
+        self.late_chunking = late_chunking
+        self.truncate = truncate
+        self.dimensions = dimensions
+        self.embedding_type = embedding_type
+        self.normalized = normalized
+        self.query_config = dict(query_config) if query_config is not None else None
+        self.api_base = api_base
+        self.bypass_cache = bool(late_chunking)
+        self.resolve_key(api_key, [api_key_env_var, "CHROMA_JINA_API_KEY"])
+
+    @classmethod
+    def spec_help(cls) -> str:
+        return "jina:MODEL_NAME  (e.g. jina-embeddings-v3; key $JINA_API_KEY)"
+
+    def params(self, role: Role) -> dict[str, Any]:
+        """Every request field but ``input`` for ``role``, unset ones left out."""
+        task = self.task
+        if task is None and any(self.model_name.startswith(m) for m in _TASK_MODELS):
+            task = _ROLE_TASK[role]
+        params: dict[str, Any] = {
+            "model": self.model_name,
+            "task": task,
+            "late_chunking": self.late_chunking,
+            "truncate": self.truncate,
+            "dimensions": self.dimensions,
+            "embedding_type": self.embedding_type,
+            "normalized": self.normalized,
+        }
+        if role == "query" and self.query_config:
+            params.update(self.query_config)
+        return without_none(params)

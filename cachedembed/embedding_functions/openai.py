@@ -1,0 +1,256 @@
+"""OpenAI embeddings (and Azure OpenAI, and any OpenAI-compatible server) through the official SDK.
+
+Same constructor as Chroma's ``OpenAIEmbeddingFunction``. Requests go out in batches of at
+most 2048 inputs and about 300,000 tokens; should the token estimate still be too low for
+a batch, the API's ``max_tokens_per_request`` error splits it in two and both halves are
+sent. The SDK's own retries are off: :func:`~cachedembed.embedding_functions._http.with_retries`
+retries instead (honouring ``retry-after-ms`` / ``Retry-After``), so the two never multiply.
+Vectors are requested as base64 and decoded straight into float32, bit for bit.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from ..errors import ConfigurationError, ProviderError
+from ..identity import strip_secrets
+from ..keys import Role
+from ._http import RETRYABLE_STATUS, RetryPolicy, error_message, parse_retry_after
+from ._remote import RemoteEmbeddingFunction, indexed_vectors
+
+DEFAULT_BASE_URL = "https://api.openai.com/v1"
+
+
+class _TooManyTokens(ProviderError):
+    """The request's inputs summed to more tokens than one request may carry."""
+
+
+class OpenAIEmbeddingFunction(RemoteEmbeddingFunction):
+    """OpenAI ``/v1/embeddings``; Azure OpenAI with ``api_type="azure"``; compatible servers via ``api_base``.
+
+    Args:
+        api_key: The key; better left out and read from ``$OPENAI_API_KEY`` (or the
+            variable named by ``api_key_env_var``), so it is never persisted.
+        model_name: ``text-embedding-3-small``, ``text-embedding-3-large``, ... (Chroma's default,
+            ``text-embedding-ada-002``, is kept for compatibility).
+        organization_id: Sent as the ``OpenAI-Organization`` header.
+        api_base: Another server (``$OPENAI_BASE_URL`` when not given); for Azure, the
+            resource endpoint ``https://NAME.openai.azure.com``.
+        api_type: ``"azure"`` for Azure OpenAI (needs ``api_version`` and ``deployment_id``).
+        api_version: Azure API version (default ``$OPENAI_API_VERSION``).
+        deployment_id: Azure deployment name.
+        default_headers: Extra headers for every request (credential-like ones are not
+            returned by :meth:`get_config`).
+        dimensions: Shorter vectors (``text-embedding-3`` and later); part of the cache namespace.
+        api_key_env_var: Environment variable holding the key.
+        retry: Retry policy (default: 6 attempts within 120 s).
+
+    The cache namespace holds the model, ``dimensions``, and the server when it is not
+    api.openai.com (a compatible server may serve another model under the same name);
+    for Azure, the endpoint and deployment.
+    """
+
+    provider = "openai"
+    max_batch = 2048
+    max_batch_tokens = 300_000
+    rejects_empty = True
+    timeout = 120.0
+
+    def __init__(
+        self,
+        api_key: str | None = None,
+        model_name: str = "text-embedding-ada-002",
+        organization_id: str | None = None,
+        api_base: str | None = None,
+        api_type: str | None = None,
+        api_version: str | None = None,
+        deployment_id: str | None = None,
+        default_headers: dict[str, str] | None = None,
+        dimensions: int | None = None,
+        api_key_env_var: str = "OPENAI_API_KEY",
+        *,
+        retry: RetryPolicy | None = None,
+    ) -> None:
+        super().__init__(retry=retry)
+        if api_type not in (None, "openai", "azure"):
+            raise ConfigurationError(f"openai: api_type must be 'azure' or None, got {api_type!r}")
+        if dimensions is not None and (not isinstance(dimensions, int) or dimensions < 1):
+            raise ConfigurationError(
+                f"openai: dimensions must be a positive integer, got {dimensions!r}"
+            )
+        self.model_name = model_name
+        self.organization_id = organization_id
+        self.api_base = api_base
+        self.api_type = api_type
+        self.api_version = api_version
+        self.deployment_id = deployment_id
+        self.default_headers = default_headers
+        self.dimensions = dimensions
+        self.api_key_env_var = api_key_env_var
+        if self.azure:
+            self.api_version = api_version or os.environ.get("OPENAI_API_VERSION")
+            missing = [
+                n
+                for n, v in (
+                    ("api_version", self.api_version),
+                    ("deployment_id", deployment_id),
+                    ("api_base", self.base_url),
+                )
+                if not v
+            ]
+            if missing:
+                raise ConfigurationError(f"openai: Azure OpenAI needs {', '.join(missing)}")
+            self.resolve_key(api_key, [api_key_env_var, "AZURE_OPENAI_API_KEY"])
+        else:
+            self.resolve_key(api_key, [api_key_env_var, "CHROMA_OPENAI_API_KEY"])
+        self._client: Any = None
+
+    @property
+    def azure(self) -> bool:
+        return self.api_type == "azure"
+
+    @property
+    def base_url(self) -> str | None:
+        """The server: ``api_base``, else ``$OPENAI_BASE_URL`` (``$AZURE_OPENAI_ENDPOINT`` for Azure)."""
+        if self.azure:
+            url = self.api_base or os.environ.get("AZURE_OPENAI_ENDPOINT")
+            return url.rstrip("/") if url else None
+        return (self.api_base or os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL).rstrip("/")
+
+    @property
+    def sends_dimensions(self) -> bool:
+        # ada-002 rejects the parameter; Chroma drops it there too.
+        return self.dimensions is not None and "ada-002" not in self.model_name
+
+    @classmethod
+    def spec_help(cls) -> str:
+        return "openai:MODEL_NAME  (e.g. text-embedding-3-small; key $OPENAI_API_KEY, server $OPENAI_BASE_URL)"
+
+    def prepare(self) -> None:
+        self.client()  # importing the SDK takes ~0.5 s: keep it out of measured provider time
+
+    def client(self) -> Any:
+        """The SDK client, built on first use (the SDK is imported only then)."""
+        if self._client is None:
+            import openai
+
+            common: dict[str, Any] = {
+                "api_key": self.require_key(),
+                "organization": self.organization_id,
+                "default_headers": self.default_headers,
+                "max_retries": 0,  # ours retry instead: see the module docstring
+                "timeout": self.timeout,
+            }
+            if self.azure:
+                self._client = openai.AzureOpenAI(
+                    azure_endpoint=str(self.base_url),
+                    azure_deployment=self.deployment_id,
+                    api_version=self.api_version,
+                    **common,
+                )
+            else:
+                self._client = openai.OpenAI(base_url=self.base_url, **common)
+        return self._client
+
+    def embed_chunk(self, texts: list[str], role: Role) -> tuple[np.ndarray, int | None]:
+        try:
+            response = self.retrying(lambda: self._create(texts))
+        except _TooManyTokens:
+            if len(texts) == 1:
+                raise
+            # The byte-based estimate undercounted this batch: send it in two halves.
+            half = len(texts) // 2
+            left, left_tokens = self.embed_chunk(texts[:half], role)
+            right, right_tokens = self.embed_chunk(texts[half:], role)
+            tokens = (
+                None if left_tokens is None or right_tokens is None else left_tokens + right_tokens
+            )
+            return np.concatenate([left, right]), tokens
+        vectors = indexed_vectors(self.provider, response.data, len(texts))
+        usage = getattr(response, "usage", None)
+        tokens = getattr(usage, "prompt_tokens", None)
+        return vectors, tokens if isinstance(tokens, int) else None
+
+    def _create(self, texts: list[str]) -> Any:
+        import openai
+
+        kwargs: dict[str, Any] = {
+            "model": self.model_name,
+            "input": texts,
+            "encoding_format": "base64",
+        }
+        if self.sends_dimensions:
+            kwargs["dimensions"] = self.dimensions
+        try:
+            return self.client().embeddings.create(**kwargs)
+        except openai.APITimeoutError:
+            raise ProviderError(
+                self.provider, f"request timed out after {self.timeout}s", retryable=True
+            ) from None
+        except openai.APIConnectionError as exc:
+            raise ProviderError(
+                self.provider, f"connection failed ({_cause(exc)})", retryable=True
+            ) from None
+        except openai.APIStatusError as exc:
+            raise _status_error(self.provider, exc) from None
+
+    def cache_identity(self, role: Role) -> dict[str, Any]:
+        dims = self.dimensions if self.sends_dimensions else None
+        if self.azure:
+            return self.identity_with(
+                {
+                    "api": "azure",
+                    "endpoint": self.base_url,
+                    "deployment": self.deployment_id,
+                    "model": self.model_name,
+                },
+                dimensions=dims,
+            )
+        base = self.base_url
+        return self.identity_with(
+            {"model": self.model_name, "dimensions": dims},
+            api_base=None if base == DEFAULT_BASE_URL else base,
+        )
+
+    def get_config(self) -> dict[str, Any]:
+        return {
+            "api_key_env_var": self.api_key_env_var,
+            "model_name": self.model_name,
+            "organization_id": self.organization_id,
+            "api_base": self.api_base,
+            "api_type": self.api_type,
+            "api_version": self.api_version,
+            "deployment_id": self.deployment_id,
+            "default_headers": strip_secrets(self.default_headers)
+            if self.default_headers
+            else self.default_headers,
+            "dimensions": self.dimensions,
+        }
+
+
+def _status_error(provider: str, exc: Any) -> ProviderError:
+    """Map the SDK's ``APIStatusError`` to ours, keeping status, message and wait hint."""
+    status = int(exc.status_code)
+    body = exc.body
+    message = error_message({"error": body} if isinstance(body, dict) else body, str(exc.message))
+    retry_after = parse_retry_after(exc.response.headers)
+    code = body.get("code") or body.get("type") if isinstance(body, dict) else None
+    cls: Callable[..., ProviderError] = (
+        _TooManyTokens if code == "max_tokens_per_request" else ProviderError
+    )
+    return cls(
+        provider,
+        message,
+        status=status,
+        retry_after=retry_after,
+        retryable=status in RETRYABLE_STATUS,
+    )
+
+
+def _cause(exc: BaseException) -> str:
+    cause = exc.__cause__ or exc.__context__
+    return type(cause).__name__ if cause else type(exc).__name__

@@ -1,0 +1,186 @@
+"""Many processes, each with many threads, hammer one cache file at the same time.
+
+The cache is a SQLite file, a diskcache folder, or a PostgreSQL or MariaDB database
+(the services `make services` starts). Each worker (``_worker.py concurrency``) embeds random, heavily overlapping text sets and
+checks every vector bit for bit against the provider; it logs what it requested and what
+reached its provider. Nothing may fail ("database is locked" included), no process may
+pay twice for a text, and the stats must add up exactly across processes.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import subprocess
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from cachedembed import Cached, ProviderError
+from cachedembed.stores import open_store
+from tests.conftest import FakeEF, fake_vector
+from tests.reliability._helpers import (
+    PYTHON,
+    ROOT,
+    all_entries,
+    fresh_cache_url,
+    same_bits,
+    stats_total,
+    subprocess_env,
+)
+
+PROCESSES = 4
+THREADS = 4
+CALLS = 12
+
+
+def run_workers(url: str, logs: Path) -> list[dict[str, Any]]:
+    (logs / "ready").mkdir(parents=True)  # the workers' start barrier
+    children = [
+        subprocess.Popen(
+            [
+                PYTHON,
+                str(ROOT / "tests/reliability/_worker.py"),
+                "concurrency",
+                "--url",
+                url,
+                "--proc",
+                str(p),
+                "--threads",
+                str(THREADS),
+                "--calls",
+                str(CALLS),
+                "--processes",
+                str(PROCESSES),
+                "--log",
+                str(logs / f"{p}.json"),
+            ],
+            env=subprocess_env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for p in range(PROCESSES)
+    ]
+    results = []
+    for p, child in enumerate(children):
+        _out, err = child.communicate(timeout=120)
+        log = logs / f"{p}.json"
+        result = json.loads(log.read_text()) if log.exists() else {"errors": [err]}
+        assert result["errors"] == [], result["errors"][0]  # e.g. "database is locked"
+        assert child.returncode == 0 and "Traceback" not in err, err
+        results.append(result)
+    return results
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "diskcache", "postgresql", "mysql"])
+def test_processes_and_threads_share_one_cache(tmp_path: Path, backend: str) -> None:
+    with fresh_cache_url(backend, tmp_path) as url:
+        check_shared_cache(url, tmp_path)
+
+
+def check_shared_cache(url: str, tmp_path: Path) -> None:
+    # The cache is empty: the processes also race to create its schema.
+    results = run_workers(url, tmp_path / "logs")
+
+    for r in results:
+        assert r["mismatches"] == 0  # every vector bit-identical to the provider's
+        # Single-flight plus the re-check after claiming: within one process a text
+        # reaches the provider at most once, however many threads want it.
+        repeated = [t for t, n in Counter(r["provider_texts"]).items() if n > 1]
+        assert repeated == []
+
+    store = open_store(url)
+    total = stats_total(store)
+    requested = sum(r["requested"] for r in results)
+    paid = sum(len(r["provider_texts"]) for r in results)
+    assert total.hits + total.misses == requested
+    assert total.misses == paid
+    assert total.calls == sum(r["calls"] for r in results)
+    # Processes may race for a text (each pays once); the cache keeps one entry per text,
+    # and it is the provider's vector.
+    entries = all_entries(store)
+    assert len(entries) == len({t for r in results for t in r["provider_texts"]})
+    for e in entries:
+        assert e.text is not None
+        assert same_bits(fake_vector(e.text, 16, "fake-1"), np.frombuffer(e.vec, "<f4"))
+
+
+class GatedEF(FakeEF):
+    """Blocks any call containing ``gate_text`` until released, then fails it once."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.entered = threading.Event()
+        self.release = threading.Event()
+        self.failed = False
+
+    def __call__(self, input: list[str]) -> list[np.ndarray]:
+        if "y" in input and not self.failed:
+            self.entered.set()
+            assert self.release.wait(10)
+            self.failed = True
+            raise ProviderError("gated", "quota exceeded", status=429)
+        return super().__call__(input)
+
+
+def test_a_failed_owner_releases_its_texts_and_waiters_see_the_cause(sqlite_url: str) -> None:
+    ef = GatedEF()
+    wrapper = Cached(ef, sqlite_url, batch_size=10)
+    errors: dict[str, BaseException] = {}
+
+    def call(name: str, texts: list[str]) -> None:
+        try:
+            wrapper.embed(texts)
+        except BaseException as exc:
+            errors[name] = exc
+
+    owner = threading.Thread(target=call, args=("owner", ["x", "y"]))
+    owner.start()
+    assert ef.entered.wait(10)  # the owner has claimed x and y and is at the provider
+    waiter = threading.Thread(target=call, args=("waiter", ["x", "z"]))
+    waiter.start()
+    time.sleep(0.2)  # the waiter embeds z itself, then waits for the owner's x
+    ef.release.set()
+    owner.join(10)
+    waiter.join(10)
+    assert not owner.is_alive() and not waiter.is_alive()  # nobody hangs on a failed flight
+    assert "quota exceeded" in str(errors["owner"]) and "quota exceeded" in str(errors["waiter"])
+    assert ef.texts_embedded == ["z"]  # z, embedded by the waiter itself, is cached
+    # The failed texts were released: the next call embeds them, exactly once.
+    got = wrapper.embed(["x", "y", "z"])
+    assert same_bits(got, np.array([fake_vector(t, 8, "fake-1") for t in "xyz"]))
+    assert ef.texts_embedded == ["z", "x", "y"]
+
+
+def _embed_in_child(wrapper: Cached) -> None:
+    wrapper.embed(["child text"])  # a miss: its write commits whatever the store has buffered
+    wrapper.flush()
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "diskcache"])
+def test_forked_workers_do_not_commit_the_parents_buffered_counters(
+    tmp_path: Path, backend: str
+) -> None:
+    # multiprocessing's default on Linux (and e.g. DataLoader workers) forks a process
+    # that already holds a wrapper with hit counters still buffered in memory.
+    url = (
+        f"sqlite:///{tmp_path / 'c.db'}"
+        if backend == "sqlite"
+        else f"diskcache://{tmp_path / 'dc'}"
+    )
+    wrapper = Cached(FakeEF(), url)
+    wrapper.embed(["a", "b"])
+    wrapper.embed(["a", "b", "a"])  # 3 hits, buffered
+    ctx = multiprocessing.get_context("fork")
+    child = ctx.Process(target=_embed_in_child, args=(wrapper,))
+    child.start()
+    child.join(30)
+    assert child.exitcode == 0
+    total = stats_total(wrapper.store)  # the parent flushes its own buffer
+    assert (total.hits, total.misses, total.calls) == (3, 3, 3)
