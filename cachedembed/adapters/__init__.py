@@ -41,8 +41,6 @@ def wrap(obj: Any, cache: Any = None, **options: Any) -> Any:
     if framework is None:
         from ..errors import ConfigurationError
 
-        raise ConfigurationError(
-            f"{type(obj).__name__} is not a LangChain, LlamaIndex or sentence-transformers model"
-        )
+        raise ConfigurationError(f"{type(obj).__name__} is not a LangChain, LlamaIndex or sentence-transformers model")
     module = importlib.import_module(f"{__name__}.{framework}")
     return module.wrap(obj, cache, **options)

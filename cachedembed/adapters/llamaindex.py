@@ -44,12 +44,7 @@ class CachedEmbedding(BaseEmbedding):
     _cached: Cached = PrivateAttr()
 
     def __init__(
-        self,
-        inner: BaseEmbedding,
-        cache: Store | str | None = None,
-        *,
-        namespace: str | None = None,
-        **options: Any,
+        self, inner: BaseEmbedding, cache: Store | str | None = None, *, namespace: str | None = None, **options: Any
     ) -> None:
         check_wrappable(inner, BaseEmbedding, CachedEmbedding)
         super().__init__(  # type: ignore[call-arg]  # `inner` is this subclass's field
@@ -59,12 +54,7 @@ class CachedEmbedding(BaseEmbedding):
             num_workers=inner.num_workers,
         )
         self._cached = build_cached(
-            inner,
-            self._provider_call,
-            lambda: model_identity(inner, "llamaindex"),
-            cache,
-            namespace,
-            options,
+            inner, self._provider_call, lambda: model_identity(inner, "llamaindex"), cache, namespace, options
         )
 
     @classmethod
@@ -114,11 +104,7 @@ class CachedEmbedding(BaseEmbedding):
 
 
 def cached_embed_model(
-    inner: BaseEmbedding,
-    cache: Store | str | None = None,
-    *,
-    namespace: str | None = None,
-    **options: Any,
+    inner: BaseEmbedding, cache: Store | str | None = None, *, namespace: str | None = None, **options: Any
 ) -> CachedEmbedding:
     """``inner`` with a persistent cache; same as ``Cached(inner, ...)``."""
     return CachedEmbedding(inner, cache, namespace=namespace, **options)

@@ -217,13 +217,7 @@ def indexed_vectors(provider: str, data: Any, expected: int) -> np.ndarray:
         raise ProviderResponseError(provider, f"response indexes are not 0..{expected - 1}")
     vectors = [r[1] for r in rows]
     one_width = len({len(v) if isinstance(v, bytes) else -1 for v in vectors}) == 1
-    if (
-        vectors
-        and one_width
-        and isinstance(vectors[0], bytes)
-        and vectors[0]
-        and len(vectors) == expected
-    ):
+    if vectors and one_width and isinstance(vectors[0], bytes) and vectors[0] and len(vectors) == expected:
         # All base64 and one width: one join and one frombuffer, no per-row arrays.
         matrix = np.frombuffer(b"".join(vectors), dtype="<f4").reshape(expected, -1)
         return as_matrix(provider, matrix, expected)

@@ -55,15 +55,7 @@ class CohereEmbeddingFunction(RemoteEmbeddingFunction):
     provider = "cohere"
     max_batch = 96
     timeout = 60.0
-    config_keys = (
-        "api_key_env_var",
-        "model_name",
-        "input_type",
-        "truncate",
-        "output_dimension",
-        "api_base",
-        "api_version",
-    )
+    config_keys = ("api_key_env_var", "model_name", "input_type", "truncate", "output_dimension", "api_base", "api_version")
 
     def __init__(
         self,
@@ -80,18 +72,12 @@ class CohereEmbeddingFunction(RemoteEmbeddingFunction):
     ) -> None:
         super().__init__(retry=retry)
         if truncate is not None and truncate not in _TRUNCATE:
-            raise ConfigurationError(
-                f"cohere: truncate must be one of {', '.join(_TRUNCATE)}, got {truncate!r}"
-            )
+            raise ConfigurationError(f"cohere: truncate must be one of {', '.join(_TRUNCATE)}, got {truncate!r}")
         if api_version not in ("v1", "v2"):
-            raise ConfigurationError(
-                f"cohere: api_version must be 'v1' or 'v2', got {api_version!r}"
-            )
+            raise ConfigurationError(f"cohere: api_version must be 'v1' or 'v2', got {api_version!r}")
         check_positive(self.provider, "output_dimension", output_dimension)
         if output_dimension is not None and api_version == "v1":
-            raise ConfigurationError(
-                "cohere: output_dimension needs api_version='v2' (the v1 API has no such field)"
-            )
+            raise ConfigurationError("cohere: output_dimension needs api_version='v2' (the v1 API has no such field)")
         self.model_name = model_name
         self.api_key_env_var = api_key_env_var
         self.input_type = input_type
@@ -99,9 +85,7 @@ class CohereEmbeddingFunction(RemoteEmbeddingFunction):
         self.output_dimension = output_dimension
         self.api_base = api_base
         self.api_version = api_version
-        self.resolve_key(
-            api_key, [api_key_env_var, "CO_API_KEY", "COHERE_API_KEY", "CHROMA_COHERE_API_KEY"]
-        )
+        self.resolve_key(api_key, [api_key_env_var, "CO_API_KEY", "COHERE_API_KEY", "CHROMA_COHERE_API_KEY"])
         self._client: Any = None
 
     @property
@@ -121,9 +105,7 @@ class CohereEmbeddingFunction(RemoteEmbeddingFunction):
             import cohere
 
             kind = cohere.ClientV2 if self.api_version == "v2" else cohere.Client
-            self._client = kind(
-                api_key=self.require_key(), base_url=self.base_url, timeout=self.timeout
-            )
+            self._client = kind(api_key=self.require_key(), base_url=self.base_url, timeout=self.timeout)
         return self._client
 
     def request_fields(self, role: Role) -> dict[str, Any]:
@@ -152,9 +134,7 @@ class CohereEmbeddingFunction(RemoteEmbeddingFunction):
             return self.client().embed(texts=texts, request_options={"max_retries": 0}, **fields)
         except ApiError as exc:
             headers = dict(exc.headers or {})
-            raise status_error(
-                self.provider, int(exc.status_code or 0), exc.body, headers
-            ) from None
+            raise status_error(self.provider, int(exc.status_code or 0), exc.body, headers) from None
         except Exception as exc:
             mapped = transport_error(self.provider, exc, self.timeout)
             if mapped is None:
@@ -168,21 +148,14 @@ class CohereEmbeddingFunction(RemoteEmbeddingFunction):
         """
         embeddings = getattr(response, "embeddings", None)
         # v1 "embeddings_floats" is a list; v2 and v1 "embeddings_by_type" hold lists by type.
-        rows: Any = (
-            embeddings if isinstance(embeddings, list) else getattr(embeddings, "float_", None)
-        )
+        rows: Any = embeddings if isinstance(embeddings, list) else getattr(embeddings, "float_", None)
         if rows is None:
             raise ProviderResponseError(self.provider, "response has no float embeddings")
         vectors = as_matrix(self.provider, rows, expected, self.output_dimension)
         units = getattr(getattr(response, "meta", None), "billed_units", None)
         tokens = getattr(units, "input_tokens", None)
         # The SDK types billed units as floats; they are whole tokens.
-        if (
-            isinstance(tokens, (int, float))
-            and not isinstance(tokens, bool)
-            and tokens >= 0
-            and float(tokens).is_integer()
-        ):
+        if isinstance(tokens, (int, float)) and not isinstance(tokens, bool) and tokens >= 0 and float(tokens).is_integer():
             return vectors, int(tokens)
         return vectors, None
 
@@ -192,3 +165,5 @@ class CohereEmbeddingFunction(RemoteEmbeddingFunction):
         fields.pop("batching", None)
         base = self.base_url
         return self.identity_with(fields, api_base=None if base == DEFAULT_BASE_URL else base)
+
+

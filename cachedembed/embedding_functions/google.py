@@ -55,14 +55,7 @@ class GoogleGeminiEmbeddingFunction(RemoteEmbeddingFunction):
     max_batch = 100
     timeout = 60.0
     config_keys: ClassVar[tuple[str, ...]] = (
-        "model_name",
-        "task_type",
-        "dimension",
-        "api_key_env_var",
-        "vertexai",
-        "project",
-        "location",
-        "api_base",
+        "model_name", "task_type", "dimension", "api_key_env_var", "vertexai", "project", "location", "api_base",
     )
 
     def __init__(
@@ -82,9 +75,7 @@ class GoogleGeminiEmbeddingFunction(RemoteEmbeddingFunction):
         super().__init__(retry=retry)
         check_positive(self.provider, "dimension", dimension)
         if vertexai and api_key:
-            raise ConfigurationError(
-                "gemini: Vertex AI uses Google credentials, not an API key; pass one or the other"
-            )
+            raise ConfigurationError("gemini: Vertex AI uses Google credentials, not an API key; pass one or the other")
         self.model_name = model_name
         self.task_type = task_type
         self.dimension = dimension
@@ -99,9 +90,7 @@ class GoogleGeminiEmbeddingFunction(RemoteEmbeddingFunction):
 
     @classmethod
     def spec_help(cls) -> str:
-        return (
-            "gemini:MODEL_NAME  (e.g. gemini-embedding-001; key $GEMINI_API_KEY or $GOOGLE_API_KEY)"
-        )
+        return "gemini:MODEL_NAME  (e.g. gemini-embedding-001; key $GEMINI_API_KEY or $GOOGLE_API_KEY)"
 
     @property
     def base_url(self) -> str | None:
@@ -123,12 +112,7 @@ class GoogleGeminiEmbeddingFunction(RemoteEmbeddingFunction):
                 retry_options=types.HttpRetryOptions(attempts=1),  # ours retry instead
             )
             if self.vertexai:
-                self._client = genai.Client(
-                    vertexai=True,
-                    project=self.project,
-                    location=self.location,
-                    http_options=options,
-                )
+                self._client = genai.Client(vertexai=True, project=self.project, location=self.location, http_options=options)
             else:
                 self._client = genai.Client(api_key=self.require_key(), http_options=options)
         return self._client
@@ -146,18 +130,12 @@ class GoogleGeminiEmbeddingFunction(RemoteEmbeddingFunction):
     def _embed(self, texts: list[str], role: Role) -> Any:
         from google.genai import errors, types
 
-        config = types.EmbedContentConfig(
-            task_type=self.task(role), output_dimensionality=self.dimension
-        )
+        config = types.EmbedContentConfig(task_type=self.task(role), output_dimensionality=self.dimension)
         try:
-            return self.client().models.embed_content(
-                model=self.model_name, contents=texts, config=config
-            )
+            return self.client().models.embed_content(model=self.model_name, contents=texts, config=config)
         except errors.APIError as exc:
             headers = dict(getattr(exc.response, "headers", None) or {})
-            raise status_error(
-                self.provider, int(exc.code), exc.details, headers, exc.message
-            ) from None
+            raise status_error(self.provider, int(exc.code), exc.details, headers, exc.message) from None
         except Exception as exc:
             mapped = transport_error(self.provider, exc, self.timeout)
             if mapped is None:
@@ -173,6 +151,7 @@ class GoogleGeminiEmbeddingFunction(RemoteEmbeddingFunction):
         )
 
 
+
 class GoogleGenerativeAiEmbeddingFunction(GoogleGeminiEmbeddingFunction):
     """Chroma's older name and argument order for the same Gemini embeddings (no Vertex AI).
 
@@ -181,13 +160,7 @@ class GoogleGenerativeAiEmbeddingFunction(GoogleGeminiEmbeddingFunction):
     applies to both.
     """
 
-    config_keys: ClassVar[tuple[str, ...]] = (
-        "api_key_env_var",
-        "model_name",
-        "task_type",
-        "dimension",
-        "api_base",
-    )
+    config_keys: ClassVar[tuple[str, ...]] = ("api_key_env_var", "model_name", "task_type", "dimension", "api_base")
 
     def __init__(
         self,
@@ -209,3 +182,4 @@ class GoogleGenerativeAiEmbeddingFunction(GoogleGeminiEmbeddingFunction):
             api_base=api_base,
             retry=retry,
         )
+

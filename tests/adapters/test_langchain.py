@@ -26,10 +26,7 @@ class CountingEmbeddings(Embeddings, BaseModel):
 
     def embed_documents(self, texts: list[str]) -> list[list[float]]:
         self._calls.append(("documents", list(texts)))
-        return [
-            words_vector(t + self.model) if self.model != "words-64" else words_vector(t)
-            for t in texts
-        ]
+        return [words_vector(t + self.model) if self.model != "words-64" else words_vector(t) for t in texts]
 
     def embed_query(self, text: str) -> list[float]:
         self._calls.append(("query", [text]))
@@ -52,9 +49,7 @@ def test_a_second_indexing_run_makes_no_provider_calls_and_search_works(sqlite_u
     assert second.calls == []
     assert store.similarity_search("snow on the mountains", k=1)[0].page_content == CORPUS[2]
     assert store.similarity_search("which trees grow apples", k=1)[0].page_content == CORPUS[0]
-    assert second.calls == [
-        ("query", ["snow on the mountains"])
-    ]  # the first run's query was cached
+    assert second.calls == [("query", ["snow on the mountains"])]  # the first run's query was cached
 
 
 def test_vectors_are_the_models_rounded_to_float32_on_miss_and_hit(sqlite_url: str) -> None:
@@ -103,9 +98,7 @@ def test_no_documents_is_an_empty_list_without_a_provider_call(sqlite_url: str) 
         (lambda e: e.embed_query(["a list"]), "one str"),
     ],
 )
-def test_bad_input_raises_before_any_provider_call(
-    sqlite_url: str, call: object, message: str
-) -> None:
+def test_bad_input_raises_before_any_provider_call(sqlite_url: str, call: object, message: str) -> None:
     model = CountingEmbeddings()
     with pytest.raises(InvalidInputError, match=message):
         call(Cached(model, sqlite_url))  # type: ignore[operator]

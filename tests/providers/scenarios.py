@@ -124,9 +124,7 @@ class ProviderContract:
         assert same_bits(query, case.expected(["alpha"], "query"))
         stats = cached.stats()
         assert stats["tokens_embedded"] == self.tokens(TEXTS) + self.tokens(["alpha"])
-        assert stats["tokens_embedded_estimated"] == (
-            0 if self.reports_tokens else stats["tokens_embedded"]
-        )
+        assert stats["tokens_embedded_estimated"] == (0 if self.reports_tokens else stats["tokens_embedded"])
         assert stats["misses"] == len(TEXTS) + 1 and stats["hits"] == len(TEXTS)
         assert stats["tokens_saved"] == self.tokens(TEXTS)
         assert stats["provider_calls"] == case.requests
