@@ -71,9 +71,9 @@ _WORDS = (  # noqa: SIM905 - reads as prose
 
 
 def sentences(n: int, seed: int = 99) -> list[str]:
-    """``n`` distinct short documents of 8-20 English words (the Chroma corpus)."""
+    """``n`` distinct paragraphs of 30-60 English words, ~45 tokens (the Chroma corpus)."""
     rng = np.random.default_rng(seed)
-    lengths = rng.integers(8, 21, size=n)
+    lengths = rng.integers(30, 61, size=n)
     return [
         f"note {i}: " + " ".join(rng.choice(_WORDS, size=k).tolist())
         for i, k in enumerate(lengths.tolist())
@@ -487,11 +487,14 @@ def bench_chroma(tmp: Path, docs: int) -> dict[str, Any]:
 
     first = index("first")
     again = index("again")
+    # The cache's own share of a re-index: the same lookups without Chroma around them.
+    ours = best_of(lambda: [ef(texts[s : s + 500]) for s in range(0, docs, 500)], 3)
     stats = ef.stats()
     return {
         "docs": docs,
         "first_s": first,
         "reindex_s": again,
+        "reindex_cache_s": ours,
         "speedup": first / again,
         "hits": stats["hits"],
         "misses": stats["misses"],
@@ -633,7 +636,8 @@ def targets(r: dict[str, Any]) -> list[Row]:
         rows.append(
             (
                 f"Chroma re-index, {e['docs']:,} docs, unchanged",
-                f"{e['speedup']:.0f}x faster ({e['first_s']:.1f} s -> {e['reindex_s']:.2f} s)",
+                f"{e['speedup']:.0f}x faster ({e['first_s']:.1f} s -> {e['reindex_s']:.2f} s, "
+                f"of which cache lookups {e['reindex_cache_s'] * 1e3:.0f} ms)",
                 ">= 20x",
                 e["speedup"] >= 20,
             )
