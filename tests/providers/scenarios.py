@@ -9,6 +9,7 @@ against it; provider-specific behaviour is tested in the module itself.
 
 from __future__ import annotations
 
+import gzip
 import json
 import logging
 import time
@@ -23,6 +24,7 @@ import pytest
 
 from cachedembed import Cached, ProviderError, ProviderResponseError
 from cachedembed.embedding_functions._http import RetryPolicy
+from cachedembed.exchange import export_cache
 from cachedembed.embedding_functions._remote import RemoteEmbeddingFunction
 from cachedembed.usage import estimate_tokens
 from tests.providers.fakes import FakeProvider, serve, tokens_of
@@ -269,6 +271,7 @@ class KeyedProviderContract(ProviderContract):
         print(cached.stats(), repr(cached), repr(ef))
         logging.getLogger("cachedembed").debug("config %s", cached.get_config())
         cached.flush()
+        export_cache(cached.store, cache_dir / "export.jsonl.gz")
         captured = capsys.readouterr()
         surfaces = {
             "error": str(info.value) + repr(info.value),
@@ -283,5 +286,7 @@ class KeyedProviderContract(ProviderContract):
             assert key not in text, f"API key leaked into {where}"
         files = [p for p in cache_dir.rglob("*") if p.is_file()]
         assert files
+        assert (cache_dir / "export.jsonl.gz") in files
         for path in files:
-            assert key.encode() not in path.read_bytes(), f"API key leaked into {path.name}"
+            data = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
+            assert key.encode() not in data, f"API key leaked into {path.name}"
