@@ -75,6 +75,33 @@ class Embedded:
 
 
 @dataclass
+class _Call:
+    """The working state of one embedding call, indexed by unique item (ids sorted ascending)."""
+
+    texts: list[str]
+    role: Role
+    state: _Namespaced
+    uniq: np.ndarray
+    """Unique item ids, sorted."""
+    first: np.ndarray
+    """Index in ``texts`` of each unique item's first occurrence."""
+    checks: np.ndarray
+    tokens: np.ndarray
+    """Tokens recorded for each item's entry (what a hit on it saves)."""
+    estimated: np.ndarray
+    served_by_me: np.ndarray
+    """Items this call paid the provider for (its misses)."""
+    result: Embedded
+    out: np.ndarray | None = None
+    """One vector per unique item, allocated once the dimension is known."""
+
+    def vectors(self, dim: int) -> np.ndarray:
+        if self.out is None:
+            self.out = np.empty((len(self.uniq), dim), dtype=np.float32)
+        return self.out
+
+
+@dataclass
 class _Namespaced:
     """Per-role state, resolved once per wrapper: namespace row, hasher, storage dtype."""
 
@@ -384,17 +411,16 @@ class Cached:
         result: Embedded,
     ) -> None:
         store, ns = self.store, state.ns
-        ids_arr = ids
         if len(ids) == 1:
             uniq, first, inverse, counts = (
-                ids_arr,
+                ids,
                 np.zeros(1, np.intp),
                 np.zeros(1, np.intp),
                 np.ones(1, np.int64),
             )
         else:
             uniq, first, inverse, counts = np.unique(
-                ids_arr, return_index=True, return_inverse=True, return_counts=True
+                ids, return_index=True, return_inverse=True, return_counts=True
             )
         checks_u = checks[first]
         n_u = len(uniq)
@@ -418,11 +444,21 @@ class Cached:
             out = np.empty((n_u, ns.dim), dtype=np.float32)
             if len(found_pos):
                 out[found_pos] = found.vectors
-        tokens_u = np.zeros(n_u, dtype=np.int64)
-        est_u = np.zeros(n_u, dtype=bool)
-        tokens_u[found_pos] = found.tokens
-        est_u[found_pos] = (found.flags & FLAG_TOKENS_ESTIMATED) != 0
-        served_by_me = np.zeros(n_u, dtype=bool)
+        call = _Call(
+            texts=texts,
+            role=role,
+            state=state,
+            uniq=uniq,
+            first=first,
+            checks=checks_u,
+            tokens=np.zeros(n_u, dtype=np.int64),
+            estimated=np.zeros(n_u, dtype=bool),
+            served_by_me=np.zeros(n_u, dtype=bool),
+            result=result,
+            out=out,
+        )
+        call.tokens[found_pos] = found.tokens
+        call.estimated[found_pos] = (found.flags & FLAG_TOKENS_ESTIMATED) != 0
 
         if len(found_pos) < n_u:
             missing = np.ones(n_u, dtype=bool)
@@ -430,26 +466,13 @@ class Cached:
             miss_pos = np.flatnonzero(missing)
             # Send misses in input order (the unique ids are sorted by hash).
             miss_pos = miss_pos[np.argsort(first[miss_pos], kind="stable")]
-            out = self._fill_misses(
-                texts,
-                first,
-                uniq,
-                checks_u,
-                miss_pos,
-                role,
-                state,
-                out,
-                tokens_u,
-                est_u,
-                served_by_me,
-                found.stale,
-                result,
-            )
+            self._fill_misses(call, miss_pos, found.stale)
+        out, tokens_u, est_u = call.out, call.tokens, call.estimated
 
         # Accounting: a text counts as a miss once, where this call paid for it; every
         # other occurrence (cached, a duplicate, or embedded by a concurrent caller) is a
         # hit whose saving is the tokens recorded for its entry.
-        hit_counts = counts - served_by_me
+        hit_counts = counts - call.served_by_me
         saved = hit_counts * tokens_u
         # Last use is tracked per day: only entries last used before today are touched,
         # so a warm re-run writes nothing per hit.
@@ -526,23 +549,13 @@ class Cached:
             stale,
         )
 
-    def _fill_misses(
-        self,
-        texts: list[str],
-        first: np.ndarray,
-        uniq: np.ndarray,
-        checks_u: np.ndarray,
-        miss_pos: np.ndarray,
-        role: Role,
-        state: _Namespaced,
-        out: np.ndarray | None,
-        tokens_u: np.ndarray,
-        est_u: np.ndarray,
-        served_by_me: np.ndarray,
-        stale: list[int],
-        result: Embedded,
-    ) -> np.ndarray:
-        store, ns = self.store, state.ns
+    def _fill_misses(self, call: _Call, miss_pos: np.ndarray, stale: list[int]) -> None:
+        """Get the vectors for ``miss_pos`` (positions into ``call.uniq``, in input order).
+
+        Claims them (single-flight); embeds and stores the ones this call owns; waits for
+        the ones another caller is already embedding.
+        """
+        store, ns, uniq = self.store, call.state.ns, call.uniq
         mine_idx, theirs = store.flights.claim(_flight_keys(ns.id, uniq[miss_pos]))
         mine = miss_pos[mine_idx]
         try:
@@ -553,76 +566,45 @@ class Cached:
                 # `mine` is in input order, but _read needs ids sorted (it binary-searches
                 # them): positions into the sorted `uniq`, sorted, give sorted ids.
                 recheck = np.sort(mine)
-                again = self._read(state, uniq[recheck], checks_u[recheck])
+                again = self._read(call.state, uniq[recheck], call.checks[recheck])
                 if len(again.pos):
-                    if out is None:
-                        out = np.empty((len(uniq), again.vectors.shape[1]), dtype=np.float32)
                     got = recheck[again.pos]
-                    out[got] = again.vectors
-                    tokens_u[got] = again.tokens
-                    est_u[got] = (again.flags & FLAG_TOKENS_ESTIMATED) != 0
-                    filled = out
+                    filled = call.vectors(again.vectors.shape[1])
+                    filled[got] = again.vectors
+                    call.tokens[got] = again.tokens
+                    call.estimated[got] = (again.flags & FLAG_TOKENS_ESTIMATED) != 0
                     store.flights.resolve(
                         _flight_keys(ns.id, uniq[got]),
                         lambda i: (
                             filled[got[i]].copy(),
-                            int(tokens_u[got[i]]),
-                            bool(est_u[got[i]]),
+                            int(call.tokens[got[i]]),
+                            bool(call.estimated[got[i]]),
                         ),
                     )
                     mine = mine[~np.isin(mine, got)]  # still input order
             if len(mine):
-                out = self._embed_and_store(
-                    texts,
-                    first,
-                    uniq,
-                    checks_u,
-                    mine,
-                    role,
-                    state,
-                    out,
-                    tokens_u,
-                    est_u,
-                    served_by_me,
-                    result,
-                )
+                self._embed_and_store(call, mine)
         except BaseException as exc:
             store.flights.fail(_flight_keys(ns.id, uniq[mine]), exc)
             raise
         for p_index, fut in theirs:
             p = miss_pos[p_index]
             vec, tok, est = fut.result()
-            if out is None:
-                out = np.empty((len(uniq), len(vec)), dtype=np.float32)
-            out[p] = vec
-            tokens_u[p] = tok
-            est_u[p] = est
-        assert out is not None
-        return out
+            call.vectors(len(vec))[p] = vec
+            call.tokens[p] = tok
+            call.estimated[p] = est
 
-    def _embed_and_store(
-        self,
-        texts: list[str],
-        first: np.ndarray,
-        uniq: np.ndarray,
-        checks_u: np.ndarray,
-        mine: np.ndarray,
-        role: Role,
-        state: _Namespaced,
-        out: np.ndarray | None,
-        tokens_u: np.ndarray,
-        est_u: np.ndarray,
-        served_by_me: np.ndarray,
-        result: Embedded,
-    ) -> np.ndarray:
-        store, ns = self.store, state.ns
-        to_embed = [texts[i] for i in first[mine].tolist()]
+    def _embed_and_store(self, call: _Call, mine: np.ndarray) -> None:
+        """Embed the texts at ``mine`` and store each provider batch as soon as it arrives."""
+        store, state = self.store, call.state
+        ns = state.ns
+        to_embed = [call.texts[i] for i in call.first[mine].tolist()]
         done = np.zeros(len(mine), dtype=bool)
         prepare = getattr(self._embedder, "prepare", None)
         if callable(prepare):
             prepare()
         started = time.perf_counter()
-        for batch in self._embedder.embed_batches(to_embed, role):
+        for batch in self._embedder.embed_batches(to_embed, call.role):
             elapsed = time.perf_counter() - started
             vectors = batch.vectors
             n = len(vectors)
@@ -664,8 +646,8 @@ class Cached:
             store.write(
                 ns.id,
                 EntryBatch(
-                    ids=uniq[pos].tolist(),
-                    checks=checks_u[pos].tolist(),
+                    ids=call.uniq[pos].tolist(),
+                    checks=call.checks[pos].tolist(),
                     vectors=stored,
                     tokens=tokens.tolist(),
                     flags=flags.tolist(),
@@ -673,16 +655,14 @@ class Cached:
                 ),
                 delta,
             )
-            result.usage.add(delta)
-            result.provider_seconds.append(elapsed)
-            if out is None:
-                out = np.empty((len(uniq), vectors.shape[1]), dtype=np.float32)
-            out[pos] = served
-            tokens_u[pos] = tokens
-            est_u[pos] = batch.tokens is None
-            served_by_me[pos] = True
+            call.result.usage.add(delta)
+            call.result.provider_seconds.append(elapsed)
+            call.vectors(vectors.shape[1])[pos] = served
+            call.tokens[pos] = tokens
+            call.estimated[pos] = batch.tokens is None
+            call.served_by_me[pos] = True
             store.flights.resolve(
-                _flight_keys(ns.id, uniq[pos]),
+                _flight_keys(ns.id, call.uniq[pos]),
                 partial(_waiter_value, served, tokens, batch.tokens is None),
             )
             done[idx] = True
@@ -692,8 +672,6 @@ class Cached:
                 _label(self.ef),
                 f"returned vectors for {int(done.sum())} of {len(to_embed)} texts",
             )
-        assert out is not None
-        return out
 
     def _bypass(self, texts: list[str], role: Role, state: _Namespaced, result: Embedded) -> None:
         if not self._warned_bypass:
