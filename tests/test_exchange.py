@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import gzip
 import json
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,7 @@ from cachedembed.exchange import export_cache, import_cache
 from cachedembed.stores import Store, close_all, open_store
 from cachedembed.usage import UsageDelta
 from tests.billing import BillingProvider, texts
+from tests.stores.servers import postgres_database
 
 
 def snapshot(store: Store) -> dict[str, Any]:
@@ -77,19 +77,10 @@ def test_a_cache_survives_sqlite_to_diskcache_to_memory_to_sqlite_bit_exact(
 
 @pytest.fixture
 def postgres_url() -> Iterator[str]:
-    """A fresh PostgreSQL database of its own (dropped afterwards), so parallel tests never share tables."""
-    psycopg = pytest.importorskip("psycopg")
-    admin = "postgresql://postgres@127.0.0.1:5432/test"
-    name = f"cachedembed_exchange_{uuid.uuid4().hex[:10]}"
-    try:
-        with psycopg.connect(admin, autocommit=True, connect_timeout=5) as conn:
-            conn.execute(f'CREATE DATABASE "{name}"')
-    except psycopg.OperationalError as exc:
-        pytest.skip(f"PostgreSQL is not running on 127.0.0.1:5432 (make services): {exc}")
-    yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
-    close_all()
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+    """A fresh PostgreSQL database of its own (dropped afterwards); fails if the server is down."""
+    with postgres_database() as url:
+        yield url
+        close_all()
 
 
 def test_a_cache_moves_through_postgresql_bit_exact(

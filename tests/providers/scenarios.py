@@ -24,8 +24,8 @@ import pytest
 
 from cachedembed import Cached, ProviderError, ProviderResponseError
 from cachedembed.embedding_functions._http import RetryPolicy
-from cachedembed.exchange import export_cache
 from cachedembed.embedding_functions._remote import RemoteEmbeddingFunction
+from cachedembed.exchange import export_cache
 from cachedembed.usage import estimate_tokens
 from tests.providers.fakes import FakeProvider, serve, tokens_of
 from tests.providers.loopback import LoopbackServer, Reply
