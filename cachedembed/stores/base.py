@@ -8,6 +8,7 @@ stats reports, export, prune) lives in shared code.
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 import time
@@ -23,6 +24,8 @@ from ..usage import UsageDelta, today
 
 if TYPE_CHECKING:  # numpy loads on first use: `cachedembed stats` never needs it
     import numpy as np
+
+log = logging.getLogger("cachedembed")
 
 FLAG_TOKENS_ESTIMATED = 1
 """Entry flag: the entry's token count is an estimate, not provider-reported."""
@@ -173,7 +176,12 @@ class Store(ABC):
             self._add_pending(key, delta, touches)
             due = time.monotonic() - self._last_flush >= self.flush_interval
         if due:
-            self.flush()
+            try:
+                self.flush()
+            except Exception as exc:
+                # The caller's vectors were served; a failed counter flush must not fail its
+                # call. flush() put the counters back, so the next flush retries them.
+                log.warning("cache %s: could not save usage counters yet (%s); will retry", self.url, exc)
 
     def write(self, ns_id: int, batch: EntryBatch, delta: UsageDelta) -> None:
         """Store ``batch`` and commit ``delta`` (plus everything buffered) atomically with it."""
