@@ -103,10 +103,13 @@ class _Call:
 
 @dataclass
 class _Namespaced:
-    """Per-role state, resolved once per wrapper: namespace row, hasher, storage dtype."""
+    """Per-role state, resolved once per wrapper: namespace row and storage dtype.
+
+    (The item hasher lives apart, in ``Cached._hashers``: input is hashed, and so
+    validated, before the namespace row is created.)
+    """
 
     ns: Namespace
-    hasher: ItemHasher
     dtype: np.dtype[Any]
 
 
@@ -272,11 +275,7 @@ class Cached:
         state = self._roles.get(role)
         if state is None:
             spec = self.spec(role)
-            state = _Namespaced(
-                self.store.namespace(spec),
-                self._hasher(role),
-                np.dtype(self.dtype).newbyteorder("<"),
-            )
+            state = _Namespaced(self.store.namespace(spec), np.dtype(self.dtype).newbyteorder("<"))
             self._roles[role] = state
         return state
 

@@ -23,7 +23,7 @@ EVIL = np.full((1, 8), 6.66, dtype="<f4")
 def forge(wrapper: Cached, text: str, *, ns_id: int | None = None, check_delta: int = 0) -> None:
     """Plant ``EVIL`` under ``text``'s id, with a different check and/or namespace."""
     state = wrapper._role("document")
-    ids, checks = state.hasher.text_keys([text])
+    ids, checks = wrapper._hasher("document").text_keys([text])
     wrapper.store.put(
         state.ns.id if ns_id is None else ns_id,
         EntryBatch(
@@ -70,8 +70,8 @@ def test_blake2b_namespaces_work_and_never_mix_with_xxh3(
     assert ef.texts_embedded == ["alpha", "beta", "alpha", "beta"]
     assert blake._role("document").ns.id != xxh3._role("document").ns.id
     # ... and the two derive unrelated item ids from the same text.
-    b_ids, _ = blake._role("document").hasher.text_keys(["alpha"])
-    x_ids, _ = xxh3._role("document").hasher.text_keys(["alpha"])
+    b_ids, _ = blake._hasher("document").text_keys(["alpha"])
+    x_ids, _ = xxh3._hasher("document").text_keys(["alpha"])
     assert b_ids != x_ids
 
 
