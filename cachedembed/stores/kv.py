@@ -52,7 +52,8 @@ def _pack(
     return _HEADER.pack(ns, check, tokens, flags, used, created, length) + vec + raw_text
 
 
-def _unpack(key: int, value: bytes) -> ExportedEntry:
+def _unpack(key: int, value: bytes) -> tuple[int, ExportedEntry]:
+    """The namespace id and the entry packed in ``value``."""
     ns, check, tokens, flags, used, created, length = _HEADER.unpack_from(value)
     if length == 0xFFFFFFFF:
         vec, text = value[_HEADER.size :], None
@@ -69,8 +70,7 @@ def _unpack(key: int, value: bytes) -> ExportedEntry:
         vec=vec,
         text=text,
     )
-    entry.ns = ns  # type: ignore[attr-defined]
-    return entry
+    return ns, entry
 
 
 def _rows(pairs: Iterable[tuple[int, bytes | None]]) -> list[Row]:
@@ -209,7 +209,7 @@ class _KeyValueStore(Store):
                     removed += 1
         return removed
 
-    def _entries(self) -> Iterator[ExportedEntry]:
+    def _entries(self) -> Iterator[tuple[int, ExportedEntry]]:
         for key in list(self._kv):
             if isinstance(key, int):
                 value = self._kv.get(key)
@@ -218,8 +218,8 @@ class _KeyValueStore(Store):
 
     def iter_entries(self, ns_id: int, batch_size: int = 2000) -> Iterator[list[ExportedEntry]]:
         batch: list[ExportedEntry] = []
-        for entry in self._entries():
-            if entry.ns == ns_id:  # type: ignore[attr-defined]
+        for ns, entry in self._entries():
+            if ns == ns_id:
                 batch.append(entry)
                 if len(batch) >= batch_size:
                     yield batch
@@ -229,8 +229,8 @@ class _KeyValueStore(Store):
 
     def namespace_usage(self) -> dict[int, NamespaceUsage]:
         usage: dict[int, NamespaceUsage] = {}
-        for entry in self._entries():
-            u = usage.setdefault(entry.ns, NamespaceUsage())  # type: ignore[attr-defined]
+        for ns, entry in self._entries():
+            u = usage.setdefault(ns, NamespaceUsage())
             u.entries += 1
             u.bytes += len(entry.vec)
             u.first_used = entry.used if u.first_used is None else min(u.first_used, entry.used)
