@@ -4,19 +4,34 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 STAMP := $(VENV)/.installed
+# torch pinned: 2.13.0 is the CPU build on this machine's disk; any other spec pulls a multi-GB CUDA build.
+TORCH := torch==2.13.0
+PIP_VERSION := 26.3
+PIP_TOOLS := pip-tools==7.6.2
+# The exact versions the suite passed with (`make lock` refreshes them); pyproject.toml keeps loose ranges for users.
+LOCK := requirements.lock
 
-.PHONY: install demo test soak lint bench services clean
+.PHONY: install lock demo test test-fast check soak lint bench services clean
 
 install: $(STAMP)
 
-# torch first and pinned: 2.13.0 is the CPU build; any other spec pulls a multi-GB CUDA build.
-$(STAMP): pyproject.toml requirements-dev.txt
+# torch first, on its own, so nothing resolves it to a CUDA build; then the lock; then the project itself without deps.
+$(STAMP): pyproject.toml $(LOCK)
 	$(PYTHON) -m venv $(VENV)
-	$(PIP) install -q --upgrade pip
-	$(PIP) install -q torch==2.13.0
-	$(PIP) install -q -e '.[all]' -r requirements-dev.txt
+	$(PIP) install -q pip==$(PIP_VERSION)
+	$(PIP) install -q $(TORCH)
+	$(PIP) install -q -r $(LOCK)
+	$(PIP) install -q --no-deps -e .
 	@if command -v npm >/dev/null 2>&1 && [ -f tests/js/package.json ]; then cd tests/js && npm install --no-audit --no-fund --silent; fi
 	touch $(STAMP)
+
+# Re-resolve every dependency (pyproject's `all` extra, requirements-dev.txt, torch) to the newest allowed versions.
+# Run `make test` afterwards and commit the lock only when it passes.
+lock:
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q $(PIP_TOOLS)
+	echo '$(TORCH)' | $(VENV)/bin/pip-compile -q --upgrade --strip-extras --extra all --no-emit-index-url \
+		--no-emit-find-links -o $(LOCK) pyproject.toml requirements-dev.txt -
 
 # The main job on the embedded default model: embed a file twice, then show what the cache saved.
 demo: install
