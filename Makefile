@@ -45,7 +45,17 @@ services:
 	@bash .ci/services
 
 test: install services
-	HF_HUB_OFFLINE=1 $(PY) -m pytest -q -m "not soak"
+	HF_HUB_OFFLINE=1 $(PY) -m pytest -q -m "not soak" --durations=15
+
+# The contributor's loop: no process spawning, no real model, no servers (tests marked `slow`); well under 30 s.
+test-fast: install
+	HF_HUB_OFFLINE=1 $(PY) -m pytest -q -m "not soak and not slow" -p no:cacheprovider
+
+# Lint, formatting and types (mypy checks for the lowest supported Python, see pyproject.toml).
+check: install
+	$(VENV)/bin/ruff check cachedembed tests bench migrations
+	$(VENV)/bin/ruff format --check cachedembed tests bench migrations
+	$(VENV)/bin/mypy
 
 soak: install services
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q -m soak
