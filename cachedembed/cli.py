@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -358,17 +359,62 @@ def export(cache_url: str | None, file: str, model: str | None) -> None:
     show_default=True,
     help="Stats rows: import days the cache has none for (idempotent), add to existing counters, or skip.",
 )
-def import_(cache_url: str | None, file: str, stats_mode: str) -> None:
-    """Load an export FILE into the cache (entries already present are kept as they are)."""
-    from .exchange import import_cache
-    from .stores import open_store
+@click.option(
+    "--require-text",
+    is_flag=True,
+    help="Refuse entries without their text: only vectors whose id is proven by their text go in.",
+)
+def import_(cache_url: str | None, file: str, stats_mode: str, require_text: bool) -> None:
+    """Load an export FILE into the cache: all of it or nothing (entries already present are kept).
 
-    s = import_cache(open_store(cache_url), file, stats=stats_mode)  # type: ignore[arg-type]
+    Importing a file means trusting whoever wrote it for the entries that carry no text.
+    """
+    from .exchange import check_export, import_cache
+    from .stores import default_url, normalize_url, open_store
+
+    check_export(file, require_text=require_text)  # before the cache is opened, or created
+    url = normalize_url(cache_url or default_url())
+    created = _new_local_cache(url)
+    try:
+        s = import_cache(
+            open_store(url),
+            file,
+            stats=stats_mode,  # type: ignore[arg-type]
+            require_text=require_text,
+            checked=True,
+        )
+    except BaseException:
+        if created is not None:
+            _remove_cache(created)
+        raise
     click.echo(
         f"imported {s.namespaces} namespaces ({s.namespaces_created} new), {s.entries:,} entries "
         f"({s.entries_added:,} added, {s.entries_present:,} already present), {s.stats} stats rows "
         f"({s.stats_added} added, {s.stats_skipped} skipped)"
     )
+
+
+def _new_local_cache(url: str) -> Path | None:
+    """The file or folder ``url`` would create, if it does not exist yet (else ``None``)."""
+    for scheme in ("sqlite:///", "diskcache://"):
+        if url.startswith(scheme):
+            path = Path(url[len(scheme) :])
+            return None if path.exists() or not path.is_absolute() else path
+    return None
+
+
+def _remove_cache(path: Path) -> None:
+    """Delete a cache that a failed command created, so a failure leaves nothing behind."""
+    import shutil
+
+    from .stores import close_all
+
+    close_all()
+    if path.is_dir():
+        shutil.rmtree(path, ignore_errors=True)
+    for leftover in (path, Path(f"{path}-wal"), Path(f"{path}-shm"), Path(f"{path}-journal")):
+        if leftover.is_file():
+            leftover.unlink(missing_ok=True)
 
 
 @main.command()

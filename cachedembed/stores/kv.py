@@ -95,6 +95,15 @@ class _KeyValueStore(Store):
     def _atomic(self) -> AbstractContextManager[Any]:
         raise NotImplementedError
 
+    @contextlib.contextmanager
+    def bulk(self) -> Iterator[None]:
+        try:
+            with self._atomic():  # reentrant: every write inside joins this section
+                yield
+        except BaseException:
+            self._forget_namespaces()
+            raise
+
     def _get_or_create_namespace(self, spec: NamespaceSpec) -> Namespace:
         key = _NS_PREFIX + spec.key
         with self._atomic():
@@ -256,6 +265,20 @@ class MemoryStore(_KeyValueStore):
 
     def _atomic(self) -> AbstractContextManager[Any]:
         return self._lock
+
+    @contextlib.contextmanager
+    def bulk(self) -> Iterator[None]:
+        # A dict has no rollback: keep a shallow copy and put it back on failure. Every
+        # value is immutable or replaced whole (never mutated), so the copy is exact.
+        with self._lock:
+            before = dict(self._kv)
+            try:
+                yield
+            except BaseException:
+                self._kv.clear()
+                self._kv.update(before)
+                self._forget_namespaces()
+                raise
 
     def close(self) -> None:
         pass

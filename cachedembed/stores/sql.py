@@ -23,7 +23,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import suppress
+from contextlib import contextmanager, suppress
 from itertools import repeat
 from operator import itemgetter
 from pathlib import Path
@@ -309,6 +309,9 @@ class SqlStore(Store):
         at ``BEGIN``. A connection lost later is reported, not replayed: the COMMIT may
         have landed, and replaying would count the same stats twice.
         """
+        bulk = getattr(self._local, "bulk", None)
+        if bulk is not None:  # inside bulk(): join its transaction, which commits or rolls back
+            return body(bulk)
         delay = 0.05
         reconnected = False
         for _attempt in range(40):
@@ -346,6 +349,32 @@ class SqlStore(Store):
             finally:
                 cur.close()
         raise StoreError(f"cache {self.url} stayed locked by other writers for too long")
+
+    @contextmanager
+    def bulk(self) -> Iterator[None]:
+        if getattr(self._local, "bulk", None) is not None:
+            yield  # already inside one
+            return
+        cur = self._raw().cursor()
+        try:
+            cur.execute(self._d.begin)
+        except Exception as exc:
+            cur.close()
+            raise self._store_error(exc) from None
+        self._local.bulk = cur
+        try:
+            yield
+            cur.execute("COMMIT")
+        except BaseException as exc:
+            with suppress(Exception):
+                cur.execute("ROLLBACK")
+            self._forget_namespaces()
+            if isinstance(exc, self._db_errors):
+                raise self._store_error(exc) from None
+            raise
+        finally:
+            self._local.bulk = None
+            cur.close()
 
     def _read(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
         def fetch(cur: Any) -> list[Any]:
