@@ -10,6 +10,8 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from ._printable import printable
+
 if TYPE_CHECKING:
     from .keys import Role
 
@@ -25,7 +27,10 @@ CACHE_OPTION = click.option(
 
 
 class _Group(click.Group):
-    """Turns cachedembed's own errors into one clean ``Error: ...`` line (exit 1), not a traceback."""
+    """Turns cachedembed's own errors into one clean ``Error: ...`` line (exit 1), not a traceback.
+
+    The message is escaped: it may quote a model name or a string from an imported file.
+    """
 
     def invoke(self, ctx: click.Context) -> Any:
         from .errors import CachedEmbedError
@@ -33,7 +38,7 @@ class _Group(click.Group):
         try:
             return super().invoke(ctx)
         except CachedEmbedError as exc:
-            raise click.ClickException(str(exc)) from None
+            raise click.ClickException(printable(exc)) from None
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -219,7 +224,7 @@ def models(cache_url: str | None, model: str | None, as_json: bool) -> None:
     if as_json:
         _echo_json([asdict(i) for i in infos])
         return
-    click.echo(f"cache: {store.url}")
+    click.echo(printable(f"cache: {store.url}"))
     if not infos:
         click.echo("no namespaces")
         return
@@ -243,11 +248,11 @@ def models(cache_url: str | None, model: str | None, as_json: bool) -> None:
         )
         rows.append(
             [
-                f"{i.provider}/{i.model}",
-                params or "-",
-                i.role,
-                str(i.dim or "-"),
-                i.dtype,
+                printable(f"{i.provider}/{i.model}"),
+                printable(params or "-"),
+                printable(i.role),
+                printable(i.dim or "-"),
+                printable(i.dtype),
                 f"{i.entries:,}",
                 format_size(i.bytes),
                 i.first_used or "-",
@@ -323,7 +328,7 @@ def prune(
     verb = "would remove" if dry_run else "removed"
     for n in result.namespaces:
         click.echo(
-            f"{n.model} ({n.role}): {verb} {n.removed_entries:,} entries ({format_size(n.removed_bytes)}), "
+            f"{printable(n.model)} ({printable(n.role)}): {verb} {n.removed_entries:,} entries ({format_size(n.removed_bytes)}), "
             f"{n.kept_entries:,} left ({format_size(n.kept_bytes)})"
         )
     click.echo(
@@ -345,6 +350,11 @@ def export(cache_url: str | None, file: str, model: str | None) -> None:
     click.echo(
         f"exported {s.namespaces} namespaces, {s.entries:,} entries ({s.texts:,} with text), "
         f"{s.stats} stats rows -> {file}"
+        + (
+            f"; left out {s.damaged:,} damaged entries (see `cachedembed verify`)"
+            if s.damaged
+            else ""
+        )
     )
 
 
@@ -430,7 +440,9 @@ def verify(cache_url: str | None, model: str | None, fix: bool) -> None:
 
     result = run_verify(open_store(cache_url), fix=fix, model=model)
     for bad in result.bad[:50]:
-        click.echo(f"bad entry {bad.id} in {bad.model} ({bad.namespace[:8]}): {bad.reason}")
+        click.echo(
+            f"bad entry {bad.id} in {printable(bad.model)} ({bad.namespace[:8]}): {printable(bad.reason)}"
+        )
     if len(result.bad) > 50:
         click.echo(f"... and {len(result.bad) - 50} more")
     click.echo(

@@ -41,7 +41,7 @@ from typing import Any, Literal
 from ._printable import printable
 from .errors import InvalidInputError
 from .keys import KEY_SCHEMA, ItemHasher, NamespaceSpec
-from .manage import ITEMSIZE, select_namespaces, vector_problems
+from .manage import ITEMSIZE, entry_problems, select_namespaces, vector_problems
 from .stores.base import EntryBatch, Namespace, PendingStats, Store
 from .usage import UsageDelta, day_iso
 
@@ -58,6 +58,8 @@ class ExportSummary:
     entries: int = 0
     stats: int = 0
     texts: int = 0
+    damaged: int = 0
+    """Entries left out because they are damaged (what ``cachedembed verify`` reports)."""
 
 
 @dataclass
@@ -101,7 +103,10 @@ def _lines(store: Store, model: str | None, summary: ExportSummary) -> Iterator[
         summary.namespaces += 1
         yield _namespace_record(ns)
         for batch in store.iter_entries(ns.id):
-            for e in batch:
+            for e, problem in zip(batch, entry_problems(batch, ns), strict=True):
+                if problem is not None:  # never carried to another cache; `verify` lists it
+                    summary.damaged += 1
+                    continue
                 summary.entries += 1
                 summary.texts += e.text is not None
                 yield {

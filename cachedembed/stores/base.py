@@ -93,6 +93,21 @@ class ExportedEntry:
     created: int
     vec: bytes
     text: str | None
+    problem: str | None = None
+    """Why the stored entry is damaged (it could not be read back whole), or ``None``."""
+
+
+def text_problem(text: object) -> str | None:
+    """Why a text read back from storage is not a valid text, or ``None`` if it is."""
+    if text is None:
+        return None
+    if not isinstance(text, str):
+        return f"its stored text is {type(text).__name__}, not text"
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return "its stored text is not valid UTF-8"
+    return None
 
 
 @dataclass
