@@ -351,3 +351,31 @@ def test_a_gzip_bomb_line_is_refused_in_bounded_memory(tmp_path: Path) -> None:
     assert peak_kib * 1024 < 150 * 2**20, f"peak RSS {peak_kib} KiB"
     assert not (tmp_path / "target.db").exists()
     assert sys.platform.startswith("linux")  # ru_maxrss is in KiB on Linux
+
+
+def test_names_from_a_file_are_printed_escaped(export_file: Path, tmp_path: Path) -> None:
+    """A model name with terminal escapes and a newline cannot recolour or forge output lines."""
+    hostile = "evil\x1b[2J\nfake-line"
+
+    def rename(records: list[Record]) -> list[Record]:
+        # Entries with text are dropped: their ids are seeded by the namespace, so a
+        # renamed namespace (rightly) no longer vouches for them.
+        out = []
+        for r in records:
+            if r["type"] == "namespace":
+                r = {
+                    **r,
+                    "spec": {**r["spec"], "identity": {**r["spec"]["identity"], "model": hostile}},
+                }
+            if r["type"] != "entry" or r["text"] is None:
+                out.append(r)
+        out[-1] = {**out[-1], "entries": sum(r["type"] == "entry" for r in out)}
+        return _rekeyed(out)
+
+    path = write(tmp_path / "hostile.jsonl.gz", rename(read(export_file)))
+    url = f"sqlite:///{tmp_path / 'target.db'}"
+    assert run("import", "--cache", url, str(path)).exit_code == 0
+    for command in ("models", "stats"):
+        output = run(command, "--cache", url).output
+        assert "\x1b" not in output and "\nfake-line" not in output
+        assert "evil\\x1b[2J\\nfake-line" in output
