@@ -5,9 +5,12 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
+
+from ._printable import printable
 
 if TYPE_CHECKING:
     from .keys import Role
@@ -24,7 +27,10 @@ CACHE_OPTION = click.option(
 
 
 class _Group(click.Group):
-    """Turns cachedembed's own errors into one clean ``Error: ...`` line (exit 1), not a traceback."""
+    """Turns cachedembed's own errors into one clean ``Error: ...`` line (exit 1), not a traceback.
+
+    The message is escaped: it may quote a model name or a string from an imported file.
+    """
 
     def invoke(self, ctx: click.Context) -> Any:
         from .errors import CachedEmbedError
@@ -32,7 +38,7 @@ class _Group(click.Group):
         try:
             return super().invoke(ctx)
         except CachedEmbedError as exc:
-            raise click.ClickException(str(exc)) from None
+            raise click.ClickException(printable(exc)) from None
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -218,7 +224,7 @@ def models(cache_url: str | None, model: str | None, as_json: bool) -> None:
     if as_json:
         _echo_json([asdict(i) for i in infos])
         return
-    click.echo(f"cache: {store.url}")
+    click.echo(printable(f"cache: {store.url}"))
     if not infos:
         click.echo("no namespaces")
         return
@@ -242,11 +248,11 @@ def models(cache_url: str | None, model: str | None, as_json: bool) -> None:
         )
         rows.append(
             [
-                f"{i.provider}/{i.model}",
-                params or "-",
-                i.role,
-                str(i.dim or "-"),
-                i.dtype,
+                printable(f"{i.provider}/{i.model}"),
+                printable(params or "-"),
+                printable(i.role),
+                printable(i.dim or "-"),
+                printable(i.dtype),
                 f"{i.entries:,}",
                 format_size(i.bytes),
                 i.first_used or "-",
@@ -322,7 +328,7 @@ def prune(
     verb = "would remove" if dry_run else "removed"
     for n in result.namespaces:
         click.echo(
-            f"{n.model} ({n.role}): {verb} {n.removed_entries:,} entries ({format_size(n.removed_bytes)}), "
+            f"{printable(n.model)} ({printable(n.role)}): {verb} {n.removed_entries:,} entries ({format_size(n.removed_bytes)}), "
             f"{n.kept_entries:,} left ({format_size(n.kept_bytes)})"
         )
     click.echo(
@@ -344,6 +350,11 @@ def export(cache_url: str | None, file: str, model: str | None) -> None:
     click.echo(
         f"exported {s.namespaces} namespaces, {s.entries:,} entries ({s.texts:,} with text), "
         f"{s.stats} stats rows -> {file}"
+        + (
+            f"; left out {s.damaged:,} damaged entries (see `cachedembed verify`)"
+            if s.damaged
+            else ""
+        )
     )
 
 
@@ -358,17 +369,62 @@ def export(cache_url: str | None, file: str, model: str | None) -> None:
     show_default=True,
     help="Stats rows: import days the cache has none for (idempotent), add to existing counters, or skip.",
 )
-def import_(cache_url: str | None, file: str, stats_mode: str) -> None:
-    """Load an export FILE into the cache (entries already present are kept as they are)."""
-    from .exchange import import_cache
-    from .stores import open_store
+@click.option(
+    "--require-text",
+    is_flag=True,
+    help="Refuse entries without their text: only vectors whose id is proven by their text go in.",
+)
+def import_(cache_url: str | None, file: str, stats_mode: str, require_text: bool) -> None:
+    """Load an export FILE into the cache: all of it or nothing (entries already present are kept).
 
-    s = import_cache(open_store(cache_url), file, stats=stats_mode)  # type: ignore[arg-type]
+    Importing a file means trusting whoever wrote it for the entries that carry no text.
+    """
+    from .exchange import check_export, import_cache
+    from .stores import default_url, normalize_url, open_store
+
+    check_export(file, require_text=require_text)  # before the cache is opened, or created
+    url = normalize_url(cache_url or default_url())
+    created = _new_local_cache(url)
+    try:
+        s = import_cache(
+            open_store(url),
+            file,
+            stats=stats_mode,  # type: ignore[arg-type]
+            require_text=require_text,
+            checked=True,
+        )
+    except BaseException:
+        if created is not None:
+            _remove_cache(created)
+        raise
     click.echo(
         f"imported {s.namespaces} namespaces ({s.namespaces_created} new), {s.entries:,} entries "
         f"({s.entries_added:,} added, {s.entries_present:,} already present), {s.stats} stats rows "
         f"({s.stats_added} added, {s.stats_skipped} skipped)"
     )
+
+
+def _new_local_cache(url: str) -> Path | None:
+    """The file or folder ``url`` would create, if it does not exist yet (else ``None``)."""
+    for scheme in ("sqlite:///", "diskcache://"):
+        if url.startswith(scheme):
+            path = Path(url[len(scheme) :])
+            return None if path.exists() or not path.is_absolute() else path
+    return None
+
+
+def _remove_cache(path: Path) -> None:
+    """Delete a cache that a failed command created, so a failure leaves nothing behind."""
+    import shutil
+
+    from .stores import close_all
+
+    close_all()
+    if path.is_dir():
+        shutil.rmtree(path, ignore_errors=True)
+    for leftover in (path, Path(f"{path}-wal"), Path(f"{path}-shm"), Path(f"{path}-journal")):
+        if leftover.is_file():
+            leftover.unlink(missing_ok=True)
 
 
 @main.command()
@@ -384,7 +440,9 @@ def verify(cache_url: str | None, model: str | None, fix: bool) -> None:
 
     result = run_verify(open_store(cache_url), fix=fix, model=model)
     for bad in result.bad[:50]:
-        click.echo(f"bad entry {bad.id} in {bad.model} ({bad.namespace[:8]}): {bad.reason}")
+        click.echo(
+            f"bad entry {bad.id} in {printable(bad.model)} ({bad.namespace[:8]}): {printable(bad.reason)}"
+        )
     if len(result.bad) > 50:
         click.echo(f"... and {len(result.bad) - 50} more")
     click.echo(

@@ -34,13 +34,14 @@ import json
 import os
 import time
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any, Literal
 
+from ._printable import printable
 from .errors import InvalidInputError
-from .keys import NamespaceSpec
-from .manage import ITEMSIZE, entry_problem, select_namespaces
+from .keys import KEY_SCHEMA, ItemHasher, NamespaceSpec
+from .manage import ITEMSIZE, entry_problems, select_namespaces, vector_problems
 from .stores.base import EntryBatch, Namespace, PendingStats, Store
 from .usage import UsageDelta, day_iso
 
@@ -57,6 +58,8 @@ class ExportSummary:
     entries: int = 0
     stats: int = 0
     texts: int = 0
+    damaged: int = 0
+    """Entries left out because they are damaged (what ``cachedembed verify`` reports)."""
 
 
 @dataclass
@@ -100,7 +103,10 @@ def _lines(store: Store, model: str | None, summary: ExportSummary) -> Iterator[
         summary.namespaces += 1
         yield _namespace_record(ns)
         for batch in store.iter_entries(ns.id):
-            for e in batch:
+            for e, problem in zip(batch, entry_problems(batch, ns), strict=True):
+                if problem is not None:  # never carried to another cache; `verify` lists it
+                    summary.damaged += 1
+                    continue
                 summary.entries += 1
                 summary.texts += e.text is not None
                 yield {
@@ -153,112 +159,353 @@ def export_cache(
 
 
 # -- import ------------------------------------------------------------------
+# An export is data from outside: every field is checked against the range the stores
+# can hold and a sane bound, before anything is written, and a record that fails names
+# its line. Everything read is bounded: one line, the namespace specs, the pending batch.
 
-_ENTRY_FIELDS = ("id", "check", "tokens", "flags", "used", "created")
+MAX_LINE_BYTES = 32 * 2**20
+"""Longest line an import reads (a text of up to about 32 MB); a longer one is refused unread."""
+MAX_DIM = 65536
+MAX_SPEC_BYTES = 2**20
+"""Largest namespace spec (canonical JSON) one record may declare; the file's total is bounded too."""
+_MAX_SPECS_TOTAL = 32 * 2**20
+MAX_DAY = 2_932_896  # 9999-12-31, the last day `datetime` can print
+MAX_TIME = MAX_DAY * 86400
+MAX_COUNTER = 2**53  # far beyond any real count, and adding two never overflows 64 bits
+_INT64 = (-(2**63), 2**63 - 1)
+_CHECK_BATCH = 4096
+_CHECK_BATCH_BYTES = 64 * 2**20
+_ROLES = ("document", "query")
+_HASHES = ("xxh3", "blake2b")
+_ENTRY_RANGES = {
+    "id": _INT64,
+    "check": _INT64,
+    "tokens": (0, 2**31 - 1),
+    "flags": (0, 2**15 - 1),
+    "used": (0, MAX_DAY),
+    "created": (0, MAX_TIME),
+}
 _STATS_FIELDS = tuple(f.name for f in fields(UsageDelta))
 
 
-def _records(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+def _bad(where: str, problem: str) -> InvalidInputError:
+    return InvalidInputError(f"{where}: {printable(problem)}; nothing was imported")
+
+
+def _raw_lines(path: Path) -> Iterator[tuple[int, bytes]]:
+    """The file's lines, decompressed, each at most :data:`MAX_LINE_BYTES` long."""
+    import zlib
+
+    where = printable(path)
     try:
-        with gzip.open(path, "rt", encoding="utf-8") as fh:
-            for n, line in enumerate(fh, 1):
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise InvalidInputError(f"{path}:{n}: not JSON ({exc.msg})") from None
-                if not isinstance(record, dict):
-                    raise InvalidInputError(f"{path}:{n}: expected an object")
-                yield n, record
-    except (OSError, EOFError, UnicodeDecodeError) as exc:
-        raise InvalidInputError(f"{path}: not a readable cachedembed export ({exc})") from None
+        with gzip.open(path, "rb") as fh:
+            n = 0
+            while True:
+                line = fh.readline(MAX_LINE_BYTES + 1)
+                if not line:
+                    return
+                n += 1
+                if len(line) > MAX_LINE_BYTES:
+                    raise _bad(
+                        f"{where}:{n}",
+                        f"line longer than {MAX_LINE_BYTES // 2**20} MiB: not an export line "
+                        "(texts that long cannot be imported)",
+                    )
+                yield n, line
+    except (OSError, EOFError, zlib.error) as exc:
+        raise InvalidInputError(
+            f"{where}: not a readable cachedembed export ({printable(exc)}); nothing was imported"
+        ) from None
 
 
-def _check_file(path: Path) -> dict[str, int | None]:
-    """Read the whole file once and refuse it if anything is wrong; return its namespace dimensions.
-
-    Checked: header format and version, JSON on every line, each namespace's key against
-    its spec, entries and stats naming a declared namespace, every vector decoding to its
-    namespace's dtype and dimension, and the trailer's counts (a truncated file fails).
-    """
-    specs: dict[str, NamespaceSpec] = {}
-    dims: dict[str, int | None] = {}
-    counts = {"namespace": 0, "entry": 0, "stats": 0}
-    end: dict[str, Any] | None = None
-    for n, record in _records(path):
-        kind = record.get("type")
-        where = f"{path}:{n}"
-        if n == 1:
-            if kind != "header" or record.get("format") != FORMAT:
-                raise InvalidInputError(f"{where}: not a cachedembed export (no {FORMAT} header)")
-            if record.get("version") != VERSION:
-                raise InvalidInputError(
-                    f"{where}: export format version {record.get('version')}, this cachedembed reads "
-                    f"version {VERSION}: upgrade cachedembed"
-                )
-            continue
-        if end is not None:
-            raise InvalidInputError(f"{where}: data after the end record")
+def _records(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
+    """``(where, record)`` for each line, ``where`` being ``path:line`` for messages."""
+    for n, line in _raw_lines(path):
+        where = f"{printable(path)}:{n}"
         try:
+            record = json.loads(line.decode("utf-8"))
+        except UnicodeDecodeError:
+            raise _bad(where, "not UTF-8 text") from None
+        except json.JSONDecodeError as exc:
+            raise _bad(where, f"not JSON ({exc.msg})") from None
+        except (ValueError, RecursionError):  # a 5,000-digit number, 100,000 nested brackets
+            raise _bad(
+                where, "not JSON this importer reads (a huge number or deep nesting)"
+            ) from None
+        if not isinstance(record, dict):
+            raise _bad(where, "expected a JSON object")
+        yield where, record
+
+
+def _integer(where: str, record: dict[str, Any], name: str, low: int, high: int) -> int:
+    value = record.get(name)
+    if type(value) is not int:  # bool is an int subclass, and never a count
+        raise _bad(where, f"field {name!r} is {type(value).__name__}, expected an integer")
+    if not low <= value <= high:
+        raise _bad(where, f"field {name!r} is {value}, outside {low}..{high}")
+    return value
+
+
+def _text(where: str, value: Any, name: str) -> str:
+    if not isinstance(value, str):
+        raise _bad(where, f"field {name!r} is {type(value).__name__}, expected a string")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise _bad(where, f"field {name!r} holds a lone surrogate (not valid Unicode)") from None
+    return value
+
+
+@dataclass
+class _Entry:
+    where: str
+    id: int
+    check: int
+    tokens: int
+    flags: int
+    used: int
+    created: int
+    vec: bytes
+    text: str | None
+
+
+@dataclass
+class _DeclaredNamespace:
+    spec: NamespaceSpec
+    dim: int | None
+    created: int
+    last_day: int = -1
+    hasher: ItemHasher | None = None
+
+
+class _Checker:
+    """Reads an export and yields its records checked and typed; raises on the first bad one.
+
+    Entries come out in batches after their vectors (dtype, dimension, finite) and, when
+    the file carries their text, their ids (re-hashed from the text) were proven.
+    """
+
+    def __init__(self, path: Path, require_text: bool) -> None:
+        self.path = path
+        self.require_text = require_text
+        self.namespaces: dict[str, _DeclaredNamespace] = {}
+        self.counts = {"namespace": 0, "entry": 0, "stats": 0}
+        self._spec_bytes = 0
+        self._pending: list[tuple[str, _Entry]] = []
+        self._pending_bytes = 0
+
+    def records(self) -> Iterator[Any]:
+        """``("namespace", key)``, ``("entries", key, [entry])``, ``("stats", key, day, delta)``."""
+        records = _records(self.path)
+        first = next(records, None)
+        if first is None:
+            raise _bad(printable(self.path), "empty file, not a cachedembed export")
+        self._header(*first)
+        end: dict[str, Any] | None = None
+        for where, record in records:
+            if end is not None:
+                raise _bad(where, "data after the end record")
+            kind = record.get("type")
             if kind == "namespace":
-                spec = NamespaceSpec.from_dict(record["spec"])
-                if spec.key != record["key"]:
-                    raise InvalidInputError(
-                        f"{where}: namespace key {record['key']} does not match its spec"
-                    )
-                specs[spec.key] = spec
-                dims[spec.key] = record["dim"]
-            elif kind in ("entry", "stats"):
-                if record["ns"] not in specs:
-                    raise InvalidInputError(
-                        f"{where}: {kind} of undeclared namespace {record['ns']}"
-                    )
-                if kind == "entry":
-                    for name in _ENTRY_FIELDS:
-                        if not isinstance(record[name], int):
-                            raise InvalidInputError(
-                                f"{where}: entry field {name!r} is not an integer"
-                            )
-                    vec = base64.b64decode(record["vec"], validate=True)
-                    problem = entry_problem(vec, dims[record["ns"]], specs[record["ns"]].dtype)
-                    if problem:
-                        raise InvalidInputError(f"{where}: entry {record['id']}: {problem}")
-                else:
-                    UsageDelta(**{name: record[name] for name in _STATS_FIELDS})
+                if self._namespace(where, record):
+                    yield "namespace", record["key"]
+            elif kind == "entry":
+                self._entry(where, record)
+                if len(self._pending) >= _CHECK_BATCH or self._pending_bytes >= _CHECK_BATCH_BYTES:
+                    yield from self._proven()
+            elif kind == "stats":
+                yield ("stats", *self._stats(where, record))
             elif kind == "end":
                 end = record
+                self._end(where, record)
                 continue
             else:
-                raise InvalidInputError(f"{where}: unknown record type {kind!r}")
-        except (KeyError, TypeError, ValueError) as exc:
-            if isinstance(exc, InvalidInputError):
-                raise
-            raise InvalidInputError(
-                f"{where}: malformed {kind} record ({type(exc).__name__}: {exc})"
-            ) from None
-        counts[kind] += 1
-    if end is None:
-        raise InvalidInputError(f"{path}: truncated (no end record); nothing was imported")
-    expected = {
-        "namespace": end.get("namespaces"),
-        "entry": end.get("entries"),
-        "stats": end.get("stats"),
-    }
-    if expected != counts:
-        raise InvalidInputError(
-            f"{path}: the end record promises {expected}, the file holds {counts}"
-        )
-    return dims
+                raise _bad(where, f"unknown record type {printable(kind)!r}")
+            self.counts[kind] += 1
+        yield from self._proven()
+        if end is None:
+            raise _bad(printable(self.path), "truncated (no end record)")
 
-
-def _check_dimensions(store: Store, dims: dict[str, int | None]) -> None:
-    """Refuse a file whose namespaces hold vectors of another size than the store's."""
-    for ns in store.namespaces():
-        dim = dims.get(ns.key)
-        if dim is not None and ns.dim is not None and dim != ns.dim:
-            raise InvalidInputError(
-                f"namespace {ns.key} ({ns.spec.provider}/{ns.spec.model}) holds {ns.dim}-d vectors in "
-                f"{store.url} but {dim}-d ones in the file; nothing was imported"
+    def _header(self, where: str, record: dict[str, Any]) -> None:
+        if record.get("type") != "header" or record.get("format") != FORMAT:
+            raise _bad(where, f"not a cachedembed export (no {FORMAT} header)")
+        version = record.get("version")
+        if version != VERSION:
+            raise _bad(
+                where,
+                f"export format version {version!r}, this cachedembed reads version {VERSION}: "
+                "upgrade cachedembed",
             )
+
+    def _namespace(self, where: str, record: dict[str, Any]) -> bool:
+        """Check a namespace declaration; ``False`` for a repeated (identical) one."""
+        key = _text(where, record.get("key"), "key")
+        data = record.get("spec")
+        if not isinstance(data, dict):
+            raise _bad(where, "namespace 'spec' is not an object")
+        if data.get("v", KEY_SCHEMA) != KEY_SCHEMA:
+            raise _bad(
+                where, f"namespace key schema {data.get('v')!r}, this cachedembed uses {KEY_SCHEMA}"
+            )
+        identity = data.get("identity")
+        if not isinstance(identity, dict):
+            raise _bad(where, "namespace identity is not an object")
+        role, dtype, hash_name = (
+            data.get("role"),
+            data.get("dtype", "float32"),
+            data.get("hash", "xxh3"),
+        )
+        if role not in _ROLES:
+            raise _bad(where, f"namespace role {role!r}, expected one of {', '.join(_ROLES)}")
+        if dtype not in ITEMSIZE:
+            raise _bad(where, f"namespace dtype {dtype!r}, expected one of {', '.join(ITEMSIZE)}")
+        if hash_name not in _HASHES:
+            raise _bad(where, f"namespace hash {hash_name!r}, expected one of {', '.join(_HASHES)}")
+        spec = NamespaceSpec(identity=identity, role=role, dtype=dtype, hash=hash_name)
+        try:
+            size = len(spec.canonical.encode("utf-8"))
+        except (ValueError, TypeError, RecursionError):  # NaN, a lone surrogate
+            raise _bad(
+                where, "namespace identity holds values JSON cannot key (NaN, lone surrogates)"
+            ) from None
+        if size > MAX_SPEC_BYTES:
+            raise _bad(
+                where, f"namespace spec of {size} bytes, at most {MAX_SPEC_BYTES} are accepted"
+            )
+        self._spec_bytes += size
+        if self._spec_bytes > _MAX_SPECS_TOTAL:
+            raise _bad(where, f"namespace specs exceed {_MAX_SPECS_TOTAL // 2**20} MiB in total")
+        if spec.key != key:
+            raise _bad(where, f"namespace key {key} does not match its spec")
+        dim = record.get("dim")
+        if dim is not None:
+            dim = _integer(where, record, "dim", 1, MAX_DIM)
+        created = _integer(where, record, "created", 0, MAX_TIME)
+        known = self.namespaces.get(key)
+        if known is not None:
+            if (known.dim, known.created) != (dim, created):
+                raise _bad(
+                    where, f"namespace {key} declared again with another dimension or creation time"
+                )
+            return False
+        self.namespaces[key] = _DeclaredNamespace(spec, dim, created)
+        return True
+
+    def _declared(
+        self, where: str, record: dict[str, Any], kind: str
+    ) -> tuple[str, _DeclaredNamespace]:
+        key = record.get("ns")
+        ns = self.namespaces.get(key) if isinstance(key, str) else None
+        if ns is None:
+            raise _bad(where, f"{kind} of undeclared namespace {printable(key)}")
+        return key, ns  # type: ignore[return-value]  # a str: it was found in the dict
+
+    def _entry(self, where: str, record: dict[str, Any]) -> None:
+        key, ns = self._declared(where, record, "entry")
+        values = {
+            name: _integer(where, record, name, *bounds) for name, bounds in _ENTRY_RANGES.items()
+        }
+        encoded = record.get("vec")
+        if not isinstance(encoded, str):
+            raise _bad(where, "entry 'vec' is not a base64 string")
+        try:
+            vec = base64.b64decode(encoded, validate=True)
+        except ValueError:
+            raise _bad(where, "entry 'vec' is not valid base64") from None
+        text = record.get("text")
+        if text is not None:
+            text = _text(where, text, "text")
+        elif self.require_text:
+            raise _bad(
+                where,
+                f"entry {values['id']} has no text, and --require-text refuses unproven entries",
+            )
+        if ns.dim is None:
+            raise _bad(where, f"entry of namespace {key}, which declares no dimension")
+        self._pending.append((key, _Entry(where, vec=vec, text=text, **values)))
+        self._pending_bytes += len(vec) + (len(text) if text else 0)
+
+    def _proven(self) -> Iterator[tuple[str, str, list[_Entry]]]:
+        """Check the pending entries per namespace in bulk, then hand them on."""
+        by_ns: dict[str, list[_Entry]] = {}
+        for key, entry in self._pending:
+            by_ns.setdefault(key, []).append(entry)
+        self._pending, self._pending_bytes = [], 0
+        for key, entries in by_ns.items():
+            ns = self.namespaces[key]
+            problems = vector_problems([e.vec for e in entries], ns.dim, ns.spec.dtype)
+            for e, problem in zip(entries, problems, strict=True):
+                if problem is not None:
+                    raise _bad(e.where, f"entry {e.id}: {problem}")
+            self._prove_ids(key, ns, [e for e in entries if e.text is not None])
+            yield "entries", key, entries
+
+    def _prove_ids(self, key: str, ns: _DeclaredNamespace, entries: list[_Entry]) -> None:
+        """Refuse an entry whose id and check are not the hash of its own text."""
+        if not entries:
+            return
+        if ns.hasher is None:
+            ns.hasher = ItemHasher(ns.spec)
+        ids, checks = ns.hasher.text_keys([e.text for e in entries])  # type: ignore[misc]
+        for e, i, c in zip(entries, ids, checks, strict=True):
+            if (e.id, e.check) != (i, c):
+                hint = (
+                    " (a blake2b namespace: is $CACHEDEMBED_HASH_KEY the key it was written with?)"
+                    if ns.spec.hash == "blake2b"
+                    else ""
+                )
+                raise _bad(
+                    e.where,
+                    f"entry {e.id}: its id and check are not the hash of its text in namespace "
+                    f"{key}, so its vector cannot be trusted{hint}",
+                )
+
+    def _stats(self, where: str, record: dict[str, Any]) -> tuple[str, int, UsageDelta]:
+        key, ns = self._declared(where, record, "stats")
+        day = _integer(where, record, "day", 0, MAX_DAY)
+        if day <= ns.last_day:
+            raise _bad(
+                where,
+                f"stats row for day {day} repeats or precedes day {ns.last_day} of its namespace",
+            )
+        ns.last_day = day
+        delta = UsageDelta()
+        for name in _STATS_FIELDS:
+            if name == "provider_seconds":
+                seconds: Any = record.get(name)
+                number = isinstance(seconds, (int, float)) and not isinstance(seconds, bool)
+                if not number or not 0 <= seconds <= MAX_COUNTER:  # NaN fails this too
+                    raise _bad(
+                        where,
+                        f"field {name!r} is {seconds!r}, expected seconds in 0..{MAX_COUNTER}",
+                    )
+                delta.provider_seconds = float(seconds)
+            else:
+                setattr(delta, name, _integer(where, record, name, 0, MAX_COUNTER))
+        return key, day, delta
+
+    def _end(self, where: str, record: dict[str, Any]) -> None:
+        promised = {
+            kind: _integer(where, record, name, 0, _INT64[1])
+            for kind, name in (
+                ("namespace", "namespaces"),
+                ("entry", "entries"),
+                ("stats", "stats"),
+            )
+        }
+        if promised != self.counts:
+            raise _bad(where, f"the end record promises {promised}, the file holds {self.counts}")
+
+
+def check_export(path: str | os.PathLike[str], *, require_text: bool = False) -> None:
+    """Read the whole export and refuse it if any record is wrong.
+
+    Raises :class:`InvalidInputError` naming the file, line and problem. Needs no store:
+    the CLI runs it before opening (or creating) the target cache.
+    """
+    checker = _Checker(Path(path), require_text)
+    for _ in checker.records():
+        pass
 
 
 class _Importer:
@@ -269,107 +516,113 @@ class _Importer:
         self.stats_mode = stats_mode
         self.summary = summary
         self.ns: dict[str, Namespace] = {}
-        self.pending: dict[str, list[dict[str, Any]]] = {}
         self.existing_stats = {(ns_id, day) for ns_id, day, _ in store.stats_rows()}
         self.stats = PendingStats()
         self.known_keys = {ns.key for ns in store.namespaces()}
 
-    def namespace(self, record: dict[str, Any]) -> None:
-        spec = NamespaceSpec.from_dict(record["spec"])
-        ns = self.store.namespace(spec)
-        if record["dim"] is not None:
+    def namespace(self, declared: _DeclaredNamespace) -> None:
+        spec = declared.spec
+        # A copy: a rolled-back import must not leave its dimension on the memoised object
+        # a live wrapper may share.
+        ns = replace(self.store.namespace(spec))
+        if declared.dim is not None:
             self.store.known_dimension(ns)
-            self.store.set_dimension(ns, record["dim"])
+            self.store.set_dimension(ns, declared.dim)
+            if ns.dim != declared.dim:
+                raise InvalidInputError(
+                    f"namespace {ns.key} ({printable(ns.label)}) holds {ns.dim}-d vectors in "
+                    f"{self.store.url} but {declared.dim}-d ones in the file; nothing was imported"
+                )
         self.summary.namespaces += 1
         self.summary.namespaces_created += spec.key not in self.known_keys
         self.ns[spec.key] = ns
 
-    def entry(self, record: dict[str, Any]) -> None:
-        batch = self.pending.setdefault(record["ns"], [])
-        batch.append(record)
-        if len(batch) >= IMPORT_BATCH:
-            self.write_entries(record["ns"])
-
-    def write_entries(self, key: str) -> None:
+    def entries(self, key: str, records: list[_Entry]) -> None:
         import numpy as np
 
-        records = self.pending.pop(key, [])
-        if not records:
-            return
         ns = self.ns[key]
-        assert ns.dim is not None  # _check_file refused entries of namespaces without one
-        ids = [r["id"] for r in records]
-        present = {row[0] for row in self.store.get(ns.id, ids)}  # SQL stores return plain tuples
-        fresh = [r for r in records if r["id"] not in present]
+        present = {row[0] for row in self.store.get(ns.id, [r.id for r in records])}
+        fresh = [r for r in records if r.id not in present]
         self.summary.entries += len(records)
         self.summary.entries_present += len(records) - len(fresh)
         self.summary.entries_added += len(fresh)
         if not fresh:
             return
+        assert ns.dim is not None  # the file declared it, and the store agrees
         dtype = np.dtype(ns.spec.dtype).newbyteorder("<")
-        blob = b"".join(base64.b64decode(r["vec"]) for r in fresh)
-        vectors = np.frombuffer(blob, dtype=dtype).reshape(
-            len(fresh), len(blob) // (len(fresh) * ITEMSIZE[ns.spec.dtype])
+        vectors = np.frombuffer(b"".join(r.vec for r in fresh), dtype=dtype).reshape(
+            len(fresh), ns.dim
         )
         self.store.put(
             ns.id,
             EntryBatch(
-                ids=[r["id"] for r in fresh],
-                checks=[r["check"] for r in fresh],
+                ids=[r.id for r in fresh],
+                checks=[r.check for r in fresh],
                 vectors=vectors,
-                tokens=[r["tokens"] for r in fresh],
-                flags=[r["flags"] for r in fresh],
-                texts=[r.get("text") for r in fresh],
-                used=[r["used"] for r in fresh],
-                created=[r["created"] for r in fresh],
+                tokens=[r.tokens for r in fresh],
+                flags=[r.flags for r in fresh],
+                texts=[r.text for r in fresh],
+                used=[r.used for r in fresh],
+                created=[r.created for r in fresh],
             ),
             PendingStats(),
         )
 
-    def stats_row(self, record: dict[str, Any]) -> None:
+    def stats_row(self, key: str, day: int, delta: UsageDelta) -> None:
         self.summary.stats += 1
-        ns_id = self.ns[record["ns"]].id
-        row = (ns_id, int(record["day"]))
+        row = (self.ns[key].id, day)
         if self.stats_mode == "none" or (self.stats_mode == "new" and row in self.existing_stats):
             self.summary.stats_skipped += 1
             return
-        delta = self.stats.deltas.setdefault(row, UsageDelta())
-        delta.add(UsageDelta(**{name: record[name] for name in _STATS_FIELDS}))
+        self.stats.deltas[row] = delta  # one row per (namespace, day): the checker refuses repeats
         self.summary.stats_added += 1
+        if len(self.stats.deltas) >= IMPORT_BATCH:
+            self.finish()
 
     def finish(self) -> None:
-        for key in list(self.pending):
-            self.write_entries(key)
         if not self.stats.is_empty():
             self.store.flush_stats(self.stats)
+            self.stats = PendingStats()
 
 
 def import_cache(
-    store: Store, path: str | os.PathLike[str], *, stats: StatsMode = "new"
+    store: Store,
+    path: str | os.PathLike[str],
+    *,
+    stats: StatsMode = "new",
+    require_text: bool = False,
+    checked: bool = False,
 ) -> ImportSummary:
-    """Load an export into ``store``: idempotent for entries, and for stats by default.
+    """Load an export into ``store``: all or nothing, idempotent for entries, and for stats by default.
 
-    The whole file is checked first (see :func:`_check_file`); a bad or truncated file
-    raises :class:`InvalidInputError` before anything is written. Entries already in the
-    store are left as they are (insert-or-ignore), so importing twice changes nothing.
-    Stats rows (per namespace and UTC day): ``"new"`` (default) imports the days the store
-    has no row for yet, which is idempotent and exact when moving a cache; ``"add"`` adds
-    the file's counters to the store's (to merge caches from different machines, once);
-    ``"none"`` skips them.
+    The whole file is checked first (:func:`check_export`; ``checked=True`` says the caller
+    just did); a bad or truncated file raises :class:`InvalidInputError` before anything is
+    written. Then the file is read again, checked again (it may have changed) and written
+    inside one :meth:`Store.bulk` transaction: a failure at any point leaves the store as it
+    was. An entry whose text is in the file is imported only if its id and check are the
+    hash of that text; an entry without text is trusted as the file says (``require_text``
+    refuses those). Entries already in the store are left as they are (insert-or-ignore),
+    so importing twice changes nothing. Stats rows (per namespace and UTC day): ``"new"``
+    (default) imports the days the store has no row for yet, which is idempotent and exact
+    when moving a cache; ``"add"`` adds the file's counters to the store's (to merge caches
+    from different machines, once); ``"none"`` skips them.
     """
     if stats not in ("new", "add", "none"):
         raise InvalidInputError(f"stats must be 'new', 'add' or 'none', got {stats!r}")
     source = Path(path)
-    _check_dimensions(store, _check_file(source))
+    if not checked:
+        check_export(source, require_text=require_text)
+    checker = _Checker(source, require_text)
     summary = ImportSummary()
-    importer = _Importer(store, stats, summary)
-    for _n, record in _records(source):
-        kind = record["type"]
-        if kind == "namespace":
-            importer.namespace(record)
-        elif kind == "entry":
-            importer.entry(record)
-        elif kind == "stats":
-            importer.stats_row(record)
-    importer.finish()
+    with store.bulk():
+        importer = _Importer(store, stats, summary)
+        for record in checker.records():
+            kind, key = record[0], record[1]
+            if kind == "namespace":
+                importer.namespace(checker.namespaces[key])
+            elif kind == "entries":
+                importer.entries(key, record[2])
+            else:
+                importer.stats_row(key, record[2], record[3])
+        importer.finish()
     return summary

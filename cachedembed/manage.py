@@ -13,7 +13,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .stores.base import Namespace, Store
+from .stores.base import ExportedEntry, Namespace, Store
 from .usage import day_iso, parse_days_ago
 
 # Storage dtypes a namespace may record, and their item sizes in bytes.
@@ -257,10 +257,15 @@ def entry_problem(vec: bytes, dim: int | None, dtype: str) -> str | None:
     return vector_problems([vec], dim, dtype)[0]
 
 
+def entry_problems(batch: Sequence[ExportedEntry], ns: Namespace) -> list[str | None]:
+    """For each entry read back, why it is damaged or not a valid vector of ``ns`` (``None``: fine)."""
+    problems = vector_problems([e.vec for e in batch], ns.dim, ns.spec.dtype)
+    return [e.problem or p for e, p in zip(batch, problems, strict=True)]
+
+
 def _bad_entries(store: Store, ns: Namespace) -> Iterator[tuple[int, BadEntry | None]]:
     for batch in store.iter_entries(ns.id):
-        problems = vector_problems([e.vec for e in batch], ns.dim, ns.spec.dtype)
-        for e, problem in zip(batch, problems, strict=True):
+        for e, problem in zip(batch, entry_problems(batch, ns), strict=True):
             yield e.id, None if problem is None else BadEntry(ns.key, ns.label, e.id, problem)
 
 
@@ -368,6 +373,7 @@ __all__ = [
     "ReembedResult",
     "VerifyResult",
     "entry_problem",
+    "entry_problems",
     "format_size",
     "list_models",
     "migrate",

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any, Protocol
 
+from ._printable import printable
 from .pricing import dollars, price_per_million
 from .stores.base import Namespace
 from .usage import UsageDelta, day_iso
@@ -257,7 +258,7 @@ def _heading(data: dict[str, Any]) -> list[str]:
         scope.append(f"since {data['since']}")
     if data.get("model_filter"):
         scope.append(f"models matching {data['model_filter']!r}")
-    return [f"cache: {data['cache']}" + (f" ({', '.join(scope)})" if scope else "")]
+    return [printable(f"cache: {data['cache']}" + (f" ({', '.join(scope)})" if scope else ""))]
 
 
 def _footnote(t: dict[str, Any]) -> list[str]:
@@ -274,8 +275,8 @@ def render_table(data: dict[str, Any]) -> str:
     for r in data["models"]:
         rows.append(
             [
-                f"{r['provider']}/{r['model']}",
-                r["role"],
+                printable(f"{r['provider']}/{r['model']}"),
+                printable(r["role"]),
                 *_cells(r, _usd(r["dollars_spent"]), _usd(r["dollars_saved"])),
             ]
         )

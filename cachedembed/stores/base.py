@@ -15,6 +15,7 @@ import time
 import weakref
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, NamedTuple
 
@@ -92,6 +93,21 @@ class ExportedEntry:
     created: int
     vec: bytes
     text: str | None
+    problem: str | None = None
+    """Why the stored entry is damaged (it could not be read back whole), or ``None``."""
+
+
+def text_problem(text: object) -> str | None:
+    """Why a text read back from storage is not a valid text, or ``None`` if it is."""
+    if text is None:
+        return None
+    if not isinstance(text, str):
+        return f"its stored text is {type(text).__name__}, not text"
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return "its stored text is not valid UTF-8"
+    return None
 
 
 @dataclass
@@ -181,7 +197,9 @@ class Store(ABC):
             except Exception as exc:
                 # The caller's vectors were served; a failed counter flush must not fail its
                 # call. flush() put the counters back, so the next flush retries them.
-                log.warning("cache %s: could not save usage counters yet (%s); will retry", self.url, exc)
+                log.warning(
+                    "cache %s: could not save usage counters yet (%s); will retry", self.url, exc
+                )
 
     def write(self, ns_id: int, batch: EntryBatch, delta: UsageDelta) -> None:
         """Store ``batch`` and commit ``delta`` (plus everything buffered) atomically with it."""
@@ -312,6 +330,20 @@ class Store(ABC):
         if chunk:
             removed += self.delete(ns_id, chunk)
         return removed
+
+    @abstractmethod
+    def bulk(self) -> AbstractContextManager[None]:
+        """One transaction around every write this thread makes inside: all of them, or none.
+
+        For imports: a failure (or Ctrl-C) anywhere inside leaves the store exactly as it
+        was. Other writers wait for it to finish (SQLite, diskcache) or never see a part
+        of it (PostgreSQL, MySQL). Namespaces created inside are forgotten on failure.
+        """
+
+    def _forget_namespaces(self) -> None:
+        """Drop the per-process namespace memo (after a rolled-back :meth:`bulk`)."""
+        with self._ns_lock:
+            self._ns_by_key.clear()
 
     def schema_revision(self) -> str | None:
         """The Alembic revision of the store's schema, for stores that have one."""

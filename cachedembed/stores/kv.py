@@ -20,7 +20,7 @@ from collections.abc import Iterable, Iterator, MutableMapping, Sequence
 from contextlib import AbstractContextManager, suppress
 from itertools import repeat
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 from ..errors import StoreError
 from ..keys import NamespaceSpec
@@ -53,13 +53,20 @@ def _pack(
 
 
 def _unpack(key: int, value: bytes) -> tuple[int, ExportedEntry]:
-    """The namespace id and the entry packed in ``value``."""
+    """The namespace id and the entry packed in ``value`` (marked damaged if it is cut or garbled)."""
     ns, check, tokens, flags, used, created, length = _HEADER.unpack_from(value)
+    problem = None
+    text: str | None = None
     if length == 0xFFFFFFFF:
-        vec, text = value[_HEADER.size :], None
+        vec = value[_HEADER.size :]
+    elif _HEADER.size + length > len(value):
+        vec, problem = b"", f"value of {len(value)} bytes is shorter than its {length}-byte text"
     else:
         vec = value[_HEADER.size : len(value) - length]
-        text = value[len(value) - length :].decode("utf-8", "surrogatepass")
+        try:
+            text = value[len(value) - length :].decode("utf-8")
+        except UnicodeDecodeError:
+            problem = "its stored text is not valid UTF-8"
     entry = ExportedEntry(
         id=key,
         check=check,
@@ -69,6 +76,7 @@ def _unpack(key: int, value: bytes) -> tuple[int, ExportedEntry]:
         created=created,
         vec=vec,
         text=text,
+        problem=problem,
     )
     return ns, entry
 
@@ -79,12 +87,17 @@ def _rows(pairs: Iterable[tuple[int, bytes | None]]) -> list[Row]:
     unpack = _HEADER.unpack_from
     size = _HEADER.size
     for i, value in pairs:
-        if value is None:
+        if value is None or len(value) < size:  # gone, or cut inside its header: a miss
             continue
         ns, check, tokens, flags, used, _created, length = unpack(value)
         end = None if length == 0xFFFFFFFF else len(value) - length
         rows.append(Row(i, ns, check, tokens, flags, used, value[size:end]))
     return rows
+
+
+def _readable(value: Any) -> TypeGuard[bytes]:
+    """Whether ``value`` is there and holds at least a header (a cut value file may not)."""
+    return isinstance(value, bytes) and len(value) >= _HEADER.size
 
 
 class _KeyValueStore(Store):
@@ -94,6 +107,15 @@ class _KeyValueStore(Store):
 
     def _atomic(self) -> AbstractContextManager[Any]:
         raise NotImplementedError
+
+    @contextlib.contextmanager
+    def bulk(self) -> Iterator[None]:
+        try:
+            with self._atomic():  # reentrant: every write inside joins this section
+                yield
+        except BaseException:
+            self._forget_namespaces()
+            raise
 
     def _get_or_create_namespace(self, spec: NamespaceSpec) -> Namespace:
         key = _NS_PREFIX + spec.key
@@ -169,7 +191,7 @@ class _KeyValueStore(Store):
                 # Insert-or-ignore, like the SQL store. A diskcache row whose value file has
                 # vanished reads as missing (get -> None) yet still counts as present: it is
                 # replaced, or that text would be re-embedded and paid for on every call.
-                if i not in kv or kv.get(i) is None:
+                if i not in kv or not _readable(kv.get(i)):
                     kv[i] = _pack(ns_id, check, tokens, flags, u, c, vec.tobytes(), text)
             self._merge(stats)
 
@@ -192,7 +214,7 @@ class _KeyValueStore(Store):
         for (ns, day), ids in stats.touches.items():
             for i in ids:
                 value = kv.get(i)
-                if value is None:
+                if not _readable(value):
                     continue
                 fields = list(_HEADER.unpack_from(value))
                 if fields[0] == ns and fields[4] < day:
@@ -204,7 +226,7 @@ class _KeyValueStore(Store):
         with self._atomic():
             for i in ids:
                 value = self._kv.get(i)
-                if value is not None and _HEADER.unpack_from(value)[0] == ns_id:
+                if _readable(value) and _HEADER.unpack_from(value)[0] == ns_id:
                     del self._kv[i]
                     removed += 1
         return removed
@@ -213,7 +235,9 @@ class _KeyValueStore(Store):
         for key in list(self._kv):
             if isinstance(key, int):
                 value = self._kv.get(key)
-                if value is not None:
+                # A value cut inside its header names no namespace: it is a miss (and is
+                # replaced when its text is embedded again), never part of a listing.
+                if _readable(value):
                     yield _unpack(key, value)
 
     def iter_entries(self, ns_id: int, batch_size: int = 2000) -> Iterator[list[ExportedEntry]]:
@@ -256,6 +280,20 @@ class MemoryStore(_KeyValueStore):
 
     def _atomic(self) -> AbstractContextManager[Any]:
         return self._lock
+
+    @contextlib.contextmanager
+    def bulk(self) -> Iterator[None]:
+        # A dict has no rollback: keep a shallow copy and put it back on failure. Every
+        # value is immutable or replaced whole (never mutated), so the copy is exact.
+        with self._lock:
+            before = dict(self._kv)
+            try:
+                yield
+            except BaseException:
+                self._kv.clear()
+                self._kv.update(before)
+                self._forget_namespaces()
+                raise
 
     def close(self) -> None:
         pass

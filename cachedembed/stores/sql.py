@@ -23,7 +23,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import suppress
+from contextlib import contextmanager, suppress
 from itertools import repeat
 from operator import itemgetter
 from pathlib import Path
@@ -37,7 +37,16 @@ from ..errors import StoreError
 from ..keys import NamespaceSpec
 from ..usage import UsageDelta
 from . import _sqltext, migrate
-from .base import EntryBatch, ExportedEntry, Namespace, NamespaceUsage, PendingStats, Row, Store
+from .base import (
+    EntryBatch,
+    ExportedEntry,
+    Namespace,
+    NamespaceUsage,
+    PendingStats,
+    Row,
+    Store,
+    text_problem,
+)
 
 _STATS_COLUMNS = UsageDelta.columns()
 _ENTRY_COLUMNS = "id, ns, chk, tokens, flags, used, created, vec, text"
@@ -126,9 +135,16 @@ def _prepare_sqlite_file(path: Path) -> None:
         os.close(fd)
 
 
+def _lenient_text(raw: bytes) -> str:
+    return raw.decode("utf-8", "surrogateescape")
+
+
 def _on_sqlite_connect(dbapi_conn: sqlite3.Connection, _record: Any) -> None:
     # Autocommit at the driver level: transactions are opened explicitly (BEGIN IMMEDIATE).
     dbapi_conn.isolation_level = None
+    # A damaged TEXT value (invalid UTF-8) must reach verify as a damaged entry, not make
+    # every read of its page raise: undecodable bytes come back as lone surrogates.
+    dbapi_conn.text_factory = _lenient_text
     cur = dbapi_conn.cursor()
     cur.execute("PRAGMA busy_timeout = 30000")
     cur.execute(f"PRAGMA page_size = {SQLITE_PAGE_SIZE}")  # only takes effect on a new file
@@ -151,6 +167,28 @@ def _silence_socket(dbapi_conn: Any) -> None:
         devnull = os.open(os.devnull, os.O_RDWR)
         os.dup2(devnull, fd)
         os.close(devnull)
+
+
+def _exported(
+    i: int, check: int, tokens: int, flags: int, used: int, created: int, vec: Any, text: Any
+) -> ExportedEntry:
+    """An entry as read back; a text that is not valid text marks it damaged (and is dropped)."""
+    problem = text_problem(text)
+    if isinstance(vec, (bytes, bytearray, memoryview)):
+        vec = bytes(vec)
+    else:
+        vec, problem = b"", problem or f"its stored vector is {type(vec).__name__}, not bytes"
+    return ExportedEntry(
+        id=i,
+        check=check,
+        tokens=tokens,
+        flags=flags,
+        used=used,
+        created=created,
+        vec=vec,
+        text=None if problem else text,
+        problem=problem,
+    )
 
 
 class SqlStore(Store):
@@ -309,6 +347,9 @@ class SqlStore(Store):
         at ``BEGIN``. A connection lost later is reported, not replayed: the COMMIT may
         have landed, and replaying would count the same stats twice.
         """
+        bulk = getattr(self._local, "bulk", None)
+        if bulk is not None:  # inside bulk(): join its transaction, which commits or rolls back
+            return body(bulk)
         delay = 0.05
         reconnected = False
         for _attempt in range(40):
@@ -346,6 +387,32 @@ class SqlStore(Store):
             finally:
                 cur.close()
         raise StoreError(f"cache {self.url} stayed locked by other writers for too long")
+
+    @contextmanager
+    def bulk(self) -> Iterator[None]:
+        if getattr(self._local, "bulk", None) is not None:
+            yield  # already inside one
+            return
+        cur = self._raw().cursor()
+        try:
+            cur.execute(self._d.begin)
+        except Exception as exc:
+            cur.close()
+            raise self._store_error(exc) from None
+        self._local.bulk = cur
+        try:
+            yield
+            cur.execute("COMMIT")
+        except BaseException as exc:
+            with suppress(Exception):
+                cur.execute("ROLLBACK")
+            self._forget_namespaces()
+            if isinstance(exc, self._db_errors):
+                raise self._store_error(exc) from None
+            raise
+        finally:
+            self._local.bulk = None
+            cur.close()
 
     def _read(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
         def fetch(cur: Any) -> list[Any]:
@@ -557,12 +624,7 @@ class SqlStore(Store):
             op = ">"
             if not rows:
                 return
-            yield [
-                ExportedEntry(
-                    id=i, check=c, tokens=t, flags=f, used=u, created=cr, vec=bytes(v), text=tx
-                )
-                for i, _ns, c, t, f, u, cr, v, tx in rows
-            ]
+            yield [_exported(i, c, t, f, u, cr, v, tx) for i, _ns, c, t, f, u, cr, v, tx in rows]
             last = rows[-1][0]
 
     def namespace_usage(self) -> dict[int, NamespaceUsage]:
