@@ -89,6 +89,10 @@ class ProviderEmbeddingFunction(ABC):
     def get_config(self) -> dict[str, Any]:
         """Constructor arguments as JSON, secrets excluded; ``cls(**config)`` rebuilds the function."""
 
+    def check_available(self) -> None:  # noqa: B027 - optional hook
+        """Raise :class:`~cachedembed.errors.ConfigurationError` now if this function surely
+        cannot work (a local model that is not on disk while offline); cheap, loads nothing."""
+
     def prepare(self) -> None:  # noqa: B027 - optional hook
         """Load what the first call needs (a local model), so it is not timed as provider time."""
 
