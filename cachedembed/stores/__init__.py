@@ -115,7 +115,8 @@ def normalize_url(url: str) -> str:
     return url
 
 
-_PASSWORD_PARAMS = frozenset({"password", "passwd", "pwd", "sslpassword"})
+PASSWORD_PARAMS = frozenset({"password", "passwd", "pwd", "sslpassword"})
+"""Query parameters of a database URL that hold a password (lower case)."""
 _MASK = "***"
 
 
@@ -134,7 +135,7 @@ def redact_url(url: str, *, drop: bool = False) -> str:
         parsed = make_url(url)
     except Exception:  # unparsable: show no more than the scheme
         return url.split(":", 1)[0] + "://" + _MASK
-    secret_keys = [k for k in parsed.query if k.lower() in _PASSWORD_PARAMS]
+    secret_keys = [k for k in parsed.query if k.lower() in PASSWORD_PARAMS]
     if drop:
         parsed = parsed.difference_update_query(secret_keys)._replace(password=None)
         return parsed.render_as_string(hide_password=False)
@@ -153,7 +154,7 @@ def url_passwords(url: str) -> list[str]:
         return []
     found = [parsed.password] if parsed.password else []
     for key, value in parsed.query.items():
-        if key.lower() in _PASSWORD_PARAMS:
+        if key.lower() in PASSWORD_PARAMS:
             found.extend([value] if isinstance(value, str) else value)
     return [str(p) for p in found if p]
 

@@ -165,7 +165,7 @@ class SqlStore(Store):
 
     def __init__(self, url: str, *, upgrade: bool | None = True, create: bool = True) -> None:
         super().__init__()
-        from . import no_cache_error, redact_url, url_passwords
+        from . import PASSWORD_PARAMS, no_cache_error, redact_url, url_passwords
 
         self.url = redact_url(url)
         self._passwords = url_passwords(url)
@@ -189,6 +189,12 @@ class SqlStore(Store):
             kwargs["connect_args"] = {"timeout": 30, "check_same_thread": False}
         elif self._d.mysql:
             kwargs["connect_args"] = {"charset": "utf8mb4"}
+        # A ?password= goes to the driver as an argument, not in the engine's URL, whose
+        # repr (in logs, in tracebacks) masks only the userinfo password.
+        secret_params = {k: v for k, v in sa_url.query.items() if k.lower() in PASSWORD_PARAMS}
+        if secret_params:
+            sa_url = sa_url.difference_update_query(secret_params)
+            kwargs["connect_args"] = {**kwargs.get("connect_args", {}), **secret_params}
         try:
             self._engine = sa.create_engine(sa_url, **kwargs)
         except (
