@@ -529,11 +529,11 @@ def migrate(cache_url: str | None) -> None:
 
 @main.command()
 def providers() -> None:
-    """List the providers --model accepts, with the options each takes."""
+    """List the providers --model accepts, with the options each takes (PROVIDER:MODEL?name=value&...)."""
     from .embedding_functions import providers as all_providers
 
     for _name, cls in sorted(all_providers().items()):
-        click.echo(f"{cls.spec_help()}")
+        click.echo(cls.spec_syntax())
 
 
 @main.command()

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Iterator, Sequence
-from typing import Any
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any, ClassVar
 
 from ..errors import ConfigurationError
 from ..keys import Role
@@ -127,9 +127,11 @@ class SentenceTransformerEmbeddingFunction(ProviderEmbeddingFunction):
     def model(self) -> Any:
         return load_model(self.model_name, self.device)
 
+    spec_options: ClassVar[Mapping[str, type]] = {"device": str, "normalize_embeddings": bool}
+
     @classmethod
     def spec_help(cls) -> str:
-        return "sentence-transformers:MODEL_NAME_OR_PATH  (local; options: device, normalize_embeddings)"
+        return "sentence-transformers:MODEL_NAME_OR_PATH  (local)"
 
     def encode_kwargs(self, role: Role) -> dict[str, Any]:
         """Keyword arguments for ``SentenceTransformer.encode`` (subclasses add prompts)."""
@@ -189,9 +191,12 @@ class DefaultEmbeddingFunction(SentenceTransformerEmbeddingFunction):
     def __init__(self, device: str = "cpu") -> None:
         super().__init__(model_name=DEFAULT_MODEL, device=device)
 
+    spec_options: ClassVar[Mapping[str, type]] = {"device": str}
+
     @classmethod
     def from_spec(cls, value: str) -> DefaultEmbeddingFunction:
-        return cls()
+        _model, options = cls.parse_spec_options(value)
+        return cls(**options)
 
     @classmethod
     def spec_help(cls) -> str:
