@@ -29,15 +29,10 @@ _CHROMA_EF_MODULE = "chromadb.utils.embedding_functions"
 
 def _public_url(url: str) -> str:
     """The cache URL without its password (Chroma persists the config in plain text)."""
-    if url.startswith(("memory://", "diskcache://")):
-        return url
-    from sqlalchemy.engine import make_url
+    from .stores import redact_url
 
-    parsed = make_url(url)
-    if not parsed.password:
-        return url
-    # URL.set() treats password=None as "unchanged"; _replace really drops it.
-    return parsed._replace(password=None).render_as_string(hide_password=False)
+    # Dropped rather than masked: a rebuilt wrapper must not try "***" as the password.
+    return redact_url(url, drop=True)
 
 
 def _private_url(url: str) -> str:

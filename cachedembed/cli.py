@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -47,23 +47,94 @@ def main() -> None:
     """A persistent cache for embeddings: pay for each text once."""
 
 
-def _read_texts(path: str, field: str | None) -> list[str]:
-    stream = sys.stdin if path == "-" else open(path, encoding="utf-8")  # noqa: SIM115
+def count(n: int, singular: str, plural: str | None = None) -> str:
+    """``1 hit``, ``2 hits``, ``1,000 entries``: a number with its noun in the right number."""
+    return f"{n:,} {singular if n == 1 else plural or singular + 's'}"
+
+
+def _fail(message: str) -> click.ClickException:
+    """A user's mistake: one ``Error: ...`` line, exit status 1."""
+    return click.ClickException(message)
+
+
+def _input_lines(path: str) -> Iterator[tuple[int, str]]:
+    """(line number, line without its newline) of a UTF-8 file or stdin; one-line errors otherwise."""
+    try:
+        stream = sys.stdin.buffer if path == "-" else open(path, "rb")  # noqa: SIM115
+    except FileNotFoundError:
+        raise _fail(
+            f"no such file: {path} (give the path of a text or .jsonl file, or - for stdin)"
+        ) from None
+    except OSError as exc:
+        raise _fail(f"cannot read {path}: {exc.strerror or exc}") from None
     with stream:
-        if field is not None or path.endswith(".jsonl"):
-            key = field or "text"
-            texts = []
-            for n, line in enumerate(stream, 1):
-                if not line.strip():
-                    continue
+        for n, raw in enumerate(stream, 1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise _fail(
+                    f"{path}:{n}: not UTF-8 text (byte 0x{raw[exc.start]:02x}); "
+                    "convert the file, e.g. iconv -f latin1 -t utf-8"
+                ) from None
+            if n == 1:
+                line = line.removeprefix("\ufeff")  # a byte-order mark is not part of the text
+            yield n, line.rstrip("\n").rstrip("\r")
+
+
+def _read_texts(path: str, field: str | None) -> tuple[list[str], list[int]]:
+    """The texts of ``path`` and the numbers of the blank lines skipped.
+
+    Blank lines are skipped, never embedded (providers reject empty texts), and the
+    caller reports them: output rows follow the non-blank lines in order.
+    """
+    jsonl = field is not None or path.endswith(".jsonl")
+    key = field or "text"
+    texts: list[str] = []
+    blank: list[int] = []
+    for n, line in _input_lines(path):
+        if not line.strip():
+            blank.append(n)
+        elif not jsonl:
+            texts.append(line)
+        else:
+            try:
                 record = json.loads(line)
-                if not isinstance(record, dict) or not isinstance(record.get(key), str):
-                    raise click.UsageError(
-                        f"{path}:{n}: no string field {key!r} (choose one with --field)"
-                    )
-                texts.append(record[key])
-            return texts
-        return [line.rstrip("\n").rstrip("\r") for line in stream if line.strip()]
+            except ValueError as exc:
+                raise _fail(
+                    f"{path}:{n}: not valid JSON ({exc}); each line must be one JSON object"
+                ) from None
+            if not isinstance(record, dict) or not isinstance(record.get(key), str):
+                raise _fail(f"{path}:{n}: no string field {key!r} (choose one with --field)")
+            texts.append(record[key])
+    return texts, blank
+
+
+def _blank_note(blank: list[int]) -> str:
+    shown = ", ".join(map(str, blank[:10])) + (", ..." if len(blank) > 10 else "")
+    return (
+        f"skipped {count(len(blank), 'blank line')} ({'line' if len(blank) == 1 else 'lines'} "
+        f"{shown}): output rows follow the non-blank lines in order"
+    )
+
+
+def _check_out(out: str | None) -> None:
+    if out is not None and not out.endswith((".npy", ".jsonl")):
+        raise click.BadParameter(
+            f"{out!r} must end in .npy (a float32 matrix) or .jsonl (one JSON array per line)",
+            param_hint="--out",
+        )
+
+
+def _write_vectors(out: str, vectors: Any) -> None:
+    import numpy as np
+
+    if out.endswith(".jsonl"):
+        with open(out, "w", encoding="utf-8") as fh:
+            for vec in vectors:
+                fh.write(json.dumps(vec.tolist()) + "\n")
+    else:
+        with open(out, "wb") as fh:  # np.save(path) would append .npy to any other name
+            np.save(fh, vectors)
 
 
 @main.command()
@@ -93,6 +164,7 @@ def _read_texts(path: str, field: str | None) -> list[str]:
     "--batch-size",
     default=256,
     show_default=True,
+    type=click.IntRange(min=1),
     help="Texts per cache round trip (progress granularity).",
 )
 @click.option(
@@ -109,40 +181,46 @@ def embed(
     batch_size: int,
     progress: bool | None,
 ) -> None:
-    """Embed FILE (one text per line, or .jsonl) through the cache; print hits and misses."""
+    """Embed FILE (one text per line, or .jsonl) through the cache; print hits and misses.
+
+    Blank lines are skipped (and reported): the output's rows are the non-blank lines, in order.
+    """
     import numpy as np
     from tqdm import tqdm
 
     from .embedding_functions import from_spec
+    from .stores import default_url, normalize_url
     from .wrapper import Cached
 
-    texts = _read_texts(file, field)
+    # Everything a user can get wrong is checked before the cache is opened (or created).
+    _check_out(out)
+    url = normalize_url(cache_url or default_url())
+    texts, blank = _read_texts(file, field)
     if not texts:
-        raise click.UsageError(f"{file} contains no texts")
-    ef = Cached(from_spec(model), cache_url, store_text=store_text)
+        raise _fail(f"{file} contains no texts (only blank lines)" if blank else f"{file} is empty")
+    ef = from_spec(model)
+    ef.check_available()
+    cached = Cached(ef, url, store_text=store_text)
     role: Role = "query" if query else "document"
-    before = ef.stats()
-    parts = []
+    parts, hits, misses = [], 0, 0
     show = sys.stderr.isatty() if progress is None else progress
     with tqdm(total=len(texts), unit="text", disable=not show, file=sys.stderr) as bar:
         for start in range(0, len(texts), batch_size):
             chunk = texts[start : start + batch_size]
-            parts.append(ef.embed(chunk, role))
+            # This run's own counts: a shared cache's totals also move with other writers.
+            result = cached.embed_with_usage(chunk, role)
+            parts.append(result.vectors)
+            hits += result.usage.hits
+            misses += result.usage.misses
             bar.update(len(chunk))
     vectors = np.concatenate(parts)
-    after = ef.stats()
     if out:
-        if out.endswith(".jsonl"):
-            with open(out, "w", encoding="utf-8") as fh:
-                for vec in vectors:
-                    fh.write(json.dumps(vec.tolist()) + "\n")
-        else:
-            np.save(out, vectors)
-    hits = after["hits"] - before["hits"]
-    misses = after["misses"] - before["misses"]
+        _write_vectors(out, vectors)
+    if blank:
+        click.echo(_blank_note(blank), err=True)
     click.echo(
-        f"{len(texts)} texts, {vectors.shape[1]} dimensions: {hits} hits, {misses} misses"
-        + (f" -> {out}" if out else "")
+        f"{count(len(texts), 'text')}, {vectors.shape[1]} dimensions: "
+        f"{count(hits, 'hit')}, {count(misses, 'miss', 'misses')}" + (f" -> {out}" if out else "")
     )
 
 
@@ -201,7 +279,10 @@ def stats(
     from .stores.sqlite_reader import open_reader
 
     # A SQLite cache is read with sqlite3 alone: no SQLAlchemy start-up for a report.
-    data = report(open_reader(cache_url), since_day=_since(since), model=model, by_day=by == "day")
+    since_day = _since(since)  # validated before the cache is opened
+    data = report(
+        open_reader(cache_url, create=False), since_day=since_day, model=model, by_day=by == "day"
+    )
     if as_json:
         _echo_json(data)
     else:
@@ -219,7 +300,7 @@ def models(cache_url: str | None, model: str | None, as_json: bool) -> None:
     from .manage import format_size, list_models
     from .stores import open_store
 
-    store = open_store(cache_url)
+    store = open_store(cache_url, create=False)
     infos = list_models(store, model)
     if as_json:
         _echo_json([asdict(i) for i in infos])
@@ -328,11 +409,13 @@ def prune(
     verb = "would remove" if dry_run else "removed"
     for n in result.namespaces:
         click.echo(
-            f"{printable(n.model)} ({printable(n.role)}): {verb} {n.removed_entries:,} entries ({format_size(n.removed_bytes)}), "
-            f"{n.kept_entries:,} left ({format_size(n.kept_bytes)})"
+            f"{printable(n.model)} ({printable(n.role)}): {verb} "
+            f"{count(n.removed_entries, 'entry', 'entries')} "
+            f"({format_size(n.removed_bytes)}), {n.kept_entries:,} left ({format_size(n.kept_bytes)})"
         )
     click.echo(
-        f"total: {verb} {result.removed_entries:,} entries ({format_size(result.removed_bytes)}), "
+        f"total: {verb} {count(result.removed_entries, 'entry', 'entries')} "
+        f"({format_size(result.removed_bytes)}), "
         f"{format_size(result.kept_bytes)} left"
     )
 
@@ -346,12 +429,13 @@ def export(cache_url: str | None, file: str, model: str | None) -> None:
     from .exchange import export_cache
     from .stores import open_store
 
-    s = export_cache(open_store(cache_url), file, model=model)
+    s = export_cache(open_store(cache_url, create=False), file, model=model)
     click.echo(
-        f"exported {s.namespaces} namespaces, {s.entries:,} entries ({s.texts:,} with text), "
-        f"{s.stats} stats rows -> {file}"
+        f"exported {count(s.namespaces, 'namespace')}, {count(s.entries, 'entry', 'entries')} "
+        f"({s.texts:,} with text), {count(s.stats, 'stats row')} -> {file}"
         + (
-            f"; left out {s.damaged:,} damaged entries (see `cachedembed verify`)"
+            f"; left out {count(s.damaged, 'damaged entry', 'damaged entries')} "
+            "(see `cachedembed verify`)"
             if s.damaged
             else ""
         )
@@ -398,8 +482,9 @@ def import_(cache_url: str | None, file: str, stats_mode: str, require_text: boo
             _remove_cache(created)
         raise
     click.echo(
-        f"imported {s.namespaces} namespaces ({s.namespaces_created} new), {s.entries:,} entries "
-        f"({s.entries_added:,} added, {s.entries_present:,} already present), {s.stats} stats rows "
+        f"imported {count(s.namespaces, 'namespace')} ({s.namespaces_created} new), "
+        f"{count(s.entries, 'entry', 'entries')} ({s.entries_added:,} added, "
+        f"{s.entries_present:,} already present), {count(s.stats, 'stats row')} "
         f"({s.stats_added} added, {s.stats_skipped} skipped)"
     )
 
@@ -438,7 +523,8 @@ def verify(cache_url: str | None, model: str | None, fix: bool) -> None:
     from .manage import verify as run_verify
     from .stores import open_store
 
-    result = run_verify(open_store(cache_url), fix=fix, model=model)
+    # Verifying (or fixing) a cache that does not exist must not create one.
+    result = run_verify(open_store(cache_url, create=False), fix=fix, model=model)
     for bad in result.bad[:50]:
         click.echo(
             f"bad entry {bad.id} in {printable(bad.model)} ({bad.namespace[:8]}): {printable(bad.reason)}"
@@ -446,7 +532,7 @@ def verify(cache_url: str | None, model: str | None, fix: bool) -> None:
     if len(result.bad) > 50:
         click.echo(f"... and {len(result.bad) - 50} more")
     click.echo(
-        f"checked {result.checked:,} entries: {len(result.bad)} bad"
+        f"checked {count(result.checked, 'entry', 'entries')}: {len(result.bad)} bad"
         + (f", {result.removed} removed" if fix else "")
     )
     if result.bad and not fix:
@@ -463,7 +549,13 @@ def verify(cache_url: str | None, model: str | None, fix: bool) -> None:
     metavar="SPEC",
     help="The new model, as for `embed --model` (provider:model).",
 )
-@click.option("--batch-size", default=256, show_default=True, help="Texts per cache round trip.")
+@click.option(
+    "--batch-size",
+    default=256,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Texts per cache round trip.",
+)
 def reembed(cache_url: str | None, model: str | None, with_model: str, batch_size: int) -> None:
     """Embed the texts kept by `embed --store-text` (store_text=True) with another model."""
     from .embedding_functions import from_spec
@@ -474,8 +566,9 @@ def reembed(cache_url: str | None, model: str | None, with_model: str, batch_siz
         open_store(cache_url), from_spec(with_model), model=model, batch_size=batch_size
     )
     click.echo(
-        f"re-embedded {r.texts:,} texts from {r.namespaces} namespaces with {with_model}: "
-        f"{r.misses:,} embedded, {r.hits:,} already cached; {r.without_text:,} entries had no stored text"
+        f"re-embedded {count(r.texts, 'text')} from {count(r.namespaces, 'namespace')} with "
+        f"{with_model}: {r.misses:,} embedded, {r.hits:,} already cached; "
+        f"{count(r.without_text, 'entry', 'entries')} had no stored text"
     )
 
 
@@ -496,11 +589,11 @@ def migrate(cache_url: str | None) -> None:
 
 @main.command()
 def providers() -> None:
-    """List the providers --model accepts, with the options each takes."""
+    """List the providers --model accepts, with the options each takes (PROVIDER:MODEL?name=value&...)."""
     from .embedding_functions import providers as all_providers
 
     for _name, cls in sorted(all_providers().items()):
-        click.echo(f"{cls.spec_help()}")
+        click.echo(cls.spec_syntax())
 
 
 @main.command()

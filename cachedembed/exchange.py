@@ -36,7 +36,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, BinaryIO, Literal
 
 from ._printable import printable
 from .errors import InvalidInputError
@@ -132,6 +132,13 @@ def _lines(store: Store, model: str | None, summary: ExportSummary) -> Iterator[
     }
 
 
+def _private_file(path: Path) -> BinaryIO:
+    """``path`` opened for writing, readable by the user only (like the cache files it copies)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)  # a leftover file keeps its old mode through O_CREAT
+    return os.fdopen(fd, "wb")
+
+
 def export_cache(
     store: Store, path: str | os.PathLike[str], *, model: str | None = None
 ) -> ExportSummary:
@@ -147,7 +154,10 @@ def export_cache(
     tmp = target.with_name(target.name + ".partial")
     summary = ExportSummary()
     try:
-        with gzip.open(tmp, "wt", encoding="utf-8", compresslevel=1) as fh:
+        with (
+            _private_file(tmp) as raw,
+            gzip.open(raw, "wt", encoding="utf-8", compresslevel=1) as fh,
+        ):
             for record in _lines(store, model, summary):
                 fh.write(json.dumps(record, ensure_ascii=False, separators=(",", ":")))
                 fh.write("\n")

@@ -310,8 +310,9 @@ def reembed(
     queries). Texts already cached for ``ef`` are hits, so an interrupted run resumes for
     free; the new namespace keeps the texts too, so it can be re-embedded in turn.
     """
-    from .wrapper import Cached
+    from .wrapper import Cached, check_batch_size
 
+    check_batch_size(batch_size)
     target = Cached(ef, store, store_text=True)
     own = {target.spec(role).key for role in ("document", "query")}
     before = target.stats()

@@ -207,7 +207,7 @@ def _align(rows: list[list[str]], left: int, rule_before_last: bool) -> list[str
     out = []
     for n, row in enumerate(rows):
         if rule_before_last and n == len(rows) - 1:
-            out.append("  ".join("-" * w for w in widths))
+            out.append("  ".join("-" * w for w in widths).rstrip())
         out.append(
             "  ".join(
                 c.ljust(w) if i < left else c.rjust(w)
@@ -299,39 +299,52 @@ def _bar(spent: float, saved: float, scale: float) -> str:
     return "█" * a + "░" * b
 
 
+def _chart_basis(data: dict[str, Any]) -> tuple[str, str, str] | None:
+    """(spent key, saved key, unit) of the ``--by day`` chart, or ``None`` when every bar is empty.
+
+    Dollars when every model shown has a price and some were spent or saved, else tokens;
+    a model without a price has unknown dollars, which a bar cannot show.
+    """
+    days = data["days"]
+    if data["total"]["models_without_price"] == 0:
+        if max(d["dollars_spent"] + d["dollars_saved"] for d in days) > 0:
+            return "dollars_spent", "dollars_saved", "dollars"
+        unit = "tokens (no dollars were spent or saved)"
+    else:
+        unit = "tokens (some models have no price)"
+    if max(d["tokens_embedded"] + d["tokens_saved"] for d in days) > 0:
+        return "tokens_embedded", "tokens_saved", unit
+    return None
+
+
 def render_days(data: dict[str, Any]) -> str:
     """``cachedembed stats --by day``: one row per UTC day and a bar chart of spent vs saved.
 
-    The chart is in dollars when every model shown has a price, else in tokens (a model
-    without a price has unknown dollars, which a bar cannot show).
+    The chart is left out when it would show no bar at all (see :func:`_chart_basis`).
     """
     days = data["days"]
     if not days:
         return "\n".join([*_heading(data), "no usage recorded"])
-    in_dollars = data["total"]["models_without_price"] == 0
-    spent_key, saved_key = (
-        ("dollars_spent", "dollars_saved") if in_dollars else ("tokens_embedded", "tokens_saved")
-    )
-    scale = max(d[spent_key] + d[saved_key] for d in days)
-    rows = [["day", *_COLUMNS, ""]]
+    basis = _chart_basis(data)
+    chart_column = [""] if basis else []
+    rows = [["day", *_COLUMNS, *chart_column]]
+    scale = max(d[basis[0]] + d[basis[1]] for d in days) if basis else 0.0
     for d in days:
+        bar = [_bar(d[basis[0]], d[basis[1]], scale)] if basis else []
         rows.append(
             [
                 d["day"],
                 *_cells(d, _total_usd(d, "dollars_spent"), _total_usd(d, "dollars_saved")),
-                _bar(d[spent_key], d[saved_key], scale),
+                *bar,
             ]
         )
     t = data["total"]
     rows.append(
-        ["total", *_cells(t, _total_usd(t, "dollars_spent"), _total_usd(t, "dollars_saved")), ""]
-    )
-    unit = "dollars" if in_dollars else "tokens (some models have no price)"
-    return "\n".join(
         [
-            *_heading(data),
-            *_align(rows, 1, True),
-            f"chart: █ spent  ░ saved, in {unit}",
-            *_footnote(t),
+            "total",
+            *_cells(t, _total_usd(t, "dollars_spent"), _total_usd(t, "dollars_saved")),
+            *chart_column,
         ]
     )
+    legend = [f"chart: █ spent  ░ saved, in {basis[2]}"] if basis else []
+    return "\n".join([*_heading(data), *_align(rows, 1, True), *legend, *_footnote(t)])

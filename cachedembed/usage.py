@@ -24,6 +24,8 @@ def today() -> int:
 
 
 _EPOCH = datetime.date(1970, 1, 1)
+_FIRST_DAY = (datetime.date.min - _EPOCH).days
+"""The earliest day a date can name (0001-01-01)."""
 
 
 def day_iso(day: int) -> str:
@@ -44,7 +46,13 @@ def parse_days_ago(text: str, *, now: int | None = None) -> int:
     current = today() if now is None else now
     for suffix, scale in (("d", 1), ("w", 7)):
         if value.endswith(suffix) and value[:-1].isdigit():
-            return current - int(value[:-1]) * scale + 1
+            day = current - int(value[:-1]) * scale + 1
+            if day < _FIRST_DAY:
+                raise ValueError(
+                    f"{text!r} reaches back before the year 1: give at most "
+                    f"{current - _FIRST_DAY + 1}d, or leave the option out for all days"
+                )
+            return day
     try:
         return parse_day(value)
     except ValueError:

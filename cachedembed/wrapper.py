@@ -236,6 +236,7 @@ class Cached:
             )
         if isinstance(ef, Cached):
             raise ConfigurationError("ef is already Cached; wrap the inner function once")
+        check_batch_size(batch_size)
         self.ef = ef
         self.store: Store = cache if isinstance(cache, Store) else open_store(cache)
         self.namespace = namespace
@@ -725,6 +726,12 @@ class Cached:
 
     def __repr__(self) -> str:
         return f"Cached({self.ef!r}, cache={self.store.url!r})"
+
+
+def check_batch_size(batch_size: object) -> None:
+    """Refuse a batch size that is not a positive integer (0 would loop forever, -1 embed nothing)."""
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ConfigurationError(f"batch_size must be a positive integer, got {batch_size!r}")
 
 
 class _PlainFunction:

@@ -22,17 +22,23 @@ def test_embed_twice_then_stats_in_real_processes(tmp_path: Path) -> None:
     cache = f"sqlite:///{tmp_path / 'c.db'}"
     env = {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1"}
 
-    def cli(*args: str) -> str:
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [sys.executable, "-m", "cachedembed", *args],
             capture_output=True,
             text=True,
             env=env,
             check=True,
-        ).stdout
+        )
 
-    first = cli("embed", str(texts), "--cache", cache, "--out", str(tmp_path / "v.npy"))
-    assert first.strip() == f"4 texts, 384 dimensions: 1 hits, 3 misses -> {tmp_path / 'v.npy'}"
+    def cli(*args: str) -> str:
+        return run(*args).stdout
+
+    first = run("embed", str(texts), "--cache", cache, "--out", str(tmp_path / "v.npy"))
+    assert (
+        first.stdout.strip() == f"4 texts, 384 dimensions: 1 hit, 3 misses -> {tmp_path / 'v.npy'}"
+    )
+    assert "skipped 1 blank line (line 4)" in first.stderr
     second = cli("embed", str(texts), "--cache", cache)
     assert second.strip() == "4 texts, 384 dimensions: 4 hits, 0 misses"
     vectors = np.load(tmp_path / "v.npy")

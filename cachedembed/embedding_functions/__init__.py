@@ -69,6 +69,8 @@ def from_spec(spec: str) -> ProviderEmbeddingFunction:
     from ..errors import ConfigurationError
 
     provider, _, value = spec.partition(":")
+    if spec.startswith("default?"):  # the default's options follow its name: default?device=cuda
+        provider, value = "default", spec[len("default") :]
     if provider == "default" and not value:
         return __getattr__("DefaultEmbeddingFunction")()
     classes = providers()

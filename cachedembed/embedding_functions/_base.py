@@ -89,6 +89,10 @@ class ProviderEmbeddingFunction(ABC):
     def get_config(self) -> dict[str, Any]:
         """Constructor arguments as JSON, secrets excluded; ``cls(**config)`` rebuilds the function."""
 
+    def check_available(self) -> None:  # noqa: B027 - optional hook
+        """Raise :class:`~cachedembed.errors.ConfigurationError` now if this function surely
+        cannot work (a local model that is not on disk while offline); cheap, loads nothing."""
+
     def prepare(self) -> None:  # noqa: B027 - optional hook
         """Load what the first call needs (a local model), so it is not timed as provider time."""
 
@@ -111,15 +115,60 @@ class ProviderEmbeddingFunction(ABC):
     def name(cls) -> str:
         return f"cachedembed-{cls.provider}"
 
+    spec_options: ClassVar[Mapping[str, type]] = {}
+    """Constructor options a CLI spec may set after ``?`` (``MODEL?name=value&...``), by type."""
+
     @classmethod
     def from_spec(cls: type[T], value: str) -> T:
-        """Build from the part after ``provider:`` in a CLI ``--model`` spec (a model name by default)."""
-        return cls(model_name=value) if value else cls()  # type: ignore[call-arg]
+        """Build from the part after ``provider:`` in a CLI ``--model`` spec (a model name by
+        default, then the :attr:`spec_options` after ``?``)."""
+        model, options = cls.parse_spec_options(value)
+        return cls(**({"model_name": model} if model else {}), **options)
+
+    @classmethod
+    def parse_spec_options(cls, value: str) -> tuple[str, dict[str, Any]]:
+        """Split ``MODEL?name=value&...`` into the model and typed :attr:`spec_options`."""
+        from urllib.parse import parse_qsl
+
+        if not cls.spec_options:
+            return value, {}  # no options: a "?" belongs to the value (a server URL's query)
+        model, _, query = value.partition("?")
+        options: dict[str, Any] = {}
+        try:
+            pairs = parse_qsl(query, keep_blank_values=True, strict_parsing=bool(query))
+        except ValueError:
+            raise ConfigurationError(
+                f"{cls.provider}: cannot read the options {query!r}; write "
+                f"{cls.provider}:MODEL?name=value&name=value ({cls.options_help()})"
+            ) from None
+        for name, text in pairs:
+            kind = cls.spec_options.get(name)
+            if kind is None:
+                raise ConfigurationError(
+                    f"{cls.provider}: unknown option {name!r}; options: {cls.options_help()}"
+                )
+            options[name] = _typed_option(cls.provider, name, text, kind)
+        return model, options
+
+    @classmethod
+    def options_help(cls) -> str:
+        """``name=TYPE, ...`` of :attr:`spec_options`, as ``cachedembed providers`` shows them."""
+        kinds = {bool: "true|false", int: "INTEGER", str: "TEXT"}
+        return ", ".join(f"{name}={kinds[kind]}" for name, kind in sorted(cls.spec_options.items()))
 
     @classmethod
     def spec_help(cls) -> str:
         """One line for ``cachedembed providers``: the spec form and the options it takes."""
         return f"{cls.provider}:MODEL_NAME"
+
+    @classmethod
+    def spec_syntax(cls) -> str:
+        """:meth:`spec_help`, followed by how to pass each option when there are any."""
+        if not cls.spec_options:
+            return cls.spec_help()
+        head = cls.spec_help().split("  ", 1)[0]
+        example = head + "?" + cls.options_help().replace(", ", "&")
+        return f"{cls.spec_help()}\n    options: {example}"
 
     @classmethod
     def build_from_config(cls: type[T], config: Mapping[str, Any]) -> T:
@@ -149,6 +198,25 @@ class ProviderEmbeddingFunction(ABC):
 
 
 # -- helpers shared by the provider modules ------------------------------------------
+
+
+def _typed_option(provider: str, name: str, text: str, kind: type) -> Any:
+    """A spec option's text as ``kind``; a one-line error names the values it accepts."""
+    if kind is bool:
+        flag = text.lower()
+        if flag in ("true", "1", "yes", "on"):
+            return True
+        if flag in ("false", "0", "no", "off"):
+            return False
+        raise ConfigurationError(f"{provider}: option {name} must be true or false, got {text!r}")
+    if kind is int:
+        try:
+            return int(text)
+        except ValueError:
+            raise ConfigurationError(
+                f"{provider}: option {name} must be an integer, got {text!r}"
+            ) from None
+    return text
 
 
 def check_texts(input: Any) -> list[str]:
@@ -259,7 +327,7 @@ def api_key(
         if value:
             return value
     if required:
-        names = " or ".join(f"${v}" for v in env_vars)
+        names = " or ".join(f"${v}" for v in dict.fromkeys(env_vars))
         raise ConfigurationError(f"{provider}: no API key; pass api_key=... or set {names}")
     return None
 

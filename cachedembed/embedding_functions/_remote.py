@@ -76,15 +76,15 @@ class RemoteEmbeddingFunction(ProviderEmbeddingFunction):
 
         Reading it now but failing later lets a fully cached workload run without a key.
         """
-        self._api_key = api_key(explicit, [v for v in env_vars if v], self.provider, required=False)
-        self._key_vars = [v for v in env_vars if v]
+        # Each variable once: api_key_env_var often names a default already in the list.
+        self._key_vars = list(dict.fromkeys(v for v in env_vars if v))
+        self._api_key = api_key(explicit, self._key_vars, self.provider, required=False)
 
     def require_key(self) -> str:
         if not self._api_key:
             names = " or ".join(f"${v}" for v in self._key_vars)
-            raise ConfigurationError(
-                f"{self.provider}: no API key; pass api_key=... or set {names}"
-            )
+            remedy = f"pass api_key=... or set {names}" if names else "pass api_key=..."
+            raise ConfigurationError(f"{self.provider}: no API key; {remedy}")
         return self._api_key
 
     def retrying(self, call: Callable[[], R]) -> R:

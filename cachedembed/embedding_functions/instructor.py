@@ -9,7 +9,8 @@ instruction is part of the cache namespace, so changing it never returns stale v
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, ClassVar
 
 from ..keys import Role
 from .sentence_transformer import SentenceTransformerEmbeddingFunction
@@ -33,6 +34,11 @@ class InstructorEmbeddingFunction(SentenceTransformerEmbeddingFunction):
     """
 
     provider = "instructor"
+    spec_options: ClassVar[Mapping[str, type]] = {
+        "device": str,
+        "instruction": str,
+        "query_instruction": str,
+    }
 
     def __init__(
         self,
@@ -47,7 +53,7 @@ class InstructorEmbeddingFunction(SentenceTransformerEmbeddingFunction):
 
     @classmethod
     def spec_help(cls) -> str:
-        return "instructor:MODEL_NAME_OR_PATH  (e.g. hkunlp/instructor-base; local; options: instruction, query_instruction)"
+        return "instructor:MODEL_NAME_OR_PATH  (e.g. hkunlp/instructor-base; local)"
 
     def instruction_for(self, role: Role) -> str:
         if role == "query":

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Iterator, Sequence
-from typing import Any
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any, ClassVar
 
+from ..errors import ConfigurationError
 from ..keys import Role
 from ._base import EmbeddedBatch, ProviderEmbeddingFunction, as_matrix
 
@@ -54,9 +55,50 @@ def load_model(model_name: str, device: str | None = None) -> Any:
             from transformers.utils import logging as hf_logging
 
             hf_logging.disable_progress_bar()  # no weight-loading bars in the middle of CLI output
-            model = SentenceTransformer(path, device=device)
+            try:
+                model = SentenceTransformer(path, device=device)
+            except OSError as exc:  # not on disk and not downloadable (offline, unknown name)
+                raise _not_available(model_name, str(exc).strip().splitlines()[0]) from None
             _models[key] = model
     return model
+
+
+def _hub_offline() -> bool:
+    from huggingface_hub import constants
+
+    flag = os.environ.get("HF_HUB_OFFLINE", "")
+    return bool(constants.HF_HUB_OFFLINE) or flag.upper() in ("1", "ON", "YES", "TRUE")
+
+
+def _not_available(model_name: str, why: str) -> ConfigurationError:
+    return ConfigurationError(
+        f"cannot load sentence-transformers model {model_name!r}: {why} Remedy: download it "
+        "once with network access (unset HF_HUB_OFFLINE), or give the path of a local model folder"
+    )
+
+
+def check_model_available(model_name: str) -> None:
+    """Fail fast, before any cache is opened, when ``model_name`` cannot load offline.
+
+    Only an offline hub is certain: online, a model missing from disk is downloaded on first use.
+    """
+    path = resolve_model_path(model_name)
+    if os.path.isdir(path) or not _hub_offline():
+        return
+    from huggingface_hub import snapshot_download
+
+    # sentence-transformers also resolves a bare name under its own organisation.
+    candidates = [path] if "/" in path else [path, f"sentence-transformers/{path}"]
+    for repo in candidates:
+        try:
+            snapshot_download(repo, local_files_only=True)
+            return
+        except Exception:  # not cached (or not a valid repo id): try the next spelling
+            continue
+    raise _not_available(
+        model_name,
+        "it is not in the local Hugging Face cache and the hub is offline (HF_HUB_OFFLINE).",
+    )
 
 
 class SentenceTransformerEmbeddingFunction(ProviderEmbeddingFunction):
@@ -85,13 +127,18 @@ class SentenceTransformerEmbeddingFunction(ProviderEmbeddingFunction):
     def model(self) -> Any:
         return load_model(self.model_name, self.device)
 
+    spec_options: ClassVar[Mapping[str, type]] = {"device": str, "normalize_embeddings": bool}
+
     @classmethod
     def spec_help(cls) -> str:
-        return "sentence-transformers:MODEL_NAME_OR_PATH  (local; options: device, normalize_embeddings)"
+        return "sentence-transformers:MODEL_NAME_OR_PATH  (local)"
 
     def encode_kwargs(self, role: Role) -> dict[str, Any]:
         """Keyword arguments for ``SentenceTransformer.encode`` (subclasses add prompts)."""
         return dict(self.kwargs)
+
+    def check_available(self) -> None:
+        check_model_available(self.model_name)
 
     def prepare(self) -> None:
         self.model  # noqa: B018 - loading is the point: keep it out of measured provider time
@@ -144,9 +191,12 @@ class DefaultEmbeddingFunction(SentenceTransformerEmbeddingFunction):
     def __init__(self, device: str = "cpu") -> None:
         super().__init__(model_name=DEFAULT_MODEL, device=device)
 
+    spec_options: ClassVar[Mapping[str, type]] = {"device": str}
+
     @classmethod
     def from_spec(cls, value: str) -> DefaultEmbeddingFunction:
-        return cls()
+        _model, options = cls.parse_spec_options(value)
+        return cls(**options)
 
     @classmethod
     def spec_help(cls) -> str:

@@ -19,10 +19,12 @@ from __future__ import annotations
 import atexit
 import contextlib
 import os
+import re
 import threading
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ..errors import ConfigurationError, StoreError
 from .base import EntryBatch, Namespace, PendingStats, Row, Store
 
 if TYPE_CHECKING:
@@ -41,6 +43,7 @@ __all__ = [
     "close_all",
     "default_url",
     "open_store",
+    "redact_url",
 ]
 
 _lock = threading.Lock()
@@ -57,8 +60,50 @@ def default_url() -> str:
     return f"sqlite:///{Path(user_cache_dir('cachedembed')) / 'cache.db'}"
 
 
+_URL_FORMS = {
+    "sqlite": "sqlite:///{rest} (relative path) or sqlite:////{rest} (absolute path)",
+    "diskcache": "diskcache://{rest} (relative folder) or diskcache:///{rest} (absolute folder)",
+    "memory": "memory:// (or memory://NAME)",
+    "postgresql": "postgresql+psycopg://USER@HOST/DATABASE",
+    "mysql": "mysql+pymysql://USER@HOST/DATABASE",
+    "mariadb": "mysql+pymysql://USER@HOST/DATABASE",
+}
+_KNOWN = "sqlite:///path.db, diskcache:///dir, postgresql+psycopg://..., mysql+pymysql://... or memory://"
+_SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.-]+):(.*)", re.DOTALL)
+
+
+def check_url(url: str) -> None:
+    """Refuse a cache URL that cannot mean what its author meant, naming the spelling that works.
+
+    Raises :class:`~cachedembed.errors.ConfigurationError` before anything is created: a
+    missing ``//`` once made ``sqlite:/x.db`` a folder named ``sqlite:``. A string without a
+    scheme is a path to a SQLite file (one-letter schemes are Windows drive letters).
+    """
+    match = _SCHEME.fullmatch(url)
+    if match is None:
+        return
+    scheme, rest = match[1].lower(), match[2]
+    base = scheme.split("+", 1)[0]
+    if base == "postgres":
+        fixed = "postgresql+psycopg:" + rest
+        raise ConfigurationError(
+            f"cache URL scheme {match[1]!r} is not supported: write {redact_url(fixed)}"
+        )
+    form = _URL_FORMS.get(base)
+    if form is None:
+        raise ConfigurationError(f"unsupported cache URL scheme {match[1]!r}: use {_KNOWN}")
+    if not rest.startswith("//"):
+        example = form.format(rest=rest.lstrip("/") or "PATH")
+        raise ConfigurationError(
+            f"cache URL {match[1]}:{'...' if base in ('postgresql', 'mysql', 'mariadb') else rest} "
+            f"lacks the '//' after '{match[1]}:': write {example}"
+        )
+
+
 def normalize_url(url: str) -> str:
-    """Resolve relative paths so the same cache always has the same URL (and shared handle)."""
+    """Check ``url`` (:func:`check_url`) and resolve relative paths, so the same cache always
+    has the same URL (and shared handle)."""
+    check_url(url)
     if url.startswith("diskcache://"):
         return "diskcache://" + str(Path(url[len("diskcache://") :]).expanduser().resolve())
     if url.startswith("sqlite:///") and not url.startswith("sqlite:////"):
@@ -70,23 +115,79 @@ def normalize_url(url: str) -> str:
     return url
 
 
-def open_store(url: str | None = None, *, shared: bool = True) -> Store:
-    """Open (or reuse) the store for ``url``; ``None`` means :func:`default_url`."""
+PASSWORD_PARAMS = frozenset({"password", "passwd", "pwd", "sslpassword"})
+"""Query parameters of a database URL that hold a password (lower case)."""
+_MASK = "***"
+
+
+def redact_url(url: str, *, drop: bool = False) -> str:
+    """``url`` safe to print or persist: its password masked as ``***`` (removed with ``drop``).
+
+    A password may sit in the userinfo (``user:pw@host``) or in the query (``?password=pw``,
+    which SQLAlchemy hands to the driver); both are hidden. This is the one place cache URLs
+    are redacted: ``store.url``, errors, ``stats``, exports and Chroma's persisted config use it.
+    """
+    if url.startswith(("memory://", "diskcache://")):
+        return url
+    from sqlalchemy.engine import make_url
+
+    try:
+        parsed = make_url(url)
+    except Exception:  # unparsable: show no more than the scheme
+        return url.split(":", 1)[0] + "://" + _MASK
+    secret_keys = [k for k in parsed.query if k.lower() in PASSWORD_PARAMS]
+    if drop:
+        parsed = parsed.difference_update_query(secret_keys)._replace(password=None)
+        return parsed.render_as_string(hide_password=False)
+    parsed = parsed.update_query_dict(dict.fromkeys(secret_keys, _MASK))
+    quoted_mask = "%2A" * len(_MASK)
+    return parsed.render_as_string(hide_password=True).replace(quoted_mask, _MASK)
+
+
+def url_passwords(url: str) -> list[str]:
+    """Every password in ``url`` (userinfo and query), to scrub from driver error texts."""
+    from sqlalchemy.engine import make_url
+
+    try:
+        parsed = make_url(url)
+    except Exception:
+        return []
+    found = [parsed.password] if parsed.password else []
+    for key, value in parsed.query.items():
+        if key.lower() in PASSWORD_PARAMS:
+            found.extend([value] if isinstance(value, str) else value)
+    return [str(p) for p in found if p]
+
+
+def open_store(url: str | None = None, *, shared: bool = True, create: bool = True) -> Store:
+    """Open (or reuse) the store for ``url``; ``None`` means :func:`default_url`.
+
+    With ``create=False`` (read-only commands) a cache that does not exist yet is not
+    created: :class:`~cachedembed.errors.StoreError` says "no cache at ..." instead.
+    """
     url = normalize_url(url or default_url())
     if not shared:
-        return _create(url)
+        return _create(url, create)
     key = (url, os.getpid())
     store = _open.get(key)
     if store is None:
         with _lock:
             store = _open.get(key)
             if store is None:
-                store = _create(url)
+                store = _create(url, create)
                 _open[key] = store
     return store
 
 
-def _create(url: str) -> Store:
+def no_cache_error(where: str) -> StoreError:
+    """The error of a read-only command pointed at a cache that does not exist."""
+    return StoreError(
+        f"no cache at {where}: check --cache or $CACHEDEMBED_URL "
+        "(`cachedembed embed` or `import` creates one)"
+    )
+
+
+def _create(url: str, create: bool = True) -> Store:
     if url.startswith("memory://"):
         from .kv import MemoryStore
 
@@ -94,10 +195,13 @@ def _create(url: str) -> Store:
     if url.startswith("diskcache://"):
         from .kv import DiskCacheStore
 
-        return DiskCacheStore(url[len("diskcache://") :], url=url)
+        directory = url[len("diskcache://") :]
+        if not create and not (Path(directory) / "cache.db").is_file():
+            raise no_cache_error(directory)
+        return DiskCacheStore(directory, url=url)
     from .sql import SqlStore
 
-    return SqlStore(url)
+    return SqlStore(url, create=create)
 
 
 def close_all() -> None:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 import random
+import re
 import sqlite3
 import threading
 import time
@@ -33,7 +34,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 from sqlalchemy.pool import NullPool
 
-from ..errors import StoreError
+from ..errors import ConfigurationError, StoreError
 from ..keys import NamespaceSpec
 from ..usage import UsageDelta
 from . import _sqltext, migrate
@@ -200,24 +201,49 @@ class SqlStore(Store):
     _inherited: list[Any]
     """A forked parent's connections: never used, closed or garbage collected here."""
 
-    def __init__(self, url: str, *, upgrade: bool | None = True) -> None:
+    def __init__(self, url: str, *, upgrade: bool | None = True, create: bool = True) -> None:
         super().__init__()
-        sa_url = make_url(url)
-        self.url = sa_url.render_as_string(hide_password=True)
+        from . import PASSWORD_PARAMS, no_cache_error, redact_url, url_passwords
+
+        self.url = redact_url(url)
+        self._passwords = url_passwords(url)
+        try:
+            sa_url = make_url(url)
+        except (sa.exc.ArgumentError, ValueError) as exc:
+            raise ConfigurationError(
+                f"cannot parse the cache URL {self.url} ({self._scrub(str(exc))}): "
+                "write DIALECT+DRIVER://USER@HOST[:PORT]/DATABASE"
+            ) from None
         self._d = _Dialect(sa_url.get_backend_name())
+        self._create = create
         self._path: Path | None = None
         kwargs: dict[str, Any] = {"poolclass": NullPool}
         if self._d.sqlite:
             self._path = _sqlite_path(sa_url)
             if self._path is not None:
+                if not create and not self._path.is_file():
+                    raise no_cache_error(str(self._path))
                 _prepare_sqlite_file(self._path)
             kwargs["connect_args"] = {"timeout": 30, "check_same_thread": False}
         elif self._d.mysql:
             kwargs["connect_args"] = {"charset": "utf8mb4"}
+        # A ?password= goes to the driver as an argument, not in the engine's URL, whose
+        # repr (in logs, in tracebacks) masks only the userinfo password.
+        secret_params = {k: v for k, v in sa_url.query.items() if k.lower() in PASSWORD_PARAMS}
+        if secret_params:
+            sa_url = sa_url.difference_update_query(secret_params)
+            kwargs["connect_args"] = {**kwargs.get("connect_args", {}), **secret_params}
         try:
             self._engine = sa.create_engine(sa_url, **kwargs)
+        except (
+            ModuleNotFoundError
+        ) as exc:  # a dialect without a driver: postgresql:// needs psycopg2
+            raise StoreError(
+                f"cannot open cache {self.url}: {exc}; install that driver or name an installed one "
+                "(postgresql+psycopg://, mysql+pymysql://)"
+            ) from None
         except Exception as exc:  # unknown driver, bad URL
-            raise StoreError(f"cannot open cache {self.url}: {exc}") from None
+            raise StoreError(f"cannot open cache {self.url}: {self._scrub(str(exc))}") from None
         if self._d.sqlite:
             sa.event.listen(self._engine, "connect", _on_sqlite_connect)
 
@@ -225,7 +251,6 @@ class SqlStore(Store):
             def _begin(conn: sa.Connection) -> None:
                 conn.exec_driver_sql("BEGIN IMMEDIATE")
 
-        self._password = sa_url.password
         self._db_errors: tuple[type[BaseException], ...] = (
             self._engine.dialect.loaded_dbapi.Error,
         )
@@ -324,9 +349,7 @@ class SqlStore(Store):
             # Opening and migrating go through SQLAlchemy, which wraps the driver's error:
             # unwrap it so a damaged file gets the remedy below, not "(sqlite3.DatabaseError) ...".
             exc = exc.orig
-        text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        if self._password:
-            text = text.replace(self._password, "***")
+        text = self._scrub(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
         if (
             self._d.sqlite
             and isinstance(exc, sqlite3.DatabaseError)
@@ -338,6 +361,13 @@ class SqlStore(Store):
                 "`cachedembed export` can salvage a readable one first."
             )
         return StoreError(f"cache {self.url}: {text}")
+
+    def _scrub(self, text: str) -> str:
+        """``text`` with every password of this store's URL masked (drivers may echo them)."""
+        for password in self._passwords:
+            # Only where it stands alone: a password "p" must not turn "port" into "***ort".
+            text = re.sub(rf"(?<![A-Za-z0-9]){re.escape(password)}(?![A-Za-z0-9])", "***", text)
+        return text
 
     def _write(self, body: Callable[[Any], _T]) -> _T:
         """Run ``body(cursor)`` in one write transaction, replaying it while the server says so.
@@ -452,6 +482,10 @@ class SqlStore(Store):
                 conn.rollback()
         except Exception as exc:
             raise self._store_error(exc) from None
+        if revision is None and not self._create:
+            from . import no_cache_error
+
+            raise no_cache_error(f"{self.url} (the database has no cachedembed tables)")
         if revision != migrate.HEAD:
             if not upgrade:
                 raise StoreError(

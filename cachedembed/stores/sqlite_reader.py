@@ -43,13 +43,14 @@ class SqliteReader:
         self._conn.close()
 
 
-def open_reader(url: str | None) -> Any:
-    """A :class:`SqliteReader` for an existing SQLite cache at :data:`HEAD`, else ``open_store(url)``."""
+def open_reader(url: str | None, *, create: bool = True) -> Any:
+    """A :class:`SqliteReader` for an existing SQLite cache at :data:`HEAD`, else
+    ``open_store(url, create=create)``."""
     from . import default_url, normalize_url, open_store
 
     resolved = normalize_url(url or default_url())
     reader = _try_sqlite(resolved)
-    return reader if reader is not None else open_store(resolved)
+    return reader if reader is not None else open_store(resolved, create=create)
 
 
 def _try_sqlite(url: str) -> SqliteReader | None:
