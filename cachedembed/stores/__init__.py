@@ -8,6 +8,8 @@ URL                                             store
 ``mysql+pymysql://user@host/db``                :class:`SqlStore` on MySQL / MariaDB
 ``diskcache:///path/dir``                       :class:`DiskCacheStore`
 ``memory://`` (or ``memory://name``)            :class:`MemoryStore`, per process
+``redis://[:pw@]host[:port][/db][?prefix=app]``  :class:`RedisStore` (also ``rediss://`` for
+                                                TLS, ``valkey://``, ``?ttl=30d``)
 ==============================================  ==========================================
 
 :func:`open_store` shares one open store per URL and process, so building many wrappers
@@ -27,6 +29,7 @@ from .base import EntryBatch, Namespace, PendingStats, Row, Store
 
 if TYPE_CHECKING:
     from .kv import DiskCacheStore, MemoryStore
+    from .redis import RedisStore
     from .sql import SqlStore
 
 __all__ = [
@@ -35,6 +38,7 @@ __all__ = [
     "MemoryStore",
     "Namespace",
     "PendingStats",
+    "RedisStore",
     "Row",
     "SqlStore",
     "Store",
@@ -95,6 +99,10 @@ def _create(url: str) -> Store:
         from .kv import DiskCacheStore
 
         return DiskCacheStore(url[len("diskcache://") :], url=url)
+    if url.startswith(("redis://", "rediss://", "valkey://", "valkeys://")):
+        from .redis import RedisStore
+
+        return RedisStore(url)
     from .sql import SqlStore
 
     return SqlStore(url)
@@ -133,6 +141,10 @@ def __getattr__(name: str) -> object:
         from . import kv
 
         return getattr(kv, name)
+    if name == "RedisStore":
+        from .redis import RedisStore
+
+        return RedisStore
     if name == "SqlStore":
         from .sql import SqlStore
 
