@@ -173,12 +173,14 @@ class RedisStore(Store):
             yield
         except redis.exceptions.RedisError as exc:
             text = self._clean(exc)
-            if text.startswith(("MOVED", "ASK", "CLUSTERDOWN", "CROSSSLOT")):
+            if isinstance(
+                exc, redis.exceptions.ClusterError | redis.exceptions.AskError
+            ) or text.startswith(("MOVED", "ASK", "CLUSTERDOWN", "CROSSSLOT")):
                 raise StoreError(
                     f"cache {self.url} answered as a Redis Cluster ({text}); Redis Cluster is "
                     "not supported: use a standalone Redis or Valkey"
                 ) from None
-            if text.startswith("OOM"):
+            if isinstance(exc, redis.exceptions.OutOfMemoryError) or text.startswith("OOM"):
                 raise StoreError(
                     f"cache {self.url} is full ({text}). Remedy: raise maxmemory, set "
                     "maxmemory-policy to allkeys-lru (or volatile-lru with ?ttl=...), or run "
@@ -300,7 +302,12 @@ class RedisStore(Store):
                 for start in range(0, len(keys), _MGET_CHUNK):
                     pipe.mget(keys[start : start + _MGET_CHUNK])
                 values = [v for chunk in pipe.execute() for v in chunk]
-        return _rows(zip(ids, values))
+        try:
+            return _rows(zip(ids, values))
+        except struct.error:
+            # A value too short for a header (written under our prefix by something else):
+            # a miss, never an error or a vector.
+            return _rows((i, v) for i, v in zip(ids, values) if v is None or len(v) >= _HEADER.size)
 
     def put(self, ns_id: int, batch: EntryBatch, stats: PendingStats) -> None:
         n = len(batch)
@@ -369,8 +376,8 @@ class RedisStore(Store):
             with self._guard():
                 values = self._client.mget(keys)
             for key, value in zip(keys, values):
-                if value is None:
-                    continue  # expired or evicted since the scan saw it
+                if value is None or len(value) < _HEADER.size:
+                    continue  # expired or evicted since the scan saw it, or not an entry
                 _ns, entry = _unpack(int(key[len(head) :]), value)
                 batch.append(entry)
                 if len(batch) >= batch_size:
