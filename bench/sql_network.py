@@ -1,11 +1,11 @@
-"""Warm-hit throughput of a shared PostgreSQL (and MariaDB) cache over loopback, next to SQLite.
+"""Warm-hit throughput of a shared PostgreSQL, MariaDB or Redis cache over loopback, next to SQLite.
 
 A warm hit is the cache's whole job for a re-index: 20,000 already-cached 384-d texts
 in one call. On SQLite that is a local B-tree read; on a server it is one lookup
 statement and ~30 MB of vectors over a socket. Run standalone
 (``python bench/sql_network.py``, prints one JSON line) or call :func:`run` from the
 benchmark suite. Each server (PostgreSQL on 127.0.0.1:5432, MariaDB on :3306, as in
-the tests) gets a throwaway database, dropped afterwards.
+the tests; Redis on :6379) gets a throwaway database (Redis: key prefix), dropped afterwards.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 # The same throwaway-database helpers the shared-cache tests use.
-from tests.stores.servers import mariadb_database, postgres_database  # noqa: E402
+from tests.stores.servers import mariadb_database, postgres_database, redis_prefix  # noqa: E402
 
 N = 20_000
 DIM = 384
@@ -98,11 +98,12 @@ BACKENDS: dict[str, Callable[[], Any]] = {
     "sqlite": sqlite_database,
     "postgresql": postgres_database,
     "mariadb": mariadb_database,
+    "redis": redis_prefix,
 }
 
 
 def run(
-    n: int = N, backends: tuple[str, ...] = ("sqlite", "postgresql", "mariadb")
+    n: int = N, backends: tuple[str, ...] = ("sqlite", "postgresql", "mariadb", "redis")
 ) -> dict[str, Any]:
     """Warm-hit throughput per backend for ``n`` cached 384-d texts in one call."""
     corpus = texts(n)
@@ -113,6 +114,11 @@ def run(
     if "sqlite" in result and "postgresql" in result:
         result["postgresql_vs_sqlite"] = round(
             result["postgresql"]["warm_hit_texts_per_s"] / result["sqlite"]["warm_hit_texts_per_s"],
+            3,
+        )
+    if "redis" in result and "postgresql" in result:
+        result["redis_vs_postgresql"] = round(
+            result["redis"]["warm_hit_texts_per_s"] / result["postgresql"]["warm_hit_texts_per_s"],
             3,
         )
     return result

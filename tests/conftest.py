@@ -72,10 +72,16 @@ def fake_ef() -> FakeEF:
     return FakeEF()
 
 
-@pytest.fixture(params=["sqlite", "diskcache", "memory"])
-def cache_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """A fresh cache URL for each local backend."""
-    return {
+@pytest.fixture(params=["sqlite", "diskcache", "memory", "redis"])
+def cache_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A fresh cache URL for each local backend, and for Redis (a fresh key prefix)."""
+    if request.param == "redis":
+        from tests.stores.servers import redis_prefix
+
+        with redis_prefix() as url:
+            yield url
+        return
+    yield {
         "sqlite": f"sqlite:///{tmp_path / 'cache.db'}",
         "diskcache": f"diskcache://{tmp_path / 'diskcache'}",
         "memory": f"memory://{tmp_path.name}",
@@ -87,10 +93,16 @@ def sqlite_url(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'cache.db'}"
 
 
-@pytest.fixture(params=["sqlite", "diskcache"])
-def disk_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """A fresh cache URL for each on-disk local backend (management and accounting tests)."""
-    return {
+@pytest.fixture(params=["sqlite", "diskcache", "redis"])
+def disk_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A fresh cache URL for each persistent backend (management and accounting tests)."""
+    if request.param == "redis":
+        from tests.stores.servers import redis_prefix
+
+        with redis_prefix() as url:
+            yield url
+        return
+    yield {
         "sqlite": f"sqlite:///{tmp_path / 'cache.db'}",
         "diskcache": f"diskcache://{tmp_path / 'dc'}",
     }[request.param]

@@ -8,6 +8,8 @@ URL                                             store
 ``mysql+pymysql://user@host/db``                :class:`SqlStore` on MySQL / MariaDB
 ``diskcache:///path/dir``                       :class:`DiskCacheStore`
 ``memory://`` (or ``memory://name``)            :class:`MemoryStore`, per process
+``redis://[:pw@]host[:port][/db][?prefix=app]``  :class:`RedisStore` (also ``rediss://`` for
+                                                TLS, ``valkey://``, ``?ttl=30d``)
 ==============================================  ==========================================
 
 :func:`open_store` shares one open store per URL and process, so building many wrappers
@@ -29,6 +31,7 @@ from .base import EntryBatch, Namespace, PendingStats, Row, Store
 
 if TYPE_CHECKING:
     from .kv import DiskCacheStore, MemoryStore
+    from .redis import RedisStore
     from .sql import SqlStore
 
 __all__ = [
@@ -37,6 +40,7 @@ __all__ = [
     "MemoryStore",
     "Namespace",
     "PendingStats",
+    "RedisStore",
     "Row",
     "SqlStore",
     "Store",
@@ -67,8 +71,16 @@ _URL_FORMS = {
     "postgresql": "postgresql+psycopg://USER@HOST/DATABASE",
     "mysql": "mysql+pymysql://USER@HOST/DATABASE",
     "mariadb": "mysql+pymysql://USER@HOST/DATABASE",
+    "redis": "redis://HOST:6379/0",
+    "rediss": "rediss://HOST:6380/0",
+    "valkey": "valkey://HOST:6379/0",
+    "valkeys": "valkeys://HOST:6380/0",
 }
-_KNOWN = "sqlite:///path.db, diskcache:///dir, postgresql+psycopg://..., mysql+pymysql://... or memory://"
+REDIS_SCHEMES = ("redis://", "rediss://", "valkey://", "valkeys://")
+_KNOWN = (
+    "sqlite:///path.db, diskcache:///dir, postgresql+psycopg://..., mysql+pymysql://..., "
+    "redis://HOST/0 or memory://"
+)
 _SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.-]+):(.*)", re.DOTALL)
 
 
@@ -199,6 +211,11 @@ def _create(url: str, create: bool = True) -> Store:
         if not create and not (Path(directory) / "cache.db").is_file():
             raise no_cache_error(directory)
         return DiskCacheStore(directory, url=url)
+    if url.startswith(REDIS_SCHEMES):
+        from .redis import RedisStore
+
+        # An empty Redis database is an empty cache; there is no file to avoid creating.
+        return RedisStore(url)
     from .sql import SqlStore
 
     return SqlStore(url, create=create)
@@ -237,6 +254,10 @@ def __getattr__(name: str) -> object:
         from . import kv
 
         return getattr(kv, name)
+    if name == "RedisStore":
+        from .redis import RedisStore
+
+        return RedisStore
     if name == "SqlStore":
         from .sql import SqlStore
 

@@ -45,12 +45,19 @@ def test_forged_row_with_the_same_id_is_never_served(cache_url: str, forgery: st
         ns_id=other.id if forgery != "other-check" else None,
         check_delta=0 if forgery == "other-namespace" else 1,
     )
+    # Stores keyed by item id alone see the forged row at the victim's id; stores that keep
+    # namespaces apart in their keys (Redis) only see it there for a forged check.
+    state = wrapper._role("document")
+    (victim_id,), _ = wrapper._hasher("document").text_keys(["victim"])
+    shadowed = len(wrapper.store.get(state.ns.id, [victim_id])) == 1
+    assert shadowed or forgery != "other-check"
     want = fake_vector("victim", 8, "fake-1")
     for _ in range(2):  # the forged row stays in place but is never taken for a hit
         got = wrapper.embed(["victim", "bystander"])
         assert same_bits(got[0], want)
         assert same_bits(got[1], fake_vector("bystander", 8, "fake-1"))
-    assert ef.texts_embedded.count("victim") == 2
+    # A shadowing row is never overwritten, so the victim is embedded on every call.
+    assert ef.texts_embedded.count("victim") == (2 if shadowed else 1)
 
 
 def test_blake2b_namespaces_work_and_never_mix_with_xxh3(

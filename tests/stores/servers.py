@@ -1,18 +1,21 @@
-"""Throwaway databases on the PostgreSQL and MariaDB servers the shared-cache tests run against.
+"""Throwaway databases on the PostgreSQL, MariaDB and Redis servers the shared-cache tests run against.
 
-Each database gets a unique name and is dropped afterwards, so concurrent test runs never
-meet. A server that cannot be reached is an error, never a skip: CI has both running
-(``.ci/services`` starts them).
+Each database (on Redis: each key prefix) gets a unique name and is dropped afterwards, so
+concurrent test runs never meet. A server that cannot be reached is an error, never a
+skip: CI has all three running (``.ci/services`` starts them).
 """
 
 from __future__ import annotations
 
+import threading
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/test"
 MYSQL_HOST = {"host": "127.0.0.1", "port": 3306, "user": "root", "password": ""}
+REDIS = "redis://127.0.0.1:6379/0"
 
 
 def unique_name(prefix: str = "ce") -> str:
@@ -51,9 +54,124 @@ def mariadb_database() -> Iterator[str]:
         admin.close()
 
 
+def delete_redis_prefix(prefix: str, server: str = REDIS) -> None:
+    """Remove every key under ``prefix`` (SCAN + DEL: never FLUSHDB on a shared server)."""
+    import redis
+
+    client = redis.Redis.from_url(server, socket_connect_timeout=10)
+    try:
+        keys = list(client.scan_iter(match=f"{prefix}:*", count=1000))
+        for start in range(0, len(keys), 1000):
+            client.delete(*keys[start : start + 1000])
+    finally:
+        client.close()
+
+
+@contextmanager
+def redis_prefix(server: str = REDIS) -> Iterator[str]:
+    """A cache URL on ``server`` under a fresh key prefix, whose keys are deleted afterwards.
+
+    Shared stores are closed before the keys go: closing flushes buffered counters, which
+    would otherwise land after the cleanup.
+    """
+    from cachedembed.stores import close_all
+
+    prefix = unique_name("test")
+    try:
+        yield f"{server}?prefix={prefix}"
+    finally:
+        close_all()
+        delete_redis_prefix(prefix, server)
+
+
 @contextmanager
 def server_database(kind: str) -> Iterator[str]:
-    """``kind`` is ``"postgresql"`` or ``"mariadb"``."""
-    factory = {"postgresql": postgres_database, "mariadb": mariadb_database}[kind]
+    """``kind`` is ``"postgresql"``, ``"mariadb"`` or ``"redis"``."""
+    factory = {"postgresql": postgres_database, "mariadb": mariadb_database, "redis": redis_prefix}[
+        kind
+    ]
     with factory() as url:
         yield url
+
+
+def free_port() -> int:
+    """A free port below 55536, so a cluster node's bus port (port + 10000) exists too."""
+    import socket
+
+    while True:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = int(sock.getsockname()[1])
+        if port < 55536:
+            return port
+
+
+class OwnRedis:
+    """A redis-server of the test's own, on a free port, with no persistence.
+
+    Started in the foreground and declared ready when it logs so (no polling); stopped by
+    its own pid only. ``restart()`` starts a fresh, empty server on the same port: what
+    a production Redis without AOF looks like after a restart.
+    """
+
+    def __init__(self, directory: str, *args: str) -> None:
+        self.port = free_port()
+        self.directory = directory
+        self.args = args
+        self.process: Any = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        import subprocess
+
+        self.process = subprocess.Popen(
+            [
+                "redis-server",
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                self.directory,
+                *self.args,
+            ],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            if "Ready to accept connections" in line:
+                # Keep draining its log, so a full pipe never blocks the server.
+                threading.Thread(target=self.process.stdout.read, daemon=True).start()
+                return
+        raise RuntimeError(f"redis-server on port {self.port} did not start")
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait()
+            self.process = None
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+
+@contextmanager
+def own_redis(directory: str, *args: str) -> Iterator[OwnRedis]:
+    server = OwnRedis(directory, *args)
+    server.start()
+    try:
+        yield server
+    finally:
+        from cachedembed.stores import close_all
+
+        close_all()
+        server.stop()
