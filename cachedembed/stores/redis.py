@@ -25,9 +25,12 @@ from __future__ import annotations
 
 import re
 import struct
+import threading
 import time
+from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field
 from itertools import repeat
 from typing import Any
 
@@ -84,6 +87,24 @@ return 0
 _TOUCH_CHUNK = 5000
 
 
+@dataclass
+class _Undo:
+    """What a :meth:`RedisStore.bulk` wrote, so a failure can take exactly that back.
+
+    Redis has no rollback across round trips; an import is undone by compensation: entries
+    it added (``SET NX`` that took) are deleted, counters it added are subtracted, and
+    namespaces and dimensions it recorded are removed. Other clients may see the import
+    while it runs; after a failure the store holds what it held before.
+    """
+
+    entries: list[str] = field(default_factory=list)
+    counters: dict[str, dict[str, float]] = field(
+        default_factory=lambda: defaultdict(lambda: defaultdict(float))
+    )
+    namespaces: list[tuple[str, int]] = field(default_factory=list)
+    dimensions: list[int] = field(default_factory=list)
+
+
 def parse_ttl(text: str) -> int:
     """A TTL such as ``30d``, ``12h``, ``90m``, ``3600`` (seconds) or ``500ms``, in milliseconds."""
     match = _TTL_RE.fullmatch(text.strip().lower())
@@ -135,6 +156,7 @@ class RedisStore(Store):
         )
         self._client = self._connect(client_url)
         self._ns_by_id: dict[int, Namespace] = {}
+        self._bulk = threading.local()
         self._namespace_script = self._client.register_script(_NAMESPACE_SCRIPT)
 
     # -- connection ---------------------------------------------------------
@@ -219,7 +241,9 @@ class RedisStore(Store):
     # -- namespaces ---------------------------------------------------------
 
     def _get_or_create_namespace(self, spec: NamespaceSpec) -> Namespace:
+        undo = self._undo()
         with self._guard():
+            existed = undo is None or self._client.hexists(self._p + "namespaces", spec.key)
             ns_id = int(
                 self._namespace_script(
                     keys=[self._p + "namespaces", self._p + "next_ns", self._p + "ns_ids"],
@@ -232,6 +256,8 @@ class RedisStore(Store):
                 )
             )
             dim, created = self._client.hmget(self._ns_record(ns_id), "dim", "created")
+        if not existed and undo is not None:
+            undo.namespaces.append((spec.key, ns_id))
         ns = Namespace(
             id=ns_id,
             key=spec.key,
@@ -249,7 +275,10 @@ class RedisStore(Store):
 
     def _set_dimension(self, ns_id: int, dim: int) -> None:
         with self._guard():
-            self._client.hsetnx(self._ns_record(ns_id), "dim", dim)
+            recorded = self._client.hsetnx(self._ns_record(ns_id), "dim", dim)
+        undo = self._undo()
+        if recorded and undo is not None:
+            undo.dimensions.append(ns_id)
 
     def namespaces(self) -> list[Namespace]:
         import json
@@ -321,6 +350,8 @@ class RedisStore(Store):
         with self._guard():
             pipe = self._client.pipeline(transaction=True)
             self._register(pipe, ns_id)
+            first_set = len(pipe)
+            keys = self._entry_keys(ns_id, batch.ids)
             for key, check, tokens, flags, u, c, vec, text in zip(
                 self._entry_keys(ns_id, batch.ids),
                 batch.checks,
@@ -339,7 +370,11 @@ class RedisStore(Store):
                     px=px,
                 )
             self._merge(pipe, stats)
-            pipe.execute()
+            results = pipe.execute()
+        undo = self._undo()
+        if undo is not None:
+            taken = results[first_set : first_set + n]
+            undo.entries.extend(key for key, ok in zip(keys, taken) if ok)
 
     def flush_stats(self, stats: PendingStats) -> None:
         if stats.is_empty():
@@ -350,14 +385,19 @@ class RedisStore(Store):
             pipe.execute()
 
     def _merge(self, pipe: Any, stats: PendingStats) -> None:
+        undo = self._undo()
         for (ns_id, day), delta in stats.deltas.items():
             key = self._stats_key(ns_id, day)
             for name in _STATS_INT_FIELDS:
                 value = getattr(delta, name)
                 if value:
                     pipe.hincrby(key, name, value)
+                    if undo is not None:
+                        undo.counters[key][name] += value
             if delta.provider_seconds:
                 pipe.hincrbyfloat(key, "provider_seconds", delta.provider_seconds)
+                if undo is not None:
+                    undo.counters[key]["provider_seconds"] += delta.provider_seconds
             pipe.sadd(self._p + "stats", f"{ns_id}:{day}")
         for (ns_id, day), touched in stats.touches.items():
             keys = self._entry_keys(ns_id, sorted(set(touched)))
@@ -428,6 +468,58 @@ class RedisStore(Store):
             delta.provider_seconds = float(fields.get(b"provider_seconds", 0.0))
             out.append((ns, day, delta))
         return out
+
+    # -- all-or-nothing imports --------------------------------------------------
+
+    @contextmanager
+    def bulk(self) -> Iterator[None]:
+        if self._undo() is not None:  # reentrant: an inner bulk joins the outer one
+            yield
+            return
+        self._bulk.undo = undo = _Undo()
+        try:
+            yield
+        except BaseException:
+            self._bulk.undo = None
+            self._rollback(undo)
+            self._forget_namespaces()
+            raise
+        finally:
+            self._bulk.undo = None
+
+    def _undo(self) -> _Undo | None:
+        return getattr(self._bulk, "undo", None)
+
+    def _rollback(self, undo: _Undo) -> None:
+        """Take back what a failed :meth:`bulk` wrote (see :class:`_Undo`), in one transaction."""
+        with self._guard():
+            pipe = self._client.pipeline(transaction=True)
+            for start in range(0, len(undo.entries), _MGET_CHUNK):
+                pipe.delete(*undo.entries[start : start + _MGET_CHUNK])
+            for key, fields in undo.counters.items():
+                for name, value in fields.items():
+                    if name == "provider_seconds":
+                        pipe.hincrbyfloat(key, name, -value)
+                    else:
+                        pipe.hincrby(key, name, -int(value))
+            for ns_id in undo.dimensions:
+                pipe.hdel(self._ns_record(ns_id), "dim")
+            for ns_key, ns_id in undo.namespaces:
+                pipe.hdel(self._p + "namespaces", ns_key)
+                pipe.srem(self._p + "ns_ids", ns_id)
+                pipe.delete(self._ns_record(ns_id))
+            pipe.execute()
+            self._drop_emptied_counters(list(undo.counters))
+
+    def _drop_emptied_counters(self, keys: list[str]) -> None:
+        """Remove counter hashes a rollback brought back to all zeros (they did not exist)."""
+        pipe = self._client.pipeline(transaction=False)
+        for key in keys:
+            pipe.hvals(key)
+        for key, values in zip(keys, pipe.execute()):
+            if all(float(v) == 0 for v in values):
+                self._client.delete(key)
+                self._client.srem(self._p + "stats", key[len(self._p + "stats:") :])
 
     def close(self) -> None:
         with suppress(Exception):

@@ -57,6 +57,12 @@ def fresh_cache_url(backend: str, tmp_path: Path) -> Iterator[str]:
     if backend == "diskcache":
         yield f"diskcache://{tmp_path / 'dc'}"
         return
+    if backend == "redis":
+        from tests.stores.servers import redis_prefix
+
+        with redis_prefix() as url:
+            yield url
+        return
     name = f"rel_{uuid.uuid4().hex[:12]}"
     if backend == "postgresql":
         import psycopg

@@ -2,7 +2,7 @@
 
 Every bad file below is refused through the real CLI with ONE `Error:` line naming the
 file's line, exit code 1 and no traceback, and the target cache - SQLite, diskcache,
-PostgreSQL and MariaDB - holds exactly what it held before. The bad record is always
+PostgreSQL, MariaDB and Redis - holds exactly what it held before. The bad record is always
 the *last* entry or stats row of the file, after everything an importer writing as it
 reads would already have written.
 """
@@ -96,7 +96,7 @@ def export_file(tmp_path: Path) -> Path:
     return tmp_path / "good.jsonl.gz"
 
 
-@pytest.fixture(params=["sqlite", "diskcache", "postgresql", "mariadb"])
+@pytest.fixture(params=["sqlite", "diskcache", "postgresql", "mariadb", "redis"])
 def target(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """A cache on each backend already holding some entries and stats of its own."""
     with fresh_cache_url(request.param, tmp_path / "target") as url:
