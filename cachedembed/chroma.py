@@ -20,6 +20,7 @@ from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 from .errors import ConfigurationError
+from .redact import redact_urls
 
 if TYPE_CHECKING:
     from .wrapper import Cached
@@ -57,7 +58,8 @@ def wrapper_config(wrapper: Cached) -> dict[str, Any]:
     if callable(name) and callable(get_config):
         inner_name, inner_config = name(), get_config()
         if isinstance(inner_name, str) and isinstance(inner_config, Mapping):
-            inner = {"name": inner_name, "config": dict(inner_config)}
+            # URLs lose their credentials: Chroma persists this in plain text.
+            inner = {"name": inner_name, "config": redact_urls(dict(inner_config))}
     if inner is None:
         raise ConfigurationError(
             f"{type(ef).__name__} has no name()/get_config(), so Chroma cannot persist it; "
