@@ -584,7 +584,10 @@ class Cached:
             if len(mine):
                 self._embed_and_store(call, mine)
         except BaseException as exc:
-            store.flights.fail(_flight_keys(ns.id, uniq[mine]), exc)
+            # Only keys never resolved are still ours: a resolved key may already be
+            # claimed by a later caller, whose waiters must not get this exception.
+            unfinished = mine[~call.served_by_me[mine]]
+            store.flights.fail(_flight_keys(ns.id, uniq[unfinished]), exc)
             raise
         for p_index, fut in theirs:
             p = miss_pos[p_index]
