@@ -345,7 +345,14 @@ class Cached:
     def validate_config_update(
         self, old_config: Mapping[str, Any], new_config: Mapping[str, Any]
     ) -> None:
-        return None
+        """Chroma's check before ``collection.modify``: the wrapped function's own, then ours.
+
+        Raises ``ValueError`` for a change the wrapped function refuses, or one that would
+        move the collection to another cache namespace (its vectors and the new ones mixed).
+        """
+        from .chroma import check_config_update
+
+        check_config_update(self, old_config, new_config)
 
     # -- the cache ----------------------------------------------------------------
 
