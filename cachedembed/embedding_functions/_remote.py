@@ -18,7 +18,13 @@ from typing import Any, ClassVar, TypeVar
 
 import numpy as np
 
-from ..errors import ConfigurationError, InvalidInputError, ProviderError, ProviderResponseError
+from ..errors import (
+    CachedEmbedError,
+    ConfigurationError,
+    InvalidInputError,
+    ProviderError,
+    ProviderResponseError,
+)
 from ..keys import Role
 from ..redact import redact_text, redact_url, url_identity, url_secrets
 from ._base import EmbeddedBatch, ProviderEmbeddingFunction, api_key, as_matrix, batches
@@ -106,6 +112,12 @@ class RemoteEmbeddingFunction(ProviderEmbeddingFunction):
         except ProviderError as exc:
             secrets = self.secrets()
             clean = exc.redacted(lambda text: redact_text(text, secrets))
+        except CachedEmbedError:
+            raise  # ours, about the call itself: quotes no server text
+        except Exception as exc:
+            # An SDK's own error (a pydantic ValidationError quoting a response value...).
+            text = redact_text(f"{type(exc).__name__}: {exc}", self.secrets())
+            clean = ProviderError(self.provider, text)
         raise clean  # outside the except block: the unredacted original is not its context
 
     def get_config(self) -> dict[str, Any]:
