@@ -15,11 +15,14 @@ import importlib.machinery
 import importlib.util
 import os
 import sys
+import warnings
 from collections.abc import Mapping, Sequence
 from types import ModuleType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, get_args
 
 from .errors import ConfigurationError
+from .keys import Role
+from .redact import redact_urls
 
 if TYPE_CHECKING:
     from .wrapper import Cached
@@ -52,7 +55,8 @@ def wrapper_config(wrapper: Cached) -> dict[str, Any]:
     if callable(name) and callable(get_config):
         inner_name, inner_config = name(), get_config()
         if isinstance(inner_name, str) and isinstance(inner_config, Mapping):
-            inner = {"name": inner_name, "config": dict(inner_config)}
+            # URLs lose their credentials: Chroma persists this in plain text.
+            inner = {"name": inner_name, "config": redact_urls(dict(inner_config))}
     if inner is None:
         raise ConfigurationError(
             f"{type(ef).__name__} has no name()/get_config(), so Chroma cannot persist it; "
@@ -97,6 +101,67 @@ def wrapper_from_config(config: Mapping[str, Any]) -> Cached:
         normalize_unicode=config.get("normalize_unicode"),
         batch_size=config.get("batch_size", 256),
     )
+
+
+_KEYED_OPTIONS = ("namespace", "dtype", "hash", "normalize_unicode")
+"""Wrapper options that are part of the namespace key (with the wrapped function's identity)."""
+
+
+class _Configured:
+    """A foreign function seen only through its persisted name and config (for its identity)."""
+
+    def __init__(self, inner: Mapping[str, Any]) -> None:
+        self._name = inner.get("name")
+        self._config = inner.get("config") or {}
+
+    def name(self) -> Any:
+        return self._name
+
+    def get_config(self) -> Any:
+        return self._config
+
+
+def _inner_identity(inner: Mapping[str, Any], role: Role) -> dict[str, Any]:
+    """The identity the wrapped function of a persisted config has for ``role``."""
+    from .embedding_functions import registered
+    from .identity import foreign_identity
+
+    cls = registered(str(inner.get("name")))
+    if cls is not None:  # a shipped function: cheap to build (no request, key read lazily)
+        return cls.build_from_config(inner.get("config") or {}).cache_identity(role)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # an empty config is warned about at creation
+        return foreign_identity(_Configured(inner))
+
+
+def _changed(before: Mapping[str, Any], after: Mapping[str, Any]) -> list[str]:
+    flat_before = {**before.get("config", {}), **before}
+    flat_after = {**after.get("config", {}), **after}
+    keys = set(flat_before) | set(flat_after)
+    return sorted(k for k in keys if k != "config" and flat_before.get(k) != flat_after.get(k))
+
+
+def check_config_update(wrapper: Cached, old: Mapping[str, Any], new: Mapping[str, Any]) -> None:
+    """Refuse a ``collection.modify`` the wrapped function refuses, or that changes the namespace."""
+    old_inner, new_inner = old.get("inner") or {}, new.get("inner") or {}
+    own_check = getattr(wrapper.ef, "validate_config_update", None)
+    if callable(own_check) and old_inner.get("name") == new_inner.get("name"):
+        own_check(old_inner.get("config") or {}, new_inner.get("config") or {})
+    remedy = (
+        "it names the cache namespace, so the collection's vectors and the new ones would mix; "
+        "create a new collection for the new model or options"
+    )
+    for key in _KEYED_OPTIONS:
+        if old.get(key) != new.get(key):
+            raise ValueError(f"cannot change {key!r} of a cached embedding function: {remedy}")
+    if new.get("namespace") is not None:
+        return  # an explicit namespace, unchanged: it alone is the identity
+    for role in get_args(Role):
+        changed = _changed(_inner_identity(old_inner, role), _inner_identity(new_inner, role))
+        if changed:
+            raise ValueError(
+                f"cannot change {', '.join(map(repr, changed))} of the cached embedding function: {remedy}"
+            )
 
 
 def register() -> None:

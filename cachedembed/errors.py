@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 
 class CachedEmbedError(Exception):
     """Base class for every error cachedembed raises on purpose."""
@@ -40,6 +42,19 @@ class ProviderError(CachedEmbedError):
         self.message = message
         where = f"{provider} returned HTTP {status}" if status is not None else f"{provider} failed"
         super().__init__(f"{where}: {message}")
+
+    def redacted(self, redact: Callable[[str], str]) -> ProviderError:
+        """A copy of this error with ``redact`` applied to its text, detached from any chain.
+
+        The copy has no ``__cause__``/``__context__``: the original (whose text may quote a
+        credential) is not reachable from it. Raise it outside the ``except`` block that
+        caught the original, or Python links that one back as its context.
+        """
+        clean = type(self).__new__(type(self))
+        clean.__dict__.update(self.__dict__)
+        clean.message = redact(self.message)
+        clean.args = tuple(redact(str(a)) for a in self.args)
+        return clean
 
 
 class ProviderResponseError(ProviderError):

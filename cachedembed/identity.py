@@ -8,12 +8,12 @@ rest kept verbatim. A function with no usable ``name()`` needs ``namespace=``.
 
 from __future__ import annotations
 
-import re
 import warnings
 from collections.abc import Mapping
 from typing import Any
 
 from .errors import ConfigurationError
+from .redact import is_credential_name, is_secret_value, is_url, url_identity
 
 # Config keys of Chroma's built-in functions that never change the vectors.
 _CHROMA_NEUTRAL_KEYS: dict[str, frozenset[str]] = {
@@ -30,20 +30,24 @@ _CHROMA_NEUTRAL_KEYS: dict[str, frozenset[str]] = {
     "ollama": frozenset({"timeout"}),
 }
 
-_SECRET = re.compile(r"(api_?key|secret|token|password|passwd|authorization|credential)", re.I)
-_SECRET_ALLOWED = {"api_key_env_var", "max_tokens", "truncate_tokens"}
-
 
 def strip_secrets(config: Any) -> Any:
-    """Drop every key that looks like a secret (``api_key``, ``token``, ...), recursively."""
+    """``config`` without its credentials, recursively; every other key kept verbatim.
+
+    Drops keys that name a credential (:func:`~cachedembed.redact.is_credential_name`) and
+    secret-typed values, and reduces URLs to :func:`~cachedembed.redact.url_identity`.
+    Options such as ``tokenizer`` or ``max_input_tokens`` change the vectors and stay.
+    """
     if isinstance(config, Mapping):
         return {
             str(k): strip_secrets(v)
             for k, v in config.items()
-            if str(k) in _SECRET_ALLOWED or not _SECRET.search(str(k))
+            if not is_credential_name(str(k)) and not is_secret_value(v)
         }
     if isinstance(config, (list, tuple)):
-        return [strip_secrets(v) for v in config]
+        return [strip_secrets(v) for v in config if not is_secret_value(v)]
+    if is_url(config):
+        return url_identity(config)
     return config
 
 

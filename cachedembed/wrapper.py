@@ -346,7 +346,14 @@ class Cached:
     def validate_config_update(
         self, old_config: Mapping[str, Any], new_config: Mapping[str, Any]
     ) -> None:
-        return None
+        """Chroma's check before ``collection.modify``: the wrapped function's own, then ours.
+
+        Raises ``ValueError`` for a change the wrapped function refuses, or one that would
+        move the collection to another cache namespace (its vectors and the new ones mixed).
+        """
+        from .chroma import check_config_update
+
+        check_config_update(self, old_config, new_config)
 
     # -- the cache ----------------------------------------------------------------
 
@@ -585,7 +592,10 @@ class Cached:
             if len(mine):
                 self._embed_and_store(call, mine)
         except BaseException as exc:
-            store.flights.fail(_flight_keys(ns.id, uniq[mine]), exc)
+            # Only keys never resolved are still ours: a resolved key may already be
+            # claimed by a later caller, whose waiters must not get this exception.
+            unfinished = mine[~call.served_by_me[mine]]
+            store.flights.fail(_flight_keys(ns.id, uniq[unfinished]), exc)
             raise
         for p_index, fut in theirs:
             p = miss_pos[p_index]

@@ -15,6 +15,7 @@ from typing import Any
 from ..errors import ConfigurationError
 from ..identity import strip_secrets
 from ..keys import Role
+from ..redact import is_secret_value
 from ..stores import Store
 from ..wrapper import Cached, _ForeignEmbedder
 
@@ -115,14 +116,9 @@ def jsonable(value: Any) -> Any:
     if isinstance(value, enum.Enum):
         return jsonable(value.value)
     if isinstance(value, Mapping):
-        return {str(k): jsonable(v) for k, v in value.items() if not _is_secret(v)}
+        return {str(k): jsonable(v) for k, v in value.items() if not is_secret_value(v)}
     if isinstance(value, (list, tuple)):
-        return [jsonable(v) for v in value if not _is_secret(v)]
+        return [jsonable(v) for v in value if not is_secret_value(v)]
     if isinstance(value, (set, frozenset)):
         return sorted((jsonable(v) for v in value), key=repr)
     return f"<{type(value).__module__}.{type(value).__qualname__}>"
-
-
-def _is_secret(value: Any) -> bool:
-    # pydantic's SecretStr / SecretBytes, and anything shaped like them.
-    return callable(getattr(value, "get_secret_value", None))

@@ -16,19 +16,18 @@ import email.utils
 import json
 import logging
 import random
-import re
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
+from urllib.parse import urlsplit, urlunsplit
 
 from ..errors import ProviderError
+from ..redact import is_credential_header, redact_text, redact_url, url_secrets
 
 log = logging.getLogger("cachedembed.providers")
 
 R = TypeVar("R")
-
-_CREDENTIAL_HEADER = re.compile(r"auth|key|token|secret", re.I)
 
 RETRYABLE_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504, 520, 522, 524, 529})
 
@@ -185,12 +184,12 @@ class JsonHttpClient:
         self.retry = retry
         self._session = requests.Session()
         self._session.headers.update(headers or {})
-        # Credentials sent in headers, so an error body that echoes one can be scrubbed.
+        # Credentials sent in headers or the URL, so an error body that echoes one can be scrubbed.
         self._secrets = [
             value.split(" ", 1)[-1]
             for name, value in (headers or {}).items()
-            if value and _CREDENTIAL_HEADER.search(name)
-        ]
+            if value and is_credential_header(name)
+        ] + url_secrets(self.base_url)
 
     def request(self, method: str, path: str, body: Any = None) -> tuple[Any, Mapping[str, str]]:
         """Send one request (retried as the policy allows); return the decoded JSON and headers."""
@@ -205,17 +204,18 @@ class JsonHttpClient:
     def _once(self, method: str, path: str, body: Any) -> tuple[Any, Mapping[str, str]]:
         import requests
 
-        url = f"{self.base_url}{path}"
+        url = join_url(self.base_url, path)
+        shown = redact_url(url)
         try:
             response = self._session.request(method, url, json=body, timeout=self.timeout)
         except requests.Timeout:
             raise ProviderError(
-                self.provider, f"request to {url} timed out after {self.timeout}s", retryable=True
+                self.provider, f"request to {shown} timed out after {self.timeout}s", retryable=True
             ) from None
         except requests.ConnectionError as exc:
             reason = type(getattr(exc, "__context__", None) or exc).__name__
             raise ProviderError(
-                self.provider, f"connection to {url} failed ({reason})", retryable=True
+                self.provider, f"connection to {shown} failed ({reason})", retryable=True
             ) from None
         try:
             payload = response.json() if response.content else None
@@ -234,6 +234,10 @@ class JsonHttpClient:
         return payload, response.headers
 
     def _redact(self, text: str) -> str:
-        for secret in self._secrets:
-            text = text.replace(secret, "[redacted]")
-        return text
+        return redact_text(text, self._secrets)
+
+
+def join_url(base: str, path: str) -> str:
+    """``path`` appended to ``base``'s path, keeping ``base``'s query (which may carry a key)."""
+    parts = urlsplit(base)
+    return urlunsplit(parts._replace(path=parts.path.rstrip("/") + path))

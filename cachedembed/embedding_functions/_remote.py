@@ -13,18 +13,25 @@ from __future__ import annotations
 import base64
 from abc import abstractmethod
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from functools import partial
 from typing import Any, ClassVar, TypeVar
 
 import numpy as np
 
-from ..errors import ConfigurationError, InvalidInputError, ProviderError, ProviderResponseError
+from ..errors import (
+    CachedEmbedError,
+    ConfigurationError,
+    InvalidInputError,
+    ProviderError,
+    ProviderResponseError,
+)
 from ..keys import Role
+from ..redact import redact_text, redact_url, url_identity, url_secrets
 from ._base import EmbeddedBatch, ProviderEmbeddingFunction, api_key, as_matrix, batches
 from ._http import DEFAULT_RETRY, JsonHttpClient, RetryPolicy, with_retries
 
 R = TypeVar("R")
 
-REDACTED = "[redacted]"
 
 
 class RemoteEmbeddingFunction(ProviderEmbeddingFunction):
@@ -63,8 +70,9 @@ class RemoteEmbeddingFunction(ProviderEmbeddingFunction):
                 raise InvalidInputError(
                     f"{self.provider} rejects empty strings; input[{empty[0]}] is empty"
                 )
-        for start, chunk in batches(texts, self.batch_limit(), self.max_batch_tokens):
-            vectors, tokens = self.embed_chunk(list(chunk), role)
+        limit = self._scrubbed(self.batch_limit)
+        for start, chunk in batches(texts, limit, self.max_batch_tokens):
+            vectors, tokens = self._scrubbed(partial(self.embed_chunk, list(chunk), role))
             yield EmbeddedBatch(start, vectors, tokens)
 
     def batch_limit(self) -> int:
@@ -91,24 +99,30 @@ class RemoteEmbeddingFunction(ProviderEmbeddingFunction):
         """Run one request under the retry policy, with the API key scrubbed from any error."""
         return with_retries(self.provider, lambda: self._scrubbed(call), self.retry)
 
+    def secrets(self) -> list[str]:
+        """Every credential this function sends: the key and any inside the server URL."""
+        base = getattr(self, "base_url", None)
+        return [s for s in (self._api_key, *url_secrets(base if isinstance(base, str) else None)) if s]
+
     def _scrubbed(self, call: Callable[[], R]) -> R:
-        # Scrub before with_retries sees the error: it logs retryable messages at debug level.
+        # Scrub before with_retries sees the error (it logs retryable messages at debug
+        # level), and again on the way out (parse errors may quote what the server sent).
         try:
             return call()
         except ProviderError as exc:
-            key = self._api_key
-            if key and key in exc.message:
-                raise type(exc)(
-                    exc.provider,
-                    exc.message.replace(key, REDACTED),
-                    status=exc.status,
-                    retry_after=exc.retry_after,
-                    retryable=exc.retryable,
-                ) from None
-            raise
+            secrets = self.secrets()
+            clean = exc.redacted(lambda text: redact_text(text, secrets))
+        except CachedEmbedError:
+            raise  # ours, about the call itself: quotes no server text
+        except Exception as exc:
+            # An SDK's own error (a pydantic ValidationError quoting a response value...).
+            text = redact_text(f"{type(exc).__name__}: {exc}", self.secrets())
+            clean = ProviderError(self.provider, text)
+        raise clean  # outside the except block: the unredacted original is not its context
 
     def get_config(self) -> dict[str, Any]:
-        return {name: getattr(self, name) for name in self.config_keys}
+        """:attr:`config_keys` as attributes; URLs without their credentials (pass those again)."""
+        return {name: redact_config_url(getattr(self, name)) for name in self.config_keys}
 
     def identity_with(self, params: Mapping[str, Any], **extra: Any) -> dict[str, Any]:
         """``provider`` plus the output-changing ``params`` and ``extra``, ``None`` values dropped.
@@ -190,7 +204,9 @@ class JsonEmbeddingFunction(RemoteEmbeddingFunction):
     def cache_identity(self, role: Role) -> dict[str, Any]:
         base = self.base_url
         server = (
-            base if self.server_in_identity and base != self.default_base_url.rstrip("/") else None
+            url_identity(base)
+            if self.server_in_identity and base != self.default_base_url.rstrip("/")
+            else None
         )
         return self.identity_with(self.identity_params(role), api_base=server)
 
@@ -251,6 +267,11 @@ def usage_tokens(payload: Mapping[str, Any], *path: str) -> int | None:
             return None
         value = value.get(key)
     return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
+
+
+def redact_config_url(value: Any) -> Any:
+    """A config value as persisted: a URL without its credentials, anything else as is."""
+    return redact_url(value) if isinstance(value, str) else value
 
 
 def without_none(fields: Mapping[str, Any]) -> dict[str, Any]:

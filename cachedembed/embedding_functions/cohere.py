@@ -21,6 +21,7 @@ import numpy as np
 
 from ..errors import ConfigurationError, ProviderResponseError
 from ..keys import Role
+from ..redact import url_identity
 from ._base import as_matrix, check_positive
 from ._http import RetryPolicy, status_error, transport_error
 from ._remote import RemoteEmbeddingFunction, without_none
@@ -164,6 +165,6 @@ class CohereEmbeddingFunction(RemoteEmbeddingFunction):
         fields.pop("embedding_types", None)
         fields.pop("batching", None)
         base = self.base_url
-        return self.identity_with(fields, api_base=None if base == DEFAULT_BASE_URL else base)
+        return self.identity_with(fields, api_base=None if base == DEFAULT_BASE_URL else url_identity(base))
 
 

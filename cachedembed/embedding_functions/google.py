@@ -23,6 +23,7 @@ import numpy as np
 
 from ..errors import ConfigurationError, ProviderResponseError
 from ..keys import Role
+from ..redact import url_identity
 from ._base import as_matrix, check_positive
 from ._http import RetryPolicy, status_error, transport_error
 from ._remote import RemoteEmbeddingFunction
@@ -143,7 +144,7 @@ class GoogleGeminiEmbeddingFunction(RemoteEmbeddingFunction):
             raise mapped from None
 
     def cache_identity(self, role: Role) -> dict[str, Any]:
-        server = self.base_url if self.base_url and self.base_url != DEFAULT_BASE_URL else None
+        server = url_identity(self.base_url) if self.base_url and self.base_url != DEFAULT_BASE_URL else None
         return self.identity_with(
             {"model": self.model_name, "task_type": self.task(role), "dimension": self.dimension},
             vertexai=True if self.vertexai else None,

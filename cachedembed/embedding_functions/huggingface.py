@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any, ClassVar
+from urllib.parse import urlsplit, urlunsplit
 
 import numpy as np
 
@@ -221,6 +222,11 @@ class HuggingFaceEmbeddingServer(_FeatureExtraction):
 
 
 def server_root(url: str) -> str:
-    """``http://host:8080/embed`` (Chroma's form) or ``http://host:8080/`` -> ``http://host:8080``."""
-    root = url.rstrip("/")
-    return root[: -len("/embed")] if root.endswith("/embed") else root
+    """``http://host:8080/embed`` (Chroma's form) or ``http://host:8080/`` -> ``http://host:8080``.
+
+    A query (which may carry the server's key) is kept: requests go to the full URL.
+    """
+    parts = urlsplit(url)
+    path = parts.path.rstrip("/")
+    path = path[: -len("/embed")] if path.endswith("/embed") else path
+    return urlunsplit(parts._replace(path=path))

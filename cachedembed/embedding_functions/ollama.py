@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 import numpy as np
 
@@ -40,11 +40,13 @@ def host_url(value: str) -> str:
     if ":" in host:  # IPv6 literal
         host = f"[{host}]"
     port = parts.port or (443 if parts.scheme == "https" else 11434)
+    userinfo = parts.netloc.rpartition("@")[0]  # a proxy's credentials, kept for the request
     path = parts.path
     for legacy in ("/api/embeddings", "/api/embed"):
         if path.endswith(legacy):
             path = path[: -len(legacy)]
-    return f"{parts.scheme}://{host}:{port}{path}"
+    netloc = f"{userinfo}@{host}:{port}" if userinfo else f"{host}:{port}"
+    return urlunsplit((parts.scheme, netloc, path, parts.query, ""))
 
 
 class OllamaEmbeddingFunction(JsonEmbeddingFunction):

@@ -17,8 +17,8 @@ from typing import Any
 import numpy as np
 
 from ..errors import ConfigurationError, ProviderError
-from ..identity import strip_secrets
 from ..keys import Role
+from ..redact import is_credential_header, redact_url, url_identity
 from ._http import RETRYABLE_STATUS, RetryPolicy, error_message, parse_retry_after
 from ._remote import RemoteEmbeddingFunction, indexed_vectors
 
@@ -204,7 +204,7 @@ class OpenAIEmbeddingFunction(RemoteEmbeddingFunction):
             return self.identity_with(
                 {
                     "api": "azure",
-                    "endpoint": self.base_url,
+                    "endpoint": url_identity(str(self.base_url)),
                     "deployment": self.deployment_id,
                     "model": self.model_name,
                 },
@@ -213,7 +213,7 @@ class OpenAIEmbeddingFunction(RemoteEmbeddingFunction):
         base = self.base_url
         return self.identity_with(
             {"model": self.model_name, "dimensions": dims},
-            api_base=None if base == DEFAULT_BASE_URL else base,
+            api_base=None if base == DEFAULT_BASE_URL else url_identity(str(base)),
         )
 
     def get_config(self) -> dict[str, Any]:
@@ -221,11 +221,13 @@ class OpenAIEmbeddingFunction(RemoteEmbeddingFunction):
             "api_key_env_var": self.api_key_env_var,
             "model_name": self.model_name,
             "organization_id": self.organization_id,
-            "api_base": self.api_base,
+            "api_base": redact_url(self.api_base) if self.api_base else self.api_base,
             "api_type": self.api_type,
             "api_version": self.api_version,
             "deployment_id": self.deployment_id,
-            "default_headers": strip_secrets(self.default_headers)
+            "default_headers": {
+                k: v for k, v in self.default_headers.items() if not is_credential_header(k)
+            }
             if self.default_headers
             else self.default_headers,
             "dimensions": self.dimensions,

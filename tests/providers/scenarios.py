@@ -9,6 +9,7 @@ against it; provider-specific behaviour is tested in the module itself.
 
 from __future__ import annotations
 
+import base64
 import gzip
 import json
 import logging
@@ -126,7 +127,9 @@ class ProviderContract:
         assert same_bits(query, case.expected(["alpha"], "query"))
         stats = cached.stats()
         assert stats["tokens_embedded"] == self.tokens(TEXTS) + self.tokens(["alpha"])
-        assert stats["tokens_embedded_estimated"] == (0 if self.reports_tokens else stats["tokens_embedded"])
+        assert stats["tokens_embedded_estimated"] == (
+            0 if self.reports_tokens else stats["tokens_embedded"]
+        )
         assert stats["misses"] == len(TEXTS) + 1 and stats["hits"] == len(TEXTS)
         assert stats["tokens_saved"] == self.tokens(TEXTS)
         assert stats["provider_calls"] == case.requests
@@ -238,7 +241,73 @@ class ProviderContract:
         assert cached.stats()["tokens_embedded"] == self.tokens(TEXTS[:4])
 
 
-class KeyedProviderContract(ProviderContract):
+def _key_encodings(key: str) -> dict[str, str]:
+    raw = key.encode()
+    return {
+        "verbatim": key,
+        "upper case": key.upper(),
+        "lower case": key.lower(),
+        "base64": base64.b64encode(raw).decode(),
+        "url-safe base64 inside other data": base64.urlsafe_b64encode(
+            b"user:" + raw + b"!"
+        ).decode(),
+    }
+
+
+def _with_key_in_vectors(body: Any, key: str) -> bool:
+    """Put ``key`` where the first vector value (or base64 vector) is; True once done."""
+    items = body.values() if isinstance(body, dict) else body if isinstance(body, list) else []
+    if isinstance(body, list) and body and all(isinstance(x, float) for x in body):
+        body[0] = key
+        return True
+    for value in list(items):
+        if isinstance(body, dict) and value is body.get("embedding") and isinstance(value, str):
+            body["embedding"] = key
+            return True
+        if _with_key_in_vectors(value, key):
+            return True
+    return False
+
+
+def _chain(exc: BaseException | None) -> Iterator[BaseException]:
+    while exc is not None:
+        yield exc
+        exc = exc.__cause__ or exc.__context__
+
+
+class EchoedKeyContract:
+    """A key the server echoes back, in its error text or inside vectors, in any case or as
+    base64, never appears in an exception's text nor in any exception chained to it."""
+
+    @pytest.mark.parametrize("encoding", list(_key_encodings("k")))
+    def test_a_key_echoed_in_an_error_never_reaches_the_exception(
+        self, case: Case, encoding: str
+    ) -> None:
+        echoed = _key_encodings(case.fake.key)[encoding]
+        case.server.fail_next(error(case, 401, f"Incorrect API key provided: {echoed}"))
+        with pytest.raises(ProviderError) as info:
+            case.make()(["a text"])
+        for exc in _chain(info.value):
+            assert echoed not in str(exc) + repr(exc) and case.fake.key not in str(exc)
+        assert "[redacted]" in str(info.value)
+
+    def test_a_key_echoed_inside_the_vectors_never_reaches_the_exception(self, case: Case) -> None:
+        original = case.server.handler
+        key = case.fake.key
+
+        def echo_in_vectors(request: Any) -> Reply:
+            reply = original(request)
+            assert _with_key_in_vectors(reply.body, key)
+            return reply
+
+        case.server.handler = echo_in_vectors
+        with pytest.raises(ProviderError) as info:
+            case.make()(["a text"])
+        for exc in _chain(info.value):
+            assert key not in str(exc) + repr(exc)
+
+
+class KeyedProviderContract(ProviderContract, EchoedKeyContract):
     """The contract plus key hygiene, for providers that take an API key."""
 
     def test_api_key_never_leaks(

@@ -23,6 +23,7 @@ import pytest
 
 from cachedembed import Cached, ProviderError
 from cachedembed.stores import open_store
+from cachedembed.wrapper import _flight_keys
 from tests.conftest import FakeEF, fake_vector
 from tests.reliability._helpers import (
     PYTHON,
@@ -184,3 +185,63 @@ def test_forked_workers_do_not_commit_the_parents_buffered_counters(
     assert child.exitcode == 0
     total = stats_total(wrapper.store)  # the parent flushes its own buffer
     assert (total.hits, total.misses, total.calls) == (3, 3, 3)
+
+
+class FailsOnText(FakeEF):
+    """A call with ``failing`` blocks until released, then fails (once); other calls embed."""
+
+    def __init__(self, failing: str) -> None:
+        super().__init__()
+        self.failing = failing
+        self.entered = threading.Event()
+        self.release = threading.Event()
+        self.failed = False
+
+    def __call__(self, input: list[str]) -> list[np.ndarray]:
+        if self.failing in input and not self.failed:
+            self.failed = True
+            self.entered.set()
+            assert self.release.wait(10)
+            raise ProviderError("gated", "the owner's own failure", status=500)
+        return super().__call__(input)
+
+
+def test_a_failed_owner_fails_only_the_texts_it_never_finished(sqlite_url: str) -> None:
+    """Texts an owner already stored and handed over are no longer its to fail.
+
+    Once ``done`` is resolved, a later caller may claim it (it looked the text up before
+    the owner stored it); when the owner then fails on another text, that later claim
+    and its waiters are untouched, and ``done`` is never owned by two callers at once.
+    """
+    ef = FailsOnText("fails")
+    wrapper = Cached(ef, sqlite_url, batch_size=1)
+    failure: list[BaseException] = []
+
+    def owner() -> None:
+        try:
+            wrapper.embed(["done", "fails"])
+        except ProviderError as exc:
+            failure.append(exc)
+
+    thread = threading.Thread(target=owner)
+    thread.start()
+    assert ef.entered.wait(10)  # "done" is stored and resolved; the owner is stuck on "fails"
+    flights = wrapper.store.flights
+    ns_id = wrapper._role("document").ns.id
+    done_key = _flight_keys(ns_id, np.array(wrapper._hasher("document").text_keys(["done"])[0]))
+    later_owned, _ = flights.claim(done_key)
+    _, waiting = flights.claim(done_key)
+    assert later_owned == [0] and len(waiting) == 1
+
+    ef.release.set()
+    thread.join(10)
+    assert not thread.is_alive() and "the owner's own failure" in str(failure[0])
+    assert not waiting[0][1].done()  # the later claimant's waiter did not get that failure
+    assert flights.claim(done_key)[0] == []  # "done" is still claimed once, not free to claim again
+    flights.resolve(done_key, lambda i: "the later claimant's value")
+    assert waiting[0][1].result(timeout=1) == "the later claimant's value"
+    # "fails" was released: the next call embeds it (and "done" is a hit).
+    assert same_bits(
+        wrapper.embed(["done", "fails"]),
+        np.array([fake_vector(t, 8, "fake-1") for t in ("done", "fails")]),
+    )
