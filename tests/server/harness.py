@@ -24,6 +24,7 @@ from starlette.types import ASGIApp
 
 from cachedembed.embedding_functions import EmbeddedBatch, ProviderEmbeddingFunction
 from cachedembed.keys import Role
+from cachedembed.server.protocol import Limits, uvicorn_config
 
 
 def scripted_vector(text: str, model: str, dim: int) -> np.ndarray:
@@ -87,12 +88,14 @@ class ScriptedProvider(ProviderEmbeddingFunction):
 
 
 @contextmanager
-def serving(app: ASGIApp) -> Iterator[str]:
-    """Run ``app`` with uvicorn on 127.0.0.1 (an ephemeral port) in a thread; yield its base URL."""
+def serving(app: ASGIApp, limits: Limits | None = None) -> Iterator[str]:
+    """Run ``app`` as ``cachedembed serve`` does (uvicorn, the server's connection limits) on
+    127.0.0.1 (an ephemeral port) in a thread; yield its base URL."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
+    config = uvicorn_config(app, limits or Limits(), log_level="warning", access_log=False)
+    server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + 20

@@ -118,7 +118,8 @@ def test_serve_runs_a_real_server_process(tmp_path: Path) -> None:
         assert got == scripted_vector("hi", "m1", 8).tolist()
         assert len(sdk.embeddings.create(model="m2@4", input="hi").data[0].embedding) == 4
         sdk.embeddings.create(model="mine", input="hi")  # a hit, buffered in the server
-        assert requests.get(f"{url}/healthz").status_code == 401
+        assert requests.get(f"{url}/v1/models").status_code == 401
+        assert requests.get(f"{url}/healthz").ok  # the probe needs no key
     finally:
         proc.terminate()
         proc.wait(timeout=15)
