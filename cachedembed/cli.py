@@ -636,13 +636,57 @@ def providers() -> None:
     type=click.IntRange(min=1),
     help="Largest request body (413 beyond).",
 )
+@click.option(
+    "--max-body-memory",
+    default=256 * 1024 * 1024,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Most bytes of request bodies held at once across all requests; uploads beyond it wait.",
+)
+@click.option(
+    "--max-connections",
+    default=512,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Most open connections; a new one evicts the oldest idle or slow one.",
+)
+@click.option(
+    "--header-timeout",
+    default=10.0,
+    show_default=True,
+    type=click.FloatRange(min=0, min_open=True),
+    help="Seconds a request head may take from its first byte (then the connection is closed).",
+)
+@click.option(
+    "--body-timeout",
+    default=60.0,
+    show_default=True,
+    type=click.FloatRange(min=0, min_open=True),
+    help="Seconds a request body may take after its head (then 408).",
+)
+@click.option(
+    "--keep-alive-timeout",
+    default=5.0,
+    show_default=True,
+    type=click.FloatRange(min=0, min_open=True),
+    help="Seconds a connection may stay idle before (and between) requests.",
+)
 def serve(
-    models: tuple[str, ...], cache_url: str | None, api_key: str | None, **options: Any
+    models: tuple[str, ...],
+    cache_url: str | None,
+    api_key: str | None,
+    max_connections: int,
+    header_timeout: float,
+    body_timeout: float,
+    keep_alive_timeout: float,
+    **options: Any,
 ) -> None:
     """Serve the OpenAI embeddings API and TEI /embed in front of cached providers."""
+    from .server.protocol import Limits
     from .server.serve import run
 
-    run(list(models), cache_url, api_key=api_key or None, **options)
+    limits = Limits(header_timeout, body_timeout, keep_alive_timeout, max_connections)
+    run(list(models), cache_url, api_key=api_key or None, limits=limits, **options)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -28,7 +28,14 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..wrapper import Embedded
 from . import errors
-from .bodies import decode_json, parse_embed, parse_embeddings, read_body
+from .bodies import (
+    BodyBudget,
+    decode_json,
+    parse_embed,
+    parse_embeddings,
+    read_body,
+    reservation,
+)
 from .errors import APIError
 from .metrics import CONTENT_TYPE, Metrics
 from .openapi import OPENAPI
@@ -39,9 +46,13 @@ log = logging.getLogger("cachedembed.server")
 DEFAULT_MAX_INPUTS = 2048
 """OpenAI's own per-request limit."""
 DEFAULT_MAX_BODY_BYTES = 16 * 1024 * 1024
+DEFAULT_MAX_BODY_MEMORY = 256 * 1024 * 1024
+"""Bytes of request bodies held at once across all requests (16 bodies of the largest size)."""
 
 _JSON = "application/json"
-_TEI_PATHS = frozenset({"/embed", "/info"})
+_TEI_PATHS = frozenset({"/", "/embed", "/info", "/health"})
+_OPEN_PATHS = frozenset({"/healthz", "/health"})
+"""Answered without the API key: load balancers and orchestrators probe them without one."""
 
 
 class _Json(Response):
@@ -61,10 +72,13 @@ def _error_response(error: APIError, path: str) -> Response:
 class Server:
     """The state the endpoints share: routes to upstreams, limits, metrics, the one store."""
 
-    def __init__(self, upstreams: list[Upstream], max_inputs: int, max_body_bytes: int) -> None:
+    def __init__(
+        self, upstreams: list[Upstream], max_inputs: int, max_body_bytes: int, max_body_memory: int
+    ) -> None:
         self.router = Router(upstreams)
         self.max_inputs = max_inputs
         self.max_body_bytes = max_body_bytes
+        self.body_budget = BodyBudget(max(max_body_memory, max_body_bytes))
         self.metrics = Metrics()
         self.store = upstreams[0].cached.store
 
@@ -93,8 +107,8 @@ class Server:
             raise _dimension_mismatch(upstream.id, dimensions, [result.vectors.shape[1]])
         return result
 
-    def openai_embeddings(self, raw: bytes) -> bytes:
-        req = parse_embeddings(decode_json(raw), self.max_inputs)
+    def openai_embeddings(self, raw: bytes | bytearray) -> bytes:
+        req = parse_embeddings(decode_json(raw, self.max_inputs), self.max_inputs)
         upstream = self.pick(req.model, req.dimensions)
         result = self.embed(upstream, req.texts, req.dimensions)
         if req.encoding_format == "base64":
@@ -118,9 +132,9 @@ class Server:
             separators=(",", ":"),
         ).encode()
 
-    def tei_embed(self, raw: bytes) -> tuple[bytes, int]:
+    def tei_embed(self, raw: bytes | bytearray) -> tuple[bytes, int]:
         """The vectors as TEI answers them, and the tokens they cost (TEI's ``x-compute-tokens``)."""
-        req = parse_embed(decode_json(raw), self.max_inputs)
+        req = parse_embed(decode_json(raw, self.max_inputs), self.max_inputs)
         texts, normalize, dimensions = req.texts, req.normalize, req.dimensions
         upstream = self.router.default
         if dimensions is not None and upstream.dimension() not in (None, dimensions):
@@ -202,17 +216,20 @@ def _endpoint(server: Server, fn: Callable[[Server, Request], Awaitable[Response
 
 
 # Only reading the body happens on the event loop; decoding it (up to --max-body-bytes of
-# JSON), embedding and encoding the answer run in the thread pool.
+# JSON), embedding and encoding the answer run in the thread pool. The body, and what is
+# decoded from it, stay within the server's body budget (--max-body-memory) until then.
 
 
 async def _embeddings(server: Server, request: Request) -> Response:
-    raw = await read_body(request, server.max_body_bytes)
-    return _Json(await run_in_threadpool(server.openai_embeddings, raw))
+    async with server.body_budget.reserve(reservation(request, server.max_body_bytes)):
+        raw = await read_body(request, server.max_body_bytes)
+        return _Json(await run_in_threadpool(server.openai_embeddings, raw))
 
 
 async def _embed(server: Server, request: Request) -> Response:
-    raw = await read_body(request, server.max_body_bytes)
-    body, tokens = await run_in_threadpool(server.tei_embed, raw)
+    async with server.body_budget.reserve(reservation(request, server.max_body_bytes)):
+        raw = await read_body(request, server.max_body_bytes)
+        body, tokens = await run_in_threadpool(server.tei_embed, raw)
     return _Json(body, headers={"x-compute-tokens": str(tokens)})
 
 
@@ -235,6 +252,10 @@ async def _model(server: Server, request: Request) -> Response:
 
 async def _healthz(server: Server, request: Request) -> Response:
     return JSONResponse({"status": "ok", "models": server.router.ids()})
+
+
+async def _health(server: Server, request: Request) -> Response:
+    return Response(status_code=200)  # TEI's /health: an empty 200 once the model is ready
 
 
 async def _stats(server: Server, request: Request) -> Response:
@@ -275,7 +296,11 @@ class _Guard:
             await send(message)
 
         try:
-            if self.expected is not None and not self._authorized(scope):
+            if (
+                path not in _OPEN_PATHS
+                and self.expected is not None
+                and not self._authorized(scope)
+            ):
                 response = _error_response(errors.unauthorized(), path)
                 response.headers["WWW-Authenticate"] = "Bearer"
                 await response(scope, receive, counting_send)
@@ -300,20 +325,25 @@ def create_app(
     api_key: str | None = None,
     max_inputs: int = DEFAULT_MAX_INPUTS,
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    max_body_memory: int = DEFAULT_MAX_BODY_MEMORY,
 ) -> Starlette:
     """The ASGI app serving ``upstreams`` (all against one cache).
 
     Args:
         upstreams: The models, in ``--model`` order; the first also answers TEI ``/embed``.
-        api_key: When set, every request must send ``Authorization: Bearer <api_key>``.
+        api_key: When set, every request except the health probes (``/healthz``, TEI's
+            ``/health``) must send ``Authorization: Bearer <api_key>``.
         max_inputs: Most texts one request may carry (413 beyond).
         max_body_bytes: Largest request body accepted (413 beyond, before it is read whole).
+        max_body_memory: Most bytes of bodies held at once across requests (others wait).
     """
-    server = Server(upstreams, max_inputs, max_body_bytes)
+    server = Server(upstreams, max_inputs, max_body_bytes, max_body_memory)
     table: list[tuple[str, str, Callable[[Server, Request], Awaitable[Response]]]] = [
         ("/v1/embeddings", "POST", _embeddings),
         ("/embeddings", "POST", _embeddings),  # clients whose base URL lacks /v1
         ("/embed", "POST", _embed),
+        ("/", "POST", _embed),  # TEI answers its embed route at the root too (InferenceClient)
+        ("/health", "GET", _health),
         ("/info", "GET", _info),
         ("/v1/models", "GET", _models),
         ("/v1/models/{model:path}", "GET", _model),

@@ -56,6 +56,16 @@ class Upstream:
         names = {spec} | ({value} if value else set())
         return cls(value or spec, cached, frozenset(names))
 
+    def prepare(self) -> None:
+        """Build the provider's client or load its model now, as the first miss would.
+
+        This is where a provider finds its API key missing (``ConfigurationError`` naming the
+        variable, as ``cachedembed embed`` reports it), so a server can refuse to start.
+        """
+        prepare = getattr(self.cached.ef, "prepare", None)
+        if callable(prepare):
+            prepare()
+
     def configured_dimension(self) -> int | None:
         """The output size the provider was configured with, where its config names one."""
         try:

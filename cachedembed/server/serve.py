@@ -7,6 +7,7 @@ import logging
 import socket
 
 from ..errors import ConfigurationError
+from .protocol import Limits
 
 log = logging.getLogger("cachedembed.server")
 
@@ -32,6 +33,34 @@ def check_exposure(host: str, api_key: str | None, allow_public_without_key: boo
     )
 
 
+FD_RESERVE = 128
+"""File descriptors kept beyond the connections: the cache, upstream sockets, the loop itself."""
+
+
+def check_file_limit(max_connections: int) -> None:
+    """Make room for ``max_connections`` sockets under ``RLIMIT_NOFILE``, or refuse to start.
+
+    A server that runs out of descriptors cannot accept anyone, so the cap on connections
+    must sit below the process limit: the soft limit is raised towards the hard one if need be.
+    """
+    try:
+        import resource
+    except ImportError:  # pragma: no cover - not on POSIX
+        return
+    needed = max_connections + FD_RESERVE
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or soft >= needed:
+        return
+    if hard == resource.RLIM_INFINITY or hard >= needed:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (needed, hard))
+        return
+    raise ConfigurationError(
+        f"--max-connections {max_connections} needs {needed} open files, but this process may "
+        f"open only {hard} (ulimit -n): lower --max-connections to {max(1, hard - FD_RESERVE)} "
+        "or raise the limit"
+    )
+
+
 def run(
     model_options: list[str],
     cache_url: str | None,
@@ -42,19 +71,29 @@ def run(
     allow_public_without_key: bool,
     max_inputs: int,
     max_body_bytes: int,
+    max_body_memory: int,
+    limits: Limits,
 ) -> None:
     """Check the configuration, build the app and serve until interrupted."""
     check_exposure(host, api_key, allow_public_without_key)
+    check_file_limit(limits.max_connections)
     import uvicorn
 
     from ..stores import open_store
     from .app import create_app
+    from .protocol import uvicorn_config
     from .routing import Upstream
 
     store = open_store(cache_url)
     upstreams = [Upstream.from_option(option, store) for option in model_options]
+    for upstream in upstreams:
+        upstream.prepare()  # a missing API key or model stops the start, not the first request
     app = create_app(
-        upstreams, api_key=api_key, max_inputs=max_inputs, max_body_bytes=max_body_bytes
+        upstreams,
+        api_key=api_key,
+        max_inputs=max_inputs,
+        max_body_bytes=max_body_bytes,
+        max_body_memory=max_body_memory,
     )
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
@@ -64,5 +103,5 @@ def run(
     names = ", ".join(u.id for u in upstreams)
     # One line with the real port (useful with --port 0), before uvicorn's own logging.
     print(f"cachedembed serving {names} on http://{host}:{bound} (cache {store.url})", flush=True)
-    config = uvicorn.Config(app, log_level="info", access_log=False)
+    config = uvicorn_config(app, limits, log_level="info", access_log=False)
     uvicorn.Server(config).run(sockets=[sock])  # the app flushes the cache's counters on shutdown

@@ -10,20 +10,28 @@ subprocess that imports it first.
 
 from __future__ import annotations
 
+import os
+import re
+import resource
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+import requests
 import uvicorn
 import xxhash
 from starlette.types import ASGIApp
 
 from cachedembed.embedding_functions import EmbeddedBatch, ProviderEmbeddingFunction
 from cachedembed.keys import Role
+from cachedembed.server.protocol import Limits, uvicorn_config
 
 
 def scripted_vector(text: str, model: str, dim: int) -> np.ndarray:
@@ -87,12 +95,14 @@ class ScriptedProvider(ProviderEmbeddingFunction):
 
 
 @contextmanager
-def serving(app: ASGIApp) -> Iterator[str]:
-    """Run ``app`` with uvicorn on 127.0.0.1 (an ephemeral port) in a thread; yield its base URL."""
+def serving(app: ASGIApp, limits: Limits | None = None) -> Iterator[str]:
+    """Run ``app`` as ``cachedembed serve`` does (uvicorn, the server's connection limits) on
+    127.0.0.1 (an ephemeral port) in a thread; yield its base URL."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
+    config = uvicorn_config(app, limits or Limits(), log_level="warning", access_log=False)
+    server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + 20
@@ -106,3 +116,64 @@ def serving(app: ASGIApp) -> Iterator[str]:
         server.should_exit = True
         thread.join(timeout=10)
         sock.close()
+
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@contextmanager
+def serve_process(
+    args: Sequence[str], env: dict[str, str] | None = None, max_open_files: int | None = None
+) -> Iterator[tuple[subprocess.Popen[str], str]]:
+    """Run ``cachedembed serve ARGS --port 0`` (the scripted provider registered) in a subprocess.
+
+    Yields the process and its base URL once its first line announced it. ``max_open_files``
+    sets the child's ``RLIMIT_NOFILE`` (soft and hard) before it starts.
+    """
+    code = "import tests.server.harness; from cachedembed.cli import main; main()"
+
+    def limit_files() -> None:
+        if max_open_files is not None:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (max_open_files, max_open_files))
+
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, "serve", *args, "--port", "0"],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        preexec_fn=limit_files,
+    )
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        match = re.search(r"on (http://127\.0\.0\.1:\d+) ", line)
+        assert match, line + proc.stdout.read()
+        # Drain the log so a chatty server never blocks on a full pipe.
+        threading.Thread(target=proc.stdout.read, daemon=True).start()
+        yield proc, match.group(1)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=15)
+
+
+def wait_until_up(url: str) -> None:
+    """Return once ``url``'s health probe answers (uvicorn starts listening after the banner)."""
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            if requests.get(f"{url}/healthz", timeout=5).ok:
+                return
+        except requests.ConnectionError:
+            pass
+        assert time.monotonic() < deadline, "server did not come up"
+        time.sleep(0.05)
+
+
+def peak_rss_bytes(pid: int) -> int:
+    """The process's peak resident memory (``VmHWM`` in ``/proc/PID/status``)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError(f"no VmHWM for process {pid}")

@@ -245,13 +245,15 @@ def test_upstream_credential_errors_never_echo_the_upstream_message(served: Serv
     assert response.json()["error"]["code"] == "upstream_auth_error"
 
 
-def test_with_an_api_key_every_request_needs_the_bearer(cache: object) -> None:
+def test_with_an_api_key_every_request_but_the_health_probes_needs_the_bearer(
+    cache: object,
+) -> None:
     app, small, _ = build(cache, api_key=API_KEY)  # type: ignore[arg-type]
     with serving(app) as url:  # type: ignore[arg-type]
         with pytest.raises(openai.AuthenticationError) as err:
             client(url, key="wrong").embeddings.create(model="small", input="x")
         assert isinstance(err.value.body, dict) and err.value.body["code"] == "invalid_api_key"
-        for path in ("/v1/models", "/healthz", "/stats", "/metrics", "/openapi.json"):
+        for path in ("/v1/models", "/info", "/stats", "/metrics", "/openapi.json"):
             response = requests.get(f"{url}{path}")
             assert response.status_code == 401, path
             assert response.headers["WWW-Authenticate"] == "Bearer"
@@ -263,3 +265,9 @@ def test_with_an_api_key_every_request_needs_the_bearer(cache: object) -> None:
         ok = client(url, key=API_KEY).embeddings.create(model="small", input="x")
         assert len(ok.data) == 1
         assert requests.get(f"{url}/healthz", headers={"Authorization": f"Bearer {API_KEY}"}).ok
+        # Load balancers probe without the key: the probes answer, and reveal nothing else.
+        assert requests.get(f"{url}/healthz").json() == {
+            "status": "ok",
+            "models": ["small", "wide"],
+        }
+        assert requests.get(f"{url}/health").status_code == 200

@@ -118,7 +118,8 @@ def test_serve_runs_a_real_server_process(tmp_path: Path) -> None:
         assert got == scripted_vector("hi", "m1", 8).tolist()
         assert len(sdk.embeddings.create(model="m2@4", input="hi").data[0].embedding) == 4
         sdk.embeddings.create(model="mine", input="hi")  # a hit, buffered in the server
-        assert requests.get(f"{url}/healthz").status_code == 401
+        assert requests.get(f"{url}/v1/models").status_code == 401
+        assert requests.get(f"{url}/healthz").ok  # the probe needs no key
     finally:
         proc.terminate()
         proc.wait(timeout=15)
@@ -126,3 +127,16 @@ def test_serve_runs_a_real_server_process(tmp_path: Path) -> None:
     stats = CliRunner().invoke(main, ["stats", "--json", "--cache", cache])
     total = json.loads(stats.output)["total"]
     assert (total["texts"], total["hits"], total["misses"]) == (3, 1, 2)
+
+
+def test_serve_refuses_to_start_an_upstream_without_its_api_key(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    for var in ("OPENAI_API_KEY", "CHROMA_OPENAI_API_KEY"):
+        monkeypatch.delenv(var, raising=False)
+    cache = f"sqlite:///{tmp_path / 'c.db'}"
+    args = ["serve", "--model", "openai:text-embedding-3-small", "--cache", cache, "--port", "0"]
+    out = CliRunner().invoke(main, args)
+    assert out.exit_code == 1
+    (line,) = out.output.splitlines()  # one line, no traceback
+    assert line.startswith("Error: openai: no API key") and "$OPENAI_API_KEY" in line

@@ -5,6 +5,7 @@ from __future__ import annotations
 import warnings
 
 import numpy as np
+import pytest
 import requests
 
 from cachedembed.errors import ProviderError
@@ -79,3 +80,23 @@ def test_chromas_huggingface_embedding_server_client_works_against_it(cache: Sto
     want = raw / np.linalg.norm(raw.astype(np.float64), axis=1, keepdims=True)
     assert np.allclose(got, want, atol=1e-7)
     assert small.sent == ["first document", "second document"]
+
+
+def test_huggingface_hubs_inference_client_embeds_and_checks_health(
+    cache: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # InferenceClient(model=URL) POSTs feature extraction to the URL itself and probes
+    # URL/health, as real TEI answers both; offline mode would refuse even loopback.
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    from huggingface_hub import InferenceClient
+
+    app, small, _ = build(cache, api_key=API_KEY)
+    with serving(app) as url:
+        client = InferenceClient(model=url, token=API_KEY, provider="hf-inference")
+        assert client.health_check() is True
+        got = client.feature_extraction("hello there", normalize=False)
+        assert InferenceClient(model=url, provider="hf-inference").health_check()  # no key
+    assert np.asarray(got, dtype=np.float32).reshape(-1).tobytes() == (
+        scripted_vector("hello there", "small-1", 8).tobytes()
+    )
+    assert small.sent == ["hello there"]
