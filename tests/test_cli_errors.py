@@ -53,9 +53,9 @@ MISTAKES = {
         "write postgresql+psycopg://bob:***@db.example/cache",
     ),
     "unknown cache scheme": (
-        ["models", "--cache", "redis://localhost"],
-        "Error: unsupported cache URL scheme 'redis': use sqlite:///path.db, diskcache:///dir, "
-        "postgresql+psycopg://..., mysql+pymysql://... or memory://",
+        ["models", "--cache", "mongodb://localhost"],
+        "Error: unsupported cache URL scheme 'mongodb': use sqlite:///path.db, diskcache:///dir, "
+        "postgresql+psycopg://..., mysql+pymysql://..., redis://HOST/0 or memory://",
     ),
     "model not on disk while offline": (
         ["embed", "texts.txt", "--model", "sentence-transformers:no-such-org/no-such-model"],

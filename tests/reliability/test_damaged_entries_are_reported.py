@@ -97,7 +97,7 @@ def test_every_management_command_reports_a_damaged_entry_instead_of_crashing(
 
     export = run("export", "--cache", url, str(tmp_path / "out.gz"))
     assert export.exit_code == 0, export.output
-    assert "9 entries" in export.output and "left out 1 damaged entries" in export.output
+    assert "9 entries" in export.output and "left out 1 damaged entry" in export.output
     elsewhere = f"sqlite:///{tmp_path / 'elsewhere.db'}"
     imported = run("import", "--cache", elsewhere, str(tmp_path / "out.gz"))
     assert imported.exit_code == 0 and "9 added" in imported.output, imported.output

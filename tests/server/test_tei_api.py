@@ -87,8 +87,11 @@ def test_huggingface_hubs_inference_client_embeds_and_checks_health(
 ) -> None:
     # InferenceClient(model=URL) POSTs feature extraction to the URL itself and probes
     # URL/health, as real TEI answers both; offline mode would refuse even loopback.
-    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    import huggingface_hub.constants
     from huggingface_hub import InferenceClient
+
+    # `make test` sets HF_HUB_OFFLINE=1, and huggingface_hub reads it once, at import.
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
 
     app, small, _ = build(cache, api_key=API_KEY)
     with serving(app) as url:
