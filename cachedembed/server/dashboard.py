@@ -348,7 +348,9 @@ def dashboard_routes(store: Store, api_key: str | None = None) -> list[BaseRoute
             return _login_page(request, exc.status, exc.message)
         key = parse_qs(raw.decode("utf-8", "replace")).get("key", [""])[0]
         if not access.key_matches(key):
-            return _login_page(request, 401, "That is not the server's API key.")
+            return _login_page(
+                request, 401, "Wrong key: enter the API key the server was started with."
+            )
         response = RedirectResponse(PREFIX, status_code=303)
         response.set_cookie(
             SESSION_COOKIE,
