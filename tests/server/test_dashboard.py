@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
 import re
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -217,3 +221,37 @@ def test_the_dashboard_on_serve_shows_the_same_numbers_as_standalone(
         a = requests.get(f"{served}/dashboard/api/stats", params={"period": period}, headers=bearer)
         b = requests.get(f"{dashboard}/dashboard/api/stats", params={"period": period})
         assert a.json() == b.json()
+
+
+def test_cachedembed_dashboard_serves_the_page_over_a_cache(known: Known) -> None:
+    root = Path(__file__).resolve().parents[2]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "cachedembed", "dashboard", "--cache", known.url, "--port", "0"],
+        cwd=root,
+        env={**os.environ, "PYTHONPATH": str(root)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        match = re.search(
+            r"dashboard on (http://127\.0\.0\.1:\d+)/dashboard \(cache sqlite:///", line
+        )
+        assert match, line
+        url = match.group(1)
+        deadline = time.monotonic() + 30
+        while True:  # the port is bound before uvicorn starts accepting
+            try:
+                page = requests.get(f"{url}/dashboard", params={"period": "all"})
+                break
+            except requests.ConnectionError:
+                assert time.monotonic() < deadline, "dashboard did not come up"
+                time.sleep(0.1)
+        assert page.status_code == 200 and 'data-total="texts">202<' in page.text
+        served = requests.get(f"{url}/dashboard/api/stats", params={"period": "all"}).json()
+        assert served == cli_json("stats", "--cache", known.url, "--by", "day")
+    finally:
+        proc.terminate()
+        proc.wait(timeout=15)
