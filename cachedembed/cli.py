@@ -689,5 +689,23 @@ def serve(
     run(list(models), cache_url, api_key=api_key or None, limits=limits, **options)
 
 
+@main.command()
+@CACHE_OPTION
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind.")
+@click.option("--port", default=8765, show_default=True, type=int, help="Port (0: any free one).")
+@click.option(
+    "--api-key",
+    envvar="CACHEDEMBED_DASHBOARD_API_KEY",
+    default=None,
+    help="Require this key (login form, or 'Authorization: Bearer KEY'). "
+    "Default: $CACHEDEMBED_DASHBOARD_API_KEY.",
+)
+def dashboard(cache_url: str | None, host: str, port: int, api_key: str | None) -> None:
+    """Serve a read-only web page of what the cache saved, at /dashboard (needs the server extra)."""
+    from .server.serve import run_dashboard
+
+    run_dashboard(cache_url, host=host, port=port, api_key=api_key or None)
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

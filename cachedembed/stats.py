@@ -118,6 +118,7 @@ def report(
     store: UsageSource,
     *,
     since_day: int | None = None,
+    until_day: int | None = None,
     model: str | None = None,
     by_day: bool = False,
 ) -> dict[str, Any]:
@@ -125,7 +126,8 @@ def report(
 
     Reads only the namespace registry and the aggregated per-day stats rows, never the
     entries, so it costs the same on a cache of a hundred or a hundred million vectors.
-    ``since_day`` keeps counters from that UTC day number on; ``model`` keeps namespaces
+    ``since_day`` keeps counters from that UTC day number on, ``until_day`` up to that day
+    (included; the report then also says ``until``); ``model`` keeps namespaces
     whose ``provider/model`` contains it (any case); ``by_day`` adds a ``days`` list of per-day
     totals. Dollar totals add up the namespaces with a known price;
     ``models_without_price`` counts the others.
@@ -140,7 +142,9 @@ def report(
         if ns_id not in selected:
             continue
         all_time.setdefault(ns_id, UsageDelta()).add(delta)
-        if since_day is not None and day < since_day:
+        if (since_day is not None and day < since_day) or (
+            until_day is not None and day > until_day
+        ):
             continue
         per_ns.setdefault(ns_id, UsageDelta()).add(delta)
         if by_day:
@@ -171,6 +175,8 @@ def report(
         "models": rows,
         "total": _combined(per_ns, price_of, rate_of),
     }
+    if until_day is not None:
+        data["until"], data["until_day"] = day_iso(until_day), until_day
     if by_day:
         data["days"] = [
             {"day": day_iso(day), **_combined(per_day[day], price_of, rate_of)}

@@ -1,4 +1,5 @@
-"""The Starlette application: OpenAI ``/v1/embeddings``, TEI ``/embed``, models, health, stats, metrics.
+"""The Starlette application: OpenAI ``/v1/embeddings``, TEI ``/embed``, models, health, stats,
+metrics, and the web dashboard at ``/dashboard`` (see :mod:`.dashboard`).
 
 ``create_app(upstreams, ...)`` builds it from cached upstreams (see :mod:`.routing`);
 ``cachedembed serve`` runs it with uvicorn. Embedding, store access and response
@@ -23,7 +24,7 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..wrapper import Embedded
@@ -36,6 +37,7 @@ from .bodies import (
     read_body,
     reservation,
 )
+from .dashboard import dashboard_routes, is_dashboard_path
 from .errors import APIError
 from .metrics import CONTENT_TYPE, Metrics
 from .openapi import OPENAPI
@@ -271,7 +273,11 @@ async def _openapi(server: Server, request: Request) -> Response:
 
 
 class _Guard:
-    """Outermost middleware: bearer-key check (constant time) and per-endpoint request metrics."""
+    """Outermost middleware: bearer-key check (constant time) and per-endpoint request metrics.
+
+    The dashboard checks the same key itself, since a browser may also send it as the
+    session cookie its login form sets.
+    """
 
     def __init__(
         self, app: ASGIApp, server: Server, api_key: str | None, paths: frozenset[str]
@@ -299,6 +305,7 @@ class _Guard:
             if (
                 path not in _OPEN_PATHS
                 and self.expected is not None
+                and not is_dashboard_path(path)  # the dashboard checks the same key itself
                 and not self._authorized(scope)
             ):
                 response = _error_response(errors.unauthorized(), path)
@@ -332,7 +339,8 @@ def create_app(
     Args:
         upstreams: The models, in ``--model`` order; the first also answers TEI ``/embed``.
         api_key: When set, every request except the health probes (``/healthz``, TEI's
-            ``/health``) must send ``Authorization: Bearer <api_key>``.
+            ``/health``) must send ``Authorization: Bearer <api_key>`` (the dashboard also
+            takes the session cookie of its login form).
         max_inputs: Most texts one request may carry (413 beyond).
         max_body_bytes: Largest request body accepted (413 beyond, before it is read whole).
         max_body_memory: Most bytes of bodies held at once across requests (others wait).
@@ -352,7 +360,10 @@ def create_app(
         ("/metrics", "GET", _metrics),
         ("/openapi.json", "GET", _openapi),
     ]
-    routes = [Route(path, _endpoint(server, fn), methods=[method]) for path, method, fn in table]
+    routes: list[BaseRoute] = [
+        Route(path, _endpoint(server, fn), methods=[method]) for path, method, fn in table
+    ]
+    routes += dashboard_routes(server.store, api_key)
     paths = frozenset(path for path, _, _ in table if "{" not in path)
 
     async def http_error(request: Request, exc: Exception) -> Response:

@@ -95,13 +95,37 @@ def run(
         max_body_bytes=max_body_bytes,
         max_body_memory=max_body_memory,
     )
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((host.strip("[]"), port))
-    bound = sock.getsockname()[1]
+    sock, bound = _bind(host, port)
     names = ", ".join(u.id for u in upstreams)
     # One line with the real port (useful with --port 0), before uvicorn's own logging.
     print(f"cachedembed serving {names} on http://{host}:{bound} (cache {store.url})", flush=True)
     config = uvicorn_config(app, limits, log_level="info", access_log=False)
     uvicorn.Server(config).run(sockets=[sock])  # the app flushes the cache's counters on shutdown
+
+
+def _bind(host: str, port: int) -> tuple[socket.socket, int]:
+    """A listening socket on ``host``:``port`` and the port it got (``port`` 0: any free one)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host.strip("[]"), port))
+    return sock, sock.getsockname()[1]
+
+
+def run_dashboard(cache_url: str | None, *, host: str, port: int, api_key: str | None) -> None:
+    """Serve the read-only dashboard over the cache at ``cache_url`` until interrupted."""
+    import uvicorn
+
+    from ..stores import open_store
+    from .dashboard import PREFIX, create_dashboard_app, redacted_url
+
+    store = open_store(cache_url)
+    sock, bound = _bind(host, port)
+    print(
+        f"cachedembed dashboard on http://{host}:{bound}{PREFIX} (cache {redacted_url(store.url)})",
+        flush=True,
+    )
+    config = uvicorn.Config(
+        create_dashboard_app(store, api_key), log_level="info", access_log=False
+    )
+    uvicorn.Server(config).run(sockets=[sock])
