@@ -11,7 +11,7 @@ PIP_TOOLS := pip-tools==7.6.2
 # The exact versions the suite passed with (`make lock` refreshes them); pyproject.toml keeps loose ranges for users.
 LOCK := requirements.lock
 
-.PHONY: install lock demo test test-fast check soak lint bench services clean
+.PHONY: install lock demo test test-fast check docs soak lint bench services clean
 
 install: $(STAMP)
 
@@ -69,3 +69,7 @@ bench: install services
 
 clean:
 	rm -rf $(VENV) .demo .pytest_cache .mypy_cache .ruff_cache
+
+# Re-run every console block of README.md and docs/ and rewrite the outputs shown there.
+docs: install services
+	HF_HUB_OFFLINE=1 $(PY) tools/docsync.py

@@ -6,7 +6,8 @@ user sees them). All console blocks of one page run in order in one scratch dire
 holding a copy of ``examples/``, so a page can build a cache and then show its stats.
 A ```` ```python ```` block preceded by ``<!-- file: NAME.py -->`` is written to that file
 in the scratch directory first, so a console block can run it; every other Python block
-is at least compiled.
+is at least compiled. A block preceded by ``<!-- docsync: skip REASON -->`` is not run
+(a command that needs a provider's API key or runs until stopped); say why in REASON.
 
     python tools/docsync.py            # rewrite every output block from a real run
     python tools/docsync.py --check    # exit 1 and show a diff where a page has drifted
@@ -37,6 +38,7 @@ COMMAND_TIMEOUT = 300
 
 _FENCE = re.compile(r"^```(\w*)\s*$")
 _FILE_MARK = re.compile(r"^<!-- file: ([\w.\-/]+) -->$")
+_SKIP_MARK = re.compile(r"^<!-- docsync: skip .+-->$")
 _VOLATILE = [
     (re.compile(r"\b\d+(\.\d+)?\s?(ms|µs|s|min|h)\b"), "<time>"),
     (re.compile(r"\b\d{4}-\d{2}-\d{2}\b"), "<date>"),
@@ -55,6 +57,7 @@ class Block:
     end: int
     """Index of the closing fence."""
     file: str | None
+    skip: bool
 
 
 def blocks(lines: list[str]) -> Iterator[Block]:
@@ -63,8 +66,10 @@ def blocks(lines: list[str]) -> Iterator[Block]:
         match = _FENCE.match(lines[i])
         if match and match.group(1):
             end = next(j for j in range(i + 1, len(lines)) if lines[j].rstrip() == "```")
-            mark = _FILE_MARK.match(lines[i - 1].strip()) if i else None
-            yield Block(match.group(1), i + 1, end, mark.group(1) if mark else None)
+            before = lines[i - 1].strip() if i else ""
+            mark = _FILE_MARK.match(before)
+            skip = bool(_SKIP_MARK.match(before))
+            yield Block(match.group(1), i + 1, end, mark.group(1) if mark else None, skip)
             i = end
         i += 1
 
@@ -119,7 +124,7 @@ def render(page: Path) -> tuple[list[str], list[str]]:
                 compile(source, f"{page.name}:{block.start + 1}", "exec")
                 if block.file:
                     (scratch / block.file).write_text(source, encoding="utf-8")
-            elif block.lang == "console" and commands(body):
+            elif block.lang == "console" and commands(body) and not block.skip:
                 fresh: list[str] = []
                 for command in commands(body):
                     if fresh:
