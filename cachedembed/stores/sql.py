@@ -24,6 +24,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import suppress
+from functools import partial
 from itertools import repeat
 from operator import itemgetter
 from pathlib import Path
@@ -37,7 +38,18 @@ from ..errors import StoreError
 from ..keys import NamespaceSpec
 from ..usage import UsageDelta
 from . import _sqltext, migrate
-from .base import EntryBatch, ExportedEntry, Namespace, NamespaceUsage, PendingStats, Row, Store
+from .base import (
+    EntryBatch,
+    ExportedEntry,
+    FileIdentity,
+    Namespace,
+    NamespaceUsage,
+    PendingStats,
+    Row,
+    Store,
+    check_still_there,
+    failure,
+)
 
 _STATS_COLUMNS = UsageDelta.columns()
 _ENTRY_COLUMNS = "id, ns, chk, tokens, flags, used, created, vec, text"
@@ -126,13 +138,28 @@ def _prepare_sqlite_file(path: Path) -> None:
         os.close(fd)
 
 
+def _read_only_uri(path: Path) -> str | None:
+    """A read-only ``file:`` URI for a cache file this process cannot write; ``None`` if it can.
+
+    A WAL-mode file needs its ``-shm`` file: in a folder nobody can write and with no
+    ``-wal`` file (so no writer has it open), the file is opened as immutable, without
+    one. Entries are write-once, so even a writer appearing later can only make this
+    reader miss, never serve a wrong vector (every row's check and length are verified).
+    """
+    folder_writable = os.access(path.parent, os.W_OK)
+    if not path.exists() or (os.access(path, os.W_OK) and folder_writable):
+        return None
+    immutable = not folder_writable and not Path(f"{path}-wal").exists()
+    return f"{path.resolve().as_uri()}?mode=ro" + ("&immutable=1" if immutable else "")
+
+
 def _on_sqlite_connect(dbapi_conn: sqlite3.Connection, _record: Any) -> None:
     # Autocommit at the driver level: transactions are opened explicitly (BEGIN IMMEDIATE).
     dbapi_conn.isolation_level = None
     cur = dbapi_conn.cursor()
     cur.execute("PRAGMA busy_timeout = 30000")
     cur.execute(f"PRAGMA page_size = {SQLITE_PAGE_SIZE}")  # only takes effect on a new file
-    cur.execute("PRAGMA journal_mode = WAL")
+    cur.execute("PRAGMA journal_mode = WAL")  # a no-op on a read-only cache (already WAL)
     # NORMAL in WAL mode is durable against process crashes (the cache's threat model);
     # an OS crash may lose the last transactions but never corrupts the file.
     cur.execute("PRAGMA synchronous = NORMAL")
@@ -168,12 +195,19 @@ class SqlStore(Store):
         self.url = sa_url.render_as_string(hide_password=True)
         self._d = _Dialect(sa_url.get_backend_name())
         self._path: Path | None = None
+        self.read_only = False
+        """A SQLite file this process cannot write: hits are served, nothing is stored."""
         kwargs: dict[str, Any] = {"poolclass": NullPool}
         if self._d.sqlite:
             self._path = _sqlite_path(sa_url)
-            if self._path is not None:
+            connect_args: dict[str, Any] = {"timeout": 30, "check_same_thread": False}
+            uri = _read_only_uri(self._path) if self._path is not None else None
+            if uri is not None:
+                self.read_only = True
+                kwargs["creator"] = partial(sqlite3.connect, uri, uri=True, **connect_args)
+            elif self._path is not None:
                 _prepare_sqlite_file(self._path)
-            kwargs["connect_args"] = {"timeout": 30, "check_same_thread": False}
+            kwargs["connect_args"] = connect_args
         elif self._d.mysql:
             kwargs["connect_args"] = {"charset": "utf8mb4"}
         try:
@@ -185,7 +219,9 @@ class SqlStore(Store):
 
             @sa.event.listens_for(self._engine, "begin")
             def _begin(conn: sa.Connection) -> None:
-                conn.exec_driver_sql("BEGIN IMMEDIATE")
+                # Reads that ask for autocommit (the schema check) take no write lock.
+                if conn.get_execution_options().get("isolation_level") != "AUTOCOMMIT":
+                    conn.exec_driver_sql("BEGIN IMMEDIATE")
 
         self._password = sa_url.password
         self._db_errors: tuple[type[BaseException], ...] = (
@@ -193,6 +229,7 @@ class SqlStore(Store):
         )
         self._local = threading.local()
         self._open_schema(upgrade)
+        self._opened = FileIdentity.of(self._path) if self._path is not None else None
 
     # -- connections --------------------------------------------------------
 
@@ -299,7 +336,7 @@ class SqlStore(Store):
                 "Remedy: move the file aside (or delete it) and a fresh cache will be created; "
                 "`cachedembed export` can salvage a readable one first."
             )
-        return StoreError(f"cache {self.url}: {text}")
+        return failure(self.url, text)
 
     def _write(self, body: Callable[[Any], _T]) -> _T:
         """Run ``body(cursor)`` in one write transaction, replaying it while the server says so.
@@ -309,6 +346,10 @@ class SqlStore(Store):
         at ``BEGIN``. A connection lost later is reported, not replayed: the COMMIT may
         have landed, and replaying would count the same stats twice.
         """
+        if self._path is not None:
+            check_still_there(self._path, self._opened, self.url)
+        if self.read_only:
+            raise failure(self.url, f"{self._path} is read-only for this process")
         delay = 0.05
         reconnected = False
         for _attempt in range(40):
@@ -380,9 +421,7 @@ class SqlStore(Store):
         if upgrade is None:  # `cachedembed migrate` opens as-is, to report and upgrade explicitly
             return
         try:
-            with self._engine.connect() as conn:
-                revision = migrate.current_revision(conn)
-                conn.rollback()
+            revision = self.schema_revision()
         except Exception as exc:
             raise self._store_error(exc) from None
         if revision != migrate.HEAD:
@@ -397,7 +436,10 @@ class SqlStore(Store):
                 raise self._store_error(exc) from None
 
     def schema_revision(self) -> str | None:
+        # Autocommit: reading the revision must not need a write lock (a read-only cache
+        # file, or another process in the middle of a write).
         with self._engine.connect() as conn:
+            conn.execution_options(isolation_level="AUTOCOMMIT")
             return migrate.current_revision(conn)
 
     def upgrade(self) -> None:
