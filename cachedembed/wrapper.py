@@ -702,7 +702,9 @@ class Cached:
             except StoreError as exc:
                 self._store_failed(exc, "vectors returned, not cached")
                 call.result.store_errors += 1
-        expected = ns.dim if ns.dim is not None else call.out.shape[1] if call.out is not None else dim
+        expected = (
+            ns.dim if ns.dim is not None else call.out.shape[1] if call.out is not None else dim
+        )
         if dim != expected:
             raise ProviderResponseError(
                 _label(self.ef),

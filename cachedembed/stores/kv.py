@@ -360,6 +360,12 @@ class DiskCacheStore(_KeyValueStore):
         path = Path(directory).expanduser()
         self.url = url or f"diskcache://{path}"
         path.mkdir(parents=True, exist_ok=True, mode=0o700)
+        if not os.access(path, os.W_OK):
+            raise StoreError(
+                f"cache {self.url}: the folder {path} is read-only for this process, and a "
+                "diskcache cache cannot be opened read-only. Remedy: make it writable, or use a "
+                "SQLite cache (sqlite:///...), which serves hits from a read-only file"
+            )
         old_umask = os.umask(0o077)  # cache.db and value files: user-only
         try:
             self._kv = diskcache.Cache(
