@@ -122,6 +122,27 @@ class _Dialect:
         return sql if self.sqlite else sql.replace("?", "%s")
 
 
+# Widths of the namespaces table's display columns (migration 0001). The full identity
+# lives in `spec` (TEXT); these only label rows for people reading the database.
+_PROVIDER_WIDTH = 100
+_MODEL_WIDTH = 255
+
+
+def _fit(label: str, width: int) -> str:
+    """``label`` cut to ``width`` characters, the same on every backend.
+
+    SQLite ignores declared lengths, PostgreSQL refuses longer values and MySQL truncates
+    or refuses by sql_mode: a long name must behave alike everywhere. A cut label ends with
+    a hash of the whole, so two long names sharing a prefix stay distinguishable.
+    """
+    if len(label) <= width:
+        return label
+    import xxhash
+
+    digest = xxhash.xxh3_64_hexdigest(label.encode("utf-8", "surrogatepass"))
+    return f"{label[: width - 17]}~{digest}"
+
+
 def _sqlite_path(url: sa.URL) -> Path | None:
     db = url.database
     if not db or db == ":memory:" or db.startswith("file:"):
@@ -463,8 +484,8 @@ class SqlStore(Store):
             values = (
                 key,
                 spec.canonical,
-                spec.provider,
-                spec.model[:255],
+                _fit(spec.provider, _PROVIDER_WIDTH),
+                _fit(spec.model, _MODEL_WIDTH),
                 spec.role,
                 spec.dtype,
                 int(time.time()),
