@@ -296,7 +296,7 @@ class Cached:
             except StoreError as exc:
                 # A new model on a cache that cannot be written (read-only, full): serve it
                 # uncached, and try to register it again on the next call.
-                self._store_failed(exc, "model served uncached: its namespace could not be created")
+                self._store_failed(exc, "model served uncached, its namespace could not be created")
                 return _Namespaced(Namespace(UNREGISTERED_NS, spec.key, spec), dtype)
             state = self._roles[role] = _Namespaced(ns, dtype)
         return state
@@ -700,7 +700,7 @@ class Cached:
             try:
                 self.store.set_dimension(ns, dim)
             except StoreError as exc:
-                self._store_failed(exc, "vectors returned, not cached")
+                self._store_failed(exc, "vectors returned but not cached")
                 call.result.store_errors += 1
         expected = (
             ns.dim if ns.dim is not None else call.out.shape[1] if call.out is not None else dim
@@ -723,7 +723,7 @@ class Cached:
         try:
             self.store.write(call.state.ns.id, entries, delta)
         except StoreError as exc:
-            self._store_failed(exc, "vectors returned, not cached")
+            self._store_failed(exc, "vectors returned but not cached")
             call.result.store_errors += 1
 
     def _bypass(self, texts: list[str], role: Role, state: _Namespaced, result: Embedded) -> None:
@@ -770,7 +770,7 @@ class Cached:
         try:
             self.store.flush()
         except StoreError as exc:
-            self._store_failed(exc, "usage counters kept in memory and retried")
+            self._store_failed(exc, "could not save usage counters yet")
             source = _WithPending(self.store)
         return {
             **namespace_totals(source, self.namespaces()),

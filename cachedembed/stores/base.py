@@ -248,11 +248,14 @@ class Store(ABC):
             self.store_errors += 1
             first, self._failing = not self._failing, True
         if first:
+            prefix = f"cache {self.url}: "
+            detail = str(exc).removeprefix(prefix)  # a StoreError already names the cache
             log.warning(
-                "%s [%s; further store errors are counted in stats()['store_errors'] and not "
-                "logged until a write succeeds again]",
-                exc,
+                "%s%s (%s); retried on later calls. Further store errors are counted in "
+                "stats()['store_errors'], not logged, until a write succeeds again",
+                prefix,
                 consequence,
+                detail,
             )
 
     def _report_success(self) -> None:
@@ -282,7 +285,7 @@ class Store(ABC):
             except Exception as exc:
                 # The caller's vectors were served; a failed counter flush must not fail its
                 # call. flush() put the counters back, so the next flush retries them.
-                self.report_failure(exc, "usage counters kept in memory and retried")
+                self.report_failure(exc, "could not save usage counters yet")
 
     def write(self, ns_id: int, batch: EntryBatch, delta: UsageDelta) -> None:
         """Store ``batch`` and commit ``delta`` (plus everything buffered) atomically with it."""
