@@ -71,6 +71,7 @@ def wrapper_config(wrapper: Cached) -> dict[str, Any]:
         "hash": wrapper.hash,
         "normalize_unicode": wrapper.normalize_unicode,
         "batch_size": wrapper.batch_size,
+        "on_store_error": wrapper.on_store_error,
     }
 
 
@@ -100,6 +101,7 @@ def wrapper_from_config(config: Mapping[str, Any]) -> Cached:
         hash=config.get("hash", "xxh3"),
         normalize_unicode=config.get("normalize_unicode"),
         batch_size=config.get("batch_size", 256),
+        on_store_error=config.get("on_store_error", "warn"),
     )
 
 

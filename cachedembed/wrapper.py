@@ -28,17 +28,18 @@ from .embedding_functions._base import (
     as_matrix,
     check_texts,
 )
-from .errors import ConfigurationError, ProviderResponseError
+from .errors import ConfigurationError, ProviderResponseError, StoreError
 from .identity import foreign_identity
 from .keys import HashName, ItemHasher, NamespaceSpec, Role
 from .stores import Store, open_store
-from .stores.base import FLAG_TOKENS_ESTIMATED, EntryBatch, Namespace
+from .stores.base import FLAG_TOKENS_ESTIMATED, UNREGISTERED_NS, EntryBatch, Namespace
 from .usage import UsageDelta, apportion, estimate_tokens, today
 
 log = logging.getLogger("cachedembed")
 
 StorageDtype = Literal["float32", "float16"]
 UnicodeForm = Literal["NFC", "NFD", "NFKC", "NFKD"]
+OnStoreError = Literal["warn", "raise"]
 
 _ITEMSIZE = {"float32": 4, "float16": 2}
 
@@ -72,6 +73,8 @@ class Embedded:
     """This call's counters: hits, misses, provider calls and seconds, tokens embedded and saved."""
     provider_seconds: list[float] = field(default_factory=list)
     """Duration of each provider round trip made by this call (empty when all were cached)."""
+    store_errors: int = 0
+    """Writes of this call that failed (``on_store_error="warn"``): its vectors are exact but not cached."""
 
 
 @dataclass
@@ -203,6 +206,12 @@ class Cached:
             keyed byte for byte.
         batch_size: Texts per call to a foreign ``ef`` (cachedembed's own functions
             batch to their provider's limits themselves).
+        on_store_error: ``"warn"`` (default): when the cache cannot be written (disk full,
+            read-only, database failing), calls still return the provider's vectors; the
+            failure is logged once per outage and counted in ``stats()["store_errors"]``,
+            and the texts stay misses, so the next call embeds and stores them again.
+            ``"raise"``: the failed write raises :class:`~cachedembed.errors.StoreError`
+            (batches stored before it are kept).
     """
 
     def __new__(cls, ef: Any = None, *args: Any, **kwargs: Any) -> Any:
@@ -227,7 +236,12 @@ class Cached:
         hash: HashName = "xxh3",
         normalize_unicode: UnicodeForm | None = None,
         batch_size: int = 256,
+        on_store_error: OnStoreError = "warn",
     ) -> None:
+        if on_store_error not in ("warn", "raise"):
+            raise ConfigurationError(
+                f"on_store_error must be 'warn' or 'raise', got {on_store_error!r}"
+            )
         if dtype not in _ITEMSIZE:
             raise ConfigurationError(f"dtype must be 'float32' or 'float16', got {dtype!r}")
         if normalize_unicode not in (None, "NFC", "NFD", "NFKC", "NFKD"):
@@ -245,6 +259,7 @@ class Cached:
         self.hash: HashName = hash
         self.normalize_unicode = normalize_unicode
         self.batch_size = batch_size
+        self.on_store_error: OnStoreError = on_store_error
         # Shipped functions and adapters' embedders (a _ForeignEmbedder with its own
         # cache_identity) already yield batches; anything else is presented as batches.
         direct = isinstance(ef, (ProviderEmbeddingFunction, _ForeignEmbedder))
@@ -276,9 +291,22 @@ class Cached:
         state = self._roles.get(role)
         if state is None:
             spec = self.spec(role)
-            state = _Namespaced(self.store.namespace(spec), np.dtype(self.dtype).newbyteorder("<"))
-            self._roles[role] = state
+            dtype = np.dtype(self.dtype).newbyteorder("<")
+            try:
+                ns = self.store.namespace(spec)
+            except StoreError as exc:
+                # A new model on a cache that cannot be written (read-only, full): serve it
+                # uncached, and try to register it again on the next call.
+                self._store_failed(exc, "model served uncached, its namespace could not be created")
+                return _Namespaced(Namespace(UNREGISTERED_NS, spec.key, spec), dtype)
+            state = self._roles[role] = _Namespaced(ns, dtype)
         return state
+
+    def _store_failed(self, exc: StoreError, consequence: str) -> None:
+        """A write failed: raise it (``on_store_error="raise"``) or count it and carry on."""
+        if self.on_store_error == "raise":
+            raise exc
+        self.store.report_failure(exc, consequence)
 
     def _hasher(self, role: Role) -> ItemHasher:
         """The item hasher for ``role``, available without touching the store."""
@@ -618,17 +646,7 @@ class Cached:
             elapsed = time.perf_counter() - started
             vectors = batch.vectors
             n = len(vectors)
-            if ns.dim is None:
-                # Fix the namespace's dimension before writing: another process may have
-                # fixed a different one since we looked, and mixed dimensions must not be stored.
-                store.set_dimension(ns, vectors.shape[1])
-            if vectors.shape[1] != ns.dim:
-                raise ProviderResponseError(
-                    _label(self.ef),
-                    f"returned {vectors.shape[1]}-d vectors but this namespace holds "
-                    f"{ns.dim}-d ones; an option that changes the dimension must be part of the cache "
-                    "namespace (get_config()) or passed as namespace=...",
-                )
+            writable = self._fix_dimension(ns, vectors.shape[1], call)
             idx = np.arange(batch.start, batch.start + n)
             pos = mine[idx]
             batch_texts = to_embed[batch.start : batch.start + n]
@@ -653,18 +671,16 @@ class Cached:
                 tokens_embedded=int(tokens.sum()),
                 tokens_embedded_estimated=int(tokens.sum()) if batch.tokens is None else 0,
             )
-            store.write(
-                ns.id,
-                EntryBatch(
-                    ids=call.uniq[pos].tolist(),
-                    checks=call.checks[pos].tolist(),
-                    vectors=stored,
-                    tokens=tokens.tolist(),
-                    flags=flags.tolist(),
-                    texts=batch_texts if self.store_text else None,
-                ),
-                delta,
+            entries = EntryBatch(
+                ids=call.uniq[pos].tolist(),
+                checks=call.checks[pos].tolist(),
+                vectors=stored,
+                tokens=tokens.tolist(),
+                flags=flags.tolist(),
+                texts=batch_texts if self.store_text else None,
             )
+            if writable:
+                self._publish(call, entries, delta)
             call.result.usage.add(delta)
             call.result.provider_seconds.append(elapsed)
             call.vectors(vectors.shape[1])[pos] = served
@@ -682,6 +698,44 @@ class Cached:
                 _label(self.ef),
                 f"returned vectors for {int(done.sum())} of {len(to_embed)} texts",
             )
+
+    def _fix_dimension(self, ns: Namespace, dim: int, call: _Call) -> bool:
+        """Check ``dim`` against the namespace (fixing it on first use); whether batches can be written.
+
+        The dimension is fixed before writing: another process may have fixed a different
+        one since we looked, and mixed dimensions must not be stored. When the cache cannot
+        record it (``on_store_error="warn"``), the batch is served but not written, and
+        checked against this call's earlier batches instead.
+        """
+        if ns.dim is None and ns.id != UNREGISTERED_NS:
+            try:
+                self.store.set_dimension(ns, dim)
+            except StoreError as exc:
+                self._store_failed(exc, "vectors returned but not cached")
+                call.result.store_errors += 1
+        expected = (
+            ns.dim if ns.dim is not None else call.out.shape[1] if call.out is not None else dim
+        )
+        if dim != expected:
+            raise ProviderResponseError(
+                _label(self.ef),
+                f"returned {dim}-d vectors but this namespace holds "
+                f"{expected}-d ones; an option that changes the dimension must be part of the cache "
+                "namespace (get_config()) or passed as namespace=...",
+            )
+        return ns.dim is not None
+
+    def _publish(self, call: _Call, entries: EntryBatch, delta: UsageDelta) -> None:
+        """Write one paid-for batch with its counters; a failing store costs the caller nothing (``"warn"``).
+
+        A failed write keeps the counters buffered (they are retried with the next write or
+        flush) and stores nothing, so those texts are misses again next time.
+        """
+        try:
+            self.store.write(call.state.ns.id, entries, delta)
+        except StoreError as exc:
+            self._store_failed(exc, "vectors returned but not cached")
+            call.result.store_errors += 1
 
     def _bypass(self, texts: list[str], role: Role, state: _Namespaced, result: Embedded) -> None:
         if not self._warned_bypass:
@@ -723,8 +777,16 @@ class Cached:
         """
         from .stats import namespace_totals
 
-        self.store.flush()
-        return namespace_totals(self.store, self.namespaces())
+        source: Any = self.store
+        try:
+            self.store.flush()
+        except StoreError as exc:
+            self._store_failed(exc, "could not save usage counters yet")
+            source = _WithPending(self.store)
+        return {
+            **namespace_totals(source, self.namespaces()),
+            "store_errors": self.store.store_errors,
+        }
 
     def namespaces(self) -> list[Namespace]:
         """The namespaces this wrapper reads and writes: documents, then queries."""
@@ -742,6 +804,14 @@ def check_batch_size(batch_size: object) -> None:
     """Refuse a batch size that is not a positive integer (0 would loop forever, -1 embed nothing)."""
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ConfigurationError(f"batch_size must be a positive integer, got {batch_size!r}")
+class _WithPending:
+    """A store's committed stats rows plus the counters it could not commit yet."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    def stats_rows(self, since_day: int | None = None) -> list[tuple[int, int, UsageDelta]]:
+        return self.store.stats_rows(since_day) + self.store.pending_rows()
 
 
 class _PlainFunction:

@@ -19,6 +19,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, NamedTuple
 
+from ..errors import ConfigurationError, StoreError
 from ..flight import SingleFlight
 from ..keys import NamespaceSpec
 from ..usage import UsageDelta, today
@@ -30,6 +31,10 @@ log = logging.getLogger("cachedembed")
 
 FLAG_TOKENS_ESTIMATED = 1
 """Entry flag: the entry's token count is an estimate, not provider-reported."""
+
+UNREGISTERED_NS = 0
+"""Id of a namespace the store could not create (a read-only or full cache): never stored
+under, never counted. Every store numbers real namespaces from 1."""
 
 
 @dataclass
@@ -131,6 +136,72 @@ class PendingStats:
         return not self.deltas and not self.touches
 
 
+MAX_IDENTITY_BYTES = 60_000
+"""Largest namespace identity (canonical JSON, UTF-8) any store accepts.
+
+The smallest column that holds it is MySQL's TEXT (65,535 bytes); one limit for every
+backend, so a model that works on SQLite also works on PostgreSQL and MariaDB.
+"""
+
+
+def _check_identity_size(spec: NamespaceSpec) -> None:
+    size = len(spec.canonical.encode("utf-8", "surrogatepass"))
+    if size > MAX_IDENTITY_BYTES:
+        raise ConfigurationError(
+            f"the cache identity of {spec.provider}/{spec.model[:80]} is {size:,} bytes, over the "
+            f"{MAX_IDENTITY_BYTES:,}-byte limit: pass a shorter namespace=... (or a get_config() "
+            "without large values, e.g. a hash of a long prompt instead of the prompt)"
+        )
+
+
+def failure(where: str, text: str) -> StoreError:
+    """A :class:`StoreError` for an operation on ``where`` that failed with ``text``, with its remedy."""
+    remedy = remedy_for(text) or "check that the cache's disk or database server is healthy"
+    return StoreError(f"cache {where}: {text}. Remedy: {remedy}")
+
+
+def remedy_for(text: str) -> str | None:
+    """The remedy for a full or read-only cache, recognised from the error text; else ``None``."""
+    lowered = text.lower()
+    if "full" in lowered or "no space" in lowered or "quota" in lowered:
+        return "free disk space (or move the cache to a bigger disk); entries are written again on the next calls"
+    if "readonly" in lowered or "read-only" in lowered or "permission denied" in lowered:
+        return (
+            "make the cache writable by this user (hits are still served from a read-only "
+            "cache; misses are returned but not stored)"
+        )
+    return None
+
+
+class FileIdentity(NamedTuple):
+    """Device and inode of a cache file, to notice it being deleted or replaced while open."""
+
+    dev: int
+    ino: int
+
+    @classmethod
+    def of(cls, path: os.PathLike[str] | str) -> FileIdentity | None:
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            return None
+        return cls(st.st_dev, st.st_ino)
+
+
+def check_still_there(path: os.PathLike[str] | str, opened: FileIdentity | None, url: str) -> None:
+    """Refuse to write through a handle whose file was deleted or replaced under this process.
+
+    SQLite (and diskcache on top of it) keeps writing into a deleted file without an error:
+    every entry would vanish with the process.
+    """
+    if opened is not None and FileIdentity.of(path) != opened:
+        raise StoreError(
+            f"cache {url}: {path} was deleted or replaced while this process had it open, "
+            "so nothing more is written to it. Remedy: restart the process (a fresh cache is "
+            "created) or restore the file"
+        )
+
+
 _live_stores: weakref.WeakSet[Store] = weakref.WeakSet()
 
 
@@ -178,6 +249,37 @@ class Store(ABC):
         self._pending = PendingStats()
         self._pending_lock = threading.Lock()
         self._last_flush = time.monotonic()
+        self.store_errors = 0
+        """Writes of this process to this store that failed (entries or counters not saved)."""
+        self._failing = False
+
+    # -- failures the caller survives -------------------------------------------
+    # A write that fails after the provider was paid must not cost the caller its vectors
+    # (Cached(on_store_error="warn")): the failure is counted, logged once per outage with
+    # its remedy, and the entries stay misses, so the next call embeds and writes them again.
+
+    def report_failure(self, exc: BaseException, consequence: str) -> None:
+        """Count a failed write the caller carries on without; log the first of an outage."""
+        with self._pending_lock:
+            self.store_errors += 1
+            first, self._failing = not self._failing, True
+        if first:
+            prefix = f"cache {self.url}: "
+            detail = str(exc).removeprefix(prefix)  # a StoreError already names the cache
+            log.warning(
+                "%s%s (%s); retried on later calls. Further store errors are counted in "
+                "stats()['store_errors'], not logged, until a write succeeds again",
+                prefix,
+                consequence,
+                detail,
+            )
+
+    def _report_success(self) -> None:
+        if self._failing:
+            with self._pending_lock:
+                recovered, self._failing = self._failing, False
+            if recovered:
+                log.warning("cache %s: writes succeed again; caching resumed", self.url)
 
     # -- buffered accounting --------------------------------------------------
     # A hit must not cost a write transaction: hit counters and last-use touches are
@@ -187,6 +289,8 @@ class Store(ABC):
 
     def record(self, ns_id: int, delta: UsageDelta, touches: Sequence[int] = ()) -> None:
         """Buffer ``delta`` (and last-use ``touches``) for namespace ``ns_id``, flushing when due."""
+        if ns_id == UNREGISTERED_NS:
+            return
         key = (ns_id, today())
         with self._pending_lock:
             self._add_pending(key, delta, touches)
@@ -197,9 +301,7 @@ class Store(ABC):
             except Exception as exc:
                 # The caller's vectors were served; a failed counter flush must not fail its
                 # call. flush() put the counters back, so the next flush retries them.
-                log.warning(
-                    "cache %s: could not save usage counters yet (%s); will retry", self.url, exc
-                )
+                self.report_failure(exc, "could not save usage counters yet")
 
     def write(self, ns_id: int, batch: EntryBatch, delta: UsageDelta) -> None:
         """Store ``batch`` and commit ``delta`` (plus everything buffered) atomically with it."""
@@ -211,6 +313,7 @@ class Store(ABC):
         except BaseException:
             self._restore(pending)
             raise
+        self._report_success()
 
     def flush(self) -> None:
         """Commit buffered counters and touches now."""
@@ -223,6 +326,12 @@ class Store(ABC):
         except BaseException:
             self._restore(pending)
             raise
+        self._report_success()
+
+    def pending_rows(self) -> list[tuple[int, int, UsageDelta]]:
+        """Buffered counters not committed yet, as ``stats_rows`` rows (for stats during an outage)."""
+        with self._pending_lock:
+            return [(ns, day, delta) for (ns, day), delta in self._pending.deltas.items()]
 
     def _add_pending(self, key: tuple[int, int], delta: UsageDelta, touches: Sequence[int]) -> None:
         if not delta.is_empty():
@@ -243,7 +352,9 @@ class Store(ABC):
             for key, delta in pending.deltas.items():
                 self._add_pending(key, delta, ())
             for key, ids in pending.touches.items():
+                # Deduplicated: while writes keep failing, touches must not pile up per hit.
                 self._add_pending(key, UsageDelta(), ids)
+                self._pending.touches[key] = list(set(self._pending.touches[key]))
 
     # -- namespaces ---------------------------------------------------------
 
@@ -252,6 +363,7 @@ class Store(ABC):
         key = spec.key
         ns = self._ns_by_key.get(key)
         if ns is None:
+            _check_identity_size(spec)
             with self._ns_lock:
                 ns = self._ns_by_key.get(key)
                 if ns is None:

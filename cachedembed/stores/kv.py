@@ -12,20 +12,38 @@ for single machines; the SQL store indexes by namespace.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
+import sqlite3
 import struct
 import threading
 import time
-from collections.abc import Iterable, Iterator, MutableMapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, MutableMapping, Sequence
 from contextlib import AbstractContextManager, suppress
 from itertools import repeat
 from pathlib import Path
-from typing import Any, TypeGuard
+from typing import Any, Concatenate, ParamSpec, TypeGuard, TypeVar
 
 from ..errors import StoreError
 from ..keys import NamespaceSpec
 from ..usage import UsageDelta
-from .base import EntryBatch, ExportedEntry, Namespace, NamespaceUsage, PendingStats, Row, Store
+from .base import (
+    EntryBatch,
+    ExportedEntry,
+    FileIdentity,
+    Namespace,
+    NamespaceUsage,
+    PendingStats,
+    Row,
+    Store,
+    check_still_there,
+    failure,
+    remedy_for,
+)
+
+_S = TypeVar("_S", bound="_KeyValueStore")
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
 
 # ns, check, tokens, flags, used day, created, text length; then vector bytes, then text.
 _HEADER = struct.Struct("<iqiHiqI")
@@ -98,6 +116,15 @@ def _rows(pairs: Iterable[tuple[int, bytes | None]]) -> list[Row]:
 def _readable(value: Any) -> TypeGuard[bytes]:
     """Whether ``value`` is there and holds at least a header (a cut value file may not)."""
     return isinstance(value, bytes) and len(value) >= _HEADER.size
+def _reported(method: Callable[Concatenate[_S, _P], _T]) -> Callable[Concatenate[_S, _P], _T]:
+    """Let ``method`` fail only with :class:`StoreError` (the backend's own errors translated)."""
+
+    @functools.wraps(method)
+    def run(self: _S, *args: _P.args, **kwargs: _P.kwargs) -> _T:
+        with self._reporting():
+            return method(self, *args, **kwargs)
+
+    return run
 
 
 class _KeyValueStore(Store):
@@ -117,6 +144,23 @@ class _KeyValueStore(Store):
             self._forget_namespaces()
             raise
 
+    def _store_error(self, exc: Exception) -> StoreError | None:
+        """``exc`` as a :class:`StoreError`, or ``None`` if it is not a storage failure."""
+        return None
+
+    @contextlib.contextmanager
+    def _reporting(self) -> Iterator[None]:
+        try:
+            yield
+        except StoreError:
+            raise
+        except Exception as exc:
+            error = self._store_error(exc)
+            if error is None:
+                raise
+            raise error from None
+
+    @_reported
     def _get_or_create_namespace(self, spec: NamespaceSpec) -> Namespace:
         key = _NS_PREFIX + spec.key
         with self._atomic():
@@ -136,10 +180,12 @@ class _KeyValueStore(Store):
             id=record["id"], key=spec.key, spec=spec, dim=record["dim"], created=record["created"]
         )
 
+    @_reported
     def _read_dimension(self, ns_id: int) -> int | None:
         key = self._kv.get(_NS_KEYS, {}).get(ns_id)
         return None if key is None else self._kv[_NS_PREFIX + key]["dim"]
 
+    @_reported
     def _set_dimension(self, ns_id: int, dim: int) -> None:
         with self._atomic():
             key = _NS_PREFIX + self._kv[_NS_KEYS][ns_id]
@@ -151,6 +197,7 @@ class _KeyValueStore(Store):
         keys = self._kv.get(_NS_KEYS, {}).values()
         return [(_NS_PREFIX + k, self._kv[_NS_PREFIX + k]) for k in keys]
 
+    @_reported
     def namespaces(self) -> list[Namespace]:
         import json
 
@@ -166,10 +213,12 @@ class _KeyValueStore(Store):
         ]
         return sorted(out, key=lambda n: n.id)
 
+    @_reported
     def get(self, ns_id: int, ids: Sequence[int]) -> list[Row]:
         get = self._kv.get
         return _rows((i, get(i)) for i in ids)
 
+    @_reported
     def put(self, ns_id: int, batch: EntryBatch, stats: PendingStats) -> None:
         n = len(batch)
         now = int(time.time())
@@ -195,6 +244,7 @@ class _KeyValueStore(Store):
                     kv[i] = _pack(ns_id, check, tokens, flags, u, c, vec.tobytes(), text)
             self._merge(stats)
 
+    @_reported
     def flush_stats(self, stats: PendingStats) -> None:
         if stats.is_empty():
             return
@@ -221,6 +271,7 @@ class _KeyValueStore(Store):
                     fields[4] = day
                     kv[i] = _HEADER.pack(*fields) + value[_HEADER.size :]
 
+    @_reported
     def delete(self, ns_id: int, ids: Sequence[int]) -> int:
         removed = 0
         with self._atomic():
@@ -230,6 +281,11 @@ class _KeyValueStore(Store):
                     del self._kv[i]
                     removed += 1
         return removed
+
+    def _reported_entries(self) -> Iterator[tuple[int, ExportedEntry]]:
+        """:meth:`_entries`, failing only with :class:`StoreError` (a generator: no decorator)."""
+        with self._reporting():
+            yield from self._entries()
 
     def _entries(self) -> Iterator[tuple[int, ExportedEntry]]:
         for key in list(self._kv):
@@ -242,7 +298,7 @@ class _KeyValueStore(Store):
 
     def iter_entries(self, ns_id: int, batch_size: int = 2000) -> Iterator[list[ExportedEntry]]:
         batch: list[ExportedEntry] = []
-        for ns, entry in self._entries():
+        for ns, entry in self._reported_entries():
             if ns == ns_id:
                 batch.append(entry)
                 if len(batch) >= batch_size:
@@ -251,6 +307,7 @@ class _KeyValueStore(Store):
         if batch:
             yield batch
 
+    @_reported
     def namespace_usage(self) -> dict[int, NamespaceUsage]:
         usage: dict[int, NamespaceUsage] = {}
         for ns, entry in self._entries():
@@ -261,6 +318,7 @@ class _KeyValueStore(Store):
             u.last_used = entry.used if u.last_used is None else max(u.last_used, entry.used)
         return usage
 
+    @_reported
     def stats_rows(self, since_day: int | None = None) -> list[tuple[int, int, UsageDelta]]:
         out = []
         for ns, day in sorted(self._kv.get(_STATS_KEYS, ())):
@@ -338,6 +396,12 @@ class DiskCacheStore(_KeyValueStore):
         path = Path(directory).expanduser()
         self.url = url or f"diskcache://{path}"
         path.mkdir(parents=True, exist_ok=True, mode=0o700)
+        if not os.access(path, os.W_OK):
+            raise StoreError(
+                f"cache {self.url}: the folder {path} is read-only for this process, and a "
+                "diskcache cache cannot be opened read-only. Remedy: make it writable, or use a "
+                "SQLite cache (sqlite:///...), which serves hits from a read-only file"
+            )
         old_umask = os.umask(0o077)  # cache.db and value files: user-only
         try:
             self._kv = diskcache.Cache(
@@ -350,15 +414,31 @@ class DiskCacheStore(_KeyValueStore):
                 timeout=60,
             )
         except Exception as exc:
+            if remedy_for(str(exc)) is not None:  # full or read-only: the folder is fine
+                raise failure(self.url, str(exc)) from None
             raise StoreError(
                 f"cannot open diskcache cache {path}: {exc}. Remedy: move the folder aside "
                 "and a fresh cache will be created."
             ) from None
         finally:
             os.umask(old_umask)
+        self._index = path / "cache.db"
+        self._opened = FileIdentity.of(self._index)
 
-    def _atomic(self) -> AbstractContextManager[Any]:
-        return self._kv.transact()  # type: ignore[attr-defined]
+    def _store_error(self, exc: Exception) -> StoreError | None:
+        import diskcache
+
+        if not isinstance(exc, (sqlite3.Error, OSError, diskcache.Timeout)):
+            return None
+        text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        return failure(self.url, text)
+
+    @contextlib.contextmanager
+    def _atomic(self) -> Iterator[None]:
+        # Every write goes through here: refuse to write into a folder deleted under us.
+        check_still_there(self._index, self._opened, self.url)
+        with self._kv.transact():  # type: ignore[attr-defined]
+            yield
 
     # diskcache reads one key per SQL query; a warm batch of thousands of texts would spend
     # most of its time there. Values up to diskcache's file threshold (32 KiB: every vector
@@ -367,6 +447,7 @@ class DiskCacheStore(_KeyValueStore):
     # diskcache.core.Cache.get). Anything else (a value kept in a file) goes through `get`.
     _BATCH = 30000
 
+    @_reported
     def get(self, ns_id: int, ids: Sequence[int]) -> list[Row]:
         sql = getattr(self._kv, "_sql", None)
         if len(ids) < 2 or sql is None:

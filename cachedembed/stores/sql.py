@@ -25,6 +25,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
+from functools import partial
 from itertools import repeat
 from operator import itemgetter
 from pathlib import Path
@@ -41,12 +42,15 @@ from . import _sqltext, migrate
 from .base import (
     EntryBatch,
     ExportedEntry,
+    FileIdentity,
     Namespace,
     NamespaceUsage,
     PendingStats,
     Row,
     Store,
     text_problem,
+    check_still_there,
+    failure,
 )
 
 _STATS_COLUMNS = UsageDelta.columns()
@@ -120,6 +124,27 @@ class _Dialect:
         return sql if self.sqlite else sql.replace("?", "%s")
 
 
+# Widths of the namespaces table's display columns (migration 0001). The full identity
+# lives in `spec` (TEXT); these only label rows for people reading the database.
+_PROVIDER_WIDTH = 100
+_MODEL_WIDTH = 255
+
+
+def _fit(label: str, width: int) -> str:
+    """``label`` cut to ``width`` characters, the same on every backend.
+
+    SQLite ignores declared lengths, PostgreSQL refuses longer values and MySQL truncates
+    or refuses by sql_mode: a long name must behave alike everywhere. A cut label ends with
+    a hash of the whole, so two long names sharing a prefix stay distinguishable.
+    """
+    if len(label) <= width:
+        return label
+    import xxhash
+
+    digest = xxhash.xxh3_64_hexdigest(label.encode("utf-8", "surrogatepass"))
+    return f"{label[: width - 17]}~{digest}"
+
+
 def _sqlite_path(url: sa.URL) -> Path | None:
     db = url.database
     if not db or db == ":memory:" or db.startswith("file:"):
@@ -138,6 +163,19 @@ def _prepare_sqlite_file(path: Path) -> None:
 
 def _lenient_text(raw: bytes) -> str:
     return raw.decode("utf-8", "surrogateescape")
+def _read_only_uri(path: Path) -> str | None:
+    """A read-only ``file:`` URI for a cache file this process cannot write; ``None`` if it can.
+
+    A WAL-mode file needs its ``-shm`` file: in a folder nobody can write and with no
+    ``-wal`` file (so no writer has it open), the file is opened as immutable, without
+    one. Entries are write-once, so even a writer appearing later can only make this
+    reader miss, never serve a wrong vector (every row's check and length are verified).
+    """
+    folder_writable = os.access(path.parent, os.W_OK)
+    if not path.exists() or (os.access(path, os.W_OK) and folder_writable):
+        return None
+    immutable = not folder_writable and not Path(f"{path}-wal").exists()
+    return f"{path.resolve().as_uri()}?mode=ro" + ("&immutable=1" if immutable else "")
 
 
 def _on_sqlite_connect(dbapi_conn: sqlite3.Connection, _record: Any) -> None:
@@ -149,7 +187,7 @@ def _on_sqlite_connect(dbapi_conn: sqlite3.Connection, _record: Any) -> None:
     cur = dbapi_conn.cursor()
     cur.execute("PRAGMA busy_timeout = 30000")
     cur.execute(f"PRAGMA page_size = {SQLITE_PAGE_SIZE}")  # only takes effect on a new file
-    cur.execute("PRAGMA journal_mode = WAL")
+    cur.execute("PRAGMA journal_mode = WAL")  # a no-op on a read-only cache (already WAL)
     # NORMAL in WAL mode is durable against process crashes (the cache's threat model);
     # an OS crash may lose the last transactions but never corrupts the file.
     cur.execute("PRAGMA synchronous = NORMAL")
@@ -217,14 +255,21 @@ class SqlStore(Store):
         self._d = _Dialect(sa_url.get_backend_name())
         self._create = create
         self._path: Path | None = None
+        self.read_only = False
+        """A SQLite file this process cannot write: hits are served, nothing is stored."""
         kwargs: dict[str, Any] = {"poolclass": NullPool}
         if self._d.sqlite:
             self._path = _sqlite_path(sa_url)
-            if self._path is not None:
-                if not create and not self._path.is_file():
-                    raise no_cache_error(str(self._path))
+            if self._path is not None and not create and not self._path.is_file():
+                raise no_cache_error(str(self._path))
+            connect_args: dict[str, Any] = {"timeout": 30, "check_same_thread": False}
+            uri = _read_only_uri(self._path) if self._path is not None else None
+            if uri is not None:
+                self.read_only = True
+                kwargs["creator"] = partial(sqlite3.connect, uri, uri=True, **connect_args)
+            elif self._path is not None:
                 _prepare_sqlite_file(self._path)
-            kwargs["connect_args"] = {"timeout": 30, "check_same_thread": False}
+            kwargs["connect_args"] = connect_args
         elif self._d.mysql:
             kwargs["connect_args"] = {"charset": "utf8mb4"}
         # A ?password= goes to the driver as an argument, not in the engine's URL, whose
@@ -249,13 +294,16 @@ class SqlStore(Store):
 
             @sa.event.listens_for(self._engine, "begin")
             def _begin(conn: sa.Connection) -> None:
-                conn.exec_driver_sql("BEGIN IMMEDIATE")
+                # Reads that ask for autocommit (the schema check) take no write lock.
+                if conn.get_execution_options().get("isolation_level") != "AUTOCOMMIT":
+                    conn.exec_driver_sql("BEGIN IMMEDIATE")
 
         self._db_errors: tuple[type[BaseException], ...] = (
             self._engine.dialect.loaded_dbapi.Error,
         )
         self._local = threading.local()
         self._open_schema(upgrade)
+        self._opened = FileIdentity.of(self._path) if self._path is not None else None
 
     # -- connections --------------------------------------------------------
 
@@ -360,7 +408,7 @@ class SqlStore(Store):
                 "Remedy: move the file aside (or delete it) and a fresh cache will be created; "
                 "`cachedembed export` can salvage a readable one first."
             )
-        return StoreError(f"cache {self.url}: {text}")
+        return failure(self.url, text)
 
     def _scrub(self, text: str) -> str:
         """``text`` with every password of this store's URL masked (drivers may echo them)."""
@@ -377,6 +425,10 @@ class SqlStore(Store):
         at ``BEGIN``. A connection lost later is reported, not replayed: the COMMIT may
         have landed, and replaying would count the same stats twice.
         """
+        if self._path is not None:
+            check_still_there(self._path, self._opened, self.url)
+        if self.read_only:
+            raise failure(self.url, f"{self._path} is read-only for this process")
         bulk = getattr(self._local, "bulk", None)
         if bulk is not None:  # inside bulk(): join its transaction, which commits or rolls back
             return body(bulk)
@@ -477,9 +529,7 @@ class SqlStore(Store):
         if upgrade is None:  # `cachedembed migrate` opens as-is, to report and upgrade explicitly
             return
         try:
-            with self._engine.connect() as conn:
-                revision = migrate.current_revision(conn)
-                conn.rollback()
+            revision = self.schema_revision()
         except Exception as exc:
             raise self._store_error(exc) from None
         if revision is None and not self._create:
@@ -498,7 +548,10 @@ class SqlStore(Store):
                 raise self._store_error(exc) from None
 
     def schema_revision(self) -> str | None:
+        # Autocommit: reading the revision must not need a write lock (a read-only cache
+        # file, or another process in the middle of a write).
         with self._engine.connect() as conn:
+            conn.execution_options(isolation_level="AUTOCOMMIT")
             return migrate.current_revision(conn)
 
     def upgrade(self) -> None:
@@ -522,8 +575,8 @@ class SqlStore(Store):
             values = (
                 key,
                 spec.canonical,
-                spec.provider,
-                spec.model[:255],
+                _fit(spec.provider, _PROVIDER_WIDTH),
+                _fit(spec.model, _MODEL_WIDTH),
                 spec.role,
                 spec.dtype,
                 int(time.time()),
