@@ -116,6 +116,8 @@ def _rows(pairs: Iterable[tuple[int, bytes | None]]) -> list[Row]:
 def _readable(value: Any) -> TypeGuard[bytes]:
     """Whether ``value`` is there and holds at least a header (a cut value file may not)."""
     return isinstance(value, bytes) and len(value) >= _HEADER.size
+
+
 def _reported(method: Callable[Concatenate[_S, _P], _T]) -> Callable[Concatenate[_S, _P], _T]:
     """Let ``method`` fail only with :class:`StoreError` (the backend's own errors translated)."""
 

@@ -48,9 +48,9 @@ from .base import (
     PendingStats,
     Row,
     Store,
-    text_problem,
     check_still_there,
     failure,
+    text_problem,
 )
 
 _STATS_COLUMNS = UsageDelta.columns()
@@ -163,6 +163,8 @@ def _prepare_sqlite_file(path: Path) -> None:
 
 def _lenient_text(raw: bytes) -> str:
     return raw.decode("utf-8", "surrogateescape")
+
+
 def _read_only_uri(path: Path) -> str | None:
     """A read-only ``file:`` URI for a cache file this process cannot write; ``None`` if it can.
 

@@ -298,14 +298,21 @@ def test_a_full_server_without_eviction_refuses_the_whole_write(tmp_path: Path) 
     with own_redis(
         str(tmp_path), "--maxmemory", "1mb", "--maxmemory-policy", "noeviction"
     ) as server:
-        cached = Cached(FakeEF(dim=1024), server.url)
+        strict = Cached(FakeEF(dim=1024), server.url, on_store_error="raise")
         with pytest.raises(StoreError, match=r"is full.*maxmemory"):
             for k in range(50):
-                cached.embed([f"batch {k} text {i}" for i in range(100)])
+                strict.embed([f"batch {k} text {i}" for i in range(100)])
         client = redis.Redis(port=server.port)
         stored = sum(1 for _ in client.scan_iter(match="cachedembed:e:*"))
-        client.close()
         assert stored % 100 == 0  # whole batches or nothing
+        # By default the paid-for vectors are still returned, and the failure counted.
+        lenient = Cached(FakeEF(dim=1024), server.url)
+        texts = [f"late text {i}" for i in range(100)]
+        want = np.stack([fake_vector(t, 1024, "fake-1") for t in texts])
+        assert np.array_equal(lenient.embed(texts), want)
+        assert lenient.stats()["store_errors"] >= 1
+        assert sum(1 for _ in client.scan_iter(match="cachedembed:e:*")) == stored
+        client.close()
 
 
 def test_export_and_import_move_a_redis_cache_bit_exactly(url: str, tmp_path: Path) -> None:
