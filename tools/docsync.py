@@ -8,6 +8,9 @@ A ```` ```python ```` block preceded by ``<!-- file: NAME.py -->`` is written to
 in the scratch directory first, so a console block can run it; every other Python block
 is at least compiled. A block preceded by ``<!-- docsync: skip REASON -->`` is not run
 (a command that needs a provider's API key or runs until stopped); say why in REASON.
+``<!-- docsync: run COMMAND -->`` runs COMMAND at that point without showing it (to
+prepare what the next block shows, e.g. a damaged entry for ``verify``); the scripts it
+may call live in ``tools/docs_fixtures.py``.
 
     python tools/docsync.py            # rewrite every output block from a real run
     python tools/docsync.py --check    # exit 1 and show a diff where a page has drifted
@@ -39,6 +42,7 @@ COMMAND_TIMEOUT = 300
 _FENCE = re.compile(r"^```(\w*)\s*$")
 _FILE_MARK = re.compile(r"^<!-- file: ([\w.\-/]+) -->$")
 _SKIP_MARK = re.compile(r"^<!-- docsync: skip .+-->$")
+_RUN_MARK = re.compile(r"^<!-- docsync: run (.+) -->$")
 _VOLATILE = [
     (re.compile(r"\b\d+(\.\d+)?\s?(ms|µs|s|min|h)\b"), "<time>"),
     (re.compile(r"\b\d{4}-\d{2}-\d{2}\b"), "<date>"),
@@ -114,10 +118,15 @@ def render(page: Path) -> tuple[list[str], list[str]]:
     with tempfile.TemporaryDirectory(prefix="docsync-") as tmp:
         scratch = Path(tmp).resolve()
         shutil.copytree(ROOT / "examples", scratch / "examples")
+        shutil.copytree(ROOT / "examples", scratch, dirs_exist_ok=True)
         (scratch / "home").mkdir()
+        (scratch / "tools").symlink_to(ROOT / "tools")
         env = environment(scratch)
         shift = 0
+        setups = {i: m.group(1) for i, line in enumerate(lines) if (m := _RUN_MARK.match(line))}
         for block in blocks(lines):
+            for i in [i for i in setups if i < block.start]:
+                run(setups.pop(i), scratch, env)
             body = lines[block.start : block.end]
             if block.lang == "python":
                 source = "\n".join(body) + "\n"
@@ -154,7 +163,9 @@ def main(argv: list[str] | None = None) -> int:
         page = ROOT / name
         before, after = render(page)
         if args.check:
-            diff = list(difflib.unified_diff(masked(before), masked(after), name, "real run", lineterm=""))
+            diff = list(
+                difflib.unified_diff(masked(before), masked(after), name, "real run", lineterm="")
+            )
             if diff:
                 drifted += 1
                 print("\n".join(diff))
