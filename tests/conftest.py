@@ -114,3 +114,39 @@ def billing_price(monkeypatch: pytest.MonkeyPatch) -> None:
     from tests.billing import PRICE_ENV
 
     monkeypatch.setenv("CACHEDEMBED_PRICE", PRICE_ENV)
+
+
+# Modules whose tests spawn processes, load a real model, drive a browser or start servers
+# (real HTTP servers, private redis-server instances): `make test-fast` leaves them out.
+SLOW_MODULES = frozenset(
+    {
+        "adapters/test_dispatch.py",
+        "adapters/test_llamaindex.py",
+        "adapters/test_sentence_transformers.py",
+        "embedding_functions/test_instructor.py",
+        "embedding_functions/test_sentence_transformer.py",
+        "reliability/test_chroma_model_guard.py",
+        "reliability/test_concurrency.py",
+        "reliability/test_crash.py",
+        "reliability/test_durability.py",
+        "reliability/test_import_is_all_or_nothing.py",
+        "reliability/test_schema_upgrades.py",
+        "stores/test_redis.py",
+        "stores/test_sql_shared.py",
+        "test_chroma.py",
+        "test_cli.py",
+        "test_cli_errors.py",
+        "test_cli_manage.py",
+        "test_docs.py",
+        "test_sqlite_reader.py",
+    }
+)
+SLOW_FOLDERS = ("providers/", "server/")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    tests = Path(__file__).parent
+    for item in items:
+        module = item.path.relative_to(tests).as_posix()
+        if module in SLOW_MODULES or module.startswith(SLOW_FOLDERS):
+            item.add_marker(pytest.mark.slow)

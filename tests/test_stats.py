@@ -186,6 +186,7 @@ class _CountingStore:
         return rows
 
 
+@pytest.mark.slow  # builds a 100,000-entry cache
 def test_report_on_100k_entries_reads_only_the_aggregated_rows(disk_url: str) -> None:
     store = open_store(disk_url)
     ns = fill(store, 100_000)
