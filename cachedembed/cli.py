@@ -108,6 +108,7 @@ def embed(
     from tqdm import tqdm
 
     from .embedding_functions import from_spec
+    from .usage import UsageDelta
     from .wrapper import Cached
 
     texts = _read_texts(file, field)
@@ -115,16 +116,19 @@ def embed(
         raise click.UsageError(f"{file} contains no texts")
     ef = Cached(from_spec(model), cache_url, store_text=store_text)
     role: Role = "query" if query else "document"
-    before = ef.stats()
+    # This run's counters come from its own calls: on a shared cache, the difference of
+    # two stats() readings would also count what other writers did meanwhile.
+    run = UsageDelta()
     parts = []
     show = sys.stderr.isatty() if progress is None else progress
     with tqdm(total=len(texts), unit="text", disable=not show, file=sys.stderr) as bar:
         for start in range(0, len(texts), batch_size):
             chunk = texts[start : start + batch_size]
-            parts.append(ef.embed(chunk, role))
+            done = ef.embed_with_usage(chunk, role)
+            run.add(done.usage)
+            parts.append(done.vectors)
             bar.update(len(chunk))
     vectors = np.concatenate(parts)
-    after = ef.stats()
     if out:
         if out.endswith(".jsonl"):
             with open(out, "w", encoding="utf-8") as fh:
@@ -132,10 +136,8 @@ def embed(
                     fh.write(json.dumps(vec.tolist()) + "\n")
         else:
             np.save(out, vectors)
-    hits = after["hits"] - before["hits"]
-    misses = after["misses"] - before["misses"]
     click.echo(
-        f"{len(texts)} texts, {vectors.shape[1]} dimensions: {hits} hits, {misses} misses"
+        f"{len(texts)} texts, {vectors.shape[1]} dimensions: {run.hits} hits, {run.misses} misses"
         + (f" -> {out}" if out else "")
     )
 
