@@ -315,7 +315,6 @@ def reembed(
     check_batch_size(batch_size)
     target = Cached(ef, store, store_text=True)
     own = {target.spec(role).key for role in ("document", "query")}
-    before = target.stats()
     result = ReembedResult()
     for ns in select_namespaces(store, model):
         if ns.key in own:
@@ -336,9 +335,9 @@ def reembed(
             target.embed(chunk, ns.spec.role)
             result.texts += len(chunk)
         result.namespaces += result.texts > moved
-    after = target.stats()
-    result.hits = after["hits"] - before["hits"]
-    result.misses = after["misses"] - before["misses"]
+    # This run's own counters: other writers of a shared cache do not count.
+    done = target.session_stats()
+    result.hits, result.misses = done["hits"], done["misses"]
     return result
 
 

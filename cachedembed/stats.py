@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any, Protocol
 
 from ._printable import printable
+from .keys import Role
 from .pricing import dollars, price_per_million
 from .stores.base import Namespace
 from .usage import UsageDelta, day_iso
@@ -58,12 +59,18 @@ def namespace_totals(store: UsageSource, namespaces: Iterable[Namespace]) -> dic
     for ns_id, _day, delta in store.stats_rows():
         if ns_id in per_ns:
             per_ns[ns_id].add(delta)
-    total = UsageDelta()
     # Several namespaces may share a role (one per option set of an adapter): add them up.
-    by_role: dict[str, UsageDelta] = {}
+    by_role: dict[Role, UsageDelta] = {}
     for ns_id, delta in per_ns.items():
-        total.add(delta)
         by_role.setdefault(wanted[ns_id].spec.role, UsageDelta()).add(delta)
+    return role_totals(by_role)
+
+
+def role_totals(by_role: Mapping[Role, UsageDelta]) -> dict[str, Any]:
+    """:func:`summarize` of the sum of ``by_role``, with each role's own under ``"by_role"``."""
+    total = UsageDelta()
+    for delta in by_role.values():
+        total.add(delta)
     return {
         **summarize(total),
         "by_role": {role: summarize(delta) for role, delta in by_role.items()},

@@ -10,7 +10,9 @@ as it arrives.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
+import threading
 import time
 import unicodedata
 import warnings
@@ -267,6 +269,9 @@ class Cached:
         self._roles: dict[Role, _Namespaced] = {}
         self._hashers: dict[Role, ItemHasher] = {}
         self._warned_bypass = False
+        # What this object did (session_stats()), apart from the cache's lifetime stats().
+        self._session: dict[Role, UsageDelta] = {}
+        self._session_lock = threading.Lock()
 
     # -- identity ----------------------------------------------------------------
 
@@ -399,16 +404,27 @@ class Cached:
         # namespace is registered, so bad input writes nothing at all.
         ids, checks = self._hasher(role).text_key_arrays(texts)
         state = self._role(role)
-        if len(ids) == 1 and not self._embedder.bypass_cache:
-            hit = self._hit_one(int(ids[0]), int(checks[0]), state)
-            if hit is not None:
-                return hit
         result = Embedded(np.zeros((0, 0), np.float32), np.zeros(0, np.int64))
-        if self._embedder.bypass_cache:
-            self._bypass(texts, role, state, result)
-        else:
-            self._lookup_and_fill(texts, ids, checks, role, state, result)
-        return result
+        try:
+            if len(ids) == 1 and not self._embedder.bypass_cache:
+                hit = self._hit_one(int(ids[0]), int(checks[0]), state)
+                if hit is not None:
+                    result = hit
+                    return hit
+            if self._embedder.bypass_cache:
+                self._bypass(texts, role, state, result)
+            else:
+                self._lookup_and_fill(texts, ids, checks, role, state, result)
+            return result
+        finally:
+            # Also after a failure: the batches stored before it were this object's doing.
+            self._count_session(role, result.usage)
+
+    def _count_session(self, role: Role, usage: UsageDelta) -> None:
+        if usage.is_empty():
+            return
+        with self._session_lock:
+            self._session.setdefault(role, UsageDelta()).add(usage)
 
     def _hit_one(self, item_id: int, check: int, state: _Namespaced) -> Embedded | None:
         """The single-text hit (a search query): one row, no arrays beyond the result.
@@ -771,9 +787,12 @@ class Cached:
     # -- stats --------------------------------------------------------------------
 
     def stats(self) -> dict[str, Any]:
-        """Usage of this wrapper's namespaces (documents and queries), totals included.
+        """Lifetime totals of this wrapper's namespaces in the cache (documents and queries).
 
-        Flushes buffered counters first, so the numbers include every call made so far.
+        Counts every call ever made to these namespaces, by any process sharing the
+        cache, with a per-role breakdown under ``"by_role"``. Flushes this process's
+        buffered counters first, so the numbers include every call made here so far.
+        For what this object alone did, see :meth:`session_stats`.
         """
         from .stats import namespace_totals
 
@@ -787,6 +806,21 @@ class Cached:
             **namespace_totals(source, self.namespaces()),
             "store_errors": self.store.store_errors,
         }
+
+    def session_stats(self) -> dict[str, Any]:
+        """What this object did since it was built: the keys of :meth:`stats`, counted per call.
+
+        Only this wrapper's own calls count (not other wrappers, threads of other
+        wrappers or processes sharing the cache); nothing is read from the store.
+        """
+        from .stats import role_totals
+
+        return role_totals(self.session_usage())
+
+    def session_usage(self) -> dict[Role, UsageDelta]:
+        """This object's counters so far, per role (copies: safe to keep or add up)."""
+        with self._session_lock:
+            return {role: dataclasses.replace(delta) for role, delta in self._session.items()}
 
     def namespaces(self) -> list[Namespace]:
         """The namespaces this wrapper reads and writes: documents, then queries."""

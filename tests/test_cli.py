@@ -95,3 +95,36 @@ def test_unknown_provider_is_a_clear_error(tmp_path: Path) -> None:
 def test_providers_lists_the_default() -> None:
     out = CliRunner().invoke(main, ["providers"])
     assert out.exit_code == 0 and "default" in out.output
+
+
+def test_embed_reports_this_runs_hits_and_misses_not_other_writers_of_a_shared_cache(
+    tmp_path: Path,
+) -> None:
+    from cachedembed import Cached
+    from cachedembed.embedding_functions import from_spec
+    from cachedembed.stores import open_store
+    from tests.providers.loopback import LoopbackServer, Reply, Request
+    from tests.providers.test_tei import TeiFake
+
+    cache = f"sqlite:///{tmp_path / 'shared.db'}"
+    tei = TeiFake(key="")
+    other_writer: list[Cached] = []
+
+    def handler(request: Request) -> Reply:
+        if request.method == "POST" and other_writer:
+            # Another process on the shared cache, mid-run: five hits, flushed at once.
+            other_writer[0].embed(["alpha"] * 5)
+            other_writer[0].flush()
+        return tei(request)
+
+    texts = tmp_path / "texts.txt"
+    with LoopbackServer(handler) as server:
+        spec = f"tei:{server.url}"
+        texts.write_text("alpha\nbeta\n", encoding="utf-8")
+        first = CliRunner().invoke(main, ["embed", str(texts), "--cache", cache, "--model", spec])
+        assert first.output.strip() == "2 texts, 8 dimensions: 0 hits, 2 misses"
+        other_writer.append(Cached(from_spec(spec), open_store(cache, shared=False)))
+        texts.write_text("alpha\nbeta\ngamma\n", encoding="utf-8")
+        out = CliRunner().invoke(main, ["embed", str(texts), "--cache", cache, "--model", spec])
+    assert out.exit_code == 0, out.output
+    assert out.output.strip() == "3 texts, 8 dimensions: 2 hits, 1 misses"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -9,6 +10,8 @@ import pytest
 import sqlalchemy as sa
 
 from cachedembed import Cached
+from cachedembed.embedding_functions import EmbeddedBatch
+from cachedembed.keys import Role
 from cachedembed.manage import format_size, list_models, migrate, parse_size, prune, reembed, verify
 from cachedembed.stores import Store, open_store
 from cachedembed.stores import migrate as schema
@@ -197,3 +200,22 @@ def test_reembed_moves_stored_texts_to_another_model_keeping_roles(disk_url: str
     assert again.billed == []
     rerun = reembed(store, BillingProvider("bill-large", dim=10), model="bill-")
     assert (rerun.texts, rerun.hits, rerun.misses, rerun.without_text) == (23, 23, 0, 5)
+
+
+def test_reembed_reports_its_own_hits_and_misses_not_other_writers(disk_url: str) -> None:
+    store = open_store(disk_url)
+    Cached(BillingProvider("bill-small"), store, store_text=True).embed(["a", "b", "c"])
+    other_writer = Cached(BillingProvider("bill-large", dim=10), store)
+    other_writer.embed(["a"])
+
+    class Interleaved(BillingProvider):
+        """While this run embeds, another writer of the same cache makes hits and flushes them."""
+
+        def embed_batches(self, texts: Sequence[str], role: Role) -> Iterator[EmbeddedBatch]:
+            other_writer.embed(["a"] * 5)
+            other_writer.flush()
+            yield from super().embed_batches(texts, role)
+
+    result = reembed(store, Interleaved("bill-large", dim=10), model="bill-small")
+    assert (result.texts, result.hits, result.misses) == (3, 1, 2)
+    assert other_writer.stats()["hits"] == 6  # the cache's lifetime totals count both writers

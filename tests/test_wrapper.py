@@ -460,3 +460,48 @@ def test_warm_batches_are_served_writable_in_input_order(cache_url: str, fake_ef
         assert out.flags.writeable
         assert [v.tobytes() for v in out] == [fake_vector(t, 8, "fake-1").tobytes() for t in order]
     assert len(fake_ef.calls) == 1
+
+
+# -- stats(): the cache's lifetime totals; session_stats(): what this object did -----
+
+
+def test_session_stats_count_only_this_objects_calls_while_stats_count_the_whole_cache(
+    cache_url: str,
+) -> None:
+    first, second = Cached(TokenProvider(), cache_url), Cached(TokenProvider(), cache_url)
+    first.embed(["a", "b"])
+    second.embed(["a", "b", "c", "a"])
+    second.embed(["q"], "query")
+
+    mine = second.session_stats()
+    assert (mine["calls"], mine["hits"], mine["misses"], mine["provider_calls"]) == (2, 3, 2, 2)
+    assert (mine["by_role"]["document"]["hits"], mine["by_role"]["query"]["misses"]) == (3, 1)
+    assert (first.session_stats()["hits"], first.session_stats()["misses"]) == (0, 2)
+    lifetime = second.stats()
+    assert (lifetime["calls"], lifetime["hits"], lifetime["misses"]) == (3, 3, 4)
+    # A new wrapper on the same cache starts from zero; the cache's totals stay.
+    fresh = Cached(TokenProvider(), cache_url)
+    assert fresh.session_stats()["texts"] == 0 and fresh.stats()["texts"] == 7
+
+
+def test_session_stats_have_the_keys_of_stats(sqlite_url: str) -> None:
+    ef = Cached(TokenProvider(), sqlite_url)
+    ef.embed(["a", "a"])
+    session, lifetime = ef.session_stats(), ef.stats()
+    assert session.keys() == lifetime.keys()
+    assert session["by_role"]["document"].keys() == lifetime["by_role"]["document"].keys()
+    assert {k: v for k, v in session.items() if k != "by_role"} == {
+        k: v for k, v in lifetime.items() if k != "by_role"
+    }
+
+
+def test_session_stats_include_the_batches_stored_before_a_failure(sqlite_url: str) -> None:
+    ef = Cached(TokenProvider(batch_size=2, fail_on_batch=1), sqlite_url)
+    with pytest.raises(ProviderError):
+        ef.embed(["a", "b", "c", "d"])
+    session = ef.session_stats()
+    assert (session["misses"], session["provider_calls"]) == (2, 1)
+    assert (session["misses"], session["tokens_embedded"]) == (
+        ef.stats()["misses"],
+        ef.stats()["tokens_embedded"],
+    )

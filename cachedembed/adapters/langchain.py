@@ -83,8 +83,12 @@ class CachedEmbeddings(Embeddings):
         return await asyncio.to_thread(self.embed_query, text)
 
     def stats(self) -> dict[str, Any]:
-        """Hits, misses, tokens and provider calls of both namespaces (see :meth:`Cached.stats`)."""
+        """Lifetime totals of both namespaces in the cache (see :meth:`Cached.stats`)."""
         return self.cached.stats()
+
+    def session_stats(self) -> dict[str, Any]:
+        """What this object did since it was built (see :meth:`Cached.session_stats`)."""
+        return self.cached.session_stats()
 
     def __repr__(self) -> str:
         return f"CachedEmbeddings({self.underlying!r}, cache={self.cached.store.url!r})"

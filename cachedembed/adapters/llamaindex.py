@@ -99,8 +99,12 @@ class CachedEmbedding(BaseEmbedding):
         return await asyncio.to_thread(self._embed, list(texts), "document")
 
     def stats(self) -> dict[str, Any]:
-        """Hits, misses, tokens and provider calls of both namespaces (see :meth:`Cached.stats`)."""
+        """Lifetime totals of both namespaces in the cache (see :meth:`Cached.stats`)."""
         return self._cached.stats()
+
+    def session_stats(self) -> dict[str, Any]:
+        """What this object did since it was built (see :meth:`Cached.session_stats`)."""
+        return self._cached.session_stats()
 
 
 def cached_embed_model(

@@ -126,13 +126,26 @@ class CachedSentenceTransformer:
         return self.encode(inputs, prompt_name=prompt_name, prompt=prompt, task="document", **kwargs)
 
     def stats(self) -> dict[str, Any]:
-        """Usage over every encode-option variant used so far (see :meth:`Cached.stats`)."""
+        """Lifetime totals, in the cache, of every encode-option variant this object used (see :meth:`Cached.stats`)."""
         from ..stats import namespace_totals
 
-        with self._lock:
-            variants = list(self._variants.values())
         self.store.flush()
-        return namespace_totals(self.store, [ns for cached in variants for ns in cached.namespaces()])
+        return namespace_totals(self.store, [ns for cached in self._used_variants() for ns in cached.namespaces()])
+
+    def session_stats(self) -> dict[str, Any]:
+        """What this object did since it was built, over all its variants (see :meth:`Cached.session_stats`)."""
+        from ..stats import role_totals
+        from ..usage import UsageDelta
+
+        by_role: dict[Role, UsageDelta] = {}
+        for cached in self._used_variants():
+            for role, delta in cached.session_usage().items():
+                by_role.setdefault(role, UsageDelta()).add(delta)
+        return role_totals(by_role)
+
+    def _used_variants(self) -> list[Cached]:
+        with self._lock:
+            return list(self._variants.values())
 
     # -- internals -------------------------------------------------------------------
 

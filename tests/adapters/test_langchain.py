@@ -156,3 +156,14 @@ async def test_async_methods_share_the_cache_with_sync_ones(sqlite_url: str) -> 
     assert embeddings.embed_query("fish") == query
     assert await embeddings.aembed_documents([]) == []
     assert len(model.calls) == 2
+
+
+def test_session_stats_count_this_objects_calls_and_stats_the_caches_lifetime(sqlite_url: str) -> None:
+    earlier = Cached(CountingEmbeddings(), sqlite_url)
+    earlier.embed_documents(CORPUS[:2])
+    embeddings = Cached(CountingEmbeddings(), sqlite_url)
+    embeddings.embed_documents(CORPUS[:3])
+    embeddings.embed_query("fish")
+    mine = embeddings.session_stats()
+    assert (mine["hits"], mine["misses"], mine["by_role"]["query"]["misses"]) == (2, 2, 1)
+    assert (embeddings.stats()["hits"], embeddings.stats()["misses"]) == (2, 4)

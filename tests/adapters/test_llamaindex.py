@@ -125,3 +125,14 @@ async def test_async_methods_share_the_cache_with_sync_ones(sqlite_url: str) -> 
     assert embed.get_text_embedding_batch(CORPUS[:4]) == [*texts, one]
     assert embed.get_query_embedding("fish") == query
     assert [kind for kind, _ in model.calls] == ["texts", "texts", "query"]
+
+
+def test_session_stats_count_this_objects_calls_and_stats_the_caches_lifetime(sqlite_url: str) -> None:
+    earlier = Cached(CountingEmbedding(), sqlite_url)
+    earlier.get_text_embedding_batch(CORPUS[:2])
+    embed = Cached(CountingEmbedding(), sqlite_url)
+    embed.get_text_embedding_batch(CORPUS[:3])
+    embed.get_query_embedding("fish")
+    mine = embed.session_stats()
+    assert (mine["hits"], mine["misses"], mine["by_role"]["query"]["misses"]) == (2, 2, 1)
+    assert (embed.stats()["hits"], embed.stats()["misses"]) == (2, 4)

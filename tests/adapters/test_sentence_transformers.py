@@ -132,3 +132,15 @@ def test_no_texts_gives_what_encode_gives(model: Any, sqlite_url: str) -> None:
 def test_token_embeddings_are_refused(model: Any, sqlite_url: str) -> None:
     with pytest.raises(ConfigurationError, match="token_embeddings"):
         Cached(model, sqlite_url).encode(CORPUS[:1], output_value="token_embeddings")
+
+
+def test_session_stats_add_up_this_objects_variants_and_stats_the_caches_lifetime(
+    model: Any, sqlite_url: str
+) -> None:
+    Cached(model, sqlite_url).encode(CORPUS[:2])
+    encoder = Cached(model, sqlite_url)
+    encoder.encode(CORPUS[:3])
+    encoder.encode(CORPUS[:1], normalize_embeddings=True)  # another variant (namespace)
+    mine = encoder.session_stats()
+    assert (mine["calls"], mine["hits"], mine["misses"], mine["provider_calls"]) == (2, 2, 2, 2)
+    assert (encoder.stats()["hits"], encoder.stats()["misses"]) == (2, 4)
