@@ -271,6 +271,7 @@ class Cached:
         self._warned_bypass = False
         # What this object did (session_stats()), apart from the cache's lifetime stats().
         self._session: dict[Role, UsageDelta] = {}
+        self._session_store_errors = 0
         self._session_lock = threading.Lock()
 
     # -- identity ----------------------------------------------------------------
@@ -418,13 +419,14 @@ class Cached:
             return result
         finally:
             # Also after a failure: the batches stored before it were this object's doing.
-            self._count_session(role, result.usage)
+            self._count_session(role, result.usage, result.store_errors)
 
-    def _count_session(self, role: Role, usage: UsageDelta) -> None:
-        if usage.is_empty():
+    def _count_session(self, role: Role, usage: UsageDelta, store_errors: int) -> None:
+        if usage.is_empty() and not store_errors:
             return
         with self._session_lock:
             self._session.setdefault(role, UsageDelta()).add(usage)
+            self._session_store_errors += store_errors
 
     def _hit_one(self, item_id: int, check: int, state: _Namespaced) -> Embedded | None:
         """The single-text hit (a search query): one row, no arrays beyond the result.
@@ -815,7 +817,9 @@ class Cached:
         """
         from .stats import role_totals
 
-        return role_totals(self.session_usage())
+        with self._session_lock:
+            store_errors = self._session_store_errors
+        return {**role_totals(self.session_usage()), "store_errors": store_errors}
 
     def session_usage(self) -> dict[Role, UsageDelta]:
         """This object's counters so far, per role (copies: safe to keep or add up)."""

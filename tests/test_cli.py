@@ -127,4 +127,4 @@ def test_embed_reports_this_runs_hits_and_misses_not_other_writers_of_a_shared_c
         texts.write_text("alpha\nbeta\ngamma\n", encoding="utf-8")
         out = CliRunner().invoke(main, ["embed", str(texts), "--cache", cache, "--model", spec])
     assert out.exit_code == 0, out.output
-    assert out.output.strip() == "3 texts, 8 dimensions: 2 hits, 1 misses"
+    assert out.output.strip() == "3 texts, 8 dimensions: 2 hits, 1 miss"
