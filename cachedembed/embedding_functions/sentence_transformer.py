@@ -47,10 +47,9 @@ def load_model(model_name: str, device: str | None = None) -> Any:
     with _models_lock:
         model = _models.get(key)
         if model is None:
+            # A shipped model loads by path, without switching the process offline
+            # (HF_HUB_OFFLINE would also stop any later huggingface_hub use, even of localhost).
             path = resolve_model_path(model_name)
-            if os.path.isdir(path):
-                # A local folder must not trigger hub lookups (there may be no network).
-                os.environ.setdefault("HF_HUB_OFFLINE", "1")
             from sentence_transformers import SentenceTransformer
             from transformers.utils import logging as hf_logging
 

@@ -61,3 +61,23 @@ def test_cached_default_in_a_chroma_collection_finds_the_right_document(tmp_path
     assert result["ids"] == [["stocks"]]
     s = ef.stats()
     assert s["by_role"]["document"] == {**s["by_role"]["document"], "misses": 3, "hits": 1}
+
+
+def test_the_shipped_model_loads_by_path_without_switching_the_process_offline() -> None:
+    import os
+    import subprocess
+    import sys
+
+    # A fresh process with the hub online (make test sets HF_HUB_OFFLINE=1 for this one).
+    script = (
+        "import os, huggingface_hub.constants as c\n"
+        "from cachedembed.embedding_functions import DefaultEmbeddingFunction\n"
+        "assert DefaultEmbeddingFunction()(['hi'])[0].shape == (384,)\n"
+        "print(os.environ.get('HF_HUB_OFFLINE'), c.is_offline_mode())\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "HF_HUB_OFFLINE"}
+    done = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["None", "False"]
