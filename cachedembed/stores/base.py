@@ -205,7 +205,54 @@ def check_still_there(path: os.PathLike[str] | str, opened: FileIdentity | None,
 _live_stores: weakref.WeakSet[Store] = weakref.WeakSet()
 
 
+class _Flusher:
+    """One daemon thread per process that commits buffered hit counters of idle stores.
+
+    Without it, a process that goes quiet after a burst of hits would publish them only on
+    its next call or at exit, and `cachedembed stats` elsewhere would show them late. It
+    starts with the first buffered counter, wakes every ``flush_interval``, dies with the
+    process (daemon; the exit flush in :mod:`cachedembed.stores` commits the rest) and is
+    started afresh in a forked child, whose parent's thread did not survive the fork.
+    """
+
+    def __init__(self) -> None:
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    def ensure_running(self) -> None:
+        if self._thread is not None:
+            return
+        with self._lock:
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._run, name="cachedembed-flush", daemon=True
+                )
+                self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            time.sleep(Store.flush_interval / 2)
+            for store in _snapshot(_live_stores):
+                store.flush_if_due()
+
+    def reset_after_fork(self) -> None:
+        self._thread = None
+        self._lock = threading.Lock()
+
+
+def _snapshot(stores: weakref.WeakSet[Store]) -> list[Store]:
+    while True:
+        try:
+            return list(stores)
+        except RuntimeError:  # the set changed while being copied: copy again
+            continue
+
+
+_flusher = _Flusher()
+
+
 def _after_fork_in_child() -> None:
+    _flusher.reset_after_fork()
     for store in list(_live_stores):
         store._reset_process_state()
 
@@ -294,14 +341,25 @@ class Store(ABC):
         key = (ns_id, today())
         with self._pending_lock:
             self._add_pending(key, delta, touches)
-            due = time.monotonic() - self._last_flush >= self.flush_interval
-        if due:
-            try:
-                self.flush()
-            except Exception as exc:
-                # The caller's vectors were served; a failed counter flush must not fail its
-                # call. flush() put the counters back, so the next flush retries them.
-                self.report_failure(exc, "could not save usage counters yet")
+        _flusher.ensure_running()
+        self.flush_if_due()
+
+    def flush_if_due(self) -> None:
+        """Flush when counters are buffered and ``flush_interval`` has passed; never raise.
+
+        The caller's vectors were served: a failed counter flush must not fail its call.
+        flush() puts the counters back, so the next flush retries them.
+        """
+        with self._pending_lock:
+            due = not self._pending.is_empty() and (
+                time.monotonic() - self._last_flush >= self.flush_interval
+            )
+        if not due:
+            return
+        try:
+            self.flush()
+        except Exception as exc:
+            self.report_failure(exc, "could not save usage counters yet")
 
     def write(self, ns_id: int, batch: EntryBatch, delta: UsageDelta) -> None:
         """Store ``batch`` and commit ``delta`` (plus everything buffered) atomically with it."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import subprocess
 import textwrap
+import time
 from pathlib import Path
 
 from cachedembed.stores import open_store
@@ -69,3 +70,41 @@ def test_buffered_hits_reach_the_cache_when_the_program_exits(tmp_path: Path) ->
         assert stats.misses == 3, how  # always: they commit with the entries
         # A normal exit flushes the buffer; an abrupt one loses at most the last second of hits.
         assert stats.hits == (0 if how == "os._exit" else 4), how
+
+
+IDLE_SCRIPT = textwrap.dedent(
+    """
+    import sys
+    from cachedembed import Cached
+    from tests.conftest import FakeEF
+    wrapper = Cached(FakeEF(), sys.argv[1])
+    wrapper.embed(["a", "b", "c"])
+    wrapper.embed(["a", "b", "c", "a"])     # 4 hits, buffered; then the program goes idle
+    print("idle", flush=True)
+    sys.stdin.read()                        # until the test closes our stdin
+    """
+)
+
+
+def test_a_process_gone_idle_publishes_its_hits_within_about_a_second(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'idle.db'}"
+    child = subprocess.Popen(
+        [PYTHON, "-c", IDLE_SCRIPT, url],
+        env=subprocess_env(),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert child.stdout is not None and child.stdout.readline().strip() == "idle"
+        reader = open_store(url, shared=False)
+        # Poll with a deadline (the flush is due one flush_interval after the hits).
+        deadline = time.monotonic() + 20
+        while stats_total(reader).hits < 4 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert stats_total(reader).hits == 4, "an idle process never published its hits"
+        assert child.poll() is None, "the hits must come from the running process, not its exit"
+        reader.close()
+    finally:
+        child.kill()
+        child.wait(timeout=30)
