@@ -435,8 +435,10 @@ def collect(store: Store, job: BatchJob, adapter: BatchAdapter) -> Collected:
     store.flush()  # buffered counters commit now, not inside (and at the mercy of) this transaction
     try:
         with store.bulk():
+            provider_state = job.state
             job.state, job.finished = JOB_COLLECTED, job.finished or int(time.time())
             job.collected = {
+                "provider_state": provider_state,
                 "items": sum(len(g.vectors) for g in good),
                 "tokens": sum(g.tokens for g in good),
                 "failed_requests": len(failed),

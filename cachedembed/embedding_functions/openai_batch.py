@@ -19,6 +19,7 @@ import numpy as np
 
 from ..batchjobs import BatchAdapter, JobLimits, Remote, Result
 from ..errors import ProviderError
+from ..redact import url_secrets
 from ._remote import indexed_vectors
 
 if TYPE_CHECKING:
@@ -119,7 +120,13 @@ class OpenAIBatchAdapter(BatchAdapter):
         return indexed_vectors(self.provider, data, expected)
 
     def config(self) -> dict[str, Any]:
-        return self.ef.get_config()
+        config = self.ef.get_config()
+        base = self.ef.base_url
+        if config.get("api_base") is None and base and not url_secrets(base):
+            config["api_base"] = (
+                base  # from $OPENAI_BASE_URL: collect on another machine reaches it too
+            )
+        return config
 
 
 def _remote(batch: Any) -> Remote:

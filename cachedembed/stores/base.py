@@ -17,7 +17,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from ..flight import SingleFlight
 from ..keys import NamespaceSpec
@@ -151,7 +151,7 @@ class BatchJob:
     finished: int | None = None
     counts: dict[str, int] = field(default_factory=dict)
     """The provider's request counts (total, completed, failed)."""
-    collected: dict[str, int] = field(default_factory=dict)
+    collected: dict[str, Any] = field(default_factory=dict)
     """What collecting stored: ``items``, ``tokens``, ``failed_requests``."""
     errors: list[str] = field(default_factory=list)
     """Why requests failed, one line each (at most a few dozen kept)."""
