@@ -256,6 +256,8 @@ class Cached:
         self.normalize_unicode = normalize_unicode
         self.batch_size = batch_size
         self.pending_batches: PendingPolicy = pending_batches
+        self.batch_poll = 5.0
+        """First seconds between status checks when waiting for a batch job (doubling)."""
         self._pending_memo: dict[tuple[str, int], list[int]] = {}
         # Shipped functions and adapters' embedders (a _ForeignEmbedder with its own
         # cache_identity) already yield batches; anything else is presented as batches.
@@ -465,7 +467,7 @@ class Cached:
             )
         for job_id in jobs:
             handle = JobHandle(self.store, job_id)
-            handle.wait()
+            handle.wait(poll=self.batch_poll)
             handle.collect()
 
     def _hit_one(self, item_id: int, check: int, state: _Namespaced) -> Embedded | None:
