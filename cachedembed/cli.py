@@ -222,9 +222,9 @@ def embed(
     if not texts:
         raise _fail(f"{file} contains no texts (only blank lines)" if blank else f"{file} is empty")
     ef = from_spec(model)
-    ef.check_available()
     if batch_api and not callable(getattr(ef, "batch_adapter", None)):
         raise _fail(f"--batch-api: {model} has no batch API support; use openai:MODEL")
+    ef.check_available()
     cached = Cached(ef, url, store_text=store_text)
     role: Role = "query" if query else "document"
     if batch_api:

@@ -61,6 +61,9 @@ class FakeBatchAPI:
         self.create_seen = threading.Event()
         self.release_create = threading.Event()
         self.release_create.set()
+        self.created = threading.Event()
+        self.instant = False
+        """A status read finishes the job at once (for command-line runs)."""
         self.embeddings_calls = 0
         self._lock = threading.Lock()
         self._sync = OpenAIFake()
@@ -173,6 +176,7 @@ class FakeBatchAPI:
             requests=requests,
         )
         self.jobs[job.id] = job
+        self.created.set()
         return Reply(200, self._batch(job))
 
     def _cancel(self, job: FakeJob) -> Reply:
@@ -182,6 +186,8 @@ class FakeBatchAPI:
         return Reply(200, self._batch(job))
 
     def _advance(self, job: FakeJob) -> None:
+        if self.instant and job.status in STEPS[:-1] and not self.hold:
+            job.status = "finalizing"
         if job.status == "cancelling":
             self._finish(job, "cancelled", self.partial)
         elif job.status in STEPS[:-1] and not (self.hold and job.status == "in_progress"):

@@ -7,22 +7,15 @@ tokens the provider reported, billed at the batch price in ``stats``.
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
 
 from cachedembed import Cached
 from cachedembed.batchjobs import JobLimits, PendingBatchError
-from cachedembed.cli import main
-from cachedembed.embedding_functions import OpenAIEmbeddingFunction
-from cachedembed.embedding_functions import openai_batch
+from cachedembed.embedding_functions import OpenAIEmbeddingFunction, openai_batch
 from cachedembed.stats import report
 from cachedembed.stores import open_store
 from tests.batch.fake_batches import FakeBatchAPI
