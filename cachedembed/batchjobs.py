@@ -420,6 +420,19 @@ class _Good:
 
 def collect(store: Store, job: BatchJob, adapter: BatchAdapter) -> Collected:
     """Download, validate and store a finished job's results, exactly once (see the module doc)."""
+    for _attempt in range(5):
+        result = _collect_once(store, job, adapter)
+        if result is not None:
+            return result
+        fresh = store.job(job.id)  # someone updated the job meanwhile: look again
+        if fresh is None or not fresh.pending:
+            return Collected(fresh or job, already=True)
+        job = fresh
+    raise CachedEmbedError(f"job {job.id} keeps changing under this collect; run it again")
+
+
+def _collect_once(store: Store, job: BatchJob, adapter: BatchAdapter) -> Collected | None:
+    """One attempt; ``None`` when another process updated the job first (nothing stored)."""
     if not job.pending:
         return Collected(job, already=True)
     job = refresh(store, job, adapter)
@@ -451,7 +464,7 @@ def collect(store: Store, job: BatchJob, adapter: BatchAdapter) -> Collected:
                 out.tokens += g.tokens
                 _write(store, ns, job, g)
     except _Lost:
-        return Collected(store.job(job.id) or job, already=True)
+        return None
     return out
 
 
