@@ -26,9 +26,9 @@ def embed_via_batch(
     """
     done = cached.submit_batch(texts, role)
     click.echo(
-        f"{count(done.texts, 'text')}: {count(done.hits, 'cached text')}, "
-        f"{count(done.pending, 'text')} already in pending jobs, "
-        f"{count(done.submitted, 'text')} submitted in {count(len(done.jobs), 'batch job')}",
+        f"{count(done.texts, 'text')}, {done.distinct:,} distinct: {done.hits:,} cached, "
+        f"{done.pending:,} already in pending jobs, "
+        f"{done.submitted:,} submitted in {count(len(done.jobs), 'batch job')}",
         err=True,
     )
     for handle in done.jobs:

@@ -187,6 +187,8 @@ class Submitted:
 
     jobs: list[JobHandle]
     texts: int
+    distinct: int
+    """Distinct texts among them (what is looked up and, when missing, sent once)."""
     hits: int
     """Distinct texts already in the cache."""
     pending: int
@@ -234,6 +236,7 @@ def submit(cached: Cached, texts: Sequence[str], role: Role = "document") -> Sub
     return Submitted(
         jobs=handles,
         texts=len(texts),
+        distinct=len(uniq),
         hits=len(found.pos),
         pending=pending,
         submitted=len(todo),

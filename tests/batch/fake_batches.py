@@ -352,3 +352,20 @@ def _multipart(request: Request) -> dict[str, bytes]:
 def serve_batches() -> tuple[FakeBatchAPI, LoopbackServer]:
     fake = FakeBatchAPI()
     return fake, LoopbackServer(fake)
+
+
+def main() -> None:
+    """``python -m tests.batch.fake_batches [PORT]``: serve the fake until stopped (for the docs' run)."""
+    import sys
+    from http.server import ThreadingHTTPServer
+
+    port = int(sys.argv[1]) if len(sys.argv) > 1 else 8765
+    server = LoopbackServer(FakeBatchAPI())
+    server._server.server_close()
+    server._server = ThreadingHTTPServer(("127.0.0.1", port), server._server.RequestHandlerClass)
+    print(f"fake OpenAI Files/Batches API on http://127.0.0.1:{port}/v1", flush=True)
+    server._server.serve_forever()
+
+
+if __name__ == "__main__":
+    main()

@@ -64,12 +64,18 @@ def test_embed_with_the_batch_api_waits_collects_and_writes_the_vectors(
         "0",
     ]
     output = run(*args, "--out", str(out))
-    assert "7 texts submitted in 1 batch job" in output
+    assert (
+        "7 texts, 7 distinct: 0 cached, 0 already in pending jobs, 7 submitted in 1 batch job"
+        in output
+    )
     assert "completed, collected 7 vectors" in output
     assert np.array_equal(np.load(out), api.expected(TEXTS))
     assert api.embeddings_calls == 0
     again = run(*args)
-    assert "7 cached texts, 0 texts already in pending jobs, 0 texts submitted" in again
+    assert (
+        "7 texts, 7 distinct: 7 cached, 0 already in pending jobs, 0 submitted in 0 batch jobs"
+        in again
+    )
 
 
 def test_no_wait_then_status_collect_and_stats_show_the_batch_price(
