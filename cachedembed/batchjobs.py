@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .errors import CachedEmbedError, ConfigurationError, ProviderResponseError
+from .errors import CachedEmbedError, ConfigurationError, ProviderError, ProviderResponseError
 from .stores.base import JOB_COLLECTED, BatchJob, EntryBatch, Namespace, Store
 from .usage import UsageDelta, apportion, estimate_tokens
 
@@ -276,12 +276,28 @@ def _start(
     )
     store.record_job(job)
     content = b"\n".join(line for _c, _p, line in requests) + b"\n"
-    job.input_file_id = adapter.upload(job.id, content)
-    _save(store, job)
-    job.batch_id = adapter.create(job.id, job.input_file_id)
+    try:
+        job.input_file_id = adapter.upload(job.id, content)
+        _save(store, job)
+        job.batch_id = adapter.create(job.id, job.input_file_id)
+    except ProviderError as exc:
+        if job.input_file_id is None or not exc.retryable:
+            # Refused outright (or never uploaded): nothing will run, so its texts must not
+            # count as pending. A connection lost during create is left for resume: the
+            # provider may have created the job.
+            _abandon(store, job, f"submission failed: {exc}")
+        raise
     job.state = "validating"
     _save(store, job)
     return JobHandle(store, job.id, adapter)
+
+
+def _abandon(store: Store, job: BatchJob, why: str) -> None:
+    """Finish a job that will never deliver: its texts are misses again."""
+    job.state = JOB_COLLECTED
+    job.finished = int(time.time())
+    job.errors = [why]
+    _save(store, job)
 
 
 def _save(store: Store, job: BatchJob) -> None:
@@ -389,10 +405,9 @@ def _resume(store: Store, job: BatchJob, adapter: BatchAdapter) -> BatchJob:
     """A submitter was killed: create the job it uploaded (unless the provider has it already)."""
     if job.input_file_id is None:
         # Killed before the file was uploaded; the texts were never kept: they are misses again.
-        job.state = JOB_COLLECTED
-        job.finished = int(time.time())
-        job.errors = ["submission was interrupted before the upload; its texts are misses again"]
-        _save(store, job)
+        _abandon(
+            store, job, "submission was interrupted before the upload; its texts are misses again"
+        )
         return job
     job.batch_id = adapter.find(job.id, job.input_file_id) or adapter.create(
         job.id, job.input_file_id

@@ -62,6 +62,8 @@ class FakeBatchAPI:
         self.release_create = threading.Event()
         self.release_create.set()
         self.created = threading.Event()
+        self.reject_upload = False
+        """Answer uploads with 400 (a file the service refuses)."""
         self.instant = False
         """A status read finishes the job at once (for command-line runs)."""
         self.embeddings_calls = 0
@@ -128,6 +130,8 @@ class FakeBatchAPI:
         return self._create(request)
 
     def _upload(self, request: Request) -> Reply:
+        if self.reject_upload:
+            return _error(400, "file rejected")
         fields = _multipart(request)
         if fields.get("purpose") != b"batch":
             return _error(400, f"purpose must be batch, got {fields.get('purpose')!r}")

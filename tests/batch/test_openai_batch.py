@@ -193,3 +193,31 @@ def test_jobs_split_at_the_inputs_per_batch_limit(
 @pytest.fixture
 def memory_url(tmp_path: Path) -> str:
     return f"memory://{tmp_path.name}"
+
+
+def test_waiting_polls_with_a_doubling_backoff(
+    api: tuple[FakeBatchAPI, str], memory_url: str
+) -> None:
+    handle = wrapper(memory_url).submit_batch(TEXTS).jobs[0]
+    slept: list[float] = []
+    states: list[str] = []
+    job = handle.wait(
+        poll=1, max_poll=3, sleep=slept.append, on_poll=lambda j: states.append(j.state)
+    )
+    assert states == ["in_progress", "finalizing", "completed"]
+    assert slept == [1, 2] and job.state == "completed"
+
+
+def test_a_refused_upload_leaves_no_pending_job_and_its_texts_misses(
+    api: tuple[FakeBatchAPI, str], sqlite_url: str
+) -> None:
+    fake, _ = api
+    ef = wrapper(sqlite_url)
+    fake.reject_upload = True
+    with pytest.raises(Exception, match="file rejected"):
+        ef.submit_batch(TEXTS)
+    (job,) = ef.store.jobs()
+    assert job.state == "collected" and "file rejected" in job.errors[0]
+    assert ef.store.jobs(pending=True) == []
+    fake.reject_upload = False
+    assert ef.submit_batch(TEXTS).submitted == len(TEXTS)  # not held back as pending
