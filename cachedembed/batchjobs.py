@@ -28,7 +28,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .errors import CachedEmbedError, ConfigurationError, ProviderError, ProviderResponseError
+from .errors import (
+    CachedEmbedError,
+    ConfigurationError,
+    ProviderError,
+    ProviderResponseError,
+)
 from .stores.base import JOB_COLLECTED, BatchJob, EntryBatch, Namespace, Store
 from .usage import UsageDelta, apportion, estimate_tokens
 
@@ -44,10 +49,6 @@ RUNNING = frozenset({"validating", "in_progress", "finalizing", "cancelling"})
 FINISHED = frozenset({"completed", "failed", "expired", "cancelled"})
 """Provider states after which nothing more will come: time to collect."""
 MAX_ERRORS_KEPT = 50
-
-
-class PendingBatchError(CachedEmbedError):
-    """Texts asked for synchronously are covered by a batch job that has not been collected."""
 
 
 @dataclass(frozen=True)

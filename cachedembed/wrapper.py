@@ -206,7 +206,7 @@ class Cached:
             batch to their provider's limits themselves).
         pending_batches: What a call does with misses that a submitted, not yet collected
             batch job covers (:meth:`submit_batch`): ``"error"`` raises
-            :class:`~cachedembed.batchjobs.PendingBatchError` (default: never pay twice),
+            :class:`~cachedembed.errors.PendingBatchError` (default: never pay twice),
             ``"wait"`` waits for the job and collects it, ``"embed"`` embeds them now.
     """
 
@@ -455,7 +455,8 @@ class Cached:
         jobs = sorted({covered[i] for i in ids.tolist() if i in covered})
         if not jobs:
             return
-        from .batchjobs import JobHandle, PendingBatchError
+        from .batchjobs import JobHandle
+        from .errors import PendingBatchError
 
         if self.pending_batches == "error":
             n = sum(1 for i in ids.tolist() if i in covered)

@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cachedembed import Cached
-from cachedembed.batchjobs import JobLimits, PendingBatchError
+from cachedembed import Cached, PendingBatchError
+from cachedembed.batchjobs import JobLimits
 from cachedembed.embedding_functions import OpenAIEmbeddingFunction, openai_batch
 from cachedembed.stats import report
 from cachedembed.stores import open_store
