@@ -88,16 +88,19 @@ return 0
 """
 _TOUCH_CHUNK = 5000
 
-# A job update: only where the stored revision is the one the caller read.
+# A job update: only where the stored revision is the one the caller read. Returns what
+# it replaced ({index value, document}) so a failed bulk() can put exactly that back, or
+# false when the revision differs (nothing changed, nothing to undo).
 # KEYS = P:jobs, P:job:<id>; ARGV = job id, expected rev, new state, new document.
 _JOB_CAS_SCRIPT = """
 local current = redis.call('HGET', KEYS[1], ARGV[1])
-if not current then return 0 end
+if not current then return false end
 local ns, rev = string.match(current, '^(%d+):[^:]*:(%d+)$')
-if tonumber(rev) ~= tonumber(ARGV[2]) then return 0 end
+if tonumber(rev) ~= tonumber(ARGV[2]) then return false end
+local old = redis.call('GET', KEYS[2])
 redis.call('SET', KEYS[2], ARGV[4])
 redis.call('HSET', KEYS[1], ARGV[1], ns .. ':' .. ARGV[3] .. ':' .. (tonumber(rev) + 1))
-return 1
+return {current, old}
 """
 
 
@@ -490,29 +493,32 @@ class RedisStore(Store):
     def _job_key(self, job_id: str) -> str:
         return f"{self._p}job:{job_id}"
 
-    def _remember_job(self, job_id: str) -> None:
-        """Inside :meth:`bulk`: keep the job as it was, so a failure can put it back."""
+    def _remember_job(self, job_id: str, index: bytes | None, doc: bytes | None) -> None:
+        """Inside :meth:`bulk`: what a job write replaced, so a failure can put it back.
+
+        Only writes that took are remembered, with the values they replaced: undoing a
+        refused update would overwrite another client's successful one.
+        """
         undo = self._undo()
         if undo is not None and all(j != job_id for j, _i, _d in undo.jobs):
-            with self._guard():
-                index = self._client.hget(self._p + "jobs", job_id)
-                doc = self._client.get(self._job_key(job_id))
             undo.jobs.append((job_id, index, doc))
 
     def _insert_job(self, job_id: str, ns: int, state: str, created: int, doc: str) -> None:
-        self._remember_job(job_id)
         with self._guard():
             if not self._client.hsetnx(self._p + "jobs", job_id, f"{ns}:{state}:1"):
                 raise StoreError(f"cache {self.url}: job {job_id} is already recorded")
             self._client.set(self._job_key(job_id), doc)
+        self._remember_job(job_id, None, None)
 
     def _replace_job(self, job_id: str, rev: int, state: str, doc: str) -> bool:
-        self._remember_job(job_id)
         with self._guard():
-            done = self._client.eval(
+            replaced = self._client.eval(
                 _JOB_CAS_SCRIPT, 2, self._p + "jobs", self._job_key(job_id), job_id, rev, state, doc
             )
-        return bool(done)
+        if not replaced:
+            return False
+        self._remember_job(job_id, replaced[0], replaced[1])
+        return True
 
     def _job_rows(self, pending: bool) -> list[tuple[str, int, str, int, str | bytes]]:
         with self._guard():

@@ -91,3 +91,19 @@ def test_a_job_update_inside_a_failed_bulk_is_taken_back_with_its_entries(any_ur
     assert store.job("ce-1").state == "submitting"  # type: ignore[union-attr]
     assert store.get(ns.id, [11]) == []
     assert sum(d.tokens_batch for _n, _d, d in store.stats_rows()) == 0
+
+
+def test_a_refused_update_inside_a_failed_bulk_leaves_the_winners_update(any_url: str) -> None:
+    # Two collectors: the loser's rollback must not take back what the winner stored.
+    store = open_store(any_url)
+    store.record_job(new_job(1))
+    winner, loser = store.job("ce-1"), store.job("ce-1")
+    assert winner is not None and loser is not None
+    winner.state = "collected"
+    assert store.update_job(winner)
+    with pytest.raises(RuntimeError), store.bulk():
+        loser.state = "collected"
+        assert not store.update_job(loser)
+        raise RuntimeError("the loser gives up")
+    job = store.job("ce-1")
+    assert job is not None and (job.state, job.rev) == ("collected", 2)

@@ -91,7 +91,7 @@ def test_collecting_twice_stores_and_counts_each_result_once(
     assert (first.items, first.already) == (len(TEXTS), False)
     assert (second.items, second.already) == (0, True)
     # A second machine (another store object on the same cache) finds nothing to do either.
-    other = open_store(disk_url)
+    other = open_store(disk_url, shared=False)
     from cachedembed.batchjobs import collect_all
 
     assert collect_all(other) == []
@@ -221,3 +221,46 @@ def test_a_refused_upload_leaves_no_pending_job_and_its_texts_misses(
     assert ef.store.jobs(pending=True) == []
     fake.reject_upload = False
     assert ef.submit_batch(TEXTS).submitted == len(TEXTS)  # not held back as pending
+
+
+@pytest.fixture(params=["sqlite", "postgresql", "mariadb", "redis"])
+def shared_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'shared.db'}"
+        return
+    from cachedembed.stores import close_all
+    from tests.stores.servers import server_database
+
+    with server_database(request.param) as url:
+        yield url
+        close_all()
+
+
+def test_two_machines_collecting_at_once_store_each_result_once(
+    api: tuple[FakeBatchAPI, str], shared_url: str
+) -> None:
+    import threading
+
+    from cachedembed.batchjobs import JobHandle
+
+    ef = wrapper(shared_url)
+    handle = ef.submit_batch(TEXTS).jobs[0]
+    handle.wait(poll=0, sleep=lambda _s: None)
+    start = threading.Barrier(2)
+    results = []
+
+    def collect_from_another_machine() -> None:
+        other = JobHandle(open_store(shared_url, shared=False), handle.id)
+        start.wait()
+        results.append(other.collect())
+
+    threads = [threading.Thread(target=collect_from_another_machine) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(r.items for r in results) == [0, len(TEXTS)]
+    assert sorted(r.already for r in results) == [False, True]
+    fresh = open_store(shared_url, shared=False)
+    assert report(fresh)["total"]["tokens_batch"] == batch_tokens(TEXTS)
+    assert report(fresh)["total"]["misses"] == len(TEXTS)
