@@ -170,6 +170,24 @@ def _write_vectors(out: str, vectors: Any) -> None:
 @click.option(
     "--progress/--no-progress", default=None, help="Progress bar (default: on a terminal)."
 )
+@click.option(
+    "--batch-api",
+    is_flag=True,
+    help="Send the misses through the provider's batch API (OpenAI: half price, within 24 h).",
+)
+@click.option(
+    "--wait/--no-wait",
+    default=True,
+    show_default=True,
+    help="With --batch-api: wait for the jobs and collect them, or return once submitted.",
+)
+@click.option(
+    "--poll-interval",
+    default=5.0,
+    show_default=True,
+    type=click.FloatRange(min=0),
+    help="With --batch-api: first seconds between status checks (doubling up to 5 minutes).",
+)
 def embed(
     file: str,
     model: str,
@@ -180,10 +198,15 @@ def embed(
     store_text: bool,
     batch_size: int,
     progress: bool | None,
+    batch_api: bool,
+    wait: bool,
+    poll_interval: float,
 ) -> None:
     """Embed FILE (one text per line, or .jsonl) through the cache; print hits and misses.
 
     Blank lines are skipped (and reported): the output's rows are the non-blank lines, in order.
+    With --batch-api the misses go to the provider's batch API as recorded jobs; `cachedembed
+    batch collect` finishes them later, from any machine sharing the cache.
     """
     import numpy as np
     from tqdm import tqdm
@@ -199,9 +222,16 @@ def embed(
     if not texts:
         raise _fail(f"{file} contains no texts (only blank lines)" if blank else f"{file} is empty")
     ef = from_spec(model)
+    if batch_api and not callable(getattr(ef, "batch_adapter", None)):
+        raise _fail(f"--batch-api: {model} has no batch API support; use openai:MODEL")
     ef.check_available()
     cached = Cached(ef, url, store_text=store_text)
     role: Role = "query" if query else "document"
+    if batch_api:
+        from .batchcli import embed_via_batch
+
+        if not embed_via_batch(cached, texts, role, wait=wait, poll=poll_interval):
+            return
     parts, hits, misses = [], 0, 0
     show = sys.stderr.isatty() if progress is None else progress
     with tqdm(total=len(texts), unit="text", disable=not show, file=sys.stderr) as bar:
@@ -585,6 +615,15 @@ def migrate(cache_url: str | None) -> None:
         click.echo(f"schema revision {after}: already up to date")
     else:
         click.echo(f"schema revision {before or '(empty)'} -> {after}")
+
+
+def _add_batch_commands() -> None:
+    from .batchcli import batch  # it imports this module's shared options
+
+    main.add_command(batch)
+
+
+_add_batch_commands()
 
 
 @main.command()

@@ -69,3 +69,7 @@ class ProviderResponseError(ProviderError):
 
 class StoreError(CachedEmbedError):
     """The cache storage cannot be opened or read; the message says how to repair it."""
+
+
+class PendingBatchError(CachedEmbedError):
+    """Texts asked for synchronously are in a batch job not yet collected (see ``Cached(pending_batches=...)``)."""

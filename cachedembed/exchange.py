@@ -196,6 +196,8 @@ _ENTRY_RANGES = {
     "created": (0, MAX_TIME),
 }
 _STATS_FIELDS = tuple(f.name for f in fields(UsageDelta))
+_OPTIONAL_STATS = frozenset({"tokens_batch"})
+"""Counters added after the export format was fixed: older exports lack them."""
 
 
 def _bad(where: str, problem: str) -> InvalidInputError:
@@ -490,6 +492,8 @@ class _Checker:
                         f"field {name!r} is {seconds!r}, expected seconds in 0..{MAX_COUNTER}",
                     )
                 delta.provider_seconds = float(seconds)
+            elif name in _OPTIONAL_STATS and name not in record:
+                continue  # written by a cachedembed before that counter existed: zero
             else:
                 setattr(delta, name, _integer(where, record, name, 0, MAX_COUNTER))
         return key, day, delta

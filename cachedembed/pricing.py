@@ -4,6 +4,9 @@ Built-in prices ship in ``prices.toml``. Users override or extend them, later so
 winning: ``<user config dir>/cachedembed/prices.toml``, the file named by
 ``$CACHEDEMBED_PRICES``, then ``$CACHEDEMBED_PRICE`` (``"openai/my-model=0.05,acme/*=0.1"``).
 A model with no price is *unknown*: reports show its cost as unknown, never as $0.
+
+Batch-API prices are a second column, keyed ``provider/model@batch`` (overridden the same
+way); a model without one is billed at its normal price for batch tokens.
 """
 
 from __future__ import annotations
@@ -97,13 +100,18 @@ def price_key_provider(provider: str) -> str:
     return provider
 
 
-def price_per_million(provider: str, model: str) -> float | None:
-    """USD per 1M input tokens for ``model`` of ``provider``; ``None`` when unknown."""
+def price_per_million(provider: str, model: str, *, batch: bool = False) -> float | None:
+    """USD per 1M input tokens for ``model`` of ``provider``; ``None`` when unknown.
+
+    ``batch``: the provider's batch-API price, falling back to the normal one.
+    """
     table = prices()
     provider = price_key_provider(provider)
-    for key in (f"{provider}/{model}", f"{provider}/{model.rsplit('/', 1)[-1]}", f"{provider}/*"):
-        if key in table:
-            return table[key]
+    keys = (f"{provider}/{model}", f"{provider}/{model.rsplit('/', 1)[-1]}", f"{provider}/*")
+    for suffix in ("@batch", "") if batch else ("",):
+        for key in keys:
+            if key + suffix in table:
+                return table[key + suffix]
     return None
 
 

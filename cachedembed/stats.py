@@ -46,6 +46,7 @@ def summarize(delta: UsageDelta, per_text: float | None = None) -> dict[str, Any
         "tokens_embedded_estimated": delta.tokens_embedded_estimated,
         "tokens_saved": delta.tokens_saved,
         "tokens_saved_estimated": delta.tokens_saved_estimated,
+        "tokens_batch": delta.tokens_batch,
         "provider_seconds": delta.provider_seconds,
         # Estimated from the namespace's own measured seconds per embedded text.
         "provider_seconds_saved": per_text * delta.hits if per_text is not None else None,
@@ -77,18 +78,50 @@ def role_totals(by_role: Mapping[Role, UsageDelta]) -> dict[str, Any]:
     }
 
 
-def _priced(summary: dict[str, Any], price: float | None) -> dict[str, Any]:
+Prices = tuple[float | None, float | None]
+"""(normal, batch-API) USD per 1M tokens of a namespace's model."""
+
+
+def _prices(ns: Namespace) -> Prices:
+    return (
+        price_per_million(ns.spec.provider, ns.spec.model),
+        price_per_million(ns.spec.provider, ns.spec.model, batch=True),
+    )
+
+
+def _dollars(delta: UsageDelta, prices: Prices) -> dict[str, float | None]:
+    """Spent (synchronous plus batch), of it via batch APIs, the batch discount, and cache savings."""
+    price, batch_price = prices
+    if price is None:
+        return dict.fromkeys(
+            ("dollars_spent", "dollars_spent_batch", "dollars_saved_batch", "dollars_saved")
+        )
+    batch_price = price if batch_price is None else batch_price
+    spent_batch = dollars(delta.tokens_batch, batch_price) or 0.0
+    return {
+        "dollars_spent": (dollars(delta.tokens_embedded - delta.tokens_batch, price) or 0.0)
+        + spent_batch,
+        "dollars_spent_batch": spent_batch,
+        "dollars_saved_batch": dollars(delta.tokens_batch, price - batch_price) or 0.0,
+        "dollars_saved": dollars(delta.tokens_saved, price),
+    }
+
+
+def _priced(summary: dict[str, Any], delta: UsageDelta, prices: Prices) -> dict[str, Any]:
     return {
         **summary,
-        "price_per_million_tokens": price,
-        "dollars_spent": dollars(summary["tokens_embedded"], price),
-        "dollars_saved": dollars(summary["tokens_saved"], price),
+        "price_per_million_tokens": prices[0],
+        "batch_price_per_million_tokens": prices[1],
+        **_dollars(delta, prices),
     }
+
+
+_DOLLAR_KEYS = ("dollars_spent", "dollars_spent_batch", "dollars_saved_batch", "dollars_saved")
 
 
 def _combined(
     deltas: dict[int, UsageDelta],
-    price_of: dict[int, float | None],
+    price_of: dict[int, Prices],
     rate_of: dict[int, float | None],
 ) -> dict[str, Any]:
     """Counters summed over namespaces; dollars summed over those with a known price.
@@ -97,7 +130,7 @@ def _combined(
     ``models_without_price`` says how many of them were left out of the dollar sums.
     """
     total = UsageDelta()
-    spent = saved = 0.0
+    sums = dict.fromkeys(_DOLLAR_KEYS, 0.0)
     seconds_saved: float | None = None
     unpriced = 0
     for ns_id, delta in deltas.items():
@@ -105,18 +138,16 @@ def _combined(
         rate = rate_of[ns_id]
         if rate is not None:
             seconds_saved = (seconds_saved or 0.0) + rate * delta.hits
-        price = price_of[ns_id]
-        if price is None:
+        if price_of[ns_id][0] is None:
             unpriced += 1
-        else:
-            spent += dollars(delta.tokens_embedded, price) or 0.0
-            saved += dollars(delta.tokens_saved, price) or 0.0
+            continue
+        for key, value in _dollars(delta, price_of[ns_id]).items():
+            sums[key] += value or 0.0
     known = unpriced < len(deltas) or not deltas
     return {
         **summarize(total),
         "provider_seconds_saved": seconds_saved,
-        "dollars_spent": spent if known else None,
-        "dollars_saved": saved if known else None,
+        **{key: value if known else None for key, value in sums.items()},
         "models_without_price": unpriced,
     }
 
@@ -157,10 +188,7 @@ def report(
         if by_day:
             per_day.setdefault(day, {}).setdefault(ns_id, UsageDelta()).add(delta)
     rate_of = {ns_id: seconds_per_text(all_time[ns_id]) for ns_id in per_ns}
-    price_of = {
-        ns_id: price_per_million(selected[ns_id].spec.provider, selected[ns_id].spec.model)
-        for ns_id in per_ns
-    }
+    price_of = {ns_id: _prices(selected[ns_id]) for ns_id in per_ns}
     rows = []
     for ns_id in sorted(per_ns):
         ns = selected[ns_id]
@@ -171,7 +199,7 @@ def report(
                 "model": ns.spec.model,
                 "role": ns.spec.role,
                 "dim": ns.dim,
-                **_priced(summarize(per_ns[ns_id], rate_of[ns_id]), price_of[ns_id]),
+                **_priced(summarize(per_ns[ns_id], rate_of[ns_id]), per_ns[ns_id], price_of[ns_id]),
             }
         )
     data: dict[str, Any] = {
@@ -280,22 +308,42 @@ def _footnote(t: dict[str, Any]) -> list[str]:
     return []
 
 
+_BATCH_COLUMNS = ["spent via batch", "batch discount"]
+
+
+def _batch_cells(r: dict[str, Any], total: bool = False) -> list[str]:
+    """The batch-API columns: what batch tokens cost, and what the batch price saved on them."""
+    usd = (lambda key: _total_usd(r, key)) if total else (lambda key: _usd(r[key]))
+    return [usd("dollars_spent_batch"), usd("dollars_saved_batch")]
+
+
 def render_table(data: dict[str, Any]) -> str:
-    """The per-model table ``cachedembed stats`` prints, with a totals line."""
+    """The per-model table ``cachedembed stats`` prints, with a totals line.
+
+    When batch APIs were used, two more columns show what went through them and what the
+    batch discount saved (kept apart from ``saved``, the cache's savings).
+    """
     if not data["models"]:
         return "\n".join([*_heading(data), "no usage recorded"])
-    rows = [["model", "role", *_COLUMNS]]
+    t = data["total"]
+    batch = t["tokens_batch"] > 0
+    rows = [["model", "role", *_COLUMNS, *(_BATCH_COLUMNS if batch else [])]]
     for r in data["models"]:
         rows.append(
             [
                 printable(f"{r['provider']}/{r['model']}"),
                 printable(r["role"]),
                 *_cells(r, _usd(r["dollars_spent"]), _usd(r["dollars_saved"])),
+                *(_batch_cells(r) if batch else []),
             ]
         )
-    t = data["total"]
     rows.append(
-        ["total", "", *_cells(t, _total_usd(t, "dollars_spent"), _total_usd(t, "dollars_saved"))]
+        [
+            "total",
+            "",
+            *_cells(t, _total_usd(t, "dollars_spent"), _total_usd(t, "dollars_saved")),
+            *(_batch_cells(t, total=True) if batch else []),
+        ]
     )
     return "\n".join([*_heading(data), *_align(rows, 2, True), *_footnote(t)])
 

@@ -78,6 +78,8 @@ class UsageDelta:
     tokens_embedded_estimated: int = 0
     tokens_saved: int = 0
     tokens_saved_estimated: int = 0
+    tokens_batch: int = 0
+    """Of ``tokens_embedded``, those embedded through a provider's batch API (billed at its batch price)."""
 
     # Spelled out field by field: these run on every call (hit counters are buffered per
     # call), where a loop over dataclasses.fields() cost more than the lookup itself.
@@ -91,6 +93,7 @@ class UsageDelta:
         self.tokens_embedded_estimated += other.tokens_embedded_estimated
         self.tokens_saved += other.tokens_saved
         self.tokens_saved_estimated += other.tokens_saved_estimated
+        self.tokens_batch += other.tokens_batch
 
     def is_empty(self) -> bool:
         return not any(self.as_tuple())
@@ -106,6 +109,7 @@ class UsageDelta:
             self.tokens_embedded_estimated,
             self.tokens_saved,
             self.tokens_saved_estimated,
+            self.tokens_batch,
         )
 
     @classmethod

@@ -42,6 +42,7 @@ log = logging.getLogger("cachedembed")
 StorageDtype = Literal["float32", "float16"]
 UnicodeForm = Literal["NFC", "NFD", "NFKC", "NFKD"]
 OnStoreError = Literal["warn", "raise"]
+PendingPolicy = Literal["error", "wait", "embed"]
 
 _ITEMSIZE = {"float32": 4, "float16": 2}
 
@@ -214,6 +215,10 @@ class Cached:
             and the texts stay misses, so the next call embeds and stores them again.
             ``"raise"``: the failed write raises :class:`~cachedembed.errors.StoreError`
             (batches stored before it are kept).
+        pending_batches: What a call does with misses that a submitted, not yet collected
+            batch job covers (:meth:`submit_batch`): ``"error"`` raises
+            :class:`~cachedembed.errors.PendingBatchError` (default: never pay twice),
+            ``"wait"`` waits for the job and collects it, ``"embed"`` embeds them now.
     """
 
     def __new__(cls, ef: Any = None, *args: Any, **kwargs: Any) -> Any:
@@ -239,10 +244,15 @@ class Cached:
         normalize_unicode: UnicodeForm | None = None,
         batch_size: int = 256,
         on_store_error: OnStoreError = "warn",
+        pending_batches: PendingPolicy = "error",
     ) -> None:
         if on_store_error not in ("warn", "raise"):
             raise ConfigurationError(
                 f"on_store_error must be 'warn' or 'raise', got {on_store_error!r}"
+            )
+        if pending_batches not in ("error", "wait", "embed"):
+            raise ConfigurationError(
+                f"pending_batches must be 'error', 'wait' or 'embed', got {pending_batches!r}"
             )
         if dtype not in _ITEMSIZE:
             raise ConfigurationError(f"dtype must be 'float32' or 'float16', got {dtype!r}")
@@ -262,6 +272,10 @@ class Cached:
         self.normalize_unicode = normalize_unicode
         self.batch_size = batch_size
         self.on_store_error: OnStoreError = on_store_error
+        self.pending_batches: PendingPolicy = pending_batches
+        self.batch_poll = 5.0
+        """First seconds between status checks when waiting for a batch job (doubling)."""
+        self._pending_memo: dict[tuple[str, int], list[int]] = {}
         # Shipped functions and adapters' embedders (a _ForeignEmbedder with its own
         # cache_identity) already yield batches; anything else is presented as batches.
         direct = isinstance(ef, (ProviderEmbeddingFunction, _ForeignEmbedder))
@@ -397,10 +411,7 @@ class Cached:
 
     def embed_with_usage(self, input: Sequence[str], role: Role = "document") -> Embedded:
         """:meth:`embed`, also returning each text's tokens and this call's counters."""
-        texts = check_texts(input)
-        if self.normalize_unicode:
-            form = self.normalize_unicode
-            texts = [unicodedata.normalize(form, t) for t in texts]
+        texts = self.prepared_texts(check_texts(input))
         # Hash first: it rejects texts UTF-8 cannot encode (lone surrogates) before the
         # namespace is registered, so bad input writes nothing at all.
         ids, checks = self._hasher(role).text_key_arrays(texts)
@@ -427,6 +438,84 @@ class Cached:
         with self._session_lock:
             self._session.setdefault(role, UsageDelta()).add(usage)
             self._session_store_errors += store_errors
+
+    def prepared_texts(self, texts: list[str]) -> list[str]:
+        """``texts`` as they are hashed and embedded (Unicode-normalised when asked)."""
+        if self.normalize_unicode:
+            form = self.normalize_unicode
+            return [unicodedata.normalize(form, t) for t in texts]
+        return texts
+
+    # -- batch APIs ---------------------------------------------------------------
+
+    def submit_batch(self, input: Sequence[str], role: Role = "document") -> Any:
+        """Send the misses among ``input`` to the provider's batch API (half price, within 24 h).
+
+        Only texts neither cached nor in a pending job go, deduplicated and split to the
+        provider's limits. Returns a :class:`~cachedembed.batchjobs.Submitted` whose
+        ``jobs`` are handles with ``status()``, ``wait()`` and ``collect()``. Jobs are
+        recorded in the cache: ``cachedembed batch collect`` finishes them from anywhere.
+        """
+        from .batchjobs import submit
+
+        return submit(self, input, role)
+
+    def batch_jobs(self, pending: bool = False) -> list[Any]:
+        """Handles of this wrapper's recorded batch jobs (only uncollected ones with ``pending``)."""
+        from .batchjobs import JobHandle
+
+        ns_ids = {ns.id for ns in self.namespaces()}
+        return [
+            JobHandle(self.store, job.id)
+            for job in self.store.jobs(pending=pending)
+            if job.ns in ns_ids
+        ]
+
+    def _pending_ids(self, ns_id: int) -> dict[int, str]:
+        """Item id -> job id of the texts of ``ns_id`` waiting in uncollected batch jobs.
+
+        Runs on every call with misses: one small query, and a job's document is parsed
+        only once per revision (a job holds up to 50,000 ids).
+        """
+        import json
+
+        covered: dict[int, str] = {}
+        for job_id, ns, _state, rev, doc in self.store._job_rows(True):
+            if int(ns) != ns_id:
+                continue
+            ids = self._pending_memo.get((job_id, rev))
+            if ids is None:
+                requests = json.loads(doc)["requests"]
+                ids = [item[0] for items in requests.values() for item in items]
+                self._pending_memo[(job_id, rev)] = ids
+            covered.update(dict.fromkeys(ids, job_id))
+        return covered
+
+    def _await_batches(self, ns_id: int, ids: np.ndarray) -> None:
+        """Refuse (or wait for and collect) misses that a pending batch job will deliver."""
+        if self.pending_batches == "embed":
+            return
+        covered = self._pending_ids(ns_id)
+        if not covered:
+            return
+        jobs = sorted({covered[i] for i in ids.tolist() if i in covered})
+        if not jobs:
+            return
+        from .batchjobs import JobHandle
+        from .errors import PendingBatchError
+
+        if self.pending_batches == "error":
+            n = sum(1 for i in ids.tolist() if i in covered)
+            raise PendingBatchError(
+                f"{n} of these texts are in batch job{'s' if len(jobs) > 1 else ''} "
+                f"{', '.join(jobs)}, not yet collected: run `cachedembed batch collect` once "
+                "finished, or pass pending_batches='wait' (wait for it) or 'embed' "
+                "(pay the synchronous price now)"
+            )
+        for job_id in jobs:
+            handle = JobHandle(self.store, job_id)
+            handle.wait(poll=self.batch_poll)
+            handle.collect()
 
     def _hit_one(self, item_id: int, check: int, state: _Namespaced) -> Embedded | None:
         """The single-text hit (a search query): one row, no arrays beyond the result.
@@ -615,6 +704,7 @@ class Cached:
             if stale:
                 store.delete(ns.id, stale)
             if len(mine):
+                self._await_batches(ns.id, uniq[mine])
                 # Another caller may have stored some of these between our lookup and claim.
                 # `mine` is in input order, but _read needs ids sorted (it binary-searches
                 # them): positions into the sorted `uniq`, sorted, give sorted ids.

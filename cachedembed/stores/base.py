@@ -17,7 +17,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from ..errors import ConfigurationError, StoreError
 from ..flight import SingleFlight
@@ -123,6 +123,66 @@ class NamespaceUsage:
     bytes: int = 0
     first_used: int | None = None
     last_used: int | None = None
+
+
+JOB_COLLECTED = "collected"
+"""The state of a job whose results are in the cache (or that had none to give): finished."""
+
+
+@dataclass
+class BatchJob:
+    """A provider batch job as the cache records it (see :mod:`cachedembed.batchjobs`).
+
+    ``requests`` maps each request's ``custom_id`` to the ``[item id, check]`` pairs of
+    its inputs, in input order: what the results are written under. Texts are kept only
+    when the wrapper stores texts (``texts``, parallel to each request's items).
+    """
+
+    id: str
+    """Our job id (also sent as the batch's metadata, so a killed submitter can be resumed)."""
+    provider: str
+    ns: int
+    state: str
+    """``submitting``, the provider's last status (``validating`` ... ``cancelled``), or ``collected``."""
+    created: int
+    requests: dict[str, list[list[int]]] = field(default_factory=dict)
+    texts: dict[str, list[str]] | None = None
+    config: dict[str, object] = field(default_factory=dict)
+    """The embedding function's secret-free config: enough to reach the provider again."""
+    batch_id: str | None = None
+    input_file_id: str | None = None
+    output_file_id: str | None = None
+    error_file_id: str | None = None
+    finished: int | None = None
+    counts: dict[str, int] = field(default_factory=dict)
+    """The provider's request counts (total, completed, failed)."""
+    collected: dict[str, Any] = field(default_factory=dict)
+    """What collecting stored: ``items``, ``tokens``, ``failed_requests``."""
+    errors: list[str] = field(default_factory=list)
+    """Why requests failed, one line each (at most a few dozen kept)."""
+    rev: int = 0
+    """Bumped by every update; an update naming an older revision is refused."""
+
+    @property
+    def pending(self) -> bool:
+        return self.state != JOB_COLLECTED
+
+    @property
+    def item_count(self) -> int:
+        return sum(len(items) for items in self.requests.values())
+
+    def to_doc(self) -> str:
+        import json
+
+        data = {k: v for k, v in self.__dict__.items() if k not in ("id", "ns", "state", "rev")}
+        return json.dumps(data, separators=(",", ":"), ensure_ascii=False)
+
+    @classmethod
+    def from_doc(cls, job_id: str, ns: int, state: str, rev: int, doc: str | bytes) -> BatchJob:
+        import json
+
+        data = json.loads(doc)
+        return cls(id=job_id, ns=int(ns), state=state, rev=int(rev), **data)
 
 
 @dataclass
@@ -487,6 +547,53 @@ class Store(ABC):
     @abstractmethod
     def stats_rows(self, since_day: int | None = None) -> list[tuple[int, int, UsageDelta]]:
         """Aggregated ``(namespace id, day, counters)`` rows, never a scan of entries."""
+
+    # -- batch jobs ---------------------------------------------------------
+    # Each backend keeps a job as (id, ns, state, rev, created, JSON document) and
+    # implements three primitives; the job logic lives in cachedembed.batchjobs.
+
+    def record_job(self, job: BatchJob) -> None:
+        """Record a new job (its id must be new)."""
+        job.rev = 1
+        self._insert_job(job.id, job.ns, job.state, job.created, job.to_doc())
+
+    def update_job(self, job: BatchJob) -> bool:
+        """Save ``job`` if nobody updated it since it was read; ``False`` (nothing saved) otherwise.
+
+        On success ``job.rev`` is the new revision. Inside :meth:`bulk`, the update commits or
+        rolls back with the entries written there.
+        """
+        saved = self._replace_job(job.id, job.rev, job.state, job.to_doc())
+        if saved:
+            job.rev += 1
+        return saved
+
+    def jobs(self, *, pending: bool = False, ns_id: int | None = None) -> list[BatchJob]:
+        """Recorded jobs, oldest first; only unfinished ones with ``pending``."""
+        out = [
+            BatchJob.from_doc(*row)
+            for row in self._job_rows(pending)
+            if ns_id is None or int(row[1]) == ns_id
+        ]
+        return sorted(out, key=lambda j: (j.created, j.id))
+
+    def job(self, job_id: str) -> BatchJob | None:
+        """The job recorded under ``job_id`` (our id or the provider's batch id)."""
+        for job in self.jobs():
+            if job_id in (job.id, job.batch_id):
+                return job
+        return None
+
+    def _insert_job(self, job_id: str, ns: int, state: str, created: int, doc: str) -> None:
+        raise NotImplementedError(f"{type(self).__name__} does not record batch jobs")
+
+    def _replace_job(self, job_id: str, rev: int, state: str, doc: str) -> bool:
+        """Compare-and-set: write ``state``/``doc`` and bump ``rev`` only where it equals ``rev``."""
+        raise NotImplementedError(f"{type(self).__name__} does not record batch jobs")
+
+    def _job_rows(self, pending: bool) -> list[tuple[str, int, str, int, str | bytes]]:
+        """``(id, ns, state, rev, doc)`` of every job (only not-collected ones with ``pending``)."""
+        return []
 
     def delete_namespace_entries(self, ns_id: int, ids: Iterable[int]) -> int:
         """Delete in chunks; shared by prune and verify."""

@@ -52,6 +52,8 @@ _STATS_PREFIX = "stats:"
 _NEXT_NS = "meta:next_ns"
 _NS_KEYS = "meta:namespaces"  # id -> namespace key, so namespace reads never scan entries
 _STATS_KEYS = "meta:stats"  # set of (ns, day) rows, so stats reads never scan entries
+_JOBS = "meta:jobs"  # job id -> (ns, state, rev); each job's document under "job:<id>"
+_JOB_PREFIX = "job:"
 _MODE_RAW = 1  # diskcache.core.MODE_RAW: bytes stored inline in the Cache table
 
 
@@ -319,6 +321,35 @@ class _KeyValueStore(Store):
             u.first_used = entry.used if u.first_used is None else min(u.first_used, entry.used)
             u.last_used = entry.used if u.last_used is None else max(u.last_used, entry.used)
         return usage
+
+    def _insert_job(self, job_id: str, ns: int, state: str, created: int, doc: str) -> None:
+        with self._atomic():
+            jobs = dict(self._kv.get(_JOBS, {}))
+            if job_id in jobs:
+                raise StoreError(f"cache {self.url}: job {job_id} is already recorded")
+            self._kv[_JOB_PREFIX + job_id] = doc
+            self._kv[_JOBS] = {**jobs, job_id: (ns, state, 1)}
+
+    def _replace_job(self, job_id: str, rev: int, state: str, doc: str) -> bool:
+        with self._atomic():
+            jobs = self._kv.get(_JOBS, {})
+            current = jobs.get(job_id)
+            if current is None or current[2] != rev:
+                return False
+            self._kv[_JOB_PREFIX + job_id] = doc
+            self._kv[_JOBS] = {**jobs, job_id: (current[0], state, rev + 1)}
+            return True
+
+    def _job_rows(self, pending: bool) -> list[tuple[str, int, str, int, str | bytes]]:
+        rows = []
+        for job_id, (ns, state, rev) in self._kv.get(_JOBS, {}).items():
+            if pending and state == "collected":
+                continue
+            doc = self._kv.get(_JOB_PREFIX + job_id)
+            if doc is not None:
+                rows.append((job_id, ns, state, rev, doc))
+        return rows
+
 
     @_reported
     def stats_rows(self, since_day: int | None = None) -> list[tuple[int, int, UsageDelta]]:

@@ -10,6 +10,8 @@ Keys, under the URL's ``prefix`` (default ``cachedembed``)::
     P:next_ns           the last namespace id handed out
     P:stats             set of "<ns>:<day>" members, so stats reads never scan entries
     P:stats:<ns>:<day>  hash of counters, merged with HINCRBY / HINCRBYFLOAT
+    P:jobs              hash: batch job id -> "<ns>:<state>:<rev>"
+    P:job:<id>          a batch job's JSON document (updated by compare-and-set on rev)
 
 Namespace ids increase in creation order, and restart above the old ones after Redis
 lost everything (see ``_NAMESPACE_SCRIPT``); every write re-registers its namespace in the
@@ -86,6 +88,21 @@ return 0
 """
 _TOUCH_CHUNK = 5000
 
+# A job update: only where the stored revision is the one the caller read. Returns what
+# it replaced ({index value, document}) so a failed bulk() can put exactly that back, or
+# false when the revision differs (nothing changed, nothing to undo).
+# KEYS = P:jobs, P:job:<id>; ARGV = job id, expected rev, new state, new document.
+_JOB_CAS_SCRIPT = """
+local current = redis.call('HGET', KEYS[1], ARGV[1])
+if not current then return false end
+local ns, rev = string.match(current, '^(%d+):[^:]*:(%d+)$')
+if tonumber(rev) ~= tonumber(ARGV[2]) then return false end
+local old = redis.call('GET', KEYS[2])
+redis.call('SET', KEYS[2], ARGV[4])
+redis.call('HSET', KEYS[1], ARGV[1], ns .. ':' .. ARGV[3] .. ':' .. (tonumber(rev) + 1))
+return {current, old}
+"""
+
 
 @dataclass
 class _Undo:
@@ -103,6 +120,8 @@ class _Undo:
     )
     namespaces: list[tuple[str, int]] = field(default_factory=list)
     dimensions: list[int] = field(default_factory=list)
+    jobs: list[tuple[str, bytes | None, bytes | None]] = field(default_factory=list)
+    """(job id, index value, document) of each job before the bulk first changed it."""
 
 
 def parse_ttl(text: str) -> int:
@@ -469,6 +488,50 @@ class RedisStore(Store):
             out.append((ns, day, delta))
         return out
 
+    # -- batch jobs -----------------------------------------------------------
+
+    def _job_key(self, job_id: str) -> str:
+        return f"{self._p}job:{job_id}"
+
+    def _remember_job(self, job_id: str, index: bytes | None, doc: bytes | None) -> None:
+        """Inside :meth:`bulk`: what a job write replaced, so a failure can put it back.
+
+        Only writes that took are remembered, with the values they replaced: undoing a
+        refused update would overwrite another client's successful one.
+        """
+        undo = self._undo()
+        if undo is not None and all(j != job_id for j, _i, _d in undo.jobs):
+            undo.jobs.append((job_id, index, doc))
+
+    def _insert_job(self, job_id: str, ns: int, state: str, created: int, doc: str) -> None:
+        with self._guard():
+            if not self._client.hsetnx(self._p + "jobs", job_id, f"{ns}:{state}:1"):
+                raise StoreError(f"cache {self.url}: job {job_id} is already recorded")
+            self._client.set(self._job_key(job_id), doc)
+        self._remember_job(job_id, None, None)
+
+    def _replace_job(self, job_id: str, rev: int, state: str, doc: str) -> bool:
+        with self._guard():
+            replaced = self._client.eval(
+                _JOB_CAS_SCRIPT, 2, self._p + "jobs", self._job_key(job_id), job_id, rev, state, doc
+            )
+        if not replaced:
+            return False
+        self._remember_job(job_id, replaced[0], replaced[1])
+        return True
+
+    def _job_rows(self, pending: bool) -> list[tuple[str, int, str, int, str | bytes]]:
+        with self._guard():
+            index = self._client.hgetall(self._p + "jobs")
+            ids = [k.decode() for k in index]
+            docs = self._client.mget([self._job_key(i) for i in ids]) if ids else []
+        rows = []
+        for job_id, doc in zip(ids, docs):
+            ns, state, rev = index[job_id.encode()].decode().split(":")
+            if doc is not None and not (pending and state == "collected"):
+                rows.append((job_id, int(ns), state, int(rev), doc))
+        return rows
+
     # -- all-or-nothing imports --------------------------------------------------
 
     @contextmanager
@@ -504,6 +567,15 @@ class RedisStore(Store):
                         pipe.hincrby(key, name, -int(value))
             for ns_id in undo.dimensions:
                 pipe.hdel(self._ns_record(ns_id), "dim")
+            for job_id, index, doc in undo.jobs:
+                if index is None:
+                    pipe.hdel(self._p + "jobs", job_id)
+                else:
+                    pipe.hset(self._p + "jobs", job_id, index)
+                if doc is None:
+                    pipe.delete(self._job_key(job_id))
+                else:
+                    pipe.set(self._job_key(job_id), doc)
             for ns_key, ns_id in undo.namespaces:
                 pipe.hdel(self._p + "namespaces", ns_key)
                 pipe.srem(self._p + "ns_ids", ns_id)

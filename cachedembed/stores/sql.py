@@ -729,6 +729,30 @@ class SqlStore(Store):
         sql, params = _sqltext.select_stats(since_day)
         return _sqltext.to_stats_rows(self._read(sql, params))
 
+    # -- batch jobs -----------------------------------------------------------
+
+    def _insert_job(self, job_id: str, ns: int, state: str, created: int, doc: str) -> None:
+        sql = self._d.q(
+            "INSERT INTO jobs (id, ns, state, rev, created, doc) VALUES (?, ?, ?, 1, ?, ?)"
+        )
+        self._write(lambda cur: cur.execute(sql, (job_id, ns, state, created, doc)))
+
+    def _replace_job(self, job_id: str, rev: int, state: str, doc: str) -> bool:
+        sql = self._d.q(
+            "UPDATE jobs SET state = ?, doc = ?, rev = rev + 1 WHERE id = ? AND rev = ?"
+        )
+
+        def body(cur: Any) -> bool:
+            cur.execute(sql, (state, doc, job_id, rev))
+            return bool(cur.rowcount == 1)
+
+        return self._write(body)
+
+    def _job_rows(self, pending: bool) -> list[tuple[str, int, str, int, str | bytes]]:
+        where = " WHERE state <> 'collected'" if pending else ""
+        rows = self._read(f"SELECT id, ns, state, rev, doc FROM jobs{where}")
+        return [(str(i), int(n), str(s), int(r), d) for i, n, s, r, d in rows]
+
     def close(self) -> None:
         with suppress(Exception):
             self.flush()

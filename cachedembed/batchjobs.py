@@ -1,0 +1,569 @@
+"""Bulk misses through providers' batch APIs (half price, results within hours), resumable from the cache.
+
+One mechanism for every provider; a provider contributes a small :class:`BatchAdapter`
+(request line format, upload, create, poll, download, cancel). The cache records each
+job (:class:`~cachedembed.stores.base.BatchJob`) *before* anything is sent, so:
+
+* a submitter killed at any point is resumed by the next ``status``/``collect``: a job
+  whose file was uploaded is created (or found, by the job id sent as batch metadata);
+* collecting is a compare-and-set on the job in the same transaction as the vectors and
+  the counters that paid for them: run it twice, from cron or from a second machine, and
+  each result is stored and counted once; a crash in the middle stores nothing;
+* texts in a pending job are not submitted again, and ``Cached`` refuses (or waits for)
+  them instead of paying the synchronous price.
+
+Failed requests (the error file, or results that do not validate) are reported and left
+as misses; an expired or cancelled job keeps the results it has.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from .errors import (
+    CachedEmbedError,
+    ConfigurationError,
+    ProviderError,
+    ProviderResponseError,
+)
+from .stores.base import JOB_COLLECTED, BatchJob, EntryBatch, Namespace, Store
+from .usage import UsageDelta, apportion, estimate_tokens
+
+if TYPE_CHECKING:
+    from .keys import Role
+    from .wrapper import Cached
+
+log = logging.getLogger("cachedembed")
+
+SUBMITTING = "submitting"
+RUNNING = frozenset({"validating", "in_progress", "finalizing", "cancelling"})
+"""Provider states of a job that is still working."""
+FINISHED = frozenset({"completed", "failed", "expired", "cancelled"})
+"""Provider states after which nothing more will come: time to collect."""
+MAX_ERRORS_KEPT = 50
+
+
+@dataclass(frozen=True)
+class JobLimits:
+    """What one request and one job may hold (the provider's documented limits)."""
+
+    inputs_per_request: int
+    tokens_per_request: int | None
+    requests_per_job: int
+    bytes_per_file: int
+    inputs_per_job: int
+
+
+@dataclass
+class Remote:
+    """A job as the provider reports it."""
+
+    status: str
+    output_file_id: str | None = None
+    error_file_id: str | None = None
+    counts: dict[str, int] = field(default_factory=dict)
+    finished: int | None = None
+
+
+@dataclass
+class Result:
+    """One request's outcome from the output or error file."""
+
+    custom_id: str
+    data: Any = None
+    """The provider's per-request vectors payload (validated by the adapter's ``vectors``)."""
+    tokens: int | None = None
+    error: str | None = None
+
+
+class BatchAdapter(ABC):
+    """What a provider's batch interface must offer the shared mechanism."""
+
+    provider: str
+    limits: JobLimits
+
+    @abstractmethod
+    def request_line(self, custom_id: str, texts: list[str]) -> bytes:
+        """One line of the request file (JSON, no newline) asking for ``texts``' vectors."""
+
+    @abstractmethod
+    def upload(self, job_id: str, content: bytes) -> str:
+        """Upload the request file; return its file id."""
+
+    @abstractmethod
+    def create(self, job_id: str, input_file_id: str) -> str:
+        """Start the job on ``input_file_id``, tagged with ``job_id``; return the provider's id."""
+
+    @abstractmethod
+    def find(self, job_id: str, input_file_id: str) -> str | None:
+        """The provider's id of a job already created for ``job_id`` (a killed submitter), if any."""
+
+    @abstractmethod
+    def poll(self, batch_id: str) -> Remote: ...
+
+    @abstractmethod
+    def results(self, file_id: str) -> Iterator[Result]:
+        """Every line of an output or error file, as results (errors for malformed lines)."""
+
+    @abstractmethod
+    def vectors(self, data: Any, expected: int) -> np.ndarray:
+        """Validated (expected, dim) float32 vectors of one result; raises ``ProviderResponseError``."""
+
+    @abstractmethod
+    def cancel(self, batch_id: str) -> Remote: ...
+
+    @abstractmethod
+    def config(self) -> dict[str, Any]:
+        """Secret-free settings from which :func:`adapter_for` rebuilds this adapter elsewhere."""
+
+
+def adapter_for(job: BatchJob) -> BatchAdapter:
+    """The adapter that reaches ``job``'s provider again, from the job's recorded config."""
+    if job.provider == "openai":
+        from .embedding_functions.openai import OpenAIEmbeddingFunction
+
+        return OpenAIEmbeddingFunction(**job.config).batch_adapter()  # type: ignore[arg-type]
+    raise ConfigurationError(f"job {job.id}: no batch support for provider {job.provider!r}")
+
+
+# -- planning -------------------------------------------------------------------
+
+
+@dataclass
+class _Item:
+    id: int
+    check: int
+    weight: int
+    text: str
+
+
+def plan(adapter: BatchAdapter, items: list[_Item]) -> list[list[tuple[str, list[_Item], bytes]]]:
+    """Split ``items`` into requests and requests into jobs, within every limit.
+
+    Each request is ``(custom_id, items, request line)``; a job's file is its lines joined.
+    """
+    from .embedding_functions._base import batches
+
+    lim = adapter.limits
+    texts = [it.text for it in items]
+    jobs: list[list[tuple[str, list[_Item], bytes]]] = [[]]
+    size = inputs = 0
+    for start, chunk in batches(texts, lim.inputs_per_request, lim.tokens_per_request):
+        part = items[start : start + len(chunk)]
+        custom_id = f"r{start}"
+        line = adapter.request_line(custom_id, list(chunk))
+        if len(line) + 1 > lim.bytes_per_file:
+            raise ConfigurationError(
+                f"{adapter.provider}: one request of {len(chunk)} texts is {len(line):,} bytes, "
+                f"over the {lim.bytes_per_file:,}-byte file limit"
+            )
+        current = jobs[-1]
+        if current and (
+            len(current) >= lim.requests_per_job
+            or size + len(line) + 1 > lim.bytes_per_file
+            or inputs + len(part) > lim.inputs_per_job
+        ):
+            jobs.append([])
+            current, size, inputs = jobs[-1], 0, 0
+        current.append((custom_id, part, line))
+        size += len(line) + 1
+        inputs += len(part)
+    return [j for j in jobs if j]
+
+
+# -- submitting -------------------------------------------------------------------
+
+
+@dataclass
+class Submitted:
+    """What :meth:`Cached.submit_batch` did: the jobs it started and what it left out."""
+
+    jobs: list[JobHandle]
+    texts: int
+    distinct: int
+    """Distinct texts among them (what is looked up and, when missing, sent once)."""
+    hits: int
+    """Distinct texts already in the cache."""
+    pending: int
+    """Distinct texts already in a job not yet collected (not submitted again)."""
+    submitted: int
+    """Distinct texts sent in the new jobs."""
+
+
+def pending_items(store: Store, ns_id: int) -> dict[int, str]:
+    """Item id -> job id for every item of ``ns_id`` in a job not yet collected."""
+    covered: dict[int, str] = {}
+    for job in store.jobs(pending=True, ns_id=ns_id):
+        for items in job.requests.values():
+            for item in items:
+                covered[item[0]] = job.id
+    return covered
+
+
+def submit(cached: Cached, texts: Sequence[str], role: Role = "document") -> Submitted:
+    """Send the misses among ``texts`` (deduplicated, minus pending ones) as batch jobs."""
+    from .embedding_functions._base import check_texts
+
+    adapter = batch_adapter_of(cached)
+    texts = cached.prepared_texts(check_texts(texts))
+    ids, checks = cached._hasher(role).text_key_arrays(texts)
+    state = cached._role(role)
+    uniq, first = np.unique(ids, return_index=True)
+    found = cached._read(state, uniq, checks[first])
+    missing = np.ones(len(uniq), dtype=bool)
+    missing[found.pos] = False
+    covered = pending_items(cached.store, state.ns.id)
+    order = np.sort(first[missing])  # input order
+    weights = estimate_tokens([texts[i] for i in order.tolist()])
+    todo: list[_Item] = []
+    pending = 0
+    for i, w in zip(order.tolist(), weights.tolist()):
+        if int(ids[i]) in covered:
+            pending += 1
+        else:
+            todo.append(_Item(int(ids[i]), int(checks[i]), int(w), texts[i]))
+    handles = [
+        _start(cached, adapter, state.ns, requests)
+        for requests in (plan(adapter, todo) if todo else [])
+    ]
+    return Submitted(
+        jobs=handles,
+        texts=len(texts),
+        distinct=len(uniq),
+        hits=len(found.pos),
+        pending=pending,
+        submitted=len(todo),
+    )
+
+
+def batch_adapter_of(cached: Cached) -> BatchAdapter:
+    make = getattr(cached.ef, "batch_adapter", None)
+    if not callable(make):
+        raise ConfigurationError(
+            f"{type(cached.ef).__name__} has no batch API support; use openai:MODEL "
+            "(OpenAIEmbeddingFunction) or embed synchronously"
+        )
+    adapter: BatchAdapter = make()
+    return adapter
+
+
+def _start(
+    cached: Cached,
+    adapter: BatchAdapter,
+    ns: Namespace,
+    requests: list[tuple[str, list[_Item], bytes]],
+) -> JobHandle:
+    """Record the job, then upload and create it, saving each step (so a kill is resumable)."""
+    store = cached.store
+    job = BatchJob(
+        id=f"ce-{uuid.uuid4().hex}",
+        provider=adapter.provider,
+        ns=ns.id,
+        state=SUBMITTING,
+        created=int(time.time()),
+        requests={cid: [[it.id, it.check, it.weight] for it in part] for cid, part, _l in requests},
+        texts={cid: [it.text for it in part] for cid, part, _l in requests}
+        if cached.store_text
+        else None,
+        config=adapter.config(),
+    )
+    store.record_job(job)
+    content = b"\n".join(line for _c, _p, line in requests) + b"\n"
+    try:
+        job.input_file_id = adapter.upload(job.id, content)
+        _save(store, job)
+        job.batch_id = adapter.create(job.id, job.input_file_id)
+    except ProviderError as exc:
+        if job.input_file_id is None or not exc.retryable:
+            # Refused outright (or never uploaded): nothing will run, so its texts must not
+            # count as pending. A connection lost during create is left for resume: the
+            # provider may have created the job.
+            _abandon(store, job, f"submission failed: {exc}")
+        raise
+    job.state = "validating"
+    _save(store, job)
+    return JobHandle(store, job.id, adapter)
+
+
+def _abandon(store: Store, job: BatchJob, why: str) -> None:
+    """Finish a job that will never deliver: its texts are misses again."""
+    job.state = JOB_COLLECTED
+    job.finished = int(time.time())
+    job.errors = [why]
+    _save(store, job)
+
+
+def _save(store: Store, job: BatchJob) -> None:
+    if not store.update_job(job):
+        raise CachedEmbedError(f"job {job.id} was changed by another process meanwhile; run again")
+
+
+# -- following and collecting ------------------------------------------------------
+
+
+@dataclass
+class Collected:
+    """What one collect stored."""
+
+    job: BatchJob
+    items: int = 0
+    tokens: int = 0
+    failed: list[str] = field(default_factory=list)
+    """``custom_id: reason`` of each request whose texts stay misses."""
+    already: bool = False
+    """Another collector stored this job's results first: nothing was stored now."""
+    ready: bool = True
+    """False: the job is still running; nothing was stored."""
+
+
+class JobHandle:
+    """A recorded job: follow it, wait for it, collect it (from any process that has the cache)."""
+
+    def __init__(self, store: Store, job_id: str, adapter: BatchAdapter | None = None) -> None:
+        self.store = store
+        self.id = job_id
+        self._adapter = adapter
+
+    def job(self) -> BatchJob:
+        job = self.store.job(self.id)
+        if job is None:
+            raise ConfigurationError(
+                f"no batch job {self.id} in cache {self.store.url}; `cachedembed batch status` lists them"
+            )
+        return job
+
+    def adapter(self, job: BatchJob) -> BatchAdapter:
+        if self._adapter is None:
+            self._adapter = adapter_for(job)
+        return self._adapter
+
+    def status(self) -> BatchJob:
+        """Ask the provider, record and return the job (resuming an interrupted submission)."""
+        return refresh(self.store, self.job(), self.adapter(self.job()))
+
+    def wait(
+        self,
+        *,
+        poll: float = 5.0,
+        max_poll: float = 300.0,
+        timeout: float | None = None,
+        on_poll: Callable[[BatchJob], None] | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> BatchJob:
+        """Poll with backoff (``poll`` seconds, doubling up to ``max_poll``) until the job finished."""
+        started = time.monotonic()
+        delay = poll
+        while True:
+            job = self.status()
+            if on_poll is not None:
+                on_poll(job)
+            if not job.pending or job.state in FINISHED:
+                return job
+            if timeout is not None and time.monotonic() - started + delay > timeout:
+                raise TimeoutError(f"batch job {self.id} still {job.state} after {timeout:.0f}s")
+            sleep(delay)
+            delay = min(delay * 2, max_poll)
+
+    def collect(self) -> Collected:
+        """Store the results of a finished job (once, whoever asks); a running job stores nothing."""
+        job = self.job()
+        return collect(self.store, job, self.adapter(job))
+
+    def cancel(self) -> BatchJob:
+        job = self.job()
+        if not job.pending:
+            return job
+        adapter = self.adapter(job)
+        job = refresh(self.store, job, adapter)
+        if job.batch_id is None or job.state in FINISHED:
+            return job
+        remote = adapter.cancel(job.batch_id)
+        return _apply(self.store, job, remote)
+
+    def __repr__(self) -> str:
+        return f"JobHandle({self.id!r})"
+
+
+def refresh(store: Store, job: BatchJob, adapter: BatchAdapter) -> BatchJob:
+    """The job's provider state, recorded; an interrupted submission is finished first."""
+    if not job.pending or job.state in FINISHED:
+        return job
+    if job.state == SUBMITTING:
+        return _resume(store, job, adapter)
+    assert job.batch_id is not None
+    return _apply(store, job, adapter.poll(job.batch_id))
+
+
+def _resume(store: Store, job: BatchJob, adapter: BatchAdapter) -> BatchJob:
+    """A submitter was killed: create the job it uploaded (unless the provider has it already)."""
+    if job.input_file_id is None:
+        # Killed before the file was uploaded; the texts were never kept: they are misses again.
+        _abandon(
+            store, job, "submission was interrupted before the upload; its texts are misses again"
+        )
+        return job
+    job.batch_id = adapter.find(job.id, job.input_file_id) or adapter.create(
+        job.id, job.input_file_id
+    )
+    job.state = "validating"
+    _save(store, job)
+    return _apply(store, job, adapter.poll(job.batch_id))
+
+
+def _apply(store: Store, job: BatchJob, remote: Remote) -> BatchJob:
+    job.state = remote.status
+    job.output_file_id = remote.output_file_id
+    job.error_file_id = remote.error_file_id
+    job.counts = remote.counts
+    job.finished = remote.finished
+    if not store.update_job(job):
+        fresh = store.job(job.id)
+        return fresh if fresh is not None else job
+    return job
+
+
+@dataclass
+class _Good:
+    custom_id: str
+    vectors: np.ndarray
+    tokens: int
+
+
+def collect(store: Store, job: BatchJob, adapter: BatchAdapter) -> Collected:
+    """Download, validate and store a finished job's results, exactly once (see the module doc)."""
+    for _attempt in range(5):
+        result = _collect_once(store, job, adapter)
+        if result is not None:
+            return result
+        fresh = store.job(job.id)  # someone updated the job meanwhile: look again
+        if fresh is None or not fresh.pending:
+            return Collected(fresh or job, already=True)
+        job = fresh
+    raise CachedEmbedError(f"job {job.id} keeps changing under this collect; run it again")
+
+
+def _collect_once(store: Store, job: BatchJob, adapter: BatchAdapter) -> Collected | None:
+    """One attempt; ``None`` when another process updated the job first (nothing stored)."""
+    if not job.pending:
+        return Collected(job, already=True)
+    job = refresh(store, job, adapter)
+    if not job.pending:
+        return Collected(job, already=True)
+    if job.state not in FINISHED:
+        return Collected(job, ready=False)
+    ns = next((n for n in store.namespaces() if n.id == job.ns), None)
+    if ns is None:
+        raise CachedEmbedError(f"job {job.id}: its namespace is no longer in the cache")
+    good, failed = _validated(adapter, job, ns, store)
+    out = Collected(job, failed=failed)
+    store.flush()  # buffered counters commit now, not inside (and at the mercy of) this transaction
+    try:
+        with store.bulk():
+            provider_state = job.state
+            job.state, job.finished = JOB_COLLECTED, job.finished or int(time.time())
+            job.collected = {
+                "provider_state": provider_state,
+                "items": sum(len(g.vectors) for g in good),
+                "tokens": sum(g.tokens for g in good),
+                "failed_requests": len(failed),
+            }
+            job.errors = failed[:MAX_ERRORS_KEPT]
+            if not store.update_job(job):
+                raise _Lost
+            for g in good:
+                out.items += len(g.vectors)
+                out.tokens += g.tokens
+                _write(store, ns, job, g)
+    except _Lost:
+        return None
+    return out
+
+
+class _Lost(Exception):
+    """Another collector updated the job first: roll this attempt back."""
+
+
+def _validated(
+    adapter: BatchAdapter, job: BatchJob, ns: Namespace, store: Store
+) -> tuple[list[_Good], list[str]]:
+    """Every result checked before anything is written: known id, count, dimension, finite."""
+    good: dict[str, _Good] = {}
+    failed: dict[str, str] = {}
+    dim = ns.dim if ns.dim is not None else store.known_dimension(ns)
+    for file_id in (job.output_file_id, job.error_file_id):
+        if not file_id:
+            continue
+        for r in adapter.results(file_id):
+            items = job.requests.get(r.custom_id)
+            if items is None:
+                log.warning("job %s: ignoring a result for unknown request %r", job.id, r.custom_id)
+                continue
+            if r.custom_id in good or r.custom_id in failed:
+                failed[r.custom_id] = "answered twice"
+                good.pop(r.custom_id, None)
+                continue
+            if r.error is not None:
+                failed[r.custom_id] = r.error
+                continue
+            try:
+                vectors = adapter.vectors(r.data, len(items))
+                if dim is not None and vectors.shape[1] != dim:
+                    raise ProviderResponseError(
+                        adapter.provider,
+                        f"returned {vectors.shape[1]}-d vectors; this namespace holds {dim}-d ones",
+                    )
+            except ProviderResponseError as exc:
+                failed[r.custom_id] = str(exc)
+                continue
+            dim = vectors.shape[1]
+            if r.tokens is None:
+                failed[r.custom_id] = "no usage reported"  # unbillable: better a miss than a guess
+                continue
+            good[r.custom_id] = _Good(r.custom_id, vectors, r.tokens)
+    for custom_id in job.requests:
+        if custom_id not in good and custom_id not in failed:
+            failed[custom_id] = f"no result (job {job.state})"
+    return list(good.values()), [f"{c}: {why}" for c, why in failed.items()]
+
+
+def _write(store: Store, ns: Namespace, job: BatchJob, g: _Good) -> None:
+    items = job.requests[g.custom_id]
+    dtype = np.dtype(ns.spec.dtype).newbyteorder("<")
+    if ns.dim is None:
+        store.set_dimension(ns, g.vectors.shape[1])
+    with np.errstate(over="ignore"):
+        stored = g.vectors.astype(dtype)
+    if not np.isfinite(stored).all():
+        raise ProviderResponseError(job.provider, "vectors beyond the float16 range; use float32")
+    tokens = apportion(g.tokens, np.array([it[2] for it in items], dtype=np.int64))
+    texts = job.texts.get(g.custom_id) if job.texts is not None else None
+    store.write(
+        ns.id,
+        EntryBatch(
+            ids=[it[0] for it in items],
+            checks=[it[1] for it in items],
+            vectors=stored,
+            tokens=tokens.tolist(),
+            flags=[0] * len(items),
+            texts=texts,
+        ),
+        UsageDelta(
+            misses=len(items), provider_calls=1, tokens_embedded=g.tokens, tokens_batch=g.tokens
+        ),
+    )
+
+
+def collect_all(store: Store) -> list[Collected]:
+    """Collect every finished job of the cache (the cron job); running ones are only refreshed."""
+    out = []
+    for job in store.jobs(pending=True):
+        out.append(JobHandle(store, job.id).collect())
+    return out
