@@ -279,6 +279,5 @@ def test_embed_store_text_then_reembed_with_another_model(tmp_path: Path) -> Non
     listed = json.loads(run("ls", "--cache", url, "--json").output)
     assert sorted((m["model"], m["role"], m["entries"]) for m in listed) == [
         ("bill-large", "document", 12),
-        ("bill-large", "query", 0),  # registered by the wrapper, never used
         ("bill-small", "document", 12),  # `embed` registers only the role it embeds
     ]
