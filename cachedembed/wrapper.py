@@ -26,11 +26,11 @@ from .embedding_functions._base import (
     EmbeddedBatch,
     ProviderEmbeddingFunction,
     as_matrix,
-    check_texts,
+    check_input,
 )
-from .errors import ConfigurationError, ProviderResponseError
+from .errors import ConfigurationError, InvalidInputError, ProviderResponseError
 from .identity import foreign_identity
-from .keys import HashName, ItemHasher, NamespaceSpec, Role
+from .keys import HashName, ItemHasher, ItemKind, NamespaceSpec, Role
 from .stores import Store, open_store
 from .stores.base import FLAG_TOKENS_ESTIMATED, EntryBatch, Namespace
 from .usage import UsageDelta, apportion, estimate_tokens, today
@@ -78,7 +78,8 @@ class Embedded:
 class _Call:
     """The working state of one embedding call, indexed by unique item (ids sorted ascending)."""
 
-    texts: list[str]
+    texts: list[Any]
+    """The items: texts, or images when ``kind`` is ``"image"``."""
     role: Role
     state: _Namespaced
     uniq: np.ndarray
@@ -94,6 +95,7 @@ class _Call:
     result: Embedded
     out: np.ndarray | None = None
     """One vector per unique item, allocated once the dimension is known."""
+    kind: ItemKind = "text"
 
     def vectors(self, dim: int) -> np.ndarray:
         if self.out is None:
@@ -122,15 +124,17 @@ class _ForeignEmbedder:
         self.ef = ef
         self.batch_size = batch_size
         self.bypass_cache = False
+        # A Chroma-protocol function may be multimodal (it decides); an adapter's call embeds texts.
+        self.accepts_images = call is None
         self._call = call or self._chroma_call
         self.label = _label(ef)
 
-    def _chroma_call(self, texts: list[str], role: Role) -> Any:
+    def _chroma_call(self, texts: list[Any], role: Role) -> Any:
         if role == "query" and callable(getattr(self.ef, "embed_query", None)):
             return self.ef.embed_query(input=texts)
         return self.ef(input=texts)
 
-    def embed_batches(self, texts: Sequence[str], role: Role) -> Iterator[EmbeddedBatch]:
+    def embed_batches(self, texts: Sequence[Any], role: Role) -> Iterator[EmbeddedBatch]:
         for start in range(0, len(texts), self.batch_size):
             chunk = list(texts[start : start + self.batch_size])
             vectors = self._call(chunk, role)
@@ -249,8 +253,8 @@ class Cached:
         # cache_identity) already yield batches; anything else is presented as batches.
         direct = isinstance(ef, (ProviderEmbeddingFunction, _ForeignEmbedder))
         self._embedder: Any = ef if direct else _ForeignEmbedder(ef, batch_size)
-        self._roles: dict[Role, _Namespaced] = {}
-        self._hashers: dict[Role, ItemHasher] = {}
+        self._roles: dict[tuple[Role, ItemKind], _Namespaced] = {}
+        self._hashers: dict[tuple[Role, ItemKind], ItemHasher] = {}
         self._warned_bypass = False
 
     # -- identity ----------------------------------------------------------------
@@ -267,24 +271,24 @@ class Cached:
             base["unicode"] = self.normalize_unicode
         return base
 
-    def spec(self, role: Role) -> NamespaceSpec:
+    def spec(self, role: Role, kind: ItemKind = "text") -> NamespaceSpec:
         return NamespaceSpec(
-            identity=self.identity(role), role=role, dtype=self.dtype, hash=self.hash
+            identity=self.identity(role), role=role, dtype=self.dtype, hash=self.hash, kind=kind
         )
 
-    def _role(self, role: Role) -> _Namespaced:
-        state = self._roles.get(role)
+    def _role(self, role: Role, kind: ItemKind = "text") -> _Namespaced:
+        state = self._roles.get((role, kind))
         if state is None:
-            spec = self.spec(role)
+            spec = self.spec(role, kind)
             state = _Namespaced(self.store.namespace(spec), np.dtype(self.dtype).newbyteorder("<"))
-            self._roles[role] = state
+            self._roles[role, kind] = state
         return state
 
-    def _hasher(self, role: Role) -> ItemHasher:
-        """The item hasher for ``role``, available without touching the store."""
-        hasher = self._hashers.get(role)
+    def _hasher(self, role: Role, kind: ItemKind = "text") -> ItemHasher:
+        """The item hasher for ``role`` and ``kind``, available without touching the store."""
+        hasher = self._hashers.get((role, kind))
         if hasher is None:
-            hasher = self._hashers[role] = ItemHasher(self.spec(role))
+            hasher = self._hashers[role, kind] = ItemHasher(self.spec(role, kind))
         return hasher
 
     def dimension(self, role: Role = "document") -> int | None:
@@ -294,19 +298,20 @@ class Cached:
 
     # -- Chroma's EmbeddingFunction protocol --------------------------------------
 
-    def __call__(self, input: Sequence[str]) -> list[np.ndarray]:
-        """Embed documents through the cache; one float32 vector per input, in order."""
+    def __call__(self, input: Sequence[Any]) -> list[np.ndarray]:
+        """Embed documents (texts, or images as numpy arrays) through the cache; one float32
+        vector per input, in order."""
         return list(self.embed(input, "document"))
 
-    def embed_query(self, input: Sequence[str]) -> list[np.ndarray]:
-        """Embed queries through the cache (kept apart from documents)."""
+    def embed_query(self, input: Sequence[Any]) -> list[np.ndarray]:
+        """Embed queries (texts or images) through the cache (kept apart from documents)."""
         return list(self.embed(input, "query"))
 
-    async def acall(self, input: Sequence[str]) -> list[np.ndarray]:
+    async def acall(self, input: Sequence[Any]) -> list[np.ndarray]:
         """``__call__`` for async code: store and provider I/O run in a worker thread."""
         return list(await asyncio.to_thread(self.embed, input, "document"))
 
-    async def aembed_query(self, input: Sequence[str]) -> list[np.ndarray]:
+    async def aembed_query(self, input: Sequence[Any]) -> list[np.ndarray]:
         """``embed_query`` for async code; single-flight holds across tasks and threads."""
         return list(await asyncio.to_thread(self.embed, input, "query"))
 
@@ -357,30 +362,45 @@ class Cached:
 
     # -- the cache ----------------------------------------------------------------
 
-    def embed(self, input: Sequence[str], role: Role = "document") -> np.ndarray:
+    def embed(self, input: Sequence[Any], role: Role = "document") -> np.ndarray:
         """Embed ``input`` for ``role`` through the cache; an (n, dim) float32 matrix in input order."""
         return self.embed_with_usage(input, role).vectors
 
-    def embed_with_usage(self, input: Sequence[str], role: Role = "document") -> Embedded:
-        """:meth:`embed`, also returning each text's tokens and this call's counters."""
-        texts = check_texts(input)
-        if self.normalize_unicode:
-            form = self.normalize_unicode
-            texts = [unicodedata.normalize(form, t) for t in texts]
-        # Hash first: it rejects texts UTF-8 cannot encode (lone surrogates) before the
-        # namespace is registered, so bad input writes nothing at all.
-        ids, checks = self._hasher(role).text_key_arrays(texts)
-        state = self._role(role)
+    def embed_with_usage(self, input: Sequence[Any], role: Role = "document") -> Embedded:
+        """:meth:`embed`, also returning each item's tokens and this call's counters."""
+        kind, items = self._classify(input)
+        if kind == "image":
+            # Images are keyed by dtype, shape and pixels; their namespace is the text one's
+            # twin, so text and image entries of one model never meet.
+            ids, checks = self._hasher(role, kind).array_keys(items)
+        else:
+            if self.normalize_unicode:
+                form = self.normalize_unicode
+                items = [unicodedata.normalize(form, t) for t in items]
+            # Hash first: it rejects texts UTF-8 cannot encode (lone surrogates) before the
+            # namespace is registered, so bad input writes nothing at all.
+            ids, checks = self._hasher(role).text_key_arrays(items)
+        state = self._role(role, kind)
         if len(ids) == 1 and not self._embedder.bypass_cache:
             hit = self._hit_one(int(ids[0]), int(checks[0]), state)
             if hit is not None:
                 return hit
         result = Embedded(np.zeros((0, 0), np.float32), np.zeros(0, np.int64))
         if self._embedder.bypass_cache:
-            self._bypass(texts, role, state, result)
+            self._bypass(items, role, state, result, kind)
         else:
-            self._lookup_and_fill(texts, ids, checks, role, state, result)
+            self._lookup_and_fill(items, ids, checks, role, state, result, kind)
         return result
+
+    def _classify(self, input: Any) -> tuple[ItemKind, list[Any]]:
+        """Texts or images, validated; images only when the wrapped function takes them."""
+        kind, items = check_input(input)
+        if kind == "image" and not getattr(self._embedder, "accepts_images", False):
+            raise InvalidInputError(
+                f"{_label(self.ef)} embeds texts only; wrap a multimodal function to embed "
+                "images (OpenCLIPEmbeddingFunction, or a remote one that takes images)"
+            )
+        return kind, items
 
     def _hit_one(self, item_id: int, check: int, state: _Namespaced) -> Embedded | None:
         """The single-text hit (a search query): one row, no arrays beyond the result.
@@ -416,6 +436,7 @@ class Cached:
         role: Role,
         state: _Namespaced,
         result: Embedded,
+        kind: ItemKind = "text",
     ) -> None:
         store, ns = self.store, state.ns
         if len(ids) == 1:
@@ -463,6 +484,7 @@ class Cached:
             served_by_me=np.zeros(n_u, dtype=bool),
             result=result,
             out=out,
+            kind=kind,
         )
         call.tokens[found_pos] = found.tokens
         call.estimated[found_pos] = (found.flags & FLAG_TOKENS_ESTIMATED) != 0
@@ -632,7 +654,7 @@ class Cached:
             idx = np.arange(batch.start, batch.start + n)
             pos = mine[idx]
             batch_texts = to_embed[batch.start : batch.start + n]
-            estimates = estimate_tokens(batch_texts)
+            estimates = _token_estimates(call.kind, batch_texts)
             if batch.tokens is None:
                 tokens, flags = estimates, np.full(n, FLAG_TOKENS_ESTIMATED, dtype=np.int64)
             else:
@@ -661,7 +683,8 @@ class Cached:
                     vectors=stored,
                     tokens=tokens.tolist(),
                     flags=flags.tolist(),
-                    texts=batch_texts if self.store_text else None,
+                    # Texts only: pixels are never stored, whatever store_text says.
+                    texts=batch_texts if self.store_text and call.kind == "text" else None,
                 ),
                 delta,
             )
@@ -683,7 +706,14 @@ class Cached:
                 f"returned vectors for {int(done.sum())} of {len(to_embed)} texts",
             )
 
-    def _bypass(self, texts: list[str], role: Role, state: _Namespaced, result: Embedded) -> None:
+    def _bypass(
+        self,
+        texts: list[Any],
+        role: Role,
+        state: _Namespaced,
+        result: Embedded,
+        kind: ItemKind = "text",
+    ) -> None:
         if not self._warned_bypass:
             warnings.warn(
                 f"{_label(self.ef)}: vectors depend on the whole batch (late chunking), so they "
@@ -700,7 +730,7 @@ class Cached:
             started = time.perf_counter()
         per_text = []
         for b in parts:
-            estimates = estimate_tokens(texts[b.start : b.start + len(b.vectors)])
+            estimates = _token_estimates(kind, texts[b.start : b.start + len(b.vectors)])
             per_text.append(estimates if b.tokens is None else apportion(int(b.tokens), estimates))
         result.tokens = np.concatenate(per_text)
         delta = UsageDelta(
@@ -727,8 +757,19 @@ class Cached:
         return namespace_totals(self.store, self.namespaces())
 
     def namespaces(self) -> list[Namespace]:
-        """The namespaces this wrapper reads and writes: documents, then queries."""
-        return [self._role(role).ns for role in ("document", "query")]
+        """The namespaces this wrapper reads and writes: documents, then queries; then their
+        image twins, where images were embedded (by this wrapper or into its store before)."""
+        roles: tuple[Role, Role] = ("document", "query")
+        found = [self._role(role).ns for role in roles]
+        stored: set[str] | None = None
+        for role in roles:
+            if (role, "image") not in self._roles:
+                if stored is None:
+                    stored = {ns.key for ns in self.store.namespaces()}
+                if self.spec(role, "image").key not in stored:
+                    continue  # never create an image namespace just to report on it
+            found.append(self._role(role, "image").ns)
+        return found
 
     def flush(self) -> None:
         """Commit buffered hit counters and last-use touches now (they are also flushed every second and at exit)."""
@@ -736,6 +777,14 @@ class Cached:
 
     def __repr__(self) -> str:
         return f"Cached({self.ef!r}, cache={self.store.url!r})"
+
+
+def _token_estimates(kind: ItemKind, items: Sequence[Any]) -> np.ndarray:
+    """Estimated tokens per item: by text length; none for an image (providers that bill
+    images report their tokens, which are then apportioned evenly)."""
+    if kind == "text":
+        return estimate_tokens(items)
+    return np.zeros(len(items), dtype=np.int64)
 
 
 def check_batch_size(batch_size: object) -> None:
