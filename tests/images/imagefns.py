@@ -58,7 +58,7 @@ class PixelStatsEF:
         return PixelStatsEF(**config)
 
     def default_space(self) -> str:
-        return "cosine"
+        return "l2"  # Chroma stores l2 vectors as given (cosine ones it normalises)
 
     def supported_spaces(self) -> list[str]:
         return ["cosine", "l2", "ip"]
