@@ -62,7 +62,7 @@ class ProviderEmbeddingFunction(ABC):
     bypass_cache: bool = False
     """True when vectors depend on the whole batch (Jina late chunking): never cached per text."""
 
-    accepts_images: ClassVar[bool] = False
+    accepts_images: bool = False
     """True for multimodal functions: :meth:`embed_batches` then also takes images (numpy
     arrays, one kind per call) and embeds them into the same space as texts."""
 

@@ -21,9 +21,10 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from ..errors import ConfigurationError, InvalidInputError
+from ..errors import ConfigurationError
 from ..keys import Role
 from ._base import EmbeddedBatch, ProviderEmbeddingFunction, as_matrix
+from ._images import to_pil
 
 DEFAULT_MODEL = "ViT-B-32"
 DEFAULT_CHECKPOINT = "laion2b_s34b_b79k"
@@ -65,7 +66,7 @@ class _Model:
         torch = self.torch
         with self.lock, torch.no_grad():
             if kind == "image":
-                batch = torch.stack([self.preprocess(_to_pil(i)) for i in items])
+                batch = torch.stack([self.preprocess(to_pil(i, "open_clip")) for i in items])
                 features = self.model.encode_image(batch.to(self.device))
             else:
                 features = self.model.encode_text(self.tokenizer(list(items)).to(self.device))
@@ -83,28 +84,6 @@ def load_model(model_name: str, checkpoint: str | None, device: str) -> _Model:
             if model is None:
                 model = _loaded[key] = _Model(model_name, checkpoint, device)
     return model
-
-
-def _to_pil(image: np.ndarray) -> Any:
-    """A Pillow image of ``image``: uint8 as is, floats as values in [0, 1], bool as black/white."""
-    from PIL import Image
-
-    pixels = image[:, :, 0] if image.ndim == 3 and image.shape[2] == 1 else image
-    if pixels.dtype == np.bool_:
-        pixels = pixels.astype(np.uint8) * 255
-    elif pixels.dtype.kind == "f":
-        if pixels.min() < 0 or pixels.max() > 1:
-            raise InvalidInputError("open_clip: float images must hold values in [0, 1]")
-        pixels = np.rint(pixels * 255).astype(np.uint8)
-    elif pixels.dtype != np.uint8:
-        if pixels.min() < 0 or pixels.max() > 255:
-            raise InvalidInputError("open_clip: integer images must hold values in 0..255")
-        pixels = pixels.astype(np.uint8)
-    if pixels.ndim == 3 and pixels.shape[2] not in (3, 4):
-        raise InvalidInputError(
-            f"open_clip: an image has {pixels.shape[2]} channels; expected 1, 3 (RGB) or 4 (RGBA)"
-        )
-    return Image.fromarray(np.ascontiguousarray(pixels))
 
 
 class OpenCLIPEmbeddingFunction(ProviderEmbeddingFunction):
