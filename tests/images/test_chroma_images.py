@@ -11,6 +11,7 @@ from pathlib import Path
 
 import chromadb
 import numpy as np
+import pytest
 from chromadb.utils.data_loaders import ImageLoader
 from chromadb.utils.embedding_functions import register_embedding_function
 from PIL import Image
@@ -105,6 +106,7 @@ CHILD = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 def test_persisted_multimodal_collection_rebuilds_the_cache_in_a_new_process(
     tmp_path: Path,
 ) -> None:

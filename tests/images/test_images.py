@@ -195,3 +195,20 @@ def test_export_and_import_keep_image_entries_bit_exact(tmp_path: object) -> Non
     assert [v.tobytes() for v in served] == [v.tobytes() for v in vectors]
     kinds = {(m.kind, m.entries) for m in list_models(open_store(target)) if m.entries}
     assert kinds == {("image", 5)}
+
+
+def test_an_import_that_gives_an_image_entry_a_text_is_refused_whole(tmp_path: object) -> None:
+    import gzip
+    import json
+
+    source, target = f"sqlite:///{tmp_path}/a.db", f"sqlite:///{tmp_path}/b.db"
+    Cached(PixelStatsEF(), source)([image(1), image(2)])
+    export_cache(open_store(source), f"{tmp_path}/out.jsonl.gz")
+    with gzip.open(f"{tmp_path}/out.jsonl.gz", "rt") as fh:
+        records = [json.loads(line) for line in fh]
+    forged = [{**r, "text": "a caption"} if r.get("type") == "entry" else r for r in records]
+    with gzip.open(f"{tmp_path}/forged.jsonl.gz", "wt") as fh:
+        fh.writelines(json.dumps(r) + "\n" for r in forged)
+    with pytest.raises(InvalidInputError, match="image namespace carries a text"):
+        import_cache(open_store(target), f"{tmp_path}/forged.jsonl.gz")
+    assert open_store(target).namespaces() == []
