@@ -11,9 +11,32 @@ PIP_TOOLS := pip-tools==7.6.2
 # The exact versions the suite passed with (`make lock` refreshes them); pyproject.toml keeps loose ranges for users.
 LOCK := requirements.lock
 
-.PHONY: install lock demo test test-fast check docs soak lint bench services clean
+# The image tests' own venv: open_clip needs torchvision, whose build must match its torch, and
+# no torchvision matches the CPU torch above (its mere presence breaks transformers). So
+# tests/images/open_clip run in a venv of their own, torch 2.14.1 + torchvision 0.29.1.
+IMAGES_VENV ?= .venv-images
+IMAGES_LOCK := requirements-images.lock
+IMAGES_STAMP := $(IMAGES_VENV)/.installed
+
+.PHONY: install install-images lock lock-images demo test test-fast check docs soak lint bench services clean
 
 install: $(STAMP)
+
+install-images: $(IMAGES_STAMP)
+
+$(IMAGES_STAMP): pyproject.toml $(IMAGES_LOCK)
+	$(PYTHON) -m venv $(IMAGES_VENV)
+	$(IMAGES_VENV)/bin/python -m pip install -q pip==$(PIP_VERSION)
+	$(IMAGES_VENV)/bin/python -m pip install -q -r $(IMAGES_LOCK)
+	$(IMAGES_VENV)/bin/python -m pip install -q --no-deps -e .
+	touch $(IMAGES_STAMP)
+
+# Re-resolve the image venv (pyproject's `images` extra and requirements-images.in).
+lock-images:
+	test -x $(IMAGES_VENV)/bin/python || $(PYTHON) -m venv $(IMAGES_VENV)
+	$(IMAGES_VENV)/bin/python -m pip install -q $(PIP_TOOLS)
+	$(IMAGES_VENV)/bin/pip-compile -q --upgrade --strip-extras --extra images --no-emit-index-url \
+		--no-emit-find-links -o $(IMAGES_LOCK) pyproject.toml requirements-images.in
 
 # torch first, on its own, so nothing resolves it to a CUDA build; then the lock; then the project itself without deps.
 $(STAMP): pyproject.toml $(LOCK)
@@ -44,7 +67,8 @@ demo: install
 services:
 	@bash .ci/services
 
-test: install services
+# tests/images/test_open_clip_suite.py runs tests/images/open_clip inside $(IMAGES_VENV).
+test: install install-images services
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q -m "not soak" --durations=15
 
 # The contributor's loop: no process spawning, no real model, no servers (tests marked `slow`); well under 30 s.
@@ -68,7 +92,7 @@ bench: install services
 	HF_HUB_OFFLINE=1 $(PY) bench/run.py
 
 clean:
-	rm -rf $(VENV) .demo .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(IMAGES_VENV) .demo .pytest_cache .mypy_cache .ruff_cache
 
 # Re-run every console block of README.md and docs/ and rewrite the outputs shown there.
 docs: install services

@@ -324,7 +324,7 @@ def stats(
 @MODEL_FILTER
 @JSON_OPTION
 def models(cache_url: str | None, model: str | None, as_json: bool) -> None:
-    """List the cache's namespaces: model, parameters, role, dimension, size, first/last use."""
+    """List the cache's namespaces: model, parameters, role, items (text or image), dimension, size, first/last use."""
     from dataclasses import asdict
 
     from .manage import format_size, list_models
@@ -344,6 +344,7 @@ def models(cache_url: str | None, model: str | None, as_json: bool) -> None:
             "provider/model",
             "parameters",
             "role",
+            "items",
             "dim",
             "dtype",
             "entries",
@@ -362,6 +363,7 @@ def models(cache_url: str | None, model: str | None, as_json: bool) -> None:
                 printable(f"{i.provider}/{i.model}"),
                 printable(params or "-"),
                 printable(i.role),
+                printable(i.kind),
                 printable(i.dim or "-"),
                 printable(i.dtype),
                 f"{i.entries:,}",

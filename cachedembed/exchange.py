@@ -187,6 +187,7 @@ _CHECK_BATCH = 4096
 _CHECK_BATCH_BYTES = 64 * 2**20
 _ROLES = ("document", "query")
 _HASHES = ("xxh3", "blake2b")
+_KINDS = ("text", "image")
 _ENTRY_RANGES = {
     "id": _INT64,
     "check": _INT64,
@@ -373,7 +374,10 @@ class _Checker:
             raise _bad(where, f"namespace dtype {dtype!r}, expected one of {', '.join(ITEMSIZE)}")
         if hash_name not in _HASHES:
             raise _bad(where, f"namespace hash {hash_name!r}, expected one of {', '.join(_HASHES)}")
-        spec = NamespaceSpec(identity=identity, role=role, dtype=dtype, hash=hash_name)
+        kind = data.get("kind", "text")
+        if kind not in _KINDS:
+            raise _bad(where, f"namespace kind {kind!r}, expected one of {', '.join(_KINDS)}")
+        spec = NamespaceSpec(identity=identity, role=role, dtype=dtype, hash=hash_name, kind=kind)
         try:
             size = len(spec.canonical.encode("utf-8"))
         except (ValueError, TypeError, RecursionError):  # NaN, a lone surrogate
@@ -425,6 +429,8 @@ class _Checker:
         except ValueError:
             raise _bad(where, "entry 'vec' is not valid base64") from None
         text = record.get("text")
+        if text is not None and ns.spec.kind != "text":
+            raise _bad(where, f"entry {values['id']} of an image namespace carries a text")
         if text is not None:
             text = _text(where, text, "text")
         elif self.require_text:

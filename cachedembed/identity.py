@@ -28,6 +28,7 @@ _CHROMA_NEUTRAL_KEYS: dict[str, frozenset[str]] = {
     "sentence_transformer": frozenset({"device"}),
     "voyageai": frozenset({"api_key_env_var"}),
     "ollama": frozenset({"timeout"}),
+    "open_clip": frozenset({"device"}),
 }
 
 

@@ -41,6 +41,8 @@ KEY_SCHEMA = 1
 
 Role = Literal["document", "query"]
 HashName = Literal["xxh3", "blake2b"]
+ItemKind = Literal["text", "image"]
+"""What a namespace's items are: texts, or images (numpy pixel arrays, Chroma's ``Images``)."""
 
 _U64 = struct.Struct("<Q")
 
@@ -58,22 +60,29 @@ class NamespaceSpec:
 
     ``identity`` holds the provider, model and every output-changing parameter; ``role`` is
     ``document`` or ``query``; ``dtype`` is the storage dtype (``float32``, or ``float16`` in the
-    opt-in compact mode); ``hash`` names the item hash.
+    opt-in compact mode); ``hash`` names the item hash; ``kind`` says whether the items are
+    texts or images, so a multimodal model's text and image entries live apart (and are
+    counted and listed apart).
     """
 
     identity: Mapping[str, Any]
     role: Role
     dtype: str = "float32"
     hash: HashName = "xxh3"
+    kind: ItemKind = "text"
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        spec: dict[str, Any] = {
             "v": KEY_SCHEMA,
             "identity": dict(self.identity),
             "role": self.role,
             "dtype": self.dtype,
             "hash": self.hash,
         }
+        if self.kind != "text":
+            # Only written when not text, so every text namespace keeps the key it always had.
+            spec["kind"] = self.kind
+        return spec
 
     @property
     def canonical(self) -> str:
@@ -99,6 +108,7 @@ class NamespaceSpec:
             role=data["role"],
             dtype=data.get("dtype", "float32"),
             hash=data.get("hash", "xxh3"),
+            kind=data.get("kind", "text"),
         )
 
 

@@ -42,6 +42,8 @@ class ModelInfo:
     model: str
     parameters: dict[str, Any]
     role: str
+    kind: str
+    """What the entries are embeddings of: ``text`` or ``image``."""
     dim: int | None
     dtype: str
     hash: str
@@ -64,6 +66,7 @@ def list_models(store: Store, model: str | None = None) -> list[ModelInfo]:
                 model=ns.spec.model,
                 parameters=parameters(ns),
                 role=ns.spec.role,
+                kind=ns.spec.kind,
                 dim=ns.dim,
                 dtype=ns.spec.dtype,
                 hash=ns.spec.hash,

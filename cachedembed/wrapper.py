@@ -28,11 +28,11 @@ from .embedding_functions._base import (
     EmbeddedBatch,
     ProviderEmbeddingFunction,
     as_matrix,
-    check_texts,
+    check_input,
 )
-from .errors import ConfigurationError, ProviderResponseError, StoreError
+from .errors import ConfigurationError, InvalidInputError, ProviderResponseError, StoreError
 from .identity import foreign_identity
-from .keys import HashName, ItemHasher, NamespaceSpec, Role
+from .keys import HashName, ItemHasher, ItemKind, NamespaceSpec, Role
 from .stores import Store, open_store
 from .stores.base import FLAG_TOKENS_ESTIMATED, UNREGISTERED_NS, EntryBatch, Namespace
 from .usage import UsageDelta, apportion, estimate_tokens, today
@@ -84,7 +84,8 @@ class Embedded:
 class _Call:
     """The working state of one embedding call, indexed by unique item (ids sorted ascending)."""
 
-    texts: list[str]
+    texts: list[Any]
+    """The items: texts, or images when ``kind`` is ``"image"``."""
     role: Role
     state: _Namespaced
     uniq: np.ndarray
@@ -100,6 +101,7 @@ class _Call:
     result: Embedded
     out: np.ndarray | None = None
     """One vector per unique item, allocated once the dimension is known."""
+    kind: ItemKind = "text"
 
     def vectors(self, dim: int) -> np.ndarray:
         if self.out is None:
@@ -128,15 +130,17 @@ class _ForeignEmbedder:
         self.ef = ef
         self.batch_size = batch_size
         self.bypass_cache = False
+        # A Chroma-protocol function may be multimodal (it decides); an adapter's call embeds texts.
+        self.accepts_images = call is None
         self._call = call or self._chroma_call
         self.label = _label(ef)
 
-    def _chroma_call(self, texts: list[str], role: Role) -> Any:
+    def _chroma_call(self, texts: list[Any], role: Role) -> Any:
         if role == "query" and callable(getattr(self.ef, "embed_query", None)):
             return self.ef.embed_query(input=texts)
         return self.ef(input=texts)
 
-    def embed_batches(self, texts: Sequence[str], role: Role) -> Iterator[EmbeddedBatch]:
+    def embed_batches(self, texts: Sequence[Any], role: Role) -> Iterator[EmbeddedBatch]:
         for start in range(0, len(texts), self.batch_size):
             chunk = list(texts[start : start + self.batch_size])
             vectors = self._call(chunk, role)
@@ -280,8 +284,8 @@ class Cached:
         # cache_identity) already yield batches; anything else is presented as batches.
         direct = isinstance(ef, (ProviderEmbeddingFunction, _ForeignEmbedder))
         self._embedder: Any = ef if direct else _ForeignEmbedder(ef, batch_size)
-        self._roles: dict[Role, _Namespaced] = {}
-        self._hashers: dict[Role, ItemHasher] = {}
+        self._roles: dict[tuple[Role, ItemKind], _Namespaced] = {}
+        self._hashers: dict[tuple[Role, ItemKind], ItemHasher] = {}
         self._warned_bypass = False
         # What this object did (session_stats()), apart from the cache's lifetime stats().
         self._session: dict[Role, UsageDelta] = {}
@@ -302,15 +306,15 @@ class Cached:
             base["unicode"] = self.normalize_unicode
         return base
 
-    def spec(self, role: Role) -> NamespaceSpec:
+    def spec(self, role: Role, kind: ItemKind = "text") -> NamespaceSpec:
         return NamespaceSpec(
-            identity=self.identity(role), role=role, dtype=self.dtype, hash=self.hash
+            identity=self.identity(role), role=role, dtype=self.dtype, hash=self.hash, kind=kind
         )
 
-    def _role(self, role: Role) -> _Namespaced:
-        state = self._roles.get(role)
+    def _role(self, role: Role, kind: ItemKind = "text") -> _Namespaced:
+        state = self._roles.get((role, kind))
         if state is None:
-            spec = self.spec(role)
+            spec = self.spec(role, kind)
             dtype = np.dtype(self.dtype).newbyteorder("<")
             try:
                 ns = self.store.namespace(spec)
@@ -319,7 +323,7 @@ class Cached:
                 # uncached, and try to register it again on the next call.
                 self._store_failed(exc, "model served uncached, its namespace could not be created")
                 return _Namespaced(Namespace(UNREGISTERED_NS, spec.key, spec), dtype)
-            state = self._roles[role] = _Namespaced(ns, dtype)
+            state = self._roles[role, kind] = _Namespaced(ns, dtype)
         return state
 
     def _store_failed(self, exc: StoreError, consequence: str) -> None:
@@ -328,11 +332,11 @@ class Cached:
             raise exc
         self.store.report_failure(exc, consequence)
 
-    def _hasher(self, role: Role) -> ItemHasher:
-        """The item hasher for ``role``, available without touching the store."""
-        hasher = self._hashers.get(role)
+    def _hasher(self, role: Role, kind: ItemKind = "text") -> ItemHasher:
+        """The item hasher for ``role`` and ``kind``, available without touching the store."""
+        hasher = self._hashers.get((role, kind))
         if hasher is None:
-            hasher = self._hashers[role] = ItemHasher(self.spec(role))
+            hasher = self._hashers[role, kind] = ItemHasher(self.spec(role, kind))
         return hasher
 
     def dimension(self, role: Role = "document") -> int | None:
@@ -342,19 +346,20 @@ class Cached:
 
     # -- Chroma's EmbeddingFunction protocol --------------------------------------
 
-    def __call__(self, input: Sequence[str]) -> list[np.ndarray]:
-        """Embed documents through the cache; one float32 vector per input, in order."""
+    def __call__(self, input: Sequence[Any]) -> list[np.ndarray]:
+        """Embed documents (texts, or images as numpy arrays) through the cache; one float32
+        vector per input, in order."""
         return list(self.embed(input, "document"))
 
-    def embed_query(self, input: Sequence[str]) -> list[np.ndarray]:
-        """Embed queries through the cache (kept apart from documents)."""
+    def embed_query(self, input: Sequence[Any]) -> list[np.ndarray]:
+        """Embed queries (texts or images) through the cache (kept apart from documents)."""
         return list(self.embed(input, "query"))
 
-    async def acall(self, input: Sequence[str]) -> list[np.ndarray]:
+    async def acall(self, input: Sequence[Any]) -> list[np.ndarray]:
         """``__call__`` for async code: store and provider I/O run in a worker thread."""
         return list(await asyncio.to_thread(self.embed, input, "document"))
 
-    async def aembed_query(self, input: Sequence[str]) -> list[np.ndarray]:
+    async def aembed_query(self, input: Sequence[Any]) -> list[np.ndarray]:
         """``embed_query`` for async code; single-flight holds across tasks and threads."""
         return list(await asyncio.to_thread(self.embed, input, "query"))
 
@@ -405,17 +410,23 @@ class Cached:
 
     # -- the cache ----------------------------------------------------------------
 
-    def embed(self, input: Sequence[str], role: Role = "document") -> np.ndarray:
+    def embed(self, input: Sequence[Any], role: Role = "document") -> np.ndarray:
         """Embed ``input`` for ``role`` through the cache; an (n, dim) float32 matrix in input order."""
         return self.embed_with_usage(input, role).vectors
 
-    def embed_with_usage(self, input: Sequence[str], role: Role = "document") -> Embedded:
-        """:meth:`embed`, also returning each text's tokens and this call's counters."""
-        texts = self.prepared_texts(check_texts(input))
-        # Hash first: it rejects texts UTF-8 cannot encode (lone surrogates) before the
-        # namespace is registered, so bad input writes nothing at all.
-        ids, checks = self._hasher(role).text_key_arrays(texts)
-        state = self._role(role)
+    def embed_with_usage(self, input: Sequence[Any], role: Role = "document") -> Embedded:
+        """:meth:`embed`, also returning each item's tokens and this call's counters."""
+        kind, items = self._classify(input)
+        if kind == "image":
+            # Images are keyed by dtype, shape and pixels; their namespace is the text one's
+            # twin, so text and image entries of one model never meet.
+            ids, checks = self._hasher(role, kind).array_keys(items)
+        else:
+            items = self.prepared_texts(items)
+            # Hash first: it rejects texts UTF-8 cannot encode (lone surrogates) before the
+            # namespace is registered, so bad input writes nothing at all.
+            ids, checks = self._hasher(role).text_key_arrays(items)
+        state = self._role(role, kind)
         result = Embedded(np.zeros((0, 0), np.float32), np.zeros(0, np.int64))
         try:
             if len(ids) == 1 and not self._embedder.bypass_cache:
@@ -424,9 +435,9 @@ class Cached:
                     result = hit
                     return hit
             if self._embedder.bypass_cache:
-                self._bypass(texts, role, state, result)
+                self._bypass(items, role, state, result, kind)
             else:
-                self._lookup_and_fill(texts, ids, checks, role, state, result)
+                self._lookup_and_fill(items, ids, checks, role, state, result, kind)
             return result
         finally:
             # Also after a failure: the batches stored before it were this object's doing.
@@ -517,6 +528,16 @@ class Cached:
             handle.wait(poll=self.batch_poll)
             handle.collect()
 
+    def _classify(self, input: Any) -> tuple[ItemKind, list[Any]]:
+        """Texts or images, validated; images only when the wrapped function takes them."""
+        kind, items = check_input(input)
+        if kind == "image" and not getattr(self._embedder, "accepts_images", False):
+            raise InvalidInputError(
+                f"{_label(self.ef)} embeds texts only; wrap a multimodal function to embed "
+                "images (OpenCLIPEmbeddingFunction, or a remote one that takes images)"
+            )
+        return kind, items
+
     def _hit_one(self, item_id: int, check: int, state: _Namespaced) -> Embedded | None:
         """The single-text hit (a search query): one row, no arrays beyond the result.
 
@@ -551,6 +572,7 @@ class Cached:
         role: Role,
         state: _Namespaced,
         result: Embedded,
+        kind: ItemKind = "text",
     ) -> None:
         store, ns = self.store, state.ns
         if len(ids) == 1:
@@ -598,6 +620,7 @@ class Cached:
             served_by_me=np.zeros(n_u, dtype=bool),
             result=result,
             out=out,
+            kind=kind,
         )
         call.tokens[found_pos] = found.tokens
         call.estimated[found_pos] = (found.flags & FLAG_TOKENS_ESTIMATED) != 0
@@ -758,7 +781,7 @@ class Cached:
             idx = np.arange(batch.start, batch.start + n)
             pos = mine[idx]
             batch_texts = to_embed[batch.start : batch.start + n]
-            estimates = estimate_tokens(batch_texts)
+            estimates = _token_estimates(call.kind, batch_texts)
             if batch.tokens is None:
                 tokens, flags = estimates, np.full(n, FLAG_TOKENS_ESTIMATED, dtype=np.int64)
             else:
@@ -785,7 +808,8 @@ class Cached:
                 vectors=stored,
                 tokens=tokens.tolist(),
                 flags=flags.tolist(),
-                texts=batch_texts if self.store_text else None,
+                # Texts only: pixels are never stored, whatever store_text says.
+                texts=batch_texts if self.store_text and call.kind == "text" else None,
             )
             if writable:
                 self._publish(call, entries, delta)
@@ -845,7 +869,14 @@ class Cached:
             self._store_failed(exc, "vectors returned but not cached")
             call.result.store_errors += 1
 
-    def _bypass(self, texts: list[str], role: Role, state: _Namespaced, result: Embedded) -> None:
+    def _bypass(
+        self,
+        texts: list[Any],
+        role: Role,
+        state: _Namespaced,
+        result: Embedded,
+        kind: ItemKind = "text",
+    ) -> None:
         if not self._warned_bypass:
             warnings.warn(
                 f"{_label(self.ef)}: vectors depend on the whole batch (late chunking), so they "
@@ -862,7 +893,7 @@ class Cached:
             started = time.perf_counter()
         per_text = []
         for b in parts:
-            estimates = estimate_tokens(texts[b.start : b.start + len(b.vectors)])
+            estimates = _token_estimates(kind, texts[b.start : b.start + len(b.vectors)])
             per_text.append(estimates if b.tokens is None else apportion(int(b.tokens), estimates))
         result.tokens = np.concatenate(per_text)
         delta = UsageDelta(
@@ -917,8 +948,19 @@ class Cached:
             return {role: dataclasses.replace(delta) for role, delta in self._session.items()}
 
     def namespaces(self) -> list[Namespace]:
-        """The namespaces this wrapper reads and writes: documents, then queries."""
-        return [self._role(role).ns for role in ("document", "query")]
+        """The namespaces this wrapper reads and writes: documents, then queries; then their
+        image twins, where images were embedded (by this wrapper or into its store before)."""
+        roles: tuple[Role, Role] = ("document", "query")
+        found = [self._role(role).ns for role in roles]
+        stored: set[str] | None = None
+        for role in roles:
+            if (role, "image") not in self._roles:
+                if stored is None:
+                    stored = {ns.key for ns in self.store.namespaces()}
+                if self.spec(role, "image").key not in stored:
+                    continue  # never create an image namespace just to report on it
+            found.append(self._role(role, "image").ns)
+        return found
 
     def flush(self) -> None:
         """Commit buffered hit counters and last-use touches now (they are also flushed every second and at exit)."""
@@ -926,6 +968,14 @@ class Cached:
 
     def __repr__(self) -> str:
         return f"Cached({self.ef!r}, cache={self.store.url!r})"
+
+
+def _token_estimates(kind: ItemKind, items: Sequence[Any]) -> np.ndarray:
+    """Estimated tokens per item: by text length; none for an image (providers that bill
+    images report their tokens, which are then apportioned evenly)."""
+    if kind == "text":
+        return estimate_tokens(items)
+    return np.zeros(len(items), dtype=np.int64)
 
 
 def check_batch_size(batch_size: object) -> None:

@@ -130,9 +130,10 @@ def test_models_and_its_alias_ls(disk_url: str) -> None:
     out = run("models", "--cache", disk_url).output.splitlines()
     assert out[0] == f"cache: {open_store(disk_url).url}"
     rows = {(line.split()[0], line.split()[2]): line.split() for line in out[2:]}
-    assert rows[("test-billing/bill-small", "document")][1:7] == [
+    assert rows[("test-billing/bill-small", "document")][1:8] == [
         "dimensions=6",
         "document",
+        "text",
         "6",
         "float32",
         "30",

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from .instructor import InstructorEmbeddingFunction as InstructorEmbeddingFunction
     from .jina import JinaEmbeddingFunction as JinaEmbeddingFunction
     from .ollama import OllamaEmbeddingFunction as OllamaEmbeddingFunction
+    from .open_clip import OpenCLIPEmbeddingFunction as OpenCLIPEmbeddingFunction
     from .openai import OpenAIEmbeddingFunction as OpenAIEmbeddingFunction
     from .sentence_transformer import DefaultEmbeddingFunction as DefaultEmbeddingFunction
     from .sentence_transformer import (
@@ -43,6 +44,7 @@ _CLASSES: dict[str, str] = {
     "HuggingFaceEmbeddingFunction": "huggingface",
     "HuggingFaceEmbeddingServer": "huggingface",
     "InstructorEmbeddingFunction": "instructor",
+    "OpenCLIPEmbeddingFunction": "open_clip",
 }
 
 __all__ = [

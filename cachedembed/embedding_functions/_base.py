@@ -21,7 +21,7 @@ from typing import Any, ClassVar, NamedTuple, TypeVar
 import numpy as np
 
 from ..errors import ConfigurationError, InvalidInputError, ProviderResponseError
-from ..keys import Role
+from ..keys import ItemKind, Role
 
 T = TypeVar("T", bound="ProviderEmbeddingFunction")
 
@@ -62,6 +62,10 @@ class ProviderEmbeddingFunction(ABC):
     bypass_cache: bool = False
     """True when vectors depend on the whole batch (Jina late chunking): never cached per text."""
 
+    accepts_images: bool = False
+    """True for multimodal functions: :meth:`embed_batches` then also takes images (numpy
+    arrays, one kind per call) and embeds them into the same space as texts."""
+
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         if "provider" in cls.__dict__:
@@ -98,11 +102,21 @@ class ProviderEmbeddingFunction(ABC):
 
     # -- Chroma's EmbeddingFunction protocol ----------------------------------------
 
-    def __call__(self, input: Sequence[str]) -> list[np.ndarray]:
-        return list(self.embed(check_texts(input), "document"))
+    def __call__(self, input: Sequence[Any]) -> list[np.ndarray]:
+        return list(self.embed(self.check_input(input), "document"))
 
-    def embed_query(self, input: Sequence[str]) -> list[np.ndarray]:
-        return list(self.embed(check_texts(input), "query"))
+    def embed_query(self, input: Sequence[Any]) -> list[np.ndarray]:
+        return list(self.embed(self.check_input(input), "query"))
+
+    def check_input(self, input: Any) -> list[Any]:
+        """The items of ``input`` (see :func:`check_input`); images only if :attr:`accepts_images`."""
+        kind, items = check_input(input)
+        if kind == "image" and not self.accepts_images:
+            raise InvalidInputError(
+                f"{self.provider} embeds texts only; use a multimodal function for images "
+                "(OpenCLIPEmbeddingFunction, or a remote one that takes images)"
+            )
+        return items
 
     def embed(self, texts: Sequence[str], role: Role) -> np.ndarray:
         """All vectors for ``texts`` as one (n, dim) float32 matrix, without any cache."""
@@ -240,8 +254,65 @@ def check_texts(input: Any) -> list[str]:
     for i, t in enumerate(texts):
         if not isinstance(t, str):
             hint = " (decode bytes first)" if isinstance(t, (bytes, bytearray)) else ""
+            if isinstance(t, np.ndarray):
+                hint = " (one call embeds either texts or images: embed them in separate calls)"
             raise InvalidInputError(f"input[{i}] is {type(t).__name__}, expected str{hint}")
     return texts
+
+
+def check_input(input: Any) -> tuple[ItemKind, list[Any]]:
+    """Classify Chroma's ``Embeddable`` input: ``Documents`` (``str``) or ``Images`` (arrays).
+
+    Returns the kind and the items; texts are checked as :func:`check_texts` does, images as
+    :func:`check_images`. One call holds one kind: a list mixing texts and images raises
+    :class:`InvalidInputError`, as does anything else that is neither.
+    """
+    if isinstance(input, np.ndarray):
+        raise InvalidInputError(
+            f"input is one numpy array of shape {input.shape}; pass a list of images "
+            "([image], or list(batch) for a stack of them)"
+        )
+    if isinstance(input, (list, tuple)) and input and isinstance(input[0], np.ndarray):
+        return "image", check_images(input)
+    texts = check_texts(input)
+    return "text", texts
+
+
+_IMAGE_DTYPE_KINDS = "buif"
+"""bool, unsigned, signed and float pixels: what PIL and the image models take."""
+
+
+def check_images(input: Sequence[Any]) -> list[np.ndarray]:
+    """Accept a list of images: 2-D (H x W) or 3-D (H x W x C) numeric numpy arrays.
+
+    Raises :class:`InvalidInputError` naming the first bad item: a text among the images,
+    an object or other non-numeric array, the wrong number of dimensions, no pixels, or a
+    NaN or infinite value in a float image. Nothing is copied.
+    """
+    images = list(input)
+    for i, image in enumerate(images):
+        where = f"input[{i}]"
+        if not isinstance(image, np.ndarray):
+            kind = "a text" if isinstance(image, str) else type(image).__name__
+            raise InvalidInputError(
+                f"{where} is {kind} but input[0] is an image: one call embeds either texts "
+                "or images, so embed them in separate calls"
+            )
+        if image.dtype.kind not in _IMAGE_DTYPE_KINDS:
+            raise InvalidInputError(
+                f"{where} is an image of dtype {image.dtype}; pixels must be numbers "
+                "(uint8, or float in [0, 1])"
+            )
+        if image.ndim not in (2, 3):
+            raise InvalidInputError(
+                f"{where} is an image of shape {image.shape}; expected height x width or "
+                "height x width x channels (2 or 3 dimensions)"
+            )
+        if image.size == 0:
+            raise InvalidInputError(f"{where} is an image of shape {image.shape}: it has no pixels")
+        if image.dtype.kind == "f" and not np.isfinite(image).all():
+            raise InvalidInputError(f"{where} is an image with NaN or infinite pixel values")
+    return images
 
 
 def as_matrix(provider: str, rows: Any, expected: int, dim: int | None = None) -> np.ndarray:

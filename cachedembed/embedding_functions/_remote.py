@@ -33,7 +33,6 @@ from ._http import DEFAULT_RETRY, JsonHttpClient, RetryPolicy, with_retries
 R = TypeVar("R")
 
 
-
 class RemoteEmbeddingFunction(ProviderEmbeddingFunction):
     """Base of the network providers: batching to documented limits, retries, secret hygiene.
 
@@ -102,7 +101,9 @@ class RemoteEmbeddingFunction(ProviderEmbeddingFunction):
     def secrets(self) -> list[str]:
         """Every credential this function sends: the key and any inside the server URL."""
         base = getattr(self, "base_url", None)
-        return [s for s in (self._api_key, *url_secrets(base if isinstance(base, str) else None)) if s]
+        return [
+            s for s in (self._api_key, *url_secrets(base if isinstance(base, str) else None)) if s
+        ]
 
     def _scrubbed(self, call: Callable[[], R]) -> R:
         # Scrub before with_retries sees the error (it logs retryable messages at debug
@@ -193,13 +194,17 @@ class JsonEmbeddingFunction(RemoteEmbeddingFunction):
         return self._client
 
     def embed_chunk(self, texts: list[str], role: Role) -> tuple[np.ndarray, int | None]:
+        return self.post_body(self.request_body(texts, role), len(texts))
+
+    def post_body(self, body: Mapping[str, Any], expected: int) -> tuple[np.ndarray, int | None]:
+        """Send one request ``body`` for ``expected`` inputs; return its vectors and tokens."""
         # The client retries by itself and scrubs its credential headers from error text.
-        payload, headers = self.client.post(self.path, self.request_body(texts, role))
+        payload, headers = self.client.post(self.path, body)
         if not isinstance(payload, dict):
             raise ProviderResponseError(
                 self.provider, f"expected a JSON object, got {type(payload).__name__}"
             )
-        return self.parse_response(payload, headers, len(texts))
+        return self.parse_response(payload, headers, expected)
 
     def cache_identity(self, role: Role) -> dict[str, Any]:
         base = self.base_url
@@ -233,7 +238,13 @@ def indexed_vectors(provider: str, data: Any, expected: int) -> np.ndarray:
         raise ProviderResponseError(provider, f"response indexes are not 0..{expected - 1}")
     vectors = [r[1] for r in rows]
     one_width = len({len(v) if isinstance(v, bytes) else -1 for v in vectors}) == 1
-    if vectors and one_width and isinstance(vectors[0], bytes) and vectors[0] and len(vectors) == expected:
+    if (
+        vectors
+        and one_width
+        and isinstance(vectors[0], bytes)
+        and vectors[0]
+        and len(vectors) == expected
+    ):
         # All base64 and one width: one join and one frombuffer, no per-row arrays.
         matrix = np.frombuffer(b"".join(vectors), dtype="<f4").reshape(expected, -1)
         return as_matrix(provider, matrix, expected)

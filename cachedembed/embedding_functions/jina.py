@@ -6,19 +6,31 @@ Same constructor as Chroma's ``JinaEmbeddingFunction``. Models with task adapter
 (Chroma's semantics: ``task`` for both, ``query_config`` overriding fields for queries).
 ``late_chunking=True`` makes each vector depend on the whole batch, so such a function
 sets ``bypass_cache`` and :class:`~cachedembed.Cached` sends every call through (with a warning).
+
+The multimodal models (``jina-clip-v1``, ``jina-clip-v2``, ``jina-embeddings-v4``) also
+embed images, into the texts' space: each is sent as ``{"image": "data:image/png;base64,..."}``
+in ``input`` (PNG, so the model sees exactly the pixels the cache keyed), at most
+:attr:`~JinaEmbeddingFunction.max_image_batch` per request.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
+from functools import partial
 from typing import Any
 
+import numpy as np
+
 from ..keys import Role
+from ._base import EmbeddedBatch
 from ._http import RetryPolicy
+from ._images import png_data_uri
 from ._remote import JsonEmbeddingFunction, without_none
 
 DEFAULT_BASE_URL = "https://api.jina.ai"
 _TASK_MODELS = ("jina-embeddings-v3", "jina-embeddings-v4")
 _ROLE_TASK: dict[Role, str] = {"document": "retrieval.passage", "query": "retrieval.query"}
+_MULTIMODAL_MODELS = ("jina-clip-v1", "jina-clip-v2", "jina-embeddings-v4")
 
 
 class JinaEmbeddingFunction(JsonEmbeddingFunction):
@@ -45,6 +57,8 @@ class JinaEmbeddingFunction(JsonEmbeddingFunction):
     path = "/v1/embeddings"
     default_base_url = DEFAULT_BASE_URL
     max_batch = 2048
+    max_image_batch = 16
+    """Most images per request: base64 PNGs make large bodies."""
     config_keys = (
         "api_key_env_var",
         "model_name",
@@ -86,6 +100,7 @@ class JinaEmbeddingFunction(JsonEmbeddingFunction):
         self.query_config = dict(query_config) if query_config is not None else None
         self.api_base = api_base
         self.bypass_cache = bool(late_chunking)
+        self.accepts_images = model_name.startswith(_MULTIMODAL_MODELS)
         self.resolve_key(api_key, [api_key_env_var, "CHROMA_JINA_API_KEY"])
 
     @classmethod
@@ -109,3 +124,16 @@ class JinaEmbeddingFunction(JsonEmbeddingFunction):
         if role == "query" and self.query_config:
             params.update(self.query_config)
         return without_none(params)
+
+    def embed_batches(self, texts: Sequence[Any], role: Role) -> Iterator[EmbeddedBatch]:
+        if not (texts and isinstance(texts[0], np.ndarray)):
+            yield from super().embed_batches(texts, role)
+            return
+        # Every image is encoded before the first request: one that cannot be sent fails the
+        # call before anything is paid for.
+        inputs = [{"image": png_data_uri(image, self.provider)} for image in texts]
+        for start in range(0, len(inputs), self.max_image_batch):
+            chunk = inputs[start : start + self.max_image_batch]
+            body = {**self.params(role), "input": chunk}
+            vectors, tokens = self._scrubbed(partial(self.post_body, body, len(chunk)))
+            yield EmbeddedBatch(start, vectors, tokens)
