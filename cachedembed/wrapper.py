@@ -28,6 +28,7 @@ from .embedding_functions._base import (
     as_matrix,
     check_texts,
 )
+from .embedding_functions._parallel import check_concurrency, run_jobs
 from .errors import ConfigurationError, ProviderResponseError
 from .identity import foreign_identity
 from .keys import HashName, ItemHasher, NamespaceSpec, Role
@@ -130,17 +131,32 @@ class _ForeignEmbedder:
             return self.ef.embed_query(input=texts)
         return self.ef(input=texts)
 
+    default_concurrency = 1
+    """Unknown code may not be thread-safe: one call at a time unless asked for more."""
+
     def embed_batches(self, texts: Sequence[str], role: Role) -> Iterator[EmbeddedBatch]:
-        for start in range(0, len(texts), self.batch_size):
-            chunk = list(texts[start : start + self.batch_size])
-            vectors = self._call(chunk, role)
-            if isinstance(vectors, list) and vectors and isinstance(vectors[0], np.ndarray):
-                vectors = (
-                    np.stack(vectors)
-                    if len({v.shape for v in vectors}) == 1
-                    else [list(v) for v in vectors]
-                )
-            yield EmbeddedBatch(start, as_matrix(self.label, vectors, len(chunk)), None)
+        return self.embed_batches_concurrently(texts, role, 1)
+
+    def embed_batches_concurrently(
+        self, texts: Sequence[str], role: Role, concurrency: int
+    ) -> Iterator[EmbeddedBatch]:
+        jobs = [
+            partial(self._embed_chunk, start, list(texts[start : start + self.batch_size]), role)
+            for start in range(0, len(texts), self.batch_size)
+        ]
+        return run_jobs(jobs, concurrency)
+
+    def _embed_chunk(self, start: int, chunk: list[str], role: Role) -> EmbeddedBatch:
+        began = time.perf_counter()
+        vectors = self._call(chunk, role)
+        if isinstance(vectors, list) and vectors and isinstance(vectors[0], np.ndarray):
+            vectors = (
+                np.stack(vectors)
+                if len({v.shape for v in vectors}) == 1
+                else [list(v) for v in vectors]
+            )
+        matrix = as_matrix(self.label, vectors, len(chunk))
+        return EmbeddedBatch(start, matrix, None, time.perf_counter() - began)
 
 
 def _waiter_value(
@@ -203,6 +219,11 @@ class Cached:
             keyed byte for byte.
         batch_size: Texts per call to a foreign ``ef`` (cachedembed's own functions
             batch to their provider's limits themselves).
+        concurrency: Provider requests sent at once for the misses of a call, each batch
+            cached as it arrives. Default: the function's ``default_concurrency`` (4 for
+            remote providers, 1 for in-process models and foreign functions). Rate limits
+            (``requests_per_minute=``, ``tokens_per_minute=`` on the provider) hold across
+            every wrapper and thread sharing the provider instance.
     """
 
     def __new__(cls, ef: Any = None, *args: Any, **kwargs: Any) -> Any:
@@ -227,6 +248,7 @@ class Cached:
         hash: HashName = "xxh3",
         normalize_unicode: UnicodeForm | None = None,
         batch_size: int = 256,
+        concurrency: int | None = None,
     ) -> None:
         if dtype not in _ITEMSIZE:
             raise ConfigurationError(f"dtype must be 'float32' or 'float16', got {dtype!r}")
@@ -249,6 +271,9 @@ class Cached:
         # cache_identity) already yield batches; anything else is presented as batches.
         direct = isinstance(ef, (ProviderEmbeddingFunction, _ForeignEmbedder))
         self._embedder: Any = ef if direct else _ForeignEmbedder(ef, batch_size)
+        self.concurrency = check_concurrency(
+            self._embedder.default_concurrency if concurrency is None else concurrency
+        )
         self._roles: dict[Role, _Namespaced] = {}
         self._hashers: dict[Role, ItemHasher] = {}
         self._warned_bypass = False
@@ -614,8 +639,12 @@ class Cached:
         if callable(prepare):
             prepare()
         started = time.perf_counter()
-        for batch in self._embedder.embed_batches(to_embed, call.role):
-            elapsed = time.perf_counter() - started
+        # Batches may arrive in any order (`batch.start` places each one); if storing one
+        # fails, the iterator is not resumed, so no further request is sent.
+        for batch in self._embedder.embed_batches_concurrently(
+            to_embed, call.role, self.concurrency
+        ):
+            elapsed = batch.seconds if batch.seconds is not None else time.perf_counter() - started
             vectors = batch.vectors
             n = len(vectors)
             if ns.dim is None:

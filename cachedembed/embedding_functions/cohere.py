@@ -48,6 +48,8 @@ class CohereEmbeddingFunction(RemoteEmbeddingFunction):
         api_base: Another server (default ``$CO_API_URL`` or ``https://api.cohere.com``).
         api_version: ``"v2"`` (default) or ``"v1"``.
         retry: Retry policy.
+        requests_per_minute, tokens_per_minute: This instance\'s rate limits (see
+            :class:`~cachedembed.embedding_functions.RateLimiter`).
 
     Model, input type, truncation, output dimension and a non-default server are the
     cache namespace; the key and the API version are not.
@@ -70,8 +72,12 @@ class CohereEmbeddingFunction(RemoteEmbeddingFunction):
         api_version: str = "v2",
         *,
         retry: RetryPolicy | None = None,
+        requests_per_minute: float | None = None,
+        tokens_per_minute: float | None = None,
     ) -> None:
-        super().__init__(retry=retry)
+        super().__init__(
+            retry=retry, requests_per_minute=requests_per_minute, tokens_per_minute=tokens_per_minute
+        )
         if truncate is not None and truncate not in _TRUNCATE:
             raise ConfigurationError(f"cohere: truncate must be one of {', '.join(_TRUNCATE)}, got {truncate!r}")
         if api_version not in ("v1", "v2"):
@@ -125,7 +131,7 @@ class CohereEmbeddingFunction(RemoteEmbeddingFunction):
 
     def embed_chunk(self, texts: list[str], role: Role) -> tuple[np.ndarray, int | None]:
         fields = self.request_fields(role)
-        response = self.retrying(lambda: self._embed(texts, fields))
+        response = self.retrying(lambda: self._embed(texts, fields), texts)
         return self.parse(response, len(texts))
 
     def _embed(self, texts: list[str], fields: dict[str, Any]) -> Any:

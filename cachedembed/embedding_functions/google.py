@@ -48,6 +48,8 @@ class GoogleGeminiEmbeddingFunction(RemoteEmbeddingFunction):
         api_key: The key itself (better left in the environment).
         api_base: Another server (default ``https://generativelanguage.googleapis.com``).
         retry: Retry policy.
+        requests_per_minute, tokens_per_minute: This instance\'s rate limits (see
+            :class:`~cachedembed.embedding_functions.RateLimiter`).
 
     Model, task type, dimension and a non-default server are the cache namespace.
     """
@@ -72,8 +74,12 @@ class GoogleGeminiEmbeddingFunction(RemoteEmbeddingFunction):
         api_key: str | None = None,
         api_base: str | None = None,
         retry: RetryPolicy | None = None,
+        requests_per_minute: float | None = None,
+        tokens_per_minute: float | None = None,
     ) -> None:
-        super().__init__(retry=retry)
+        super().__init__(
+            retry=retry, requests_per_minute=requests_per_minute, tokens_per_minute=tokens_per_minute
+        )
         check_positive(self.provider, "dimension", dimension)
         if vertexai and api_key:
             raise ConfigurationError("gemini: Vertex AI uses Google credentials, not an API key; pass one or the other")
@@ -122,7 +128,7 @@ class GoogleGeminiEmbeddingFunction(RemoteEmbeddingFunction):
         return self.task_type or _ROLE_TASK[role]
 
     def embed_chunk(self, texts: list[str], role: Role) -> tuple[np.ndarray, int | None]:
-        response = self.retrying(lambda: self._embed(texts, role))
+        response = self.retrying(lambda: self._embed(texts, role), texts)
         rows = [getattr(e, "values", None) for e in (getattr(response, "embeddings", None) or [])]
         if any(r is None for r in rows):
             raise ProviderResponseError(self.provider, "an embedding has no values")
@@ -173,6 +179,8 @@ class GoogleGenerativeAiEmbeddingFunction(GoogleGeminiEmbeddingFunction):
         *,
         api_base: str | None = None,
         retry: RetryPolicy | None = None,
+        requests_per_minute: float | None = None,
+        tokens_per_minute: float | None = None,
     ) -> None:
         super().__init__(
             model_name=model_name,
@@ -182,5 +190,7 @@ class GoogleGenerativeAiEmbeddingFunction(GoogleGeminiEmbeddingFunction):
             api_key=api_key,
             api_base=api_base,
             retry=retry,
+            requests_per_minute=requests_per_minute,
+            tokens_per_minute=tokens_per_minute,
         )
 

@@ -47,7 +47,7 @@ class _FeatureExtraction(JsonEmbeddingFunction):
         return {"inputs": texts, **self.params(role)}
 
     def embed_chunk(self, texts: list[str], role: Role) -> tuple[np.ndarray, int | None]:
-        payload, headers = self.client.post(self.endpoint(), self.request_body(texts, role))
+        payload, headers = self.post_batch(self.endpoint(), texts, role)
         return self.parse_response(payload, headers, len(texts))
 
     def parse_response(self, payload: Any, headers: Mapping[str, str], expected: int) -> tuple[np.ndarray, int | None]:
@@ -75,6 +75,8 @@ class HuggingFaceEmbeddingFunction(_FeatureExtraction):
             requests go to ``{api_base}/models/{model}/pipeline/feature-extraction``.
         wait_for_model: Send ``x-wait-for-model: true`` so a cold model is waited for.
         retry: Retry policy.
+        requests_per_minute, tokens_per_minute: This instance\'s rate limits (see
+            :class:`~cachedembed.embedding_functions.RateLimiter`).
     """
 
     provider = "huggingface"
@@ -93,8 +95,12 @@ class HuggingFaceEmbeddingFunction(_FeatureExtraction):
         wait_for_model: bool = True,
         *,
         retry: RetryPolicy | None = None,
+        requests_per_minute: float | None = None,
+        tokens_per_minute: float | None = None,
     ) -> None:
-        super().__init__(retry=retry)
+        super().__init__(
+            retry=retry, requests_per_minute=requests_per_minute, tokens_per_minute=tokens_per_minute
+        )
         self.model_name = model_name
         self.api_key_env_var = api_key_env_var
         self.normalize = normalize
@@ -136,6 +142,8 @@ class HuggingFaceEmbeddingServer(_FeatureExtraction):
             unless ``query_prompt_name`` is given).
         query_prompt_name: The prompt for queries.
         retry: Retry policy.
+        requests_per_minute, tokens_per_minute: This instance\'s rate limits (see
+            :class:`~cachedembed.embedding_functions.RateLimiter`).
 
     The server URL, the options and the role's prompt are the cache namespace.
     """
@@ -162,8 +170,12 @@ class HuggingFaceEmbeddingServer(_FeatureExtraction):
         query_prompt_name: str | None = None,
         *,
         retry: RetryPolicy | None = None,
+        requests_per_minute: float | None = None,
+        tokens_per_minute: float | None = None,
     ) -> None:
-        super().__init__(retry=retry)
+        super().__init__(
+            retry=retry, requests_per_minute=requests_per_minute, tokens_per_minute=tokens_per_minute
+        )
         if not url or not url.startswith(("http://", "https://")):
             raise ConfigurationError(f"tei: url must be an http(s) URL like http://localhost:8080, got {url!r}")
         check_positive(self.provider, "dimensions", dimensions)

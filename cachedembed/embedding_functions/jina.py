@@ -37,6 +37,8 @@ class JinaEmbeddingFunction(JsonEmbeddingFunction):
         query_config: Fields that replace the above for queries, e.g. ``{"task": "retrieval.query"}``.
         api_base: Another server (default ``https://api.jina.ai``).
         retry: Retry policy.
+        requests_per_minute, tokens_per_minute: This instance\'s rate limits (see
+            :class:`~cachedembed.embedding_functions.RateLimiter`).
 
     Every field sent with a request except ``input`` is part of the cache namespace.
     """
@@ -73,8 +75,12 @@ class JinaEmbeddingFunction(JsonEmbeddingFunction):
         api_base: str | None = None,
         *,
         retry: RetryPolicy | None = None,
+        requests_per_minute: float | None = None,
+        tokens_per_minute: float | None = None,
     ) -> None:
-        super().__init__(retry=retry)
+        super().__init__(
+            retry=retry, requests_per_minute=requests_per_minute, tokens_per_minute=tokens_per_minute
+        )
         self.model_name = model_name
         self.api_key_env_var = api_key_env_var
         self.task = task

@@ -61,6 +61,8 @@ class OllamaEmbeddingFunction(JsonEmbeddingFunction):
         keep_alive: How long the server keeps the model loaded (``"5m"``, ``-1``); not
             part of the cache namespace, as it does not change the vectors.
         retry: Retry policy.
+        requests_per_minute, tokens_per_minute: This instance\'s rate limits (see
+            :class:`~cachedembed.embedding_functions.RateLimiter`).
     """
 
     provider = "ollama"
@@ -89,8 +91,12 @@ class OllamaEmbeddingFunction(JsonEmbeddingFunction):
         keep_alive: str | int | None = None,
         *,
         retry: RetryPolicy | None = None,
+        requests_per_minute: float | None = None,
+        tokens_per_minute: float | None = None,
     ) -> None:
-        super().__init__(retry=retry)
+        super().__init__(
+            retry=retry, requests_per_minute=requests_per_minute, tokens_per_minute=tokens_per_minute
+        )
         self.url = url
         self.model_name = model_name
         self.timeout = timeout

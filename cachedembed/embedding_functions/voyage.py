@@ -49,6 +49,8 @@ class VoyageAIEmbeddingFunction(JsonEmbeddingFunction):
         output_dtype: ``float`` (default), ``int8``, ``uint8``, ``binary``, ``ubinary``.
         api_base: Another server (default ``https://api.voyageai.com``).
         retry: Retry policy.
+        requests_per_minute, tokens_per_minute: This instance\'s rate limits (see
+            :class:`~cachedembed.embedding_functions.RateLimiter`).
 
     Model, input type, truncation, output dimension and dtype form the cache namespace.
     """
@@ -80,8 +82,12 @@ class VoyageAIEmbeddingFunction(JsonEmbeddingFunction):
         api_base: str | None = None,
         *,
         retry: RetryPolicy | None = None,
+        requests_per_minute: float | None = None,
+        tokens_per_minute: float | None = None,
     ) -> None:
-        super().__init__(retry=retry)
+        super().__init__(
+            retry=retry, requests_per_minute=requests_per_minute, tokens_per_minute=tokens_per_minute
+        )
         self.model_name = model_name
         self.api_key_env_var = api_key_env_var
         self.input_type = input_type
