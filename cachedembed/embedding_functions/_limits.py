@@ -182,6 +182,11 @@ class RateLimiter:
             self._in_flight_tokens += tokens
             return Permit(self, tokens, self._epoch)
 
+    def wait_idle(self, timeout: float) -> bool:
+        """Block until no request is in flight (or ``timeout`` seconds); True when idle."""
+        with self._cond:
+            return self._cond.wait_for(lambda: self.in_flight == 0, timeout)
+
     def settle(self, estimated: int, reported: int | None) -> None:
         """Correct the token budget once the provider reported what a request really cost."""
         if reported is None or self._tokens is None:
