@@ -8,6 +8,7 @@ and the test fails). No timed assertions: bounds are on counts.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Iterator
@@ -222,10 +223,8 @@ def test_one_limiter_bounds_every_wrapper_and_thread_using_the_provider(
             in_flight += 1
             most = max(most, in_flight)
         try:
-            try:
+            with contextlib.suppress(threading.BrokenBarrierError):
                 two_in.wait()  # holds until a second request is in flight too
-            except threading.BrokenBarrierError:
-                pass
             return original(request)
         finally:
             with lock:
