@@ -15,7 +15,7 @@ import time
 from abc import abstractmethod
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from functools import partial
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, TypedDict, TypeVar
 
 import numpy as np
 
@@ -36,6 +36,16 @@ from ._parallel import run_jobs
 
 R = TypeVar("R")
 
+
+class RemoteOptions(TypedDict, total=False):
+    """The keyword arguments every remote provider takes, declared once."""
+
+    retry: RetryPolicy | None
+    """Retry policy (default: :data:`~cachedembed.embedding_functions._http.DEFAULT_RETRY`)."""
+    requests_per_minute: float | None
+    """Rate limit for this instance, shared by every wrapper and thread that uses it."""
+    tokens_per_minute: float | None
+    """Token rate limit (estimated before sending, corrected by the reported usage)."""
 
 
 class RemoteEmbeddingFunction(ProviderEmbeddingFunction):
@@ -152,7 +162,9 @@ class RemoteEmbeddingFunction(ProviderEmbeddingFunction):
     def secrets(self) -> list[str]:
         """Every credential this function sends: the key and any inside the server URL."""
         base = getattr(self, "base_url", None)
-        return [s for s in (self._api_key, *url_secrets(base if isinstance(base, str) else None)) if s]
+        return [
+            s for s in (self._api_key, *url_secrets(base if isinstance(base, str) else None)) if s
+        ]
 
     def _scrubbed(self, call: Callable[[], R]) -> R:
         # Scrub before with_retries sees the error (it logs retryable messages at debug
@@ -289,7 +301,13 @@ def indexed_vectors(provider: str, data: Any, expected: int) -> np.ndarray:
         raise ProviderResponseError(provider, f"response indexes are not 0..{expected - 1}")
     vectors = [r[1] for r in rows]
     one_width = len({len(v) if isinstance(v, bytes) else -1 for v in vectors}) == 1
-    if vectors and one_width and isinstance(vectors[0], bytes) and vectors[0] and len(vectors) == expected:
+    if (
+        vectors
+        and one_width
+        and isinstance(vectors[0], bytes)
+        and vectors[0]
+        and len(vectors) == expected
+    ):
         # All base64 and one width: one join and one frombuffer, no per-row arrays.
         matrix = np.frombuffer(b"".join(vectors), dtype="<f4").reshape(expected, -1)
         return as_matrix(provider, matrix, expected)

@@ -15,7 +15,7 @@ both v1 response shapes (``embeddings_floats`` and ``embeddings_by_type``) are r
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -23,8 +23,12 @@ from ..errors import ConfigurationError, ProviderResponseError
 from ..keys import Role
 from ..redact import url_identity
 from ._base import as_matrix, check_positive
-from ._http import RetryPolicy, status_error, transport_error
-from ._remote import RemoteEmbeddingFunction, without_none
+from ._http import status_error, transport_error
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+from ._remote import RemoteEmbeddingFunction, RemoteOptions, without_none
 
 DEFAULT_BASE_URL = "https://api.cohere.com"
 DEFAULT_MODEL = "embed-english-v3.0"
@@ -70,14 +74,9 @@ class CohereEmbeddingFunction(RemoteEmbeddingFunction):
         output_dimension: int | None = None,
         api_base: str | None = None,
         api_version: str = "v2",
-        *,
-        retry: RetryPolicy | None = None,
-        requests_per_minute: float | None = None,
-        tokens_per_minute: float | None = None,
+        **remote: Unpack[RemoteOptions],
     ) -> None:
-        super().__init__(
-            retry=retry, requests_per_minute=requests_per_minute, tokens_per_minute=tokens_per_minute
-        )
+        super().__init__(**remote)
         if truncate is not None and truncate not in _TRUNCATE:
             raise ConfigurationError(f"cohere: truncate must be one of {', '.join(_TRUNCATE)}, got {truncate!r}")
         if api_version not in ("v1", "v2"):

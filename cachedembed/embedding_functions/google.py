@@ -17,7 +17,7 @@ token usage: tokens are recorded as estimates.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
@@ -25,8 +25,12 @@ from ..errors import ConfigurationError, ProviderResponseError
 from ..keys import Role
 from ..redact import url_identity
 from ._base import as_matrix, check_positive
-from ._http import RetryPolicy, status_error, transport_error
-from ._remote import RemoteEmbeddingFunction
+from ._http import status_error, transport_error
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+from ._remote import RemoteEmbeddingFunction, RemoteOptions
 
 DEFAULT_BASE_URL = "https://generativelanguage.googleapis.com"
 DEFAULT_MODEL = "gemini-embedding-001"
@@ -73,13 +77,9 @@ class GoogleGeminiEmbeddingFunction(RemoteEmbeddingFunction):
         *,
         api_key: str | None = None,
         api_base: str | None = None,
-        retry: RetryPolicy | None = None,
-        requests_per_minute: float | None = None,
-        tokens_per_minute: float | None = None,
+        **remote: Unpack[RemoteOptions],
     ) -> None:
-        super().__init__(
-            retry=retry, requests_per_minute=requests_per_minute, tokens_per_minute=tokens_per_minute
-        )
+        super().__init__(**remote)
         check_positive(self.provider, "dimension", dimension)
         if vertexai and api_key:
             raise ConfigurationError("gemini: Vertex AI uses Google credentials, not an API key; pass one or the other")
@@ -178,9 +178,7 @@ class GoogleGenerativeAiEmbeddingFunction(GoogleGeminiEmbeddingFunction):
         dimension: int | None = None,
         *,
         api_base: str | None = None,
-        retry: RetryPolicy | None = None,
-        requests_per_minute: float | None = None,
-        tokens_per_minute: float | None = None,
+        **remote: Unpack[RemoteOptions],
     ) -> None:
         super().__init__(
             model_name=model_name,
@@ -189,8 +187,6 @@ class GoogleGenerativeAiEmbeddingFunction(GoogleGeminiEmbeddingFunction):
             api_key_env_var=api_key_env_var,
             api_key=api_key,
             api_base=api_base,
-            retry=retry,
-            requests_per_minute=requests_per_minute,
-            tokens_per_minute=tokens_per_minute,
+            **remote,
         )
 

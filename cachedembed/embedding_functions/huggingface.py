@@ -18,7 +18,7 @@ Both answer a JSON ``{"inputs": [...]}`` POST with a bare list of vectors, so th
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import urlsplit, urlunsplit
 
 import numpy as np
@@ -26,8 +26,11 @@ import numpy as np
 from ..errors import ConfigurationError, ProviderError, ProviderResponseError
 from ..keys import Role
 from ._base import as_matrix, check_positive
-from ._http import RetryPolicy
-from ._remote import JsonEmbeddingFunction, without_none
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+from ._remote import JsonEmbeddingFunction, RemoteOptions, without_none
 
 ROUTER_URL = "https://router.huggingface.co/hf-inference"
 DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
@@ -93,14 +96,9 @@ class HuggingFaceEmbeddingFunction(_FeatureExtraction):
         truncate: bool | None = None,
         api_base: str | None = None,
         wait_for_model: bool = True,
-        *,
-        retry: RetryPolicy | None = None,
-        requests_per_minute: float | None = None,
-        tokens_per_minute: float | None = None,
+        **remote: Unpack[RemoteOptions],
     ) -> None:
-        super().__init__(
-            retry=retry, requests_per_minute=requests_per_minute, tokens_per_minute=tokens_per_minute
-        )
+        super().__init__(**remote)
         self.model_name = model_name
         self.api_key_env_var = api_key_env_var
         self.normalize = normalize
@@ -168,14 +166,9 @@ class HuggingFaceEmbeddingServer(_FeatureExtraction):
         dimensions: int | None = None,
         prompt_name: str | None = None,
         query_prompt_name: str | None = None,
-        *,
-        retry: RetryPolicy | None = None,
-        requests_per_minute: float | None = None,
-        tokens_per_minute: float | None = None,
+        **remote: Unpack[RemoteOptions],
     ) -> None:
-        super().__init__(
-            retry=retry, requests_per_minute=requests_per_minute, tokens_per_minute=tokens_per_minute
-        )
+        super().__init__(**remote)
         if not url or not url.startswith(("http://", "https://")):
             raise ConfigurationError(f"tei: url must be an http(s) URL like http://localhost:8080, got {url!r}")
         check_positive(self.provider, "dimensions", dimensions)

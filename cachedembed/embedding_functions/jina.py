@@ -10,11 +10,14 @@ sets ``bypass_cache`` and :class:`~cachedembed.Cached` sends every call through 
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..keys import Role
-from ._http import RetryPolicy
-from ._remote import JsonEmbeddingFunction, without_none
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+from ._remote import JsonEmbeddingFunction, RemoteOptions, without_none
 
 DEFAULT_BASE_URL = "https://api.jina.ai"
 _TASK_MODELS = ("jina-embeddings-v3", "jina-embeddings-v4")
@@ -73,14 +76,9 @@ class JinaEmbeddingFunction(JsonEmbeddingFunction):
         normalized: bool | None = None,
         query_config: dict[str, Any] | None = None,
         api_base: str | None = None,
-        *,
-        retry: RetryPolicy | None = None,
-        requests_per_minute: float | None = None,
-        tokens_per_minute: float | None = None,
+        **remote: Unpack[RemoteOptions],
     ) -> None:
-        super().__init__(
-            retry=retry, requests_per_minute=requests_per_minute, tokens_per_minute=tokens_per_minute
-        )
+        super().__init__(**remote)
         self.model_name = model_name
         self.api_key_env_var = api_key_env_var
         self.task = task

@@ -12,15 +12,19 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ..errors import ConfigurationError, ProviderError
 from ..keys import Role
 from ..redact import is_credential_header, redact_url, url_identity
-from ._http import RETRYABLE_STATUS, RetryPolicy, error_message, parse_retry_after
-from ._remote import RemoteEmbeddingFunction, indexed_vectors
+from ._http import RETRYABLE_STATUS, error_message, parse_retry_after
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+from ._remote import RemoteEmbeddingFunction, RemoteOptions, indexed_vectors
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 
@@ -74,14 +78,9 @@ class OpenAIEmbeddingFunction(RemoteEmbeddingFunction):
         default_headers: dict[str, str] | None = None,
         dimensions: int | None = None,
         api_key_env_var: str = "OPENAI_API_KEY",
-        *,
-        retry: RetryPolicy | None = None,
-        requests_per_minute: float | None = None,
-        tokens_per_minute: float | None = None,
+        **remote: Unpack[RemoteOptions],
     ) -> None:
-        super().__init__(
-            retry=retry, requests_per_minute=requests_per_minute, tokens_per_minute=tokens_per_minute
-        )
+        super().__init__(**remote)
         if api_type not in (None, "openai", "azure"):
             raise ConfigurationError(f"openai: api_type must be 'azure' or None, got {api_type!r}")
         if dimensions is not None and (not isinstance(dimensions, int) or dimensions < 1):

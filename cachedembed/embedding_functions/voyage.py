@@ -9,11 +9,14 @@ per request (1M for the lite models, 320K for voyage-3/3.5/4/2, 120K for the res
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..keys import Role
-from ._http import RetryPolicy
-from ._remote import JsonEmbeddingFunction, without_none
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+from ._remote import JsonEmbeddingFunction, RemoteOptions, without_none
 
 DEFAULT_BASE_URL = "https://api.voyageai.com"
 
@@ -80,14 +83,9 @@ class VoyageAIEmbeddingFunction(JsonEmbeddingFunction):
         output_dimension: int | None = None,
         output_dtype: str | None = None,
         api_base: str | None = None,
-        *,
-        retry: RetryPolicy | None = None,
-        requests_per_minute: float | None = None,
-        tokens_per_minute: float | None = None,
+        **remote: Unpack[RemoteOptions],
     ) -> None:
-        super().__init__(
-            retry=retry, requests_per_minute=requests_per_minute, tokens_per_minute=tokens_per_minute
-        )
+        super().__init__(**remote)
         self.model_name = model_name
         self.api_key_env_var = api_key_env_var
         self.input_type = input_type
