@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -168,6 +169,11 @@ def _write_vectors(out: str, vectors: Any) -> None:
     help="Texts per cache round trip (progress granularity).",
 )
 @click.option(
+    "--concurrency",
+    type=click.IntRange(min=1),
+    help="Provider requests at once for the misses (default: 4 for remote providers, 1 for local models).",
+)
+@click.option(
     "--progress/--no-progress", default=None, help="Progress bar (default: on a terminal)."
 )
 @click.option(
@@ -197,6 +203,7 @@ def embed(
     query: bool,
     store_text: bool,
     batch_size: int,
+    concurrency: int | None,
     progress: bool | None,
     batch_api: bool,
     wait: bool,
@@ -225,24 +232,29 @@ def embed(
     if batch_api and not callable(getattr(ef, "batch_adapter", None)):
         raise _fail(f"--batch-api: {model} has no batch API support; use openai:MODEL")
     ef.check_available()
-    cached = Cached(ef, url, store_text=store_text)
+    cached = Cached(ef, url, store_text=store_text, concurrency=concurrency)
     role: Role = "query" if query else "document"
     if batch_api:
         from .batchcli import embed_via_batch
 
         if not embed_via_batch(cached, texts, role, wait=wait, poll=poll_interval):
             return
-    parts, hits, misses = [], 0, 0
+    parts = []
+    cold = _ColdProgress(cached, role)
     show = sys.stderr.isatty() if progress is None else progress
+    # Enough texts per call for every concurrent request to carry a full provider batch.
+    step = max(batch_size, cached.concurrency * getattr(ef, "max_batch", 1))
     with tqdm(total=len(texts), unit="text", disable=not show, file=sys.stderr) as bar:
-        for start in range(0, len(texts), batch_size):
-            chunk = texts[start : start + batch_size]
+        for start in range(0, len(texts), step):
+            chunk = texts[start : start + step]
             # This run's own counts: a shared cache's totals also move with other writers.
             result = cached.embed_with_usage(chunk, role)
             parts.append(result.vectors)
-            hits += result.usage.hits
-            misses += result.usage.misses
+            cold.add(result)
             bar.update(len(chunk))
+            if cold.misses:
+                bar.set_postfix_str(cold.rates(), refresh=False)
+    hits, misses = cold.hits, cold.misses
     vectors = np.concatenate(parts)
     if out:
         _write_vectors(out, vectors)
@@ -252,6 +264,46 @@ def embed(
         f"{count(len(texts), 'text')}, {vectors.shape[1]} dimensions: "
         f"{count(hits, 'hit')}, {count(misses, 'miss', 'misses')}" + (f" -> {out}" if out else "")
     )
+    if misses:
+        click.echo(cold.summary(), err=True)
+
+
+class _ColdProgress:
+    """This run's cold part (the misses): rates for the progress bar, and the final line."""
+
+    def __init__(self, cached: Any, role: Role) -> None:
+        from .pricing import price_per_million
+
+        identity = cached.identity(role)
+        self.price = price_per_million(
+            str(identity.get("provider", "")), str(identity.get("model", ""))
+        )
+        self.started = time.perf_counter()
+        self.hits = self.misses = self.tokens = 0
+        self.provider_seconds = 0.0
+
+    def add(self, result: Any) -> None:
+        self.hits += result.usage.hits
+        self.misses += result.usage.misses
+        self.tokens += result.usage.tokens_embedded
+        self.provider_seconds += result.usage.provider_seconds
+
+    def dollars(self) -> str:
+        from .pricing import dollars
+
+        cost = dollars(self.tokens, self.price)
+        return "$?" if cost is None else f"${cost:.4f}"
+
+    def rates(self) -> str:
+        wall = max(time.perf_counter() - self.started, 1e-9)
+        return f"{self.misses / wall:,.0f} texts/s, {self.tokens / wall:,.0f} tokens/s, {self.dollars()}"
+
+    def summary(self) -> str:
+        wall = time.perf_counter() - self.started
+        return (
+            f"cold: {count(self.misses, 'text')} in {wall:.1f}s wall, "
+            f"{self.provider_seconds:.1f}s provider time, {count(self.tokens, 'token')}, {self.dollars()}"
+        )
 
 
 def _parsed(parse: Callable[[str], int], value: str | None, option: str) -> int | None:

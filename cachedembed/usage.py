@@ -125,11 +125,12 @@ def estimate_tokens(texts: Sequence[str]) -> np.ndarray:
     """
     import numpy as np
 
-    return np.fromiter(
-        ((len(t.encode("utf-8", "surrogatepass")) + 3) // 4 or 1 for t in texts),
-        dtype=np.int64,
-        count=len(texts),
-    )
+    return np.fromiter(map(estimate_text_tokens, texts), dtype=np.int64, count=len(texts))
+
+
+def estimate_text_tokens(text: str) -> int:
+    """The estimate for one text (also what batches are sized by before any request)."""
+    return (len(text.encode("utf-8", "surrogatepass")) + 3) // 4 or 1
 
 
 def apportion(total: int, weights: np.ndarray) -> np.ndarray:

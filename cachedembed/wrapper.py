@@ -30,6 +30,7 @@ from .embedding_functions._base import (
     as_matrix,
     check_input,
 )
+from .embedding_functions._parallel import check_concurrency, run_jobs
 from .errors import ConfigurationError, InvalidInputError, ProviderResponseError, StoreError
 from .identity import foreign_identity
 from .keys import HashName, ItemHasher, ItemKind, NamespaceSpec, Role
@@ -140,17 +141,32 @@ class _ForeignEmbedder:
             return self.ef.embed_query(input=texts)
         return self.ef(input=texts)
 
+    default_concurrency = 1
+    """Unknown code may not be thread-safe: one call at a time unless asked for more."""
+
     def embed_batches(self, texts: Sequence[Any], role: Role) -> Iterator[EmbeddedBatch]:
-        for start in range(0, len(texts), self.batch_size):
-            chunk = list(texts[start : start + self.batch_size])
-            vectors = self._call(chunk, role)
-            if isinstance(vectors, list) and vectors and isinstance(vectors[0], np.ndarray):
-                vectors = (
-                    np.stack(vectors)
-                    if len({v.shape for v in vectors}) == 1
-                    else [list(v) for v in vectors]
-                )
-            yield EmbeddedBatch(start, as_matrix(self.label, vectors, len(chunk)), None)
+        return self.embed_batches_concurrently(texts, role, 1)
+
+    def embed_batches_concurrently(
+        self, texts: Sequence[Any], role: Role, concurrency: int
+    ) -> Iterator[EmbeddedBatch]:
+        jobs = [
+            partial(self._embed_chunk, start, list(texts[start : start + self.batch_size]), role)
+            for start in range(0, len(texts), self.batch_size)
+        ]
+        return run_jobs(jobs, concurrency)
+
+    def _embed_chunk(self, start: int, chunk: list[Any], role: Role) -> EmbeddedBatch:
+        began = time.perf_counter()
+        vectors = self._call(chunk, role)
+        if isinstance(vectors, list) and vectors and isinstance(vectors[0], np.ndarray):
+            vectors = (
+                np.stack(vectors)
+                if len({v.shape for v in vectors}) == 1
+                else [list(v) for v in vectors]
+            )
+        matrix = as_matrix(self.label, vectors, len(chunk))
+        return EmbeddedBatch(start, matrix, None, time.perf_counter() - began)
 
 
 def _waiter_value(
@@ -223,6 +239,11 @@ class Cached:
             batch job covers (:meth:`submit_batch`): ``"error"`` raises
             :class:`~cachedembed.errors.PendingBatchError` (default: never pay twice),
             ``"wait"`` waits for the job and collects it, ``"embed"`` embeds them now.
+        concurrency: Provider requests sent at once for the misses of a call, each batch
+            cached as it arrives. Default: the function's ``default_concurrency`` (4 for
+            remote providers, 1 for in-process models and foreign functions). Rate limits
+            (``requests_per_minute=``, ``tokens_per_minute=`` on the provider) hold across
+            every wrapper and thread sharing the provider instance.
     """
 
     def __new__(cls, ef: Any = None, *args: Any, **kwargs: Any) -> Any:
@@ -249,6 +270,7 @@ class Cached:
         batch_size: int = 256,
         on_store_error: OnStoreError = "warn",
         pending_batches: PendingPolicy = "error",
+        concurrency: int | None = None,
     ) -> None:
         if on_store_error not in ("warn", "raise"):
             raise ConfigurationError(
@@ -284,6 +306,9 @@ class Cached:
         # cache_identity) already yield batches; anything else is presented as batches.
         direct = isinstance(ef, (ProviderEmbeddingFunction, _ForeignEmbedder))
         self._embedder: Any = ef if direct else _ForeignEmbedder(ef, batch_size)
+        self.concurrency = check_concurrency(
+            self._embedder.default_concurrency if concurrency is None else concurrency
+        )
         self._roles: dict[tuple[Role, ItemKind], _Namespaced] = {}
         self._hashers: dict[tuple[Role, ItemKind], ItemHasher] = {}
         self._warned_bypass = False
@@ -773,8 +798,12 @@ class Cached:
         if callable(prepare):
             prepare()
         started = time.perf_counter()
-        for batch in self._embedder.embed_batches(to_embed, call.role):
-            elapsed = time.perf_counter() - started
+        # Batches may arrive in any order (`batch.start` places each one); if storing one
+        # fails, the iterator is not resumed, so no further request is sent.
+        for batch in self._embedder.embed_batches_concurrently(
+            to_embed, call.role, self.concurrency
+        ):
+            elapsed = batch.seconds if batch.seconds is not None else time.perf_counter() - started
             vectors = batch.vectors
             n = len(vectors)
             writable = self._fix_dimension(ns, vectors.shape[1], call)

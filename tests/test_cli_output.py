@@ -36,8 +36,12 @@ def test_output_rows_follow_the_non_blank_lines_and_the_skipped_ones_are_named(
     result = run(
         "embed", str(tmp_path / "in.txt"), "-m", "test-billing", "--cache", url, "-o", str(out)
     )
-    assert result.stderr == (
-        "skipped 2 blank lines (lines 2, 4): output rows follow the non-blank lines in order\n"
+    skipped, cold = result.stderr.splitlines()
+    assert skipped == (
+        "skipped 2 blank lines (lines 2, 4): output rows follow the non-blank lines in order"
+    )
+    assert re.fullmatch(
+        r"cold: 3 texts in [\d.]+s wall, [\d.]+s provider time, 6 tokens, \$\?", cold
     )
     assert result.stdout == f"3 texts, 6 dimensions: 0 hits, 3 misses -> {out}\n"
     rows = np.load(out)

@@ -12,6 +12,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from ._base import EmbeddedBatch, ProviderEmbeddingFunction, registered
+from ._limits import RateLimiter
 
 if TYPE_CHECKING:
     from .cohere import CohereEmbeddingFunction as CohereEmbeddingFunction
@@ -50,6 +51,7 @@ _CLASSES: dict[str, str] = {
 __all__ = [
     "EmbeddedBatch",
     "ProviderEmbeddingFunction",
+    "RateLimiter",
     "from_spec",
     "providers",
     "registered",

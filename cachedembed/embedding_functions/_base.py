@@ -12,7 +12,6 @@ each one to the cache as soon as it arrives.
 
 from __future__ import annotations
 
-import math
 import os
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -22,6 +21,7 @@ import numpy as np
 
 from ..errors import ConfigurationError, InvalidInputError, ProviderResponseError
 from ..keys import ItemKind, Role
+from ..usage import estimate_text_tokens
 
 T = TypeVar("T", bound="ProviderEmbeddingFunction")
 
@@ -34,6 +34,9 @@ class EmbeddedBatch(NamedTuple):
     """float32, shape (n, dim), validated by :func:`as_matrix`."""
     tokens: int | None
     """Input tokens the provider reported for this batch; ``None`` where it reports none."""
+    seconds: float | None = None
+    """How long its request took (retries and rate-limit waits included), measured where
+    it ran; ``None``: the consumer times the gap between batches (sequential embedders)."""
 
 
 _registry: dict[str, type[ProviderEmbeddingFunction]] = {}
@@ -65,6 +68,9 @@ class ProviderEmbeddingFunction(ABC):
     accepts_images: bool = False
     """True for multimodal functions: :meth:`embed_batches` then also takes images (numpy
     arrays, one kind per call) and embeds them into the same space as texts."""
+    default_concurrency: ClassVar[int] = 1
+    """Requests :class:`~cachedembed.Cached` sends at once unless told otherwise: 1 for
+    in-process models (parallel calls only contend for the same cores)."""
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -81,6 +87,13 @@ class ProviderEmbeddingFunction(ABC):
         validate each response with :func:`as_matrix`, and raise
         :class:`~cachedembed.errors.ProviderError` naming the provider on failure.
         """
+
+    def embed_batches_concurrently(
+        self, texts: Sequence[str], role: Role, concurrency: int
+    ) -> Iterator[EmbeddedBatch]:
+        """:meth:`embed_batches` with up to ``concurrency`` requests at once, yielded as they
+        complete (in any order). Sequential unless the provider can do better."""
+        return self.embed_batches(texts, role)
 
     @abstractmethod
     def cache_identity(self, role: Role) -> dict[str, Any]:
@@ -374,7 +387,7 @@ def batches(
         for start in range(0, len(texts), max_items):
             yield start, texts[start : start + max_items]
         return
-    count = count_tokens or (lambda t: math.ceil(len(t.encode("utf-8", "surrogatepass")) / 4))
+    count = count_tokens or estimate_text_tokens
     start = 0
     used = 0
     for i, text in enumerate(texts):

@@ -19,11 +19,14 @@ import random
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 from ..errors import ProviderError
 from ..redact import is_credential_header, redact_text, redact_url, url_secrets
+
+if TYPE_CHECKING:
+    from ._limits import RateLimiter
 
 log = logging.getLogger("cachedembed.providers")
 
@@ -75,19 +78,36 @@ def parse_retry_after(headers: Mapping[str, str] | None) -> float | None:
         return None if parsed is None else max(0.0, parsed.timestamp() - time.time())
 
 
-def with_retries(provider: str, call: Callable[[], R], policy: RetryPolicy = DEFAULT_RETRY) -> R:
+def with_retries(
+    provider: str,
+    call: Callable[[], R],
+    policy: RetryPolicy = DEFAULT_RETRY,
+    *,
+    limiter: RateLimiter | None = None,
+    tokens: int = 0,
+    headers_of: Callable[[R], Mapping[str, str] | None] | None = None,
+) -> R:
     """Run ``call`` until it succeeds, raises a non-retryable error, or the policy runs out.
 
     ``call`` signals a retryable failure by raising :class:`ProviderError` with
     ``retryable=True`` (and ``retry_after`` when the server said how long to wait).
+    With a ``limiter``, every attempt (retries too) first waits for its admission with
+    ``tokens`` estimated tokens, and reports back how it ended: a 429 slows every user of
+    the limiter, and the response headers (``headers_of(result)``) pace the next requests.
     """
     started = time.monotonic()
     attempt = 0
     while True:
         attempt += 1
+        permit = limiter.acquire(tokens) if limiter is not None else None
         try:
-            return call()
+            result = call()
         except ProviderError as exc:
+            if permit is not None:
+                if exc.status == 429:
+                    permit.throttled(exc.retry_after)
+                else:
+                    permit.failed()
             if not exc.retryable:
                 raise
             wait = policy.delay(attempt, exc.retry_after)
@@ -107,6 +127,14 @@ def with_retries(provider: str, call: Callable[[], R], policy: RetryPolicy = DEF
                 wait,
             )
             time.sleep(wait)
+            continue
+        except BaseException:
+            if permit is not None:
+                permit.failed()
+            raise
+        if permit is not None:
+            permit.succeeded(headers_of(result) if headers_of is not None else None)
+        return result
 
 
 def error_message(body: Any, fallback: str) -> str:
@@ -175,6 +203,7 @@ class JsonHttpClient:
         *,
         timeout: float = 60.0,
         retry: RetryPolicy = DEFAULT_RETRY,
+        limiter: RateLimiter | None = None,
     ) -> None:
         import requests
 
@@ -182,6 +211,7 @@ class JsonHttpClient:
         self.base_url = base_url.rstrip("/")
         self.timeout = timeout
         self.retry = retry
+        self.limiter = limiter
         self._session = requests.Session()
         self._session.headers.update(headers or {})
         # Credentials sent in headers or the URL, so an error body that echoes one can be scrubbed.
@@ -191,12 +221,22 @@ class JsonHttpClient:
             if value and is_credential_header(name)
         ] + url_secrets(self.base_url)
 
-    def request(self, method: str, path: str, body: Any = None) -> tuple[Any, Mapping[str, str]]:
-        """Send one request (retried as the policy allows); return the decoded JSON and headers."""
-        return with_retries(self.provider, lambda: self._once(method, path, body), self.retry)
+    def request(
+        self, method: str, path: str, body: Any = None, *, tokens: int = 0
+    ) -> tuple[Any, Mapping[str, str]]:
+        """Send one request (retried as the policy allows, paced by the limiter with
+        ``tokens`` estimated tokens); return the decoded JSON and headers."""
+        return with_retries(
+            self.provider,
+            lambda: self._once(method, path, body),
+            self.retry,
+            limiter=self.limiter,
+            tokens=tokens,
+            headers_of=_headers_of,
+        )
 
-    def post(self, path: str, body: Any) -> tuple[Any, Mapping[str, str]]:
-        return self.request("POST", path, body)
+    def post(self, path: str, body: Any, *, tokens: int = 0) -> tuple[Any, Mapping[str, str]]:
+        return self.request("POST", path, body, tokens=tokens)
 
     def get(self, path: str) -> tuple[Any, Mapping[str, str]]:
         return self.request("GET", path)
@@ -235,6 +275,10 @@ class JsonHttpClient:
 
     def _redact(self, text: str) -> str:
         return redact_text(text, self._secrets)
+
+
+def _headers_of(response: tuple[Any, Mapping[str, str]]) -> Mapping[str, str]:
+    return response[1]
 
 
 def join_url(base: str, path: str) -> str:

@@ -11,10 +11,11 @@ OpenAI-shaped ``data: [{index, embedding}]`` responses that several providers co
 from __future__ import annotations
 
 import base64
+import time
 from abc import abstractmethod
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from functools import partial
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, TypedDict, TypeVar
 
 import numpy as np
 
@@ -27,20 +28,42 @@ from ..errors import (
 )
 from ..keys import Role
 from ..redact import redact_text, redact_url, url_identity, url_secrets
+from ..usage import estimate_tokens
 from ._base import EmbeddedBatch, ProviderEmbeddingFunction, api_key, as_matrix, batches
 from ._http import DEFAULT_RETRY, JsonHttpClient, RetryPolicy, with_retries
+from ._limits import RateLimiter
+from ._parallel import run_jobs
 
 R = TypeVar("R")
+
+
+class RemoteOptions(TypedDict, total=False):
+    """The keyword arguments every remote provider takes, declared once."""
+
+    retry: RetryPolicy | None
+    """Retry policy (default: :data:`~cachedembed.embedding_functions._http.DEFAULT_RETRY`)."""
+    requests_per_minute: float | None
+    """Rate limit for this instance, shared by every wrapper and thread that uses it."""
+    tokens_per_minute: float | None
+    """Token rate limit (estimated before sending, corrected by the reported usage)."""
 
 
 class RemoteEmbeddingFunction(ProviderEmbeddingFunction):
     """Base of the network providers: batching to documented limits, retries, secret hygiene.
 
     Subclasses set :attr:`max_batch` (and :attr:`max_batch_tokens` where the provider caps
-    a request's tokens), call ``super().__init__(retry=retry)``, and implement
-    :meth:`embed_chunk`. Tests and impatient callers pass a faster
+    a request's tokens), pass ``retry``, ``requests_per_minute`` and ``tokens_per_minute``
+    on to ``super().__init__``, and implement :meth:`embed_chunk`, sending each request
+    through :meth:`retrying` (or a :class:`JsonHttpClient` built with :attr:`limiter`).
+    Tests and impatient callers pass a faster
     :class:`~cachedembed.embedding_functions._http.RetryPolicy` as ``retry=``.
+
+    Every request attempt goes through :attr:`limiter`, one
+    :class:`~cachedembed.embedding_functions._limits.RateLimiter` per instance, shared by
+    every wrapper and thread that uses it.
     """
+
+    default_concurrency: ClassVar[int] = 4
 
     max_batch: int = 1000
     """Most texts per request (the provider's documented limit); instances may lower it."""
@@ -55,14 +78,26 @@ class RemoteEmbeddingFunction(ProviderEmbeddingFunction):
     _api_key: str | None = None
     _key_vars: Sequence[str] = ()
 
-    def __init__(self, *, retry: RetryPolicy | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        retry: RetryPolicy | None = None,
+        requests_per_minute: float | None = None,
+        tokens_per_minute: float | None = None,
+    ) -> None:
         self.retry = retry or DEFAULT_RETRY
+        self.limiter = RateLimiter(requests_per_minute, tokens_per_minute)
 
     @abstractmethod
     def embed_chunk(self, texts: list[str], role: Role) -> tuple[np.ndarray, int | None]:
         """Embed one batch in one request (retried); return validated vectors and reported tokens."""
 
     def embed_batches(self, texts: Sequence[str], role: Role) -> Iterator[EmbeddedBatch]:
+        return self.embed_batches_concurrently(texts, role, 1)
+
+    def embed_batches_concurrently(
+        self, texts: Sequence[str], role: Role, concurrency: int
+    ) -> Iterator[EmbeddedBatch]:
         if self.rejects_empty:
             empty = [i for i, t in enumerate(texts) if not t]
             if empty:
@@ -70,9 +105,22 @@ class RemoteEmbeddingFunction(ProviderEmbeddingFunction):
                     f"{self.provider} rejects empty strings; input[{empty[0]}] is empty"
                 )
         limit = self._scrubbed(self.batch_limit)
-        for start, chunk in batches(texts, limit, self.max_batch_tokens):
-            vectors, tokens = self._scrubbed(partial(self.embed_chunk, list(chunk), role))
-            yield EmbeddedBatch(start, vectors, tokens)
+        jobs = [
+            partial(self._embed_batch, start, list(chunk), role)
+            for start, chunk in batches(texts, limit, self.max_batch_tokens)
+        ]
+        return run_jobs(jobs, concurrency)
+
+    def _embed_batch(self, start: int, texts: list[str], role: Role) -> EmbeddedBatch:
+        began = time.perf_counter()
+        vectors, tokens = self._scrubbed(partial(self.embed_chunk, texts, role))
+        self.limiter.settle(self.estimated_tokens(texts), tokens)
+        return EmbeddedBatch(start, vectors, tokens, time.perf_counter() - began)
+
+    @staticmethod
+    def estimated_tokens(texts: Sequence[str]) -> int:
+        """What a request of ``texts`` is counted as against ``tokens_per_minute`` before it is sent."""
+        return int(estimate_tokens(texts).sum())
 
     def batch_limit(self) -> int:
         """Most texts per request now (:attr:`max_batch`; a server may announce a lower limit)."""
@@ -94,9 +142,22 @@ class RemoteEmbeddingFunction(ProviderEmbeddingFunction):
             raise ConfigurationError(f"{self.provider}: no API key; {remedy}")
         return self._api_key
 
-    def retrying(self, call: Callable[[], R]) -> R:
-        """Run one request under the retry policy, with the API key scrubbed from any error."""
-        return with_retries(self.provider, lambda: self._scrubbed(call), self.retry)
+    def retrying(
+        self,
+        call: Callable[[], R],
+        texts: Sequence[str] = (),
+        headers_of: Callable[[R], Mapping[str, str] | None] | None = None,
+    ) -> R:
+        """Run one request for ``texts`` under the retry policy and the rate limiter, with
+        the API key scrubbed from any error (``headers_of`` reads a result's rate-limit headers)."""
+        return with_retries(
+            self.provider,
+            lambda: self._scrubbed(call),
+            self.retry,
+            limiter=self.limiter,
+            tokens=self.estimated_tokens(texts) if texts else 0,
+            headers_of=headers_of,
+        )
 
     def secrets(self) -> list[str]:
         """Every credential this function sends: the key and any inside the server URL."""
@@ -190,16 +251,27 @@ class JsonEmbeddingFunction(RemoteEmbeddingFunction):
                 self.auth_headers(),
                 timeout=self.timeout,
                 retry=self.retry,
+                limiter=self.limiter,
             )
         return self._client
 
-    def embed_chunk(self, texts: list[str], role: Role) -> tuple[np.ndarray, int | None]:
-        return self.post_body(self.request_body(texts, role), len(texts))
+    def post_batch(self, path: str, texts: list[str], role: Role) -> tuple[Any, Mapping[str, str]]:
+        """POST one batch: retried, paced by :attr:`limiter`, credentials scrubbed from errors."""
+        return self.client.post(
+            path, self.request_body(texts, role), tokens=self.estimated_tokens(texts)
+        )
 
-    def post_body(self, body: Mapping[str, Any], expected: int) -> tuple[np.ndarray, int | None]:
-        """Send one request ``body`` for ``expected`` inputs; return its vectors and tokens."""
-        # The client retries by itself and scrubs its credential headers from error text.
-        payload, headers = self.client.post(self.path, body)
+    def embed_chunk(self, texts: list[str], role: Role) -> tuple[np.ndarray, int | None]:
+        body = self.request_body(texts, role)
+        return self.post_body(body, len(texts), self.estimated_tokens(texts))
+
+    def post_body(
+        self, body: Mapping[str, Any], expected: int, tokens: int = 0
+    ) -> tuple[np.ndarray, int | None]:
+        """Send one request ``body`` for ``expected`` inputs (``tokens`` estimated, for the
+        rate limiter); return its vectors and tokens. Retried, paced by :attr:`limiter`,
+        credentials scrubbed from errors."""
+        payload, headers = self.client.post(self.path, body, tokens=tokens)
         if not isinstance(payload, dict):
             raise ProviderResponseError(
                 self.provider, f"expected a JSON object, got {type(payload).__name__}"

@@ -15,7 +15,7 @@ both v1 response shapes (``embeddings_floats`` and ``embeddings_by_type``) are r
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -23,8 +23,12 @@ from ..errors import ConfigurationError, ProviderResponseError
 from ..keys import Role
 from ..redact import url_identity
 from ._base import as_matrix, check_positive
-from ._http import RetryPolicy, status_error, transport_error
-from ._remote import RemoteEmbeddingFunction, without_none
+from ._http import status_error, transport_error
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+from ._remote import RemoteEmbeddingFunction, RemoteOptions, without_none
 
 DEFAULT_BASE_URL = "https://api.cohere.com"
 DEFAULT_MODEL = "embed-english-v3.0"
@@ -48,6 +52,8 @@ class CohereEmbeddingFunction(RemoteEmbeddingFunction):
         api_base: Another server (default ``$CO_API_URL`` or ``https://api.cohere.com``).
         api_version: ``"v2"`` (default) or ``"v1"``.
         retry: Retry policy.
+        requests_per_minute, tokens_per_minute: This instance\'s rate limits (see
+            :class:`~cachedembed.embedding_functions.RateLimiter`).
 
     Model, input type, truncation, output dimension and a non-default server are the
     cache namespace; the key and the API version are not.
@@ -68,10 +74,9 @@ class CohereEmbeddingFunction(RemoteEmbeddingFunction):
         output_dimension: int | None = None,
         api_base: str | None = None,
         api_version: str = "v2",
-        *,
-        retry: RetryPolicy | None = None,
+        **remote: Unpack[RemoteOptions],
     ) -> None:
-        super().__init__(retry=retry)
+        super().__init__(**remote)
         if truncate is not None and truncate not in _TRUNCATE:
             raise ConfigurationError(f"cohere: truncate must be one of {', '.join(_TRUNCATE)}, got {truncate!r}")
         if api_version not in ("v1", "v2"):
@@ -125,7 +130,7 @@ class CohereEmbeddingFunction(RemoteEmbeddingFunction):
 
     def embed_chunk(self, texts: list[str], role: Role) -> tuple[np.ndarray, int | None]:
         fields = self.request_fields(role)
-        response = self.retrying(lambda: self._embed(texts, fields))
+        response = self.retrying(lambda: self._embed(texts, fields), texts)
         return self.parse(response, len(texts))
 
     def _embed(self, texts: list[str], fields: dict[str, Any]) -> Any:

@@ -17,7 +17,7 @@ token usage: tokens are recorded as estimates.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
@@ -25,8 +25,12 @@ from ..errors import ConfigurationError, ProviderResponseError
 from ..keys import Role
 from ..redact import url_identity
 from ._base import as_matrix, check_positive
-from ._http import RetryPolicy, status_error, transport_error
-from ._remote import RemoteEmbeddingFunction
+from ._http import status_error, transport_error
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+from ._remote import RemoteEmbeddingFunction, RemoteOptions
 
 DEFAULT_BASE_URL = "https://generativelanguage.googleapis.com"
 DEFAULT_MODEL = "gemini-embedding-001"
@@ -48,6 +52,8 @@ class GoogleGeminiEmbeddingFunction(RemoteEmbeddingFunction):
         api_key: The key itself (better left in the environment).
         api_base: Another server (default ``https://generativelanguage.googleapis.com``).
         retry: Retry policy.
+        requests_per_minute, tokens_per_minute: This instance\'s rate limits (see
+            :class:`~cachedembed.embedding_functions.RateLimiter`).
 
     Model, task type, dimension and a non-default server are the cache namespace.
     """
@@ -71,9 +77,9 @@ class GoogleGeminiEmbeddingFunction(RemoteEmbeddingFunction):
         *,
         api_key: str | None = None,
         api_base: str | None = None,
-        retry: RetryPolicy | None = None,
+        **remote: Unpack[RemoteOptions],
     ) -> None:
-        super().__init__(retry=retry)
+        super().__init__(**remote)
         check_positive(self.provider, "dimension", dimension)
         if vertexai and api_key:
             raise ConfigurationError("gemini: Vertex AI uses Google credentials, not an API key; pass one or the other")
@@ -122,7 +128,7 @@ class GoogleGeminiEmbeddingFunction(RemoteEmbeddingFunction):
         return self.task_type or _ROLE_TASK[role]
 
     def embed_chunk(self, texts: list[str], role: Role) -> tuple[np.ndarray, int | None]:
-        response = self.retrying(lambda: self._embed(texts, role))
+        response = self.retrying(lambda: self._embed(texts, role), texts)
         rows = [getattr(e, "values", None) for e in (getattr(response, "embeddings", None) or [])]
         if any(r is None for r in rows):
             raise ProviderResponseError(self.provider, "an embedding has no values")
@@ -172,7 +178,7 @@ class GoogleGenerativeAiEmbeddingFunction(GoogleGeminiEmbeddingFunction):
         dimension: int | None = None,
         *,
         api_base: str | None = None,
-        retry: RetryPolicy | None = None,
+        **remote: Unpack[RemoteOptions],
     ) -> None:
         super().__init__(
             model_name=model_name,
@@ -181,6 +187,6 @@ class GoogleGenerativeAiEmbeddingFunction(GoogleGeminiEmbeddingFunction):
             api_key_env_var=api_key_env_var,
             api_key=api_key,
             api_base=api_base,
-            retry=retry,
+            **remote,
         )
 

@@ -18,7 +18,7 @@ Both answer a JSON ``{"inputs": [...]}`` POST with a bare list of vectors, so th
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import urlsplit, urlunsplit
 
 import numpy as np
@@ -26,8 +26,11 @@ import numpy as np
 from ..errors import ConfigurationError, ProviderError, ProviderResponseError
 from ..keys import Role
 from ._base import as_matrix, check_positive
-from ._http import RetryPolicy
-from ._remote import JsonEmbeddingFunction, without_none
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+from ._remote import JsonEmbeddingFunction, RemoteOptions, without_none
 
 ROUTER_URL = "https://router.huggingface.co/hf-inference"
 DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
@@ -47,7 +50,7 @@ class _FeatureExtraction(JsonEmbeddingFunction):
         return {"inputs": texts, **self.params(role)}
 
     def embed_chunk(self, texts: list[str], role: Role) -> tuple[np.ndarray, int | None]:
-        payload, headers = self.client.post(self.endpoint(), self.request_body(texts, role))
+        payload, headers = self.post_batch(self.endpoint(), texts, role)
         return self.parse_response(payload, headers, len(texts))
 
     def parse_response(self, payload: Any, headers: Mapping[str, str], expected: int) -> tuple[np.ndarray, int | None]:
@@ -75,6 +78,8 @@ class HuggingFaceEmbeddingFunction(_FeatureExtraction):
             requests go to ``{api_base}/models/{model}/pipeline/feature-extraction``.
         wait_for_model: Send ``x-wait-for-model: true`` so a cold model is waited for.
         retry: Retry policy.
+        requests_per_minute, tokens_per_minute: This instance\'s rate limits (see
+            :class:`~cachedembed.embedding_functions.RateLimiter`).
     """
 
     provider = "huggingface"
@@ -91,10 +96,9 @@ class HuggingFaceEmbeddingFunction(_FeatureExtraction):
         truncate: bool | None = None,
         api_base: str | None = None,
         wait_for_model: bool = True,
-        *,
-        retry: RetryPolicy | None = None,
+        **remote: Unpack[RemoteOptions],
     ) -> None:
-        super().__init__(retry=retry)
+        super().__init__(**remote)
         self.model_name = model_name
         self.api_key_env_var = api_key_env_var
         self.normalize = normalize
@@ -136,6 +140,8 @@ class HuggingFaceEmbeddingServer(_FeatureExtraction):
             unless ``query_prompt_name`` is given).
         query_prompt_name: The prompt for queries.
         retry: Retry policy.
+        requests_per_minute, tokens_per_minute: This instance\'s rate limits (see
+            :class:`~cachedembed.embedding_functions.RateLimiter`).
 
     The server URL, the options and the role's prompt are the cache namespace.
     """
@@ -160,10 +166,9 @@ class HuggingFaceEmbeddingServer(_FeatureExtraction):
         dimensions: int | None = None,
         prompt_name: str | None = None,
         query_prompt_name: str | None = None,
-        *,
-        retry: RetryPolicy | None = None,
+        **remote: Unpack[RemoteOptions],
     ) -> None:
-        super().__init__(retry=retry)
+        super().__init__(**remote)
         if not url or not url.startswith(("http://", "https://")):
             raise ConfigurationError(f"tei: url must be an http(s) URL like http://localhost:8080, got {url!r}")
         check_positive(self.provider, "dimensions", dimensions)

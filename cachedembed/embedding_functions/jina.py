@@ -17,15 +17,17 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ..keys import Role
 from ._base import EmbeddedBatch
-from ._http import RetryPolicy
 from ._images import png_data_uri
-from ._remote import JsonEmbeddingFunction, without_none
+from ._remote import JsonEmbeddingFunction, RemoteOptions, without_none
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 DEFAULT_BASE_URL = "https://api.jina.ai"
 _TASK_MODELS = ("jina-embeddings-v3", "jina-embeddings-v4")
@@ -49,6 +51,8 @@ class JinaEmbeddingFunction(JsonEmbeddingFunction):
         query_config: Fields that replace the above for queries, e.g. ``{"task": "retrieval.query"}``.
         api_base: Another server (default ``https://api.jina.ai``).
         retry: Retry policy.
+        requests_per_minute, tokens_per_minute: This instance\'s rate limits (see
+            :class:`~cachedembed.embedding_functions.RateLimiter`).
 
     Every field sent with a request except ``input`` is part of the cache namespace.
     """
@@ -85,10 +89,9 @@ class JinaEmbeddingFunction(JsonEmbeddingFunction):
         normalized: bool | None = None,
         query_config: dict[str, Any] | None = None,
         api_base: str | None = None,
-        *,
-        retry: RetryPolicy | None = None,
+        **remote: Unpack[RemoteOptions],
     ) -> None:
-        super().__init__(retry=retry)
+        super().__init__(**remote)
         self.model_name = model_name
         self.api_key_env_var = api_key_env_var
         self.task = task

@@ -13,15 +13,18 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
 import numpy as np
 
 from ..keys import Role
 from ._base import as_matrix
-from ._http import RetryPolicy
-from ._remote import JsonEmbeddingFunction, usage_tokens, without_none
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+from ._remote import JsonEmbeddingFunction, RemoteOptions, usage_tokens, without_none
 
 DEFAULT_URL = "http://localhost:11434"
 DEFAULT_MODEL_NAME = "chroma/all-minilm-l6-v2-f32"
@@ -61,6 +64,8 @@ class OllamaEmbeddingFunction(JsonEmbeddingFunction):
         keep_alive: How long the server keeps the model loaded (``"5m"``, ``-1``); not
             part of the cache namespace, as it does not change the vectors.
         retry: Retry policy.
+        requests_per_minute, tokens_per_minute: This instance\'s rate limits (see
+            :class:`~cachedembed.embedding_functions.RateLimiter`).
     """
 
     provider = "ollama"
@@ -87,10 +92,9 @@ class OllamaEmbeddingFunction(JsonEmbeddingFunction):
         truncate: bool | None = None,
         dimensions: int | None = None,
         keep_alive: str | int | None = None,
-        *,
-        retry: RetryPolicy | None = None,
+        **remote: Unpack[RemoteOptions],
     ) -> None:
-        super().__init__(retry=retry)
+        super().__init__(**remote)
         self.url = url
         self.model_name = model_name
         self.timeout = timeout

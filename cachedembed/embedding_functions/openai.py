@@ -12,15 +12,19 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ..errors import ConfigurationError, ProviderError
 from ..keys import Role
 from ..redact import is_credential_header, redact_url, url_identity
-from ._http import RETRYABLE_STATUS, RetryPolicy, error_message, parse_retry_after
-from ._remote import RemoteEmbeddingFunction, indexed_vectors
+from ._http import RETRYABLE_STATUS, error_message, parse_retry_after
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+from ._remote import RemoteEmbeddingFunction, RemoteOptions, indexed_vectors
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 
@@ -48,6 +52,8 @@ class OpenAIEmbeddingFunction(RemoteEmbeddingFunction):
         dimensions: Shorter vectors (``text-embedding-3`` and later); part of the cache namespace.
         api_key_env_var: Environment variable holding the key.
         retry: Retry policy (default: 6 attempts within 120 s).
+        requests_per_minute, tokens_per_minute: This instance\'s rate limits (see
+            :class:`~cachedembed.embedding_functions.RateLimiter`).
 
     The cache namespace holds the model, ``dimensions``, and the server when it is not
     api.openai.com (a compatible server may serve another model under the same name);
@@ -72,10 +78,9 @@ class OpenAIEmbeddingFunction(RemoteEmbeddingFunction):
         default_headers: dict[str, str] | None = None,
         dimensions: int | None = None,
         api_key_env_var: str = "OPENAI_API_KEY",
-        *,
-        retry: RetryPolicy | None = None,
+        **remote: Unpack[RemoteOptions],
     ) -> None:
-        super().__init__(retry=retry)
+        super().__init__(**remote)
         if api_type not in (None, "openai", "azure"):
             raise ConfigurationError(f"openai: api_type must be 'azure' or None, got {api_type!r}")
         if dimensions is not None and (not isinstance(dimensions, int) or dimensions < 1):
@@ -158,7 +163,7 @@ class OpenAIEmbeddingFunction(RemoteEmbeddingFunction):
 
     def embed_chunk(self, texts: list[str], role: Role) -> tuple[np.ndarray, int | None]:
         try:
-            response = self.retrying(lambda: self._create(texts))
+            raw = self.retrying(lambda: self._create(texts), texts, _headers)
         except _TooManyTokens:
             if len(texts) == 1:
                 raise
@@ -170,6 +175,7 @@ class OpenAIEmbeddingFunction(RemoteEmbeddingFunction):
                 None if left_tokens is None or right_tokens is None else left_tokens + right_tokens
             )
             return np.concatenate([left, right]), tokens
+        response = raw.parse()
         vectors = indexed_vectors(self.provider, response.data, len(texts))
         usage = getattr(response, "usage", None)
         tokens = getattr(usage, "prompt_tokens", None)
@@ -186,7 +192,8 @@ class OpenAIEmbeddingFunction(RemoteEmbeddingFunction):
         if self.sends_dimensions:
             kwargs["dimensions"] = self.dimensions
         try:
-            return self.client().embeddings.create(**kwargs)
+            # The raw response: its x-ratelimit-* headers pace the limiter.
+            return self.client().embeddings.with_raw_response.create(**kwargs)
         except openai.APITimeoutError:
             raise ProviderError(
                 self.provider, f"request timed out after {self.timeout}s", retryable=True
@@ -261,6 +268,10 @@ def _status_error(provider: str, exc: Any) -> ProviderError:
         retry_after=retry_after,
         retryable=status in RETRYABLE_STATUS,
     )
+
+
+def _headers(raw: Any) -> Any:
+    return raw.headers
 
 
 def _cause(exc: BaseException) -> str:

@@ -9,11 +9,14 @@ per request (1M for the lite models, 320K for voyage-3/3.5/4/2, 120K for the res
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..keys import Role
-from ._http import RetryPolicy
-from ._remote import JsonEmbeddingFunction, without_none
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+from ._remote import JsonEmbeddingFunction, RemoteOptions, without_none
 
 DEFAULT_BASE_URL = "https://api.voyageai.com"
 
@@ -49,6 +52,8 @@ class VoyageAIEmbeddingFunction(JsonEmbeddingFunction):
         output_dtype: ``float`` (default), ``int8``, ``uint8``, ``binary``, ``ubinary``.
         api_base: Another server (default ``https://api.voyageai.com``).
         retry: Retry policy.
+        requests_per_minute, tokens_per_minute: This instance\'s rate limits (see
+            :class:`~cachedembed.embedding_functions.RateLimiter`).
 
     Model, input type, truncation, output dimension and dtype form the cache namespace.
     """
@@ -78,10 +83,9 @@ class VoyageAIEmbeddingFunction(JsonEmbeddingFunction):
         output_dimension: int | None = None,
         output_dtype: str | None = None,
         api_base: str | None = None,
-        *,
-        retry: RetryPolicy | None = None,
+        **remote: Unpack[RemoteOptions],
     ) -> None:
-        super().__init__(retry=retry)
+        super().__init__(**remote)
         self.model_name = model_name
         self.api_key_env_var = api_key_env_var
         self.input_type = input_type

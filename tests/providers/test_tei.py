@@ -96,7 +96,9 @@ def test_batch_limit_read_once_from_info_and_honoured(case: Case, sqlite_url: st
     texts = [f"passage {i}" for i in range(10)]
     assert same_bits(cached(texts), case.expected(texts))
     cached.embed_query(["q1", "q2", "q3", "q4", "q5"])
-    assert [len(b) for b in case.fake.batches] == [4, 4, 2, 4, 1]
+    # Batches of one call go out concurrently: their arrival order is not defined.
+    sizes = [len(b) for b in case.fake.batches]
+    assert sorted(sizes[:3]) == [2, 4, 4] and sorted(sizes[3:]) == [1, 4]
     assert [r.path for r in case.server.requests].count("/info") == 1
     assert cached.stats()["tokens_embedded"] == sum(tokens_of(t) for t in [*texts, "q1", "q2", "q3", "q4", "q5"])
 
