@@ -122,9 +122,9 @@ def test_embed_reports_this_runs_hits_and_misses_not_other_writers_of_a_shared_c
         spec = f"tei:{server.url}"
         texts.write_text("alpha\nbeta\n", encoding="utf-8")
         first = CliRunner().invoke(main, ["embed", str(texts), "--cache", cache, "--model", spec])
-        assert first.output.strip() == "2 texts, 8 dimensions: 0 hits, 2 misses"
+        assert first.stdout.strip() == "2 texts, 8 dimensions: 0 hits, 2 misses"
         other_writer.append(Cached(from_spec(spec), open_store(cache, shared=False)))
         texts.write_text("alpha\nbeta\ngamma\n", encoding="utf-8")
         out = CliRunner().invoke(main, ["embed", str(texts), "--cache", cache, "--model", spec])
     assert out.exit_code == 0, out.output
-    assert out.output.strip() == "3 texts, 8 dimensions: 2 hits, 1 miss"
+    assert out.stdout.strip() == "3 texts, 8 dimensions: 2 hits, 1 miss"

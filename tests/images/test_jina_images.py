@@ -114,7 +114,8 @@ def test_many_images_are_split_into_bounded_requests(
 ) -> None:
     ef = Cached(clip(server), "memory://")
     ef([image(100 + i, (4, 4, 3)) for i in range(40)])
-    assert [len(b) for b in fake.batches] == [16, 16, 8]
+    # Requests go out concurrently (arrival order undefined): compare the sizes, not their order.
+    assert sorted(len(b) for b in fake.batches) == [8, 16, 16]
 
 
 def test_image_queries_and_text_queries_use_one_space_and_their_own_entries(

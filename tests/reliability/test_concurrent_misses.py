@@ -202,8 +202,9 @@ def test_429_storm_is_ridden_out_with_a_bounded_number_of_429s(
     assert same_bits(cached(TEXTS), served.expected(TEXTS))
     # Each 429 pauses every request of the provider for Retry-After and halves the window:
     # about one probe per pause, after the first round. (Four threads retrying on their
-    # own would send 4 x 0.5 / 0.1 = 20 and more.)
-    assert 1 <= throttled <= 4 + 2 * round(storm["left"] / retry_after)
+    # own would send 4 x 0.5 / 0.1 = 20 and more.) One more round of the window is allowed
+    # for a loaded machine, where a pause can end a little before the storm does.
+    assert 1 <= throttled <= 4 + 2 * round(storm["left"] / retry_after) + 4
     assert ef.limiter.throttled_count == throttled
     assert cached.stats()["tokens_embedded"] == sum(tokens_of(t) for t in TEXTS)
 
