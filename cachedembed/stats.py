@@ -171,6 +171,7 @@ def report(
                 "model": ns.spec.model,
                 "role": ns.spec.role,
                 "dim": ns.dim,
+                "damaged": ns.damage,
                 **_priced(summarize(per_ns[ns_id], rate_of[ns_id]), price_of[ns_id]),
             }
         )
@@ -297,7 +298,13 @@ def render_table(data: dict[str, Any]) -> str:
     rows.append(
         ["total", "", *_cells(t, _total_usd(t, "dollars_spent"), _total_usd(t, "dollars_saved"))]
     )
-    return "\n".join([*_heading(data), *_align(rows, 2, True), *_footnote(t)])
+    damaged = [
+        f"damaged namespace {printable(r['provider'] + '/' + r['model'])}: "
+        f"{printable(r['damaged'])} (see `cachedembed verify`)"
+        for r in data["models"]
+        if r.get("damaged")
+    ]
+    return "\n".join([*_heading(data), *_align(rows, 2, True), *_footnote(t), *damaged])
 
 
 BAR_WIDTH = 30
