@@ -112,10 +112,7 @@ def stored_namespace(
         problem = spec_problem(data)
     except (TypeError, ValueError, RecursionError):
         data, problem = None, "its spec is not valid JSON"
-    if problem is None:
-        spec = NamespaceSpec.from_dict(data)
-    else:
-        spec = _placeholder_spec(data, key)
+    spec = NamespaceSpec.from_dict(data) if problem is None else _placeholder_spec(data, key)
     return Namespace(
         id=int(ns_id),
         key=key,

@@ -48,6 +48,7 @@ from .base import (
     dimension_problem,
     stored_namespace,
 )
+from .kv import _HEADER, _pack, _rows, _unpack
 
 
 def _number(raw: bytes | None) -> int | bytes | None:
@@ -59,8 +60,6 @@ def _number(raw: bytes | None) -> int | bytes | None:
     except ValueError:
         return raw
 
-
-from .kv import _HEADER, _pack, _rows, _unpack
 
 SCHEMES = ("redis://", "rediss://", "valkey://", "valkeys://")
 _PREFIX_RE = re.compile(r"[A-Za-z0-9_.:-]{1,100}")
