@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -427,6 +427,18 @@ def models(cache_url: str | None, model: str | None, as_json: bool) -> None:
     widths = [max(len(r[c]) for r in rows) for c in range(len(rows[0]))]
     for r in rows:
         click.echo("  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip())
+    _echo_damaged((i.provider, i.model, i.namespace, i.damaged) for i in infos)
+
+
+def _echo_damaged(namespaces: Iterable[tuple[str, str, str, str | None]]) -> None:
+    """One line per namespace whose stored record is damaged, with its two ways out."""
+    for provider, model, key, problem in namespaces:
+        if problem is not None:
+            click.echo(
+                f"damaged: {printable(f'{provider}/{model}')} ({key[:8]}): {printable(problem)}; "
+                "repair it with `cachedembed verify --fix` or remove it with "
+                "`cachedembed prune --model M --remove-namespaces`"
+            )
 
 
 main.add_command(
@@ -453,6 +465,16 @@ def _size(value: str | None) -> int | None:
     metavar="SIZE",
     help="Then remove least recently used entries until the vectors take at most SIZE (2GB, 500MiB).",
 )
+@click.option(
+    "--remove-namespaces",
+    is_flag=True,
+    help="Remove the --model namespaces outright (entries and record), a damaged one included.",
+)
+@click.option(
+    "--with-stats",
+    is_flag=True,
+    help="With --remove-namespaces: remove their usage stats too (otherwise kept, and required).",
+)
 @click.option("--dry-run", is_flag=True, help="Only show what would be removed.")
 @JSON_OPTION
 def prune(
@@ -460,18 +482,22 @@ def prune(
     older_than: str | None,
     model: str | None,
     max_size: str | None,
+    remove_namespaces: bool,
+    with_stats: bool,
     dry_run: bool,
     as_json: bool,
 ) -> None:
-    """Remove old or least recently used entries (usage history is kept)."""
+    """Remove old or least recently used entries (usage history is kept), or whole namespaces."""
     from dataclasses import asdict
 
     from .manage import format_size
     from .manage import prune as run_prune
     from .stores import open_store
 
-    if older_than is None and max_size is None:
-        raise click.UsageError("give --older-than and/or --max-size")
+    if remove_namespaces == (older_than is not None or max_size is not None):
+        raise click.UsageError("give --older-than and/or --max-size, or --remove-namespaces")
+    if with_stats and not remove_namespaces:
+        raise click.UsageError("--with-stats goes with --remove-namespaces (prune keeps history)")
     if older_than is not None:
         _since(older_than, "--older-than")  # validate before touching the cache
     result = run_prune(
@@ -479,6 +505,8 @@ def prune(
         older_than=older_than,
         model=model,
         max_bytes=_size(max_size),
+        remove_namespaces=remove_namespaces,
+        with_stats=with_stats,
         dry_run=dry_run,
     )
     if as_json:
@@ -492,10 +520,17 @@ def prune(
         return
     verb = "would remove" if dry_run else "removed"
     for n in result.namespaces:
+        removed = f"{count(n.removed_entries, 'entry', 'entries')} ({format_size(n.removed_bytes)})"
+        if n.removed_namespace:
+            history = "its usage stats" if with_stats else "no usage stats"
+            click.echo(
+                f"{printable(n.model)} ({printable(n.role)}) {n.namespace[:8]}: {verb} the "
+                f"namespace, {removed} and {history}"
+            )
+            continue
         click.echo(
-            f"{printable(n.model)} ({printable(n.role)}): {verb} "
-            f"{count(n.removed_entries, 'entry', 'entries')} "
-            f"({format_size(n.removed_bytes)}), {n.kept_entries:,} left ({format_size(n.kept_bytes)})"
+            f"{printable(n.model)} ({printable(n.role)}): {verb} {removed}, "
+            f"{n.kept_entries:,} left ({format_size(n.kept_bytes)})"
         )
     click.echo(
         f"total: {verb} {count(result.removed_entries, 'entry', 'entries')} "
@@ -615,11 +650,22 @@ def verify(cache_url: str | None, model: str | None, fix: bool) -> None:
         )
     if len(result.bad) > 50:
         click.echo(f"... and {len(result.bad) - 50} more")
+    for ns in result.damaged_namespaces:
+        click.echo(
+            f"damaged namespace {printable(ns.model)} ({ns.namespace[:8]}): {printable(ns.problem)}"
+            f"; {'' if fix else 'verify --fix: '}{ns.repair}"
+        )
+    damaged = len(result.damaged_namespaces)
     click.echo(
         f"checked {count(result.checked, 'entry', 'entries')}: {len(result.bad)} bad"
         + (f", {result.removed} removed" if fix else "")
+        + (
+            f"; {count(damaged, 'damaged namespace')}" + (" repaired" if fix else "")
+            if damaged
+            else ""
+        )
     )
-    if result.bad and not fix:
+    if (result.bad or damaged) and not fix:
         sys.exit(1)
 
 

@@ -100,6 +100,8 @@ def _lines(store: Store, model: str | None, summary: ExportSummary) -> Iterator[
     for ns_id, day, delta in store.stats_rows():
         stats_by_ns.setdefault(ns_id, []).append((day, delta))
     for ns in namespaces:
+        if ns.damage is not None:  # no import would take it; `verify --fix` repairs it
+            continue
         summary.namespaces += 1
         yield _namespace_record(ns)
         for batch in store.iter_entries(ns.id):

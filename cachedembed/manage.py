@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
-from .stores.base import ExportedEntry, Namespace, Store
+from .errors import InvalidInputError
+from .stores.base import MAX_DIM, ExportedEntry, Namespace, Store
 from .usage import day_iso, parse_days_ago
 
 # Storage dtypes a namespace may record, and their item sizes in bytes.
@@ -51,6 +52,8 @@ class ModelInfo:
     bytes: int
     first_used: str | None
     last_used: str | None
+    damaged: str | None = None
+    """What is wrong with the namespace's stored record (``verify --fix`` repairs or removes it)."""
 
 
 def list_models(store: Store, model: str | None = None) -> list[ModelInfo]:
@@ -74,6 +77,7 @@ def list_models(store: Store, model: str | None = None) -> list[ModelInfo]:
                 bytes=u.bytes if u else 0,
                 first_used=day_iso(u.first_used) if u and u.first_used is not None else None,
                 last_used=day_iso(u.last_used) if u and u.last_used is not None else None,
+                damaged=ns.damage,
             )
         )
     return out
@@ -129,6 +133,8 @@ class PrunedNamespace:
     removed_bytes: int = 0
     kept_entries: int = 0
     kept_bytes: int = 0
+    removed_namespace: bool = False
+    """The namespace itself went too (``remove_namespaces``), with its stats if asked."""
 
 
 @dataclass
@@ -155,6 +161,8 @@ def prune(
     older_than: str | None = None,
     model: str | None = None,
     max_bytes: int | None = None,
+    remove_namespaces: bool = False,
+    with_stats: bool = False,
     dry_run: bool = False,
     now: int | None = None,
 ) -> PruneResult:
@@ -164,8 +172,14 @@ def prune(
     (last use is tracked per UTC day). ``max_bytes`` then removes the least recently used
     of the remaining entries (oldest last use, then oldest creation) until the selected
     namespaces hold at most that many vector bytes. With ``dry_run`` nothing is deleted.
-    Usage stats are kept: pruning forgets vectors, not history.
+    Usage stats are kept: pruning forgets vectors, not history. A namespace left without
+    entries forgets its recorded dimension, so the next write records it again.
+
+    ``remove_namespaces`` removes the selected namespaces outright (entries and record,
+    a damaged one included); one with usage stats only ``with_stats``, which removes those too.
     """
+    if remove_namespaces:
+        return _remove_namespaces(store, model, with_stats=with_stats, dry_run=dry_run)
     if older_than is None and max_bytes is None:
         raise ValueError("prune needs --older-than and/or --max-size")
     store.flush()  # pending last-use touches count as use
@@ -175,7 +189,8 @@ def prune(
     # (used, created, id, ns_id, size) of the entries the age rule keeps, for the size rule.
     survivors: list[tuple[int, int, int, int, int]] = []
     by_ns: dict[int, PrunedNamespace] = {}
-    for ns in select_namespaces(store, model):
+    selected = select_namespaces(store, model)
+    for ns in selected:
         info = PrunedNamespace(ns.key, ns.label, ns.spec.role)
         by_ns[ns.id] = info
         result.namespaces.append(info)
@@ -207,6 +222,50 @@ def prune(
     if not dry_run:
         for ns_id, ids in doomed.items():
             store.delete_namespace_entries(ns_id, ids)
+        _forget_emptied_dimensions(store, selected, by_ns)
+    return result
+
+
+def _forget_emptied_dimensions(
+    store: Store, selected: list[Namespace], by_ns: dict[int, PrunedNamespace]
+) -> None:
+    """An emptied namespace constrains no vector: its (maybe wrong) dimension is reset.
+
+    A writer that stores new vectors meanwhile loses nothing: its next write records the
+    dimension again, and entries are checked against it on every read.
+    """
+    for ns in selected:
+        recorded = ns.dim is not None or ns.dim_damage is not None
+        if recorded and ns.spec_damage is None and by_ns[ns.id].kept_entries == 0:
+            store.set_recorded_dimension(ns.id, None)
+
+
+def _remove_namespaces(
+    store: Store, model: str | None, *, with_stats: bool, dry_run: bool
+) -> PruneResult:
+    if not model:
+        raise InvalidInputError(
+            "prune --remove-namespaces needs --model SUBSTR naming the namespaces to remove"
+        )
+    selected = select_namespaces(store, model)
+    with_history = {ns_id for ns_id, _day, _delta in store.stats_rows()}
+    kept_history = [ns.label for ns in selected if ns.id in with_history]
+    if kept_history and not with_stats:
+        from ._printable import printable
+
+        raise InvalidInputError(
+            f"{printable(kept_history[0])} has usage stats, which prune keeps: add --with-stats "
+            "to remove them with the namespace (or --max-size 0 to empty it and keep its history)"
+        )
+    result = PruneResult(dry_run=dry_run)
+    for ns in selected:
+        info = PrunedNamespace(ns.key, ns.label, ns.spec.role, removed_namespace=True)
+        for batch in store.iter_entries(ns.id):
+            info.removed_entries += len(batch)
+            info.removed_bytes += sum(len(e.vec) for e in batch)
+        if not dry_run:
+            store.remove_namespace(ns.id, with_stats=with_stats)
+        result.namespaces.append(info)
     return result
 
 
@@ -222,10 +281,20 @@ class BadEntry:
 
 
 @dataclass
+class DamagedNamespace:
+    namespace: str
+    model: str
+    problem: str
+    repair: str
+    """What ``verify --fix`` does (or did) about it."""
+
+
+@dataclass
 class VerifyResult:
     checked: int = 0
     bad: list[BadEntry] = field(default_factory=list)
     removed: int = 0
+    damaged_namespaces: list[DamagedNamespace] = field(default_factory=list)
 
 
 def vector_problems(vecs: Sequence[bytes], dim: int | None, dtype: str) -> list[str | None]:
@@ -272,22 +341,72 @@ def _bad_entries(store: Store, ns: Namespace) -> Iterator[tuple[int, BadEntry | 
             yield e.id, None if problem is None else BadEntry(ns.key, ns.label, e.id, problem)
 
 
+def _checked(store: Store, ns: Namespace) -> tuple[int, list[BadEntry]]:
+    """How many entries ``ns`` holds, and those that are not valid vectors of it."""
+    checked, bad = 0, []
+    for _entry_id, entry in _bad_entries(store, ns):
+        checked += 1
+        if entry is not None:
+            bad.append(entry)
+    return checked, bad
+
+
+def _shared_dimension(store: Store, ns: Namespace) -> int | None:
+    """The dimension every readable entry of ``ns`` has, if they agree on one."""
+    lengths = {len(e.vec) for batch in store.iter_entries(ns.id) for e in batch if not e.problem}
+    if len(lengths) != 1:
+        return None
+    dim, rest = divmod(lengths.pop(), ITEMSIZE[ns.spec.dtype])
+    return dim if not rest and 1 <= dim <= MAX_DIM else None
+
+
 def verify(store: Store, *, fix: bool = False, model: str | None = None) -> VerifyResult:
-    """Check that every entry decodes to its namespace's dtype and dimension (and is finite).
+    """Check every namespace record, and that every entry decodes to its namespace's dtype
+    and dimension (and is finite).
 
     With ``fix`` the bad entries are deleted: the next request for their text re-embeds it.
+    A namespace whose recorded dimension is invalid, or disagrees with all its entries, gets
+    the dimension its entries share (none: the next write records it again); one whose spec
+    is unreadable can serve no model and is removed with its entries and stats.
     """
     result = VerifyResult()
     for ns in select_namespaces(store, model):
-        bad_ids = []
-        for entry_id, bad in _bad_entries(store, ns):
-            result.checked += 1
-            if bad is not None:
-                result.bad.append(bad)
-                bad_ids.append(entry_id)
-        if fix and bad_ids:
-            result.removed += store.delete_namespace_entries(ns.id, bad_ids)
+        if ns.spec_damage is not None:
+            _remove_unreadable(store, ns, ns.spec_damage, fix, result)
+            continue
+        checked, bad = _checked(store, ns)
+        problem = ns.dim_damage
+        if problem is None and ns.dim is not None and checked and len(bad) == checked:
+            shared = _shared_dimension(store, ns)
+            if shared is not None:
+                problem = f"recorded dimension {ns.dim} disagrees with its entries, all {shared}-d"
+        if problem is not None:
+            shared = _shared_dimension(store, ns) if checked else None
+            checked, bad = _checked(store, replace(ns, dim=shared))
+            repair = (
+                f"dimension set to {shared}, that of its entries"
+                if shared is not None
+                else "dimension reset: the next write records it again"
+            )
+            result.damaged_namespaces.append(DamagedNamespace(ns.key, ns.label, problem, repair))
+            if fix:
+                store.set_recorded_dimension(ns.id, shared)
+        result.checked += checked
+        result.bad += bad
+        if fix and bad:
+            result.removed += store.delete_namespace_entries(ns.id, [b.id for b in bad])
     return result
+
+
+def _remove_unreadable(
+    store: Store, ns: Namespace, problem: str, fix: bool, result: VerifyResult
+) -> None:
+    """A spec no model can have: its entries can never be served, so it all goes."""
+    entries = sum(len(batch) for batch in store.iter_entries(ns.id))
+    repair = f"removed with its {entries:,} entries and its usage stats"
+    result.damaged_namespaces.append(DamagedNamespace(ns.key, ns.label, problem, repair))
+    if fix:
+        store.remove_namespace(ns.id, with_stats=True)
 
 
 # -- re-embed ------------------------------------------------------------------
@@ -370,6 +489,7 @@ def migrate(url: str | None) -> tuple[str | None, str | None]:
 
 __all__ = [
     "BadEntry",
+    "DamagedNamespace",
     "ModelInfo",
     "PruneResult",
     "PrunedNamespace",

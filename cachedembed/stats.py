@@ -199,6 +199,7 @@ def report(
                 "model": ns.spec.model,
                 "role": ns.spec.role,
                 "dim": ns.dim,
+                "damaged": ns.damage,
                 **_priced(summarize(per_ns[ns_id], rate_of[ns_id]), per_ns[ns_id], price_of[ns_id]),
             }
         )
@@ -345,7 +346,13 @@ def render_table(data: dict[str, Any]) -> str:
             *(_batch_cells(t, total=True) if batch else []),
         ]
     )
-    return "\n".join([*_heading(data), *_align(rows, 2, True), *_footnote(t)])
+    damaged = [
+        f"damaged namespace {printable(r['provider'] + '/' + r['model'])}: "
+        f"{printable(r['damaged'])} (see `cachedembed verify`)"
+        for r in data["models"]
+        if r.get("damaged")
+    ]
+    return "\n".join([*_heading(data), *_align(rows, 2, True), *_footnote(t), *damaged])
 
 
 BAR_WIDTH = 30

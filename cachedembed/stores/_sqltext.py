@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from typing import Any
 
-from ..keys import NamespaceSpec
 from ..usage import UsageDelta
-from .base import Namespace
+from .base import Namespace, stored_namespace
 
 STATS_COLUMNS = UsageDelta.columns()
 _PROVIDER_SECONDS = STATS_COLUMNS.index("provider_seconds")
@@ -19,12 +17,8 @@ def select_namespaces(key_column: str) -> str:
 
 
 def to_namespaces(rows: Sequence[Sequence[Any]]) -> list[Namespace]:
-    return [
-        Namespace(
-            id=int(i), key=k, spec=NamespaceSpec.from_dict(json.loads(s)), dim=d, created=int(c)
-        )
-        for i, k, s, d, c in rows
-    ]
+    """Namespaces from their rows; an invalid record is listed as damaged, not raised."""
+    return [stored_namespace(i, k, s, d, c) for i, k, s, d, c in rows]
 
 
 def select_stats(since_day: int | None) -> tuple[str, tuple[int, ...]]:

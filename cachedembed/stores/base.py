@@ -8,6 +8,7 @@ stats reports, export, prune) lives in shared code.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import threading
@@ -46,6 +47,15 @@ class Namespace:
     spec: NamespaceSpec
     dim: int | None = None
     created: int = 0
+    spec_damage: str | None = None
+    """Why the stored spec is not a valid spec (only removal helps: no model can reach it)."""
+    dim_damage: str | None = None
+    """Why the recorded dimension is not a valid one (``verify --fix`` resets it)."""
+
+    @property
+    def damage(self) -> str | None:
+        """What is wrong with the stored record, or ``None`` when it is valid."""
+        return "; ".join(p for p in (self.spec_damage, self.dim_damage) if p) or None
 
     @property
     def label(self) -> str:
@@ -55,6 +65,77 @@ class Namespace:
     def matches(self, model: str | None) -> bool:
         """Whether ``model`` (a case-insensitive substring of :attr:`label`) selects this namespace."""
         return not model or model.lower() in self.label.lower()
+
+
+MAX_DIM = 65536
+"""Largest vector dimension a namespace may record (and an import may declare)."""
+ROLES = ("document", "query")
+HASHES = ("xxh3", "blake2b")
+DTYPES = ("float32", "float16")
+
+
+def spec_problem(data: object) -> str | None:
+    """Why ``data`` (a decoded namespace spec) is not a spec this cachedembed can use, or ``None``."""
+    from ..keys import KEY_SCHEMA
+
+    if not isinstance(data, dict):
+        return "namespace 'spec' is not an object"
+    if data.get("v", KEY_SCHEMA) != KEY_SCHEMA:
+        return f"namespace key schema {data.get('v')!r}, this cachedembed uses {KEY_SCHEMA}"
+    if not isinstance(data.get("identity"), dict):
+        return "namespace identity is not an object"
+    checks = (("role", None, ROLES), ("dtype", "float32", DTYPES), ("hash", "xxh3", HASHES))
+    for name, default, allowed in checks:
+        value = data.get(name, default)
+        if value not in allowed:
+            return f"namespace {name} {value!r}, expected one of {', '.join(allowed)}"
+    return None
+
+
+def dimension_problem(dim: object) -> str | None:
+    """Why ``dim`` is not a dimension a namespace may record (``None``: not recorded yet)."""
+    if dim is None or (type(dim) is int and 1 <= dim <= MAX_DIM):
+        return None
+    return f"recorded dimension {dim!r} is not an integer from 1 to {MAX_DIM}"
+
+
+def stored_namespace(
+    ns_id: int, key: str, spec_text: object, dim: object, created: object
+) -> Namespace:
+    """A namespace as read back from storage; an invalid record is marked damaged, never raised.
+
+    A record damaged on disk, or written by another (older, foreign) writer, must still be
+    listed, verified and repaired or removed: otherwise the model stays broken for good.
+    """
+    try:
+        data = json.loads(spec_text)  # type: ignore[arg-type]
+        problem = spec_problem(data)
+    except (TypeError, ValueError, RecursionError):
+        data, problem = None, "its spec is not valid JSON"
+    spec = NamespaceSpec.from_dict(data) if problem is None else _placeholder_spec(data, key)
+    return Namespace(
+        id=int(ns_id),
+        key=key,
+        spec=spec,
+        dim=dim if dimension_problem(dim) is None else None,  # type: ignore[arg-type]
+        created=created if type(created) is int else 0,
+        spec_damage=problem,
+        dim_damage=dimension_problem(dim),
+    )
+
+
+def _placeholder_spec(data: object, key: str) -> NamespaceSpec:
+    """What can be shown of an invalid spec: its identity when that is an object, else its key."""
+    fields = data if isinstance(data, dict) else {}
+    identity = fields.get("identity")
+    if not isinstance(identity, dict):
+        identity = {"provider": "damaged", "model": key}
+    return NamespaceSpec(
+        identity=identity,
+        role=str(fields.get("role", "?")),  # type: ignore[arg-type]  # shown, never used
+        dtype=str(fields.get("dtype", "?")),
+        hash=str(fields.get("hash", "?")),  # type: ignore[arg-type]
+    )
 
 
 class Row(NamedTuple):
@@ -486,8 +567,30 @@ class Store(ABC):
                 ns = self._ns_by_key.get(key)
                 if ns is None:
                     ns = self._get_or_create_namespace(spec)
+                    problem = dimension_problem(ns.dim)
+                    if problem is not None:
+                        raise self.damaged_namespace(spec.provider, spec.model, problem)
                     self._ns_by_key[key] = ns
         return ns
+
+    def damaged_namespace(self, provider: str, model: str, problem: str) -> StoreError:
+        """The error for a model whose stored namespace record is invalid, with its repair."""
+        from .._printable import printable
+
+        label = printable(f"{provider}/{model}"[:120])
+        return StoreError(
+            f"cache {self.url}: the namespace of {label} is damaged ({printable(problem)}). "
+            f"Remedy: run `cachedembed verify --fix --model {label}`"
+        )
+
+    @abstractmethod
+    def set_recorded_dimension(self, ns_id: int, dim: int | None) -> None:
+        """Overwrite the recorded dimension of ``ns_id`` (``None``: the next write records it)."""
+
+    @abstractmethod
+    def remove_namespace(self, ns_id: int, *, with_stats: bool) -> int:
+        """Delete the namespace ``ns_id``: its entries, its record and, ``with_stats``, its
+        stats, in one transaction; return how many entries were removed."""
 
     def set_dimension(self, ns: Namespace, dim: int) -> None:
         """Record the vector dimension of ``ns`` the first time vectors are stored.

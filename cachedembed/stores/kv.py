@@ -37,8 +37,10 @@ from .base import (
     Row,
     Store,
     check_still_there,
+    dimension_problem,
     failure,
     remedy_for,
+    stored_namespace,
 )
 
 _S = TypeVar("_S", bound="_KeyValueStore")
@@ -99,6 +101,11 @@ def _unpack(key: int, value: bytes) -> tuple[int, ExportedEntry]:
         problem=problem,
     )
     return ns, entry
+
+
+def _whole_record(record: object) -> TypeGuard[dict[str, Any]]:
+    """Whether ``record`` has the shape of a namespace record (its values are checked later)."""
+    return isinstance(record, dict) and {"id", "spec", "dim", "created"} <= record.keys()
 
 
 def _rows(pairs: Iterable[tuple[int, bytes | None]]) -> list[Row]:
@@ -169,6 +176,10 @@ class _KeyValueStore(Store):
         key = _NS_PREFIX + spec.key
         with self._atomic():
             record = self._kv.get(key)
+            if record is not None and not _whole_record(record):
+                raise self.damaged_namespace(
+                    spec.provider, spec.model, "its stored record is not a namespace record"
+                )
             if record is None:
                 ns_id = int(self._kv.get(_NEXT_NS, 0)) + 1
                 self._kv[_NEXT_NS] = ns_id
@@ -187,7 +198,9 @@ class _KeyValueStore(Store):
     @_reported
     def _read_dimension(self, ns_id: int) -> int | None:
         key = self._kv.get(_NS_KEYS, {}).get(ns_id)
-        return None if key is None else self._kv[_NS_PREFIX + key]["dim"]
+        record = None if key is None else self._kv.get(_NS_PREFIX + key)
+        dim = record.get("dim") if isinstance(record, dict) else None
+        return dim if dimension_problem(dim) is None else None
 
     @_reported
     def _set_dimension(self, ns_id: int, dim: int) -> None:
@@ -197,25 +210,44 @@ class _KeyValueStore(Store):
             if record["dim"] is None:
                 self._kv[key] = {**record, "dim": dim}
 
-    def _namespace_records(self) -> list[tuple[str, dict[str, Any]]]:
-        keys = self._kv.get(_NS_KEYS, {}).values()
-        return [(_NS_PREFIX + k, self._kv[_NS_PREFIX + k]) for k in keys]
-
     @_reported
     def namespaces(self) -> list[Namespace]:
-        import json
-
-        out = [
-            Namespace(
-                id=r["id"],
-                key=k[len(_NS_PREFIX) :],
-                spec=NamespaceSpec.from_dict(json.loads(r["spec"])),
-                dim=r["dim"],
-                created=r["created"],
+        out = []
+        for ns_id, key in self._kv.get(_NS_KEYS, {}).items():
+            record = self._kv.get(_NS_PREFIX + key)
+            if not _whole_record(record):  # listed as damaged: verify --fix or prune removes it
+                record = {"spec": None, "dim": None, "created": 0}
+            out.append(
+                stored_namespace(ns_id, key, record["spec"], record["dim"], record["created"])
             )
-            for k, r in self._namespace_records()
-        ]
         return sorted(out, key=lambda n: n.id)
+
+    @_reported
+    def set_recorded_dimension(self, ns_id: int, dim: int | None) -> None:
+        with self._atomic():
+            key = _NS_PREFIX + self._kv[_NS_KEYS][ns_id]
+            self._kv[key] = {**self._kv[key], "dim": dim}
+
+    @_reported
+    def remove_namespace(self, ns_id: int, *, with_stats: bool) -> int:
+        kv = self._kv
+        with self._atomic():
+            mine = [entry.id for ns, entry in self._entries() if ns == ns_id]
+            for i in mine:
+                del kv[i]
+            keys = dict(kv.get(_NS_KEYS, {}))
+            key = keys.pop(ns_id, None)
+            kv[_NS_KEYS] = keys
+            if key is not None:
+                kv.pop(_NS_PREFIX + key, None)
+            if with_stats:
+                rows = kv.get(_STATS_KEYS, frozenset())
+                gone = {(ns, day) for ns, day in rows if ns == ns_id}
+                for ns, day in gone:
+                    kv.pop(f"{_STATS_PREFIX}{ns}:{day}", None)
+                kv[_STATS_KEYS] = rows - gone
+        self._forget_namespaces()
+        return len(mine)
 
     @_reported
     def get(self, ns_id: int, ids: Sequence[int]) -> list[Row]:

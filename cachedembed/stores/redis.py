@@ -39,8 +39,29 @@ from typing import Any
 from ..errors import ConfigurationError, StoreError
 from ..keys import NamespaceSpec
 from ..usage import UsageDelta
-from .base import EntryBatch, ExportedEntry, Namespace, NamespaceUsage, PendingStats, Row, Store
+from .base import (
+    EntryBatch,
+    ExportedEntry,
+    Namespace,
+    NamespaceUsage,
+    PendingStats,
+    Row,
+    Store,
+    dimension_problem,
+    stored_namespace,
+)
 from .kv import _HEADER, _pack, _rows, _unpack
+
+
+def _number(raw: bytes | None) -> int | bytes | None:
+    """A stored integer field as an int, or as its raw bytes when it is not one (then damaged)."""
+    if raw is None:
+        return None
+    try:
+        return int(raw)
+    except ValueError:
+        return raw
+
 
 SCHEMES = ("redis://", "rediss://", "valkey://", "valkeys://")
 _PREFIX_RE = re.compile(r"[A-Za-z0-9_.:-]{1,100}")
@@ -281,7 +302,7 @@ class RedisStore(Store):
             id=ns_id,
             key=spec.key,
             spec=spec,
-            dim=int(dim) if dim is not None else None,
+            dim=_number(dim),  # type: ignore[arg-type]  # checked by Store.namespace
             created=int(created or 0),
         )
         self._ns_by_id[ns_id] = ns
@@ -290,7 +311,8 @@ class RedisStore(Store):
     def _read_dimension(self, ns_id: int) -> int | None:
         with self._guard():
             dim = self._client.hget(self._ns_record(ns_id), "dim")
-        return int(dim) if dim is not None else None
+        value = _number(dim)
+        return value if isinstance(value, int) and dimension_problem(value) is None else None
 
     def _set_dimension(self, ns_id: int, dim: int) -> None:
         with self._guard():
@@ -300,8 +322,6 @@ class RedisStore(Store):
             undo.dimensions.append(ns_id)
 
     def namespaces(self) -> list[Namespace]:
-        import json
-
         with self._guard():
             ids = [int(v) for v in self._client.smembers(self._p + "ns_ids")]
             pipe = self._client.pipeline(transaction=False)
@@ -312,17 +332,50 @@ class RedisStore(Store):
         for ns_id, record in zip(ids, records):
             if b"spec" not in record:
                 continue  # half-evicted: the next write of that namespace registers it again
-            dim = record.get(b"dim")
             out.append(
-                Namespace(
-                    id=ns_id,
-                    key=record[b"key"].decode(),
-                    spec=NamespaceSpec.from_dict(json.loads(record[b"spec"])),
-                    dim=int(dim) if dim is not None else None,
-                    created=int(record.get(b"created", 0)),
+                stored_namespace(
+                    ns_id,
+                    record.get(b"key", b"").decode("utf-8", "replace"),
+                    record[b"spec"],
+                    _number(record.get(b"dim")),
+                    _number(record.get(b"created", b"0")),
                 )
             )
         return sorted(out, key=lambda n: n.id)
+
+    def set_recorded_dimension(self, ns_id: int, dim: int | None) -> None:
+        with self._guard():
+            if dim is None:
+                self._client.hdel(self._ns_record(ns_id), "dim")
+            else:
+                self._client.hset(self._ns_record(ns_id), "dim", dim)
+        self._ns_by_id.pop(ns_id, None)  # its memo must not register the old dimension again
+
+    def remove_namespace(self, ns_id: int, *, with_stats: bool) -> int:
+        # Not one transaction (entries are found by SCAN): a writer of this model running
+        # meanwhile registers its namespace again, which is what it would do after eviction.
+        removed = 0
+        for keys in self._scan(f"{self._p}e:{ns_id}:*"):
+            with self._guard():
+                removed += int(self._client.delete(*keys))
+        with self._guard():
+            key = self._client.hget(self._ns_record(ns_id), "key")
+            pipe = self._client.pipeline(transaction=True)
+            if key is not None:
+                pipe.hdel(self._p + "namespaces", key)
+            pipe.srem(self._p + "ns_ids", ns_id)
+            pipe.delete(self._ns_record(ns_id))
+            if with_stats:
+                members = self._client.smembers(self._p + "stats")
+                mine = [m for m in members if m.split(b":")[0] == str(ns_id).encode()]
+                for member in mine:
+                    pipe.delete(self._stats_key(ns_id, int(member.split(b":")[1])))
+                if mine:
+                    pipe.srem(self._p + "stats", *mine)
+            pipe.execute()
+        self._ns_by_id.pop(ns_id, None)
+        self._forget_namespaces()
+        return removed
 
     def _register(self, pipe: Any, ns_id: int) -> None:
         """Queue the namespace's registration again (a no-op unless Redis lost it)."""

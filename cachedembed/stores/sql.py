@@ -596,6 +596,25 @@ class SqlStore(Store):
         sql = self._d.q("UPDATE namespaces SET dim = ? WHERE id = ? AND dim IS NULL")
         self._write(lambda cur: cur.execute(sql, (dim, ns_id)))
 
+    def set_recorded_dimension(self, ns_id: int, dim: int | None) -> None:
+        sql = self._d.q("UPDATE namespaces SET dim = ? WHERE id = ?")
+        self._write(lambda cur: cur.execute(sql, (dim, ns_id)))
+
+    def remove_namespace(self, ns_id: int, *, with_stats: bool) -> int:
+        q = self._d.q
+
+        def remove(cur: Any) -> int:
+            cur.execute(q("DELETE FROM entries WHERE ns = ?"), (ns_id,))
+            removed = max(cur.rowcount, 0)
+            if with_stats:
+                cur.execute(q("DELETE FROM stats WHERE ns = ?"), (ns_id,))
+            cur.execute(q("DELETE FROM namespaces WHERE id = ?"), (ns_id,))
+            return removed
+
+        removed = self._write(remove)
+        self._forget_namespaces()
+        return removed
+
     def namespaces(self) -> list[Namespace]:
         return _sqltext.to_namespaces(self._read(_sqltext.select_namespaces(self._d.key_column)))
 
