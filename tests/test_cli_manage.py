@@ -267,7 +267,7 @@ def test_embed_store_text_then_reembed_with_another_model(tmp_path: Path) -> Non
         "test-billing:bill-small",
         "--store-text",
     )
-    assert out.output == "12 texts, 6 dimensions: 0 hits, 12 misses\n"
+    assert out.stdout == "12 texts, 6 dimensions: 0 hits, 12 misses\n"
     moved = run(
         "reembed", "--cache", url, "--model", "bill-small", "--with", "test-billing:bill-large"
     )
