@@ -16,7 +16,7 @@ from ..errors import ConfigurationError
 from ..identity import strip_secrets
 from ..keys import Role
 from ..redact import is_secret_value
-from ..stores import Store
+from ..stores import Store, default_url, normalize_url, url_passwords
 from ..wrapper import Cached, _ForeignEmbedder
 
 # Fields of LangChain / LlamaIndex models that never change the vectors: clients,
@@ -74,6 +74,31 @@ def build_cached(
     known = None if namespace is not None else identity()
     embedder = FrameworkEmbedder(obj, call, known, int(options.get("batch_size", DEFAULT_BATCH)))
     return Cached(embedder, cache, namespace=namespace, **options)
+
+
+def reopenable_url(cache: Store | str | None) -> tuple[str | None, str]:
+    """The URL that reopens ``cache`` in another process, or ``None`` and the reason it cannot.
+
+    For adapters that pickle (LlamaIndex sends its transformations to worker processes):
+    the URL travels, never the open store, its connections or locks. A ``Store`` object
+    only knows its URL with the password masked, and a ``memory://`` cache lives in one
+    process, so neither can be reopened elsewhere.
+    """
+    if isinstance(cache, Store):
+        url = cache.url
+        if url_passwords(url):
+            return (
+                None,
+                f"its cache {url} was given as a Store object, whose password is masked; pass the URL instead",
+            )
+    else:
+        url = normalize_url(cache or default_url())  # resolved now: a worker may have another cwd
+    if url.startswith("memory://"):
+        return (
+            None,
+            "a memory:// cache lives in one process; use a sqlite, diskcache or database URL",
+        )
+    return url, ""
 
 
 def model_identity(obj: Any, framework: str) -> dict[str, Any]:

@@ -7,20 +7,29 @@ Use it wherever LlamaIndex takes an embed model::
 Every text and query is cached on its own (LlamaIndex's ``embeddings_cache`` keys whole
 texts per model instance; ``IngestionCache`` keys whole batches), texts and queries in
 separate namespaces, so asymmetric models never get the other role's vector.
+
+A ``CachedEmbedding`` pickles (``IngestionPipeline(num_workers=...)`` sends its
+transformations to worker processes): the wrapped model, the cache URL and the options
+travel, and each worker reopens the cache itself. ``from_dict(to_dict())`` is refused:
+the dict holds neither the wrapped model's class nor the cache.
 """
 
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+import pickle
+from collections.abc import Sequence
+from typing import Any, NoReturn
 
 from llama_index.core.base.embeddings.base import BaseEmbedding, Embedding
-from pydantic import Field, PrivateAttr
+from llama_index.core.schema import BaseNode
+from pydantic import BaseModel, Field, PrivateAttr
 
+from ..errors import ConfigurationError
 from ..keys import Role
 from ..stores import Store
 from ..wrapper import Cached
-from ._engine import build_cached, check_wrappable, model_identity
+from ._engine import build_cached, check_wrappable, model_identity, reopenable_url
 
 __all__ = ["CachedEmbedding", "cached_embed_model", "wrap"]
 
@@ -42,6 +51,11 @@ class CachedEmbedding(BaseEmbedding):
 
     inner: BaseEmbedding = Field(description="The embed model whose vectors are cached.")
     _cached: Cached = PrivateAttr()
+    _url: str | None = PrivateAttr()
+    """The URL that reopens the cache in another process (``None``: see ``_unpicklable``)."""
+    _unpicklable: str = PrivateAttr()
+    _namespace: str | None = PrivateAttr()
+    _options: dict[str, Any] = PrivateAttr()
 
     def __init__(
         self, inner: BaseEmbedding, cache: Store | str | None = None, *, namespace: str | None = None, **options: Any
@@ -53,8 +67,43 @@ class CachedEmbedding(BaseEmbedding):
             embed_batch_size=inner.embed_batch_size,
             num_workers=inner.num_workers,
         )
-        self._cached = build_cached(
-            inner, self._provider_call, lambda: model_identity(inner, "llamaindex"), cache, namespace, options
+        self._url, self._unpicklable = reopenable_url(cache)
+        self._namespace, self._options = namespace, dict(options)
+        self._cached = self._open(cache)
+
+    def _open(self, cache: Store | str | None) -> Cached:
+        inner = self.inner
+        return build_cached(
+            inner,
+            self._provider_call,
+            lambda: model_identity(inner, "llamaindex"),
+            cache,
+            self._namespace,
+            self._options,
+        )
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Fields and the recipe of the cache; never the open store, its connections or locks."""
+        if self._url is None:
+            raise pickle.PicklingError(f"cannot pickle this CachedEmbedding: {self._unpicklable}")
+        # pydantic's own state: LlamaIndex's BaseComponent would silently drop what fails to pickle.
+        state = BaseModel.__getstate__(self)
+        private = dict(state["__pydantic_private__"] or {})
+        del private["_cached"]
+        return {**state, "__pydantic_private__": private}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """Restore the fields, then reopen the cache (in this process, under its URL)."""
+        BaseModel.__setstate__(self, state)
+        self._cached = self._open(self._url)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], **kwargs: Any) -> NoReturn:
+        """Refused: ``to_dict()`` keeps neither the wrapped model's class nor the cache."""
+        raise ConfigurationError(
+            "CachedEmbedding cannot be rebuilt from to_dict()/to_json(): they keep neither the "
+            "wrapped model's class nor the cache. Build it again with Cached(model, cache), "
+            "or pickle it (IngestionPipeline workers do)"
         )
 
     @classmethod
@@ -65,6 +114,28 @@ class CachedEmbedding(BaseEmbedding):
     def cached(self) -> Cached:
         """The :class:`~cachedembed.Cached` engine behind this model (``stats()``, ``flush()``)."""
         return self._cached
+
+    def __call__(self, nodes: Sequence[BaseNode], **kwargs: Any) -> Sequence[BaseNode]:
+        """Embed ``nodes`` as a pipeline transformation, then publish this call's counters."""
+        try:
+            return super().__call__(nodes, **kwargs)
+        finally:
+            self._publish_counters()
+
+    async def acall(self, nodes: Sequence[BaseNode], **kwargs: Any) -> Sequence[BaseNode]:
+        try:
+            return await super().acall(nodes, **kwargs)
+        finally:
+            await asyncio.to_thread(self._publish_counters)
+
+    def _publish_counters(self) -> None:
+        # IngestionPipeline terminates its worker processes (no atexit), so hit counters
+        # still buffered when a transformation returns would never reach the stats.
+        store = self._cached.store
+        try:
+            store.flush()
+        except Exception as exc:  # the vectors were served; counters are retried on the next flush
+            store.report_failure(exc, "could not save usage counters yet")
 
     def _provider_call(self, texts: list[str], role: Role) -> list[Embedding]:
         inner = self.inner

@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 
 import numpy as np
 import pytest
 from llama_index.core import Document, VectorStoreIndex
 from llama_index.core.base.embeddings.base import BaseEmbedding
+from llama_index.core.ingestion import IngestionPipeline
 from llama_index.core.llms import MockLLM
+from llama_index.core.node_parser import SentenceSplitter
 from pydantic import PrivateAttr
 
 from cachedembed import Cached, ConfigurationError
 from cachedembed.adapters.llamaindex import CachedEmbedding, cached_embed_model
-from cachedembed.stores import close_all
+from cachedembed.stores import close_all, open_store
 from tests.adapters.conftest import CORPUS, check_namespaces, words_vector
 
 
@@ -127,7 +130,9 @@ async def test_async_methods_share_the_cache_with_sync_ones(sqlite_url: str) -> 
     assert [kind for kind, _ in model.calls] == ["texts", "texts", "query"]
 
 
-def test_session_stats_count_this_objects_calls_and_stats_the_caches_lifetime(sqlite_url: str) -> None:
+def test_session_stats_count_this_objects_calls_and_stats_the_caches_lifetime(
+    sqlite_url: str,
+) -> None:
     earlier = Cached(CountingEmbedding(), sqlite_url)
     earlier.get_text_embedding_batch(CORPUS[:2])
     embed = Cached(CountingEmbedding(), sqlite_url)
@@ -136,3 +141,70 @@ def test_session_stats_count_this_objects_calls_and_stats_the_caches_lifetime(sq
     mine = embed.session_stats()
     assert (mine["hits"], mine["misses"], mine["by_role"]["query"]["misses"]) == (2, 2, 1)
     assert (embed.stats()["hits"], embed.stats()["misses"]) == (2, 4)
+
+
+def ingest(url: str) -> list[list[float]]:
+    """One run of a real multi-process ``IngestionPipeline`` over the corpus; the vectors of its nodes."""
+    pipeline = IngestionPipeline(
+        # str.split: the default tiktoken tokenizer reloads its files from the internet in each worker
+        transformations=[
+            SentenceSplitter(chunk_size=32, chunk_overlap=0, tokenizer=str.split),
+            Cached(CountingEmbedding(), url),
+        ]
+    )
+    nodes = pipeline.run(documents=documents(), num_workers=2)
+    return [
+        node.embedding for node in sorted(nodes, key=lambda n: n.get_content()) if node.embedding
+    ]
+
+
+@pytest.mark.timeout(300)  # a worker that cannot unpickle its transformations hangs the pool
+def test_an_ingestion_pipeline_with_worker_processes_reuses_the_cache(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'pipeline.db'}"
+    first = ingest(url)
+    counted = Cached(
+        CountingEmbedding(), url
+    ).stats()  # the workers are other processes: count in the cache
+    assert counted["misses"] == len(CORPUS) == len(first) and counted["hits"] == 0
+    assert first == [np.asarray(words_vector(t), np.float32).tolist() for t in sorted(CORPUS)]
+
+    second = ingest(url)
+    stats = Cached(CountingEmbedding(), url).stats()
+    assert stats["provider_calls"] == counted["provider_calls"] and stats["misses"] == len(CORPUS)
+    assert stats["hits"] == len(CORPUS)  # workers publish their counters before the pool ends them
+    assert second == first
+
+
+def test_a_pickled_model_reopens_its_cache_and_keeps_its_namespace(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'c.db'}"
+    embed = Cached(CountingEmbedding(), url, namespace="words", dtype="float16")
+    vector = embed.get_text_embedding(CORPUS[0])
+    copy = pickle.loads(pickle.dumps(embed))
+    assert copy.cached is not embed.cached and copy.cached.store.url == embed.cached.store.url
+    assert (copy.cached.namespace, copy.cached.dtype) == ("words", "float16")
+    assert copy.get_text_embedding(CORPUS[0]) == vector
+    assert copy.inner.calls == [] and copy.session_stats()["hits"] == 1
+
+
+def test_a_cache_that_cannot_be_reopened_elsewhere_refuses_to_pickle(sqlite_url: str) -> None:
+    with pytest.raises(pickle.PicklingError, match=r"memory:// cache lives in one process"):
+        pickle.dumps(Cached(CountingEmbedding(), "memory://"))
+    store = open_store(
+        "postgresql+psycopg://postgres:s3cret-pw@127.0.0.1:5432/test"
+    )  # trust auth ignores it
+    with pytest.raises(
+        pickle.PicklingError, match="password is masked; pass the URL instead"
+    ) as error:
+        pickle.dumps(Cached(CountingEmbedding(), store, namespace="words"))
+    assert "s3cret-pw" not in str(error.value)
+
+
+def test_rebuilding_from_to_dict_is_refused_with_the_way_that_works(sqlite_url: str) -> None:
+    embed = Cached(CountingEmbedding(), sqlite_url)
+    assert embed.to_dict()["class_name"] == "CachedEmbedding"
+    with pytest.raises(
+        ConfigurationError, match=r"cannot be rebuilt from to_dict\(\).*Cached\(model, cache\)"
+    ):
+        CachedEmbedding.from_dict(embed.to_dict())
+    with pytest.raises(ConfigurationError, match="cannot be rebuilt"):
+        CachedEmbedding.from_json(embed.to_json())
