@@ -42,7 +42,7 @@ from ._printable import printable
 from .errors import InvalidInputError
 from .keys import KEY_SCHEMA, ItemHasher, NamespaceSpec
 from .manage import ITEMSIZE, entry_problems, select_namespaces, vector_problems
-from .stores.base import EntryBatch, Namespace, PendingStats, Store
+from .stores.base import MAX_DIM, EntryBatch, Namespace, PendingStats, Store
 from .usage import UsageDelta, day_iso
 
 FORMAT = "cachedembed-export"
@@ -177,7 +177,6 @@ def export_cache(
 
 MAX_LINE_BYTES = 32 * 2**20
 """Longest line an import reads (a text of up to about 32 MB); a longer one is refused unread."""
-MAX_DIM = 65536
 MAX_SPEC_BYTES = 2**20
 """Largest namespace spec (canonical JSON) one record may declare; the file's total is bounded too."""
 _MAX_SPECS_TOTAL = 32 * 2**20

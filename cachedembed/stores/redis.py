@@ -425,7 +425,7 @@ class RedisStore(Store):
             first_set = len(pipe)
             keys = self._entry_keys(ns_id, batch.ids)
             for key, check, tokens, flags, u, c, vec, text in zip(
-                self._entry_keys(ns_id, batch.ids),
+                keys,
                 batch.checks,
                 batch.tokens,
                 batch.flags,
