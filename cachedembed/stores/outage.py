@@ -75,6 +75,10 @@ class Breaker:
                 return True
             return False
 
+    def probe_now(self) -> None:
+        with self._lock:
+            self._next_probe = 0.0
+
     def unavailable(self, url: str) -> StoreUnavailable:
         return StoreUnavailable(
             f"cache {url}: {self.name} skipped while it is failing ({self.error.removeprefix(f'cache {url}: ')}); "
@@ -129,6 +133,11 @@ class Outage:
     @property
     def failing(self) -> bool:
         return self.reads.failing or self.writes.failing
+
+    def probe_now(self) -> None:
+        """Let the next operations try the store at once (the store is known to be back)."""
+        self.reads.probe_now()
+        self.writes.probe_now()
 
     def start_report(self) -> bool:
         """Whether this failure is the first of an outage (the one to log)."""

@@ -49,6 +49,7 @@ from .base import (
     Row,
     Store,
     dimension_problem,
+    failure,
     stored_namespace,
 )
 from .kv import _HEADER, _pack, _rows, _unpack
@@ -261,7 +262,7 @@ class RedisStore(Store):
                     "maxmemory-policy to allkeys-lru (or volatile-lru with ?ttl=...), or run "
                     "`cachedembed prune`; nothing of this write was stored"
                 ) from None
-            raise StoreError(f"cache {self.url}: {text}") from None
+            raise failure(self.url, text) from None
 
     # -- keys ---------------------------------------------------------------
 
