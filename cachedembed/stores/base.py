@@ -16,7 +16,7 @@ import time
 import weakref
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Sequence
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractContextManager, contextmanager, suppress
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -486,6 +486,15 @@ class Store(ABC):
                 breaker.failed(exc)
             raise
         self._answered(breaker)
+
+    def probe(self) -> None:
+        """While failing, try one cheap read if a probe is due (a health check's recovery test)."""
+        if self.outage.reads.failing or self.outage.writes.failing:
+            with suppress(StoreError), self.guarded(self.outage.reads):
+                self.namespaces()
+            if self.outage.writes.failing and not self.outage.reads.failing:
+                with suppress(StoreError):
+                    self.flush()
 
     def keep_unsaved(self, ns_id: int, batch: EntryBatch) -> None:
         """Keep a paid-for batch whose write failed, to write it when the store answers again."""
