@@ -520,23 +520,26 @@ class Store(ABC):
         if outage.reported and not outage.failing and outage.end_report():
             log.warning("cache %s: %s succeed again; caching resumed", self.url, breaker.name)
         if breaker is outage.writes and outage.has_unsaved:
-            self._write_unsaved()
+            try:
+                self._write_unsaved()
+            except StoreError as exc:
+                outage.writes.failed(exc)
+                self.report_failure(exc, "entries kept from the outage not written yet")
 
     def _write_unsaved(self) -> None:
-        """Write the batches kept during an outage, oldest first (one thread at a time)."""
+        """Write the batches kept during an outage, oldest first (one thread at a time).
+
+        A batch that fails goes back to the front of the buffer and the error is raised.
+        """
         if not self._unsaved_lock.acquire(blocking=False):
-            return
+            return  # another thread is writing them
         try:
             while (item := self.outage.take()) is not None:
                 try:
                     # Their counters went back to the buffered ones when the write failed.
                     self.put(item.ns_id, item.batch, PendingStats())
-                except Exception as exc:
+                except BaseException:
                     self.outage.put_back(item)
-                    if isinstance(exc, StoreError):
-                        self.outage.writes.failed(exc)
-                        self.report_failure(exc, "entries kept from the outage not written yet")
-                        return
                     raise
         finally:
             self._unsaved_lock.release()
@@ -592,12 +595,14 @@ class Store(ABC):
         """Commit buffered counters and touches now."""
         with self._pending_lock:
             pending = self._take_pending()
-        if pending.is_empty() and not self.outage.has_unsaved:
+        if pending.is_empty():
+            if self.outage.has_unsaved:  # only batches kept from an outage: they are the probe
+                with self.guarded(self.outage.writes):
+                    self._write_unsaved()
             return
         try:
             with self.guarded(self.outage.writes):
-                if not pending.is_empty():
-                    self.flush_stats(pending)
+                self.flush_stats(pending)
         except BaseException:
             self._restore(pending)
             raise

@@ -176,9 +176,9 @@ def test_a_model_first_used_during_an_outage_is_served_and_cached_after_it(
     _, warm = fresh(server.url)  # the store is open in this process already
     check(warm, warm.ef, ["x"])
     ef = FakeEF(model=unique_name("model"))
-    wrapper = Cached(ef, server.url)
     batch = texts("new model")
     with server.down():
+        wrapper = Cached(ef, server.url)  # built during the outage, on the open store
         check(wrapper, ef, batch)
         check(wrapper, ef, batch)
     wrapper.store.outage.probe_now()
