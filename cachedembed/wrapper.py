@@ -229,12 +229,13 @@ class Cached:
             keyed byte for byte.
         batch_size: Texts per call to a foreign ``ef`` (cachedembed's own functions
             batch to their provider's limits themselves).
-        on_store_error: ``"warn"`` (default): when the cache cannot be written (disk full,
-            read-only, database failing), calls still return the provider's vectors; the
-            failure is logged once per outage and counted in ``stats()["store_errors"]``,
-            and the texts stay misses, so the next call embeds and stores them again.
-            ``"raise"``: the failed write raises :class:`~cachedembed.errors.StoreError`
-            (batches stored before it are kept).
+        on_store_error: ``"warn"`` (default): when the cache cannot be read or written
+            (server down, disk full, read-only), calls still return the provider's
+            vectors; the failure is logged once per outage and counted in
+            ``stats()["store_errors"]``, a failing server is skipped between probes (1 s
+            doubling to 30 s), and unwritten batches are kept (bounded) and written when
+            it answers again. ``"raise"``: the failure raises
+            :class:`~cachedembed.errors.StoreError` (batches stored before it are kept).
         pending_batches: What a call does with misses that a submitted, not yet collected
             batch job covers (:meth:`submit_batch`): ``"error"`` raises
             :class:`~cachedembed.errors.PendingBatchError` (default: never pay twice),

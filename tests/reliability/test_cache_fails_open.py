@@ -200,3 +200,32 @@ def test_raise_mode_fails_the_call_with_store_error_while_the_server_is_down(
             wrapper.embed(texts("new"))
     wrapper.store.outage.probe_now()
     check(wrapper, ef, texts("new"))
+
+
+def test_a_killed_mariadb_connection_is_replaced_without_failing_or_missing_a_call() -> None:
+    # The shared MariaDB is never stopped: only this test's own session is killed.
+    import pymysql
+
+    from cachedembed.stores import SqlStore
+    from tests.stores.servers import MYSQL_HOST, server_database
+
+    with server_database("mariadb") as url:
+        ef, wrapper = fresh(url)
+        warm = texts("warm")
+        check(wrapper, ef, warm)
+        store = wrapper.store
+        assert isinstance(store, SqlStore)
+        admin = pymysql.connect(**MYSQL_HOST, autocommit=True)
+        try:
+            for batch, cached in ((warm, True), ([warm[0]], True), (texts("new"), False)):
+                session = store._raw().driver_connection.thread_id()
+                with admin.cursor() as cur:
+                    cur.execute(f"KILL {int(session)}")
+                ef.calls.clear()
+                check(wrapper, ef, batch)
+                assert (ef.calls == []) == cached  # hits through a new connection; or written
+        finally:
+            admin.close()
+        ef.calls.clear()
+        check(wrapper, ef, texts("new"))
+        assert ef.calls == [] and store.store_errors == 0
