@@ -368,7 +368,13 @@ class Cached:
     def dimension(self, role: Role = "document") -> int | None:
         """The size of the vectors cached for ``role``; ``None`` until one was embedded."""
         ns = self._role(role).ns
-        return ns.dim if ns.dim is not None else self.store.known_dimension(ns)
+        if ns.dim is not None or ns.id == UNREGISTERED_NS:
+            return ns.dim
+        try:
+            return self.store.known_dimension(ns)
+        except StoreError as exc:  # not known while the cache cannot be read
+            self._store_failed(exc, "vector size not known yet")
+            return None
 
     # -- Chroma's EmbeddingFunction protocol --------------------------------------
 
