@@ -338,7 +338,12 @@ class SqlStore(Store):
         local = self._local
         conn = getattr(local, "conn", None)
         pid = os.getpid()
-        if conn is not None and local.pid == pid and _closed(conn.driver_connection):
+        if (
+            conn is not None
+            and not self._d.sqlite
+            and local.pid == pid
+            and _closed(conn.driver_connection)
+        ):
             # The server ended the session (a restart, pg_terminate_backend) and the driver
             # noticed: dial again instead of failing with "the connection is closed".
             self._drop_connection()
