@@ -13,7 +13,6 @@ import contextlib
 import importlib.abc
 import importlib.machinery
 import importlib.util
-import os
 import sys
 import warnings
 from collections.abc import Mapping, Sequence
@@ -40,7 +39,9 @@ def _public_url(url: str) -> str:
 
 def _private_url(url: str) -> str:
     """Put the password back from ``$CACHEDEMBED_URL`` when it names the same database."""
-    env = os.environ.get("CACHEDEMBED_URL")
+    from .settings import cache_url
+
+    env = cache_url()
     if env and not url.startswith(("memory://", "diskcache://")) and _public_url(env) == url:
         return env
     return url

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from . import settings
 from ._printable import printable
 
 if TYPE_CHECKING:
@@ -19,7 +20,7 @@ if TYPE_CHECKING:
 CACHE_OPTION = click.option(
     "--cache",
     "cache_url",
-    envvar="CACHEDEMBED_URL",
+    envvar=settings.CACHE_URL.name,
     default=None,
     metavar="URL",
     help="Cache URL (sqlite:///path.db, diskcache:///dir, postgresql+psycopg://..., memory://). "
@@ -751,7 +752,7 @@ def providers() -> None:
 @click.option("--port", default=8000, show_default=True, type=int, help="Port (0: any free one).")
 @click.option(
     "--api-key",
-    envvar="CACHEDEMBED_SERVER_API_KEY",
+    envvar=settings.SERVER_API_KEY.name,
     default=None,
     help="Require 'Authorization: Bearer KEY' on every request. "
     "Default: $CACHEDEMBED_SERVER_API_KEY.",
@@ -834,7 +835,7 @@ def serve(
 @click.option("--port", default=8765, show_default=True, type=int, help="Port (0: any free one).")
 @click.option(
     "--api-key",
-    envvar="CACHEDEMBED_DASHBOARD_API_KEY",
+    envvar=settings.DASHBOARD_API_KEY.name,
     default=None,
     help="Require this key (login form, or 'Authorization: Bearer KEY'). "
     "Default: $CACHEDEMBED_DASHBOARD_API_KEY.",

@@ -56,7 +56,9 @@ _open: dict[tuple[str, int], Store] = {}
 
 def default_url() -> str:
     """``$CACHEDEMBED_URL`` if set, else a SQLite file in the platform's user cache folder."""
-    env = os.environ.get("CACHEDEMBED_URL")
+    from ..settings import cache_url
+
+    env = cache_url()
     if env:
         return env
     from platformdirs import user_cache_dir
