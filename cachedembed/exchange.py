@@ -647,3 +647,13 @@ def import_cache(
                 importer.stats_row(key, record[2], record[3])
         importer.finish()
     return summary
+
+
+__all__ = [
+    "ExportSummary",
+    "ImportSummary",
+    "StatsMode",
+    "check_export",
+    "export_cache",
+    "import_cache",
+]

@@ -83,3 +83,18 @@ def hash_key() -> bytes:
 def price_sources() -> tuple[str | None, str | None]:
     """``($CACHEDEMBED_PRICES, $CACHEDEMBED_PRICE)``, each ``None`` when unset."""
     return PRICES_FILE.value(), PRICE_OVERRIDES.value()
+
+
+__all__ = [
+    "ALL",
+    "CACHE_URL",
+    "DASHBOARD_API_KEY",
+    "HASH_KEY",
+    "PRICES_FILE",
+    "PRICE_OVERRIDES",
+    "SERVER_API_KEY",
+    "Setting",
+    "cache_url",
+    "hash_key",
+    "price_sources",
+]
