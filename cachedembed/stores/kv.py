@@ -118,7 +118,7 @@ def _rows(pairs: Iterable[tuple[int, bytes | None]]) -> list[Row]:
             continue
         ns, check, tokens, flags, used, _created, length = unpack(value)
         end = None if length == 0xFFFFFFFF else len(value) - length
-        rows.append(Row(i, ns, check, tokens, flags, used, value[size:end]))
+        rows.append((i, ns, check, tokens, flags, used, value[size:end]))
     return rows
 
 
@@ -257,12 +257,12 @@ class _KeyValueStore(Store):
         return len(mine)
 
     @_reported
-    def get(self, ns_id: int, ids: Sequence[int]) -> list[Row]:
+    def _get_rows(self, ns_id: int, ids: Sequence[int]) -> list[Row]:
         get = self._kv.get
         return _rows((i, get(i)) for i in ids)
 
     @_reported
-    def put(self, ns_id: int, batch: EntryBatch, stats: PendingStats) -> None:
+    def _put(self, ns_id: int, batch: EntryBatch, stats: PendingStats) -> None:
         n = len(batch)
         now = int(time.time())
         texts = batch.texts if batch.texts is not None else repeat(None, n)
@@ -288,7 +288,7 @@ class _KeyValueStore(Store):
             self._merge(stats)
 
     @_reported
-    def flush_stats(self, stats: PendingStats) -> None:
+    def _flush_stats(self, stats: PendingStats) -> None:
         if stats.is_empty():
             return
         with self._atomic():
@@ -542,10 +542,10 @@ class DiskCacheStore(_KeyValueStore):
     _BATCH = 30000
 
     @_reported
-    def get(self, ns_id: int, ids: Sequence[int]) -> list[Row]:
+    def _get_rows(self, ns_id: int, ids: Sequence[int]) -> list[Row]:
         sql = getattr(self._kv, "_sql", None)
         if len(ids) < 2 or sql is None:
-            return super().get(ns_id, ids)
+            return super()._get_rows(ns_id, ids)
         inline: list[tuple[int, bytes]] = []
         elsewhere: list[int] = []
         now = time.time()
@@ -563,7 +563,7 @@ class DiskCacheStore(_KeyValueStore):
                     elsewhere.append(key)
         rows = _rows(inline)
         if elsewhere:
-            rows += super().get(ns_id, elsewhere)
+            rows += super()._get_rows(ns_id, elsewhere)
         return rows
 
     def close(self) -> None:

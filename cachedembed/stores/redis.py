@@ -405,7 +405,7 @@ class RedisStore(Store):
 
     # -- entries ------------------------------------------------------------
 
-    def get(self, ns_id: int, ids: Sequence[int]) -> list[Row]:
+    def _get_rows(self, ns_id: int, ids: Sequence[int]) -> list[Row]:
         if not ids:
             return []
         keys = self._entry_keys(ns_id, ids)
@@ -424,7 +424,7 @@ class RedisStore(Store):
             # a miss, never an error or a vector.
             return _rows((i, v) for i, v in zip(ids, values) if v is None or len(v) >= _HEADER.size)
 
-    def put(self, ns_id: int, batch: EntryBatch, stats: PendingStats) -> None:
+    def _put(self, ns_id: int, batch: EntryBatch, stats: PendingStats) -> None:
         n = len(batch)
         now = int(time.time())
         texts = batch.texts if batch.texts is not None else repeat(None, n)
@@ -460,7 +460,7 @@ class RedisStore(Store):
             taken = results[first_set : first_set + n]
             undo.entries.extend(key for key, ok in zip(keys, taken) if ok)
 
-    def flush_stats(self, stats: PendingStats) -> None:
+    def _flush_stats(self, stats: PendingStats) -> None:
         if stats.is_empty():
             return
         with self._guard():

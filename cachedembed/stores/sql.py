@@ -662,7 +662,7 @@ class SqlStore(Store):
 
     # -- entries ------------------------------------------------------------
 
-    def get(self, ns_id: int, ids: Sequence[int]) -> list[Row]:
+    def _get_rows(self, ns_id: int, ids: Sequence[int]) -> list[Row]:
         d = self._d
 
         def lookup(cur: Any) -> list[Any]:
@@ -684,7 +684,7 @@ class SqlStore(Store):
 
         return self._query(lookup, binary=True)
 
-    def put(self, ns_id: int, batch: EntryBatch, stats: PendingStats) -> None:
+    def _put(self, ns_id: int, batch: EntryBatch, stats: PendingStats) -> None:
         n = len(batch)
         now = int(time.time())
         vectors = batch.vectors
@@ -717,7 +717,7 @@ class SqlStore(Store):
 
         self._write(body)
 
-    def flush_stats(self, stats: PendingStats) -> None:
+    def _flush_stats(self, stats: PendingStats) -> None:
         if stats.is_empty():
             return
         self._write(lambda cur: self._merge(cur, stats))
