@@ -7,7 +7,7 @@ import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
@@ -736,6 +736,25 @@ def providers() -> None:
         click.echo(cls.spec_syntax())
 
 
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def _positive_int(name: str, default: int, help: str) -> Callable[[_F], _F]:
+    """A server limit option: a whole number of at least 1."""
+    return click.option(name, default=default, show_default=True, type=click.IntRange(min=1), help=help)
+
+
+def _positive_seconds(name: str, default: float, help: str) -> Callable[[_F], _F]:
+    """A server timeout option: seconds, more than zero."""
+    return click.option(
+        name,
+        default=default,
+        show_default=True,
+        type=click.FloatRange(min=0, min_open=True),
+        help=help,
+    )
+
+
 @main.command()
 @click.option(
     "--model",
@@ -762,55 +781,13 @@ def providers() -> None:
     is_flag=True,
     help="Allow binding a non-loopback address without --api-key (anyone reaching it spends your provider budget).",
 )
-@click.option(
-    "--max-inputs",
-    default=2048,
-    show_default=True,
-    type=click.IntRange(min=1),
-    help="Most texts per request (413 beyond).",
-)
-@click.option(
-    "--max-body-bytes",
-    default=16 * 1024 * 1024,
-    show_default=True,
-    type=click.IntRange(min=1),
-    help="Largest request body (413 beyond).",
-)
-@click.option(
-    "--max-body-memory",
-    default=256 * 1024 * 1024,
-    show_default=True,
-    type=click.IntRange(min=1),
-    help="Most bytes of request bodies held at once across all requests; uploads beyond it wait.",
-)
-@click.option(
-    "--max-connections",
-    default=512,
-    show_default=True,
-    type=click.IntRange(min=1),
-    help="Most open connections; a new one evicts the oldest idle or slow one.",
-)
-@click.option(
-    "--header-timeout",
-    default=10.0,
-    show_default=True,
-    type=click.FloatRange(min=0, min_open=True),
-    help="Seconds a request head may take from its first byte (then the connection is closed).",
-)
-@click.option(
-    "--body-timeout",
-    default=60.0,
-    show_default=True,
-    type=click.FloatRange(min=0, min_open=True),
-    help="Seconds a request body may take after its head (then 408).",
-)
-@click.option(
-    "--keep-alive-timeout",
-    default=5.0,
-    show_default=True,
-    type=click.FloatRange(min=0, min_open=True),
-    help="Seconds a connection may stay idle before (and between) requests.",
-)
+@_positive_int("--max-inputs", 2048, "Most texts per request (413 beyond).")
+@_positive_int("--max-body-bytes", 16 * 1024 * 1024, "Largest request body (413 beyond).")
+@_positive_int("--max-body-memory", 256 * 1024 * 1024, "Most bytes of request bodies held at once across all requests; uploads beyond it wait.")
+@_positive_int("--max-connections", 512, "Most open connections; a new one evicts the oldest idle or slow one.")
+@_positive_seconds("--header-timeout", 10.0, "Seconds a request head may take from its first byte (then the connection is closed).")
+@_positive_seconds("--body-timeout", 60.0, "Seconds a request body may take after its head (then 408).")
+@_positive_seconds("--keep-alive-timeout", 5.0, "Seconds a connection may stay idle before (and between) requests.")
 def serve(
     models: tuple[str, ...],
     cache_url: str | None,

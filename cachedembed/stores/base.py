@@ -18,6 +18,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, suppress
 from dataclasses import dataclass, field
+from itertools import repeat
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from ..errors import CachedEmbedError, ConfigurationError, StoreError
@@ -170,6 +171,21 @@ class EntryBatch:
 
     def __len__(self) -> int:
         return len(self.ids)
+
+    def rows(self) -> Iterator[tuple[int, int, int, int, int, int, np.ndarray, str | None]]:
+        """``(id, check, tokens, flags, used, created, vector, text)`` per entry; missing
+        columns get what entries written now get: last used today, created now, no text."""
+        n, now = len(self.ids), int(time.time())
+        return zip(
+            self.ids,
+            self.checks,
+            self.tokens,
+            self.flags,
+            self.used if self.used is not None else repeat(now // 86400, n),
+            self.created if self.created is not None else repeat(now, n),
+            self.vectors,
+            self.texts if self.texts is not None else repeat(None, n),
+        )
 
 
 @dataclass

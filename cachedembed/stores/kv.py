@@ -20,7 +20,6 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, MutableMapping, Sequence
 from contextlib import AbstractContextManager, suppress
-from itertools import repeat
 from pathlib import Path
 from typing import Any, Concatenate, ParamSpec, TypeGuard, TypeVar
 
@@ -263,23 +262,9 @@ class _KeyValueStore(Store):
 
     @_reported
     def _put(self, ns_id: int, batch: EntryBatch, stats: PendingStats) -> None:
-        n = len(batch)
-        now = int(time.time())
-        texts = batch.texts if batch.texts is not None else repeat(None, n)
-        used = batch.used if batch.used is not None else repeat(now // 86400, n)
-        created = batch.created if batch.created is not None else repeat(now, n)
         with self._atomic():
             kv = self._kv
-            for i, check, tokens, flags, u, c, vec, text in zip(
-                batch.ids,
-                batch.checks,
-                batch.tokens,
-                batch.flags,
-                used,
-                created,
-                batch.vectors,
-                texts,
-            ):
+            for i, check, tokens, flags, u, c, vec, text in batch.rows():
                 # Insert-or-ignore, like the SQL store. A diskcache row whose value file has
                 # vanished reads as missing (get -> None) yet still counts as present: it is
                 # replaced, or that text would be re-embedded and paid for on every call.

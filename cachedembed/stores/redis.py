@@ -33,7 +33,6 @@ from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
-from itertools import repeat
 from typing import Any
 
 from ..errors import ConfigurationError, StoreError
@@ -426,26 +425,13 @@ class RedisStore(Store):
 
     def _put(self, ns_id: int, batch: EntryBatch, stats: PendingStats) -> None:
         n = len(batch)
-        now = int(time.time())
-        texts = batch.texts if batch.texts is not None else repeat(None, n)
-        used = batch.used if batch.used is not None else repeat(now // 86400, n)
-        created = batch.created if batch.created is not None else repeat(now, n)
         px = self.ttl_ms or None
         with self._guard():
             pipe = self._client.pipeline(transaction=True)
             self._register(pipe, ns_id)
             first_set = len(pipe)
             keys = self._entry_keys(ns_id, batch.ids)
-            for key, check, tokens, flags, u, c, vec, text in zip(
-                keys,
-                batch.checks,
-                batch.tokens,
-                batch.flags,
-                used,
-                created,
-                batch.vectors,
-                texts,
-            ):
+            for key, (_, check, tokens, flags, u, c, vec, text) in zip(keys, batch.rows()):
                 # Insert-or-ignore, like the SQL store's ON CONFLICT DO NOTHING.
                 pipe.set(
                     key,

@@ -26,7 +26,6 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from functools import partial
-from itertools import repeat
 from operator import itemgetter
 from pathlib import Path
 from typing import Any, TypeVar
@@ -685,26 +684,10 @@ class SqlStore(Store):
         return self._query(lookup, binary=True)
 
     def _put(self, ns_id: int, batch: EntryBatch, stats: PendingStats) -> None:
-        n = len(batch)
-        now = int(time.time())
-        vectors = batch.vectors
-        vecs = [row.tobytes() for row in vectors]
-        texts = batch.texts if batch.texts is not None else repeat(None, n)
-        used = batch.used if batch.used is not None else repeat(now // 86400, n)
-        created = batch.created if batch.created is not None else repeat(now, n)
-        rows = list(
-            zip(
-                batch.ids,
-                repeat(ns_id, n),
-                batch.checks,
-                batch.tokens,
-                batch.flags,
-                used,
-                created,
-                vecs,
-                texts,
-            )
-        )
+        rows = [
+            (i, ns_id, check, tokens, flags, u, c, vec.tobytes(), text)
+            for i, check, tokens, flags, u, c, vec, text in batch.rows()
+        ]
         # Id order: concurrent writers of overlapping batches then lock rows in the same
         # order, so PostgreSQL and InnoDB never see the lock cycles input order made; and
         # SQLite pages fill before they split, which keeps the file dense.
