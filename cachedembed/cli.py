@@ -739,6 +739,27 @@ def providers() -> None:
 _F = TypeVar("_F", bound=Callable[..., Any])
 
 
+def _listening(port: int, key: settings.Setting, require: str) -> Callable[[_F], _F]:
+    """``--cache``, ``--host``, ``--port`` and ``--api-key`` (default ``$KEY``) of a listening command."""
+
+    def apply(command: _F) -> _F:
+        options = (
+            CACHE_OPTION,
+            click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind."),
+            click.option(
+                "--port", default=port, show_default=True, type=int, help="Port (0: any free one)."
+            ),
+            click.option(
+                "--api-key", envvar=key.name, default=None, help=f"{require} Default: ${key.name}."
+            ),
+        )
+        for option in reversed(options):
+            command = option(command)
+        return command
+
+    return apply
+
+
 def _positive_int(name: str, default: int, help: str) -> Callable[[_F], _F]:
     """A server limit option: a whole number of at least 1."""
     return click.option(name, default=default, show_default=True, type=click.IntRange(min=1), help=help)
@@ -766,16 +787,7 @@ def _positive_seconds(name: str, default: float, help: str) -> Callable[[_F], _F
     help="A model to serve (repeatable); clients name it by ALIAS, else by MODEL. "
     "The first also answers TEI /embed.",
 )
-@CACHE_OPTION
-@click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind.")
-@click.option("--port", default=8000, show_default=True, type=int, help="Port (0: any free one).")
-@click.option(
-    "--api-key",
-    envvar=settings.SERVER_API_KEY.name,
-    default=None,
-    help="Require 'Authorization: Bearer KEY' on every request. "
-    "Default: $CACHEDEMBED_SERVER_API_KEY.",
-)
+@_listening(8000, settings.SERVER_API_KEY, "Require 'Authorization: Bearer KEY' on every request.")
 @click.option(
     "--allow-public-without-key",
     is_flag=True,
@@ -807,15 +819,8 @@ def serve(
 
 
 @main.command()
-@CACHE_OPTION
-@click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind.")
-@click.option("--port", default=8765, show_default=True, type=int, help="Port (0: any free one).")
-@click.option(
-    "--api-key",
-    envvar=settings.DASHBOARD_API_KEY.name,
-    default=None,
-    help="Require this key (login form, or 'Authorization: Bearer KEY'). "
-    "Default: $CACHEDEMBED_DASHBOARD_API_KEY.",
+@_listening(
+    8765, settings.DASHBOARD_API_KEY, "Require this key (login form, or 'Authorization: Bearer KEY')."
 )
 def dashboard(cache_url: str | None, host: str, port: int, api_key: str | None) -> None:
     """Serve a read-only web page of what the cache saved, at /dashboard (needs the server extra)."""
