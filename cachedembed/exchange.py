@@ -42,7 +42,15 @@ from ._printable import printable
 from .errors import InvalidInputError
 from .keys import ItemHasher, NamespaceSpec
 from .manage import entry_problems, select_namespaces, vector_problems
-from .stores.base import MAX_DIM, EntryBatch, Namespace, PendingStats, Store, spec_problem
+from .stores.base import (
+    MAX_DIM,
+    EntryBatch,
+    ExportedEntry,
+    Namespace,
+    PendingStats,
+    Store,
+    spec_problem,
+)
 from .usage import UsageDelta, day_iso
 
 FORMAT = "cachedembed-export"
@@ -268,16 +276,10 @@ def _text(where: str, value: Any, name: str) -> str:
 
 
 @dataclass
-class _Entry:
-    where: str
-    id: int
-    check: int
-    tokens: int
-    flags: int
-    used: int
-    created: int
-    vec: bytes
-    text: str | None
+class _Entry(ExportedEntry):
+    """An entry read from an export, with where in the file it stands (for error messages)."""
+
+    where: str = ""
 
 
 @dataclass
@@ -418,7 +420,8 @@ class _Checker:
             )
         if ns.dim is None:
             raise _bad(where, f"entry of namespace {key}, which declares no dimension")
-        self._pending.append((key, _Entry(where, vec=vec, text=text, **values)))
+        entry = _Entry(where=where, vec=vec, text=text, **values)  # type: ignore[arg-type]  # values: the integer fields only
+        self._pending.append((key, entry))
         self._pending_bytes += len(vec) + (len(text) if text else 0)
 
     def _proven(self) -> Iterator[tuple[str, str, list[_Entry]]]:
