@@ -32,6 +32,7 @@ from .embedding_functions._base import (
 )
 from .embedding_functions._parallel import check_concurrency, run_jobs
 from .errors import ConfigurationError, InvalidInputError, ProviderResponseError, StoreError
+from .fleet import Leases
 from .identity import foreign_identity
 from .keys import HashName, ItemHasher, ItemKind, NamespaceSpec, Role
 from .stores import Store, open_store
@@ -99,6 +100,8 @@ class _Call:
     estimated: np.ndarray
     served_by_me: np.ndarray
     """Items this call paid the provider for (its misses)."""
+    served_by_others: np.ndarray
+    """Items this call claimed but found stored by another caller (thread or process) meanwhile."""
     result: Embedded
     out: np.ndarray | None = None
     """One vector per unique item, allocated once the dimension is known."""
@@ -244,6 +247,12 @@ class Cached:
             remote providers, 1 for in-process models and foreign functions). Rate limits
             (``requests_per_minute=``, ``tokens_per_minute=`` on the provider) hold across
             every wrapper and thread sharing the provider instance.
+        lease: Seconds a text being embedded stays leased to this process in a shared
+            store (SQLite file, diskcache folder, PostgreSQL, MySQL, Redis), so other
+            processes wait for its entry instead of paying for it again; renewed while the
+            provider call runs, taken over by a waiter once it runs out (a killed worker).
+            Default: 30 s, or three times the slowest provider batch seen. ``0`` turns
+            leases off (processes then only share what is already stored).
     """
 
     def __new__(cls, ef: Any = None, *args: Any, **kwargs: Any) -> Any:
@@ -271,6 +280,7 @@ class Cached:
         on_store_error: OnStoreError = "warn",
         pending_batches: PendingPolicy = "error",
         concurrency: int | None = None,
+        lease: float | None = None,
     ) -> None:
         if on_store_error not in ("warn", "raise"):
             raise ConfigurationError(
@@ -309,6 +319,7 @@ class Cached:
         self.concurrency = check_concurrency(
             self._embedder.default_concurrency if concurrency is None else concurrency
         )
+        self._leases = Leases(self.store, lease)
         self._roles: dict[tuple[Role, ItemKind], _Namespaced] = {}
         self._hashers: dict[tuple[Role, ItemKind], ItemHasher] = {}
         self._warned_bypass = False
@@ -643,6 +654,7 @@ class Cached:
             tokens=np.zeros(n_u, dtype=np.int64),
             estimated=np.zeros(n_u, dtype=bool),
             served_by_me=np.zeros(n_u, dtype=bool),
+            served_by_others=np.zeros(n_u, dtype=bool),
             result=result,
             out=out,
             kind=kind,
@@ -753,32 +765,12 @@ class Cached:
                 store.delete(ns.id, stale)
             if len(mine):
                 self._await_batches(ns.id, uniq[mine])
-                # Another caller may have stored some of these between our lookup and claim.
-                # `mine` is in input order, but _read needs ids sorted (it binary-searches
-                # them): positions into the sorted `uniq`, sorted, give sorted ids.
-                recheck = np.sort(mine)
-                again = self._read(call.state, uniq[recheck], call.checks[recheck])
-                if len(again.pos):
-                    got = recheck[again.pos]
-                    filled = call.vectors(again.vectors.shape[1])
-                    filled[got] = again.vectors
-                    call.tokens[got] = again.tokens
-                    call.estimated[got] = (again.flags & FLAG_TOKENS_ESTIMATED) != 0
-                    store.flights.resolve(
-                        _flight_keys(ns.id, uniq[got]),
-                        lambda i: (
-                            filled[got[i]].copy(),
-                            int(call.tokens[got[i]]),
-                            bool(call.estimated[got[i]]),
-                        ),
-                    )
-                    mine = mine[~np.isin(mine, got)]  # still input order
-            if len(mine):
-                self._embed_and_store(call, mine)
+                # Leased to this process, served once stored elsewhere, or waited for.
+                self._leases.fill(call, mine, self._serve_stored, self._embed_and_store)
         except BaseException as exc:
             # Only keys never resolved are still ours: a resolved key may already be
             # claimed by a later caller, whose waiters must not get this exception.
-            unfinished = mine[~call.served_by_me[mine]]
+            unfinished = mine[~(call.served_by_me | call.served_by_others)[mine]]
             store.flights.fail(_flight_keys(ns.id, uniq[unfinished]), exc)
             raise
         for p_index, fut in theirs:
@@ -787,6 +779,32 @@ class Cached:
             call.vectors(len(vec))[p] = vec
             call.tokens[p] = tok
             call.estimated[p] = est
+
+    def _serve_stored(self, call: _Call, claimed: np.ndarray) -> np.ndarray:
+        """Fill those of ``claimed`` that another caller stored since our lookup; return them.
+
+        Their single-flight claims are resolved, so this process's waiters get them too.
+        """
+        # `claimed` is in input order, but _read needs ids sorted (it binary-searches
+        # them): positions into the sorted `uniq`, sorted, give sorted ids.
+        recheck = np.sort(claimed)
+        again = self._read(call.state, call.uniq[recheck], call.checks[recheck])
+        got = recheck[again.pos]
+        if len(got):
+            filled = call.vectors(again.vectors.shape[1])
+            filled[got] = again.vectors
+            call.tokens[got] = again.tokens
+            call.estimated[got] = (again.flags & FLAG_TOKENS_ESTIMATED) != 0
+            call.served_by_others[got] = True
+            self.store.flights.resolve(
+                _flight_keys(call.state.ns.id, call.uniq[got]),
+                lambda i: (
+                    filled[got[i]].copy(),
+                    int(call.tokens[got[i]]),
+                    bool(call.estimated[got[i]]),
+                ),
+            )
+        return got
 
     def _embed_and_store(self, call: _Call, mine: np.ndarray) -> None:
         """Embed the texts at ``mine`` and store each provider batch as soon as it arrives."""
