@@ -46,9 +46,17 @@ def start_together(ready_dir: Path, proc: int, processes: int) -> None:
         time.sleep(0.005)
 
 
-def concurrency(url: str, proc: int, threads: int, calls: int, processes: int, log: Path) -> int:
+def concurrency(
+    url: str,
+    proc: int,
+    threads: int,
+    calls: int,
+    processes: int,
+    log: Path,
+    lease: float | None = None,
+) -> int:
     ef = SlowFakeEF(dim=16)
-    wrapper = Cached(ef, url, store_text=True, batch_size=7)
+    wrapper = Cached(ef, url, store_text=True, batch_size=7, lease=lease)
     wrapper.embed(["warm-up " + str(proc)])  # opens the store and namespace before the race
     requested = [1]
     n_calls = [1]
@@ -119,8 +127,11 @@ def main() -> int:
     parser.add_argument("--calls", type=int, default=10)
     parser.add_argument("--processes", type=int, default=1)
     parser.add_argument("--log", type=Path)
+    parser.add_argument("--lease", type=float, default=None)
     args = parser.parse_args()
-    return concurrency(args.url, args.proc, args.threads, args.calls, args.processes, args.log)
+    return concurrency(
+        args.url, args.proc, args.threads, args.calls, args.processes, args.log, args.lease
+    )
 
 
 if __name__ == "__main__":
