@@ -38,7 +38,8 @@ DEFAULT_LEASE = 30.0
 """Seconds a lease lasts when none is configured (or more: three provider batches' time)."""
 FIRST_POLL = 0.02
 MAX_POLL = 0.5
-"""Seconds between polls of the store for an entry leased elsewhere: 20 ms, doubling to 500 ms."""
+"""Seconds between polls of the store for an entry leased elsewhere: 20 ms, doubling to at
+most 500 ms (or to the provider's observed latency, when shorter)."""
 
 Serve = Callable[[Any, np.ndarray], np.ndarray]
 """``serve(call, positions)``: fill those of ``positions`` now stored; return the ones filled."""
@@ -126,8 +127,13 @@ class Leases:
             pending = pending[~np.isin(pending, served) & ~np.isin(pending, own)]
             if len(pending):
                 time.sleep(delay)
-                delay = min(delay * 2, MAX_POLL)
+                delay = min(delay * 2, self._poll_cap())
             first = False
+
+    def _poll_cap(self) -> float:
+        """Longest wait between polls: 500 ms, or this process's slowest provider batch if shorter
+        (an entry embedded elsewhere takes about that long to appear)."""
+        return min(MAX_POLL, max(FIRST_POLL, self.slowest)) if self.slowest else MAX_POLL
 
     def _embed_leased(self, call: Any, own: np.ndarray, embed: Embed) -> None:
         with self._renewing(call.state.ns.id, call.uniq[own]):
