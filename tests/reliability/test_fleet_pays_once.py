@@ -1,8 +1,8 @@
 """A fleet of processes on one cache pays the provider exactly once per text, even when a worker dies mid-call.
 
-Processes lease the texts they embed in the shared store (SQLite file, PostgreSQL, MariaDB,
-Redis); the others wait for the entries instead of paying again, and take over the leases
-of a worker that was SIGKILLed while its provider call ran.
+Processes lease the texts they embed in the shared store (SQLite file, diskcache folder,
+PostgreSQL, MariaDB, Redis); the others wait for the entries instead of paying again, and
+take over the leases of a worker that was SIGKILLed while its provider call ran.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from cachedembed.stores import open_store
 from tests.reliability._fleet import SHARED, SURVIVORS, kill_a_lease_holder
 from tests.reliability._helpers import all_entries, fresh_cache_url, run_workers
 
-BACKENDS = ["sqlite", "postgresql", "mysql", "redis"]
+BACKENDS = ["sqlite", "diskcache", "postgresql", "mysql", "redis"]
 LEASE = 2.0
 """Seconds: short, so a killed worker's leases run out quickly."""
 
@@ -32,7 +32,7 @@ def test_eight_processes_of_four_threads_pay_once_per_text(backend: str, tmp_pat
         assert sorted(e.text or "" for e in entries) == sorted(paid)
 
 
-@pytest.mark.parametrize("backend", ["sqlite", "postgresql", "redis"])
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_a_worker_killed_while_holding_leases_delays_the_others_only_by_its_lease(
     backend: str, tmp_path: Path
 ) -> None:
