@@ -104,31 +104,38 @@ class Leases:
                 embed(call, pending)
             return
         pending, delay, claimed_at, first = mine, FIRST_POLL, 0.0, True
-        while len(pending):
-            claim_due = time.monotonic() - claimed_at >= min(1.0, self.seconds / 2)
-            granted = self._claim(ns_id, call.uniq[pending]) if claim_due else None
-            if claim_due:
+        while True:
+            claim = time.monotonic() - claimed_at >= min(1.0, self.seconds / 2)
+            if claim:
                 claimed_at = time.monotonic()
-            try:
-                try:
-                    served = serve(call, pending)
-                except StoreError:
-                    if first:
-                        raise  # as without leases: the first read's failure is the call's
-                    # The store failed mid-wait: embed the rest rather than fail the call.
-                    served, granted = pending[:0], np.ones(len(pending), dtype=bool)
-                own = pending[granted] if granted is not None else pending[:0]
-                own = own[~np.isin(own, served)]
-                if len(own):
-                    self._embed_leased(call, own, embed)
-            finally:
-                if granted is not None and granted.any():
-                    self._release(ns_id, call.uniq[pending[granted]])
-            pending = pending[~np.isin(pending, served) & ~np.isin(pending, own)]
-            if len(pending):
-                time.sleep(delay)
-                delay = min(delay * 2, self._poll_cap())
+            pending = self._round(call, pending, claim, first, serve, embed)
+            if not len(pending):
+                return
+            time.sleep(delay)
+            delay = min(delay * 2, self._poll_cap())
             first = False
+
+    def _round(
+        self, call: Any, pending: np.ndarray, claim: bool, first: bool, serve: Serve, embed: Embed
+    ) -> np.ndarray:
+        """One claim (when due), read and embed over ``pending``; the positions still missing."""
+        ns_id = call.state.ns.id
+        granted = self._claim(ns_id, call.uniq[pending]) if claim else np.zeros(len(pending), bool)
+        try:
+            try:
+                served = serve(call, pending)
+            except StoreError:
+                if first:
+                    raise  # as without leases: the first read's failure is the call's
+                # The store failed mid-wait: embed the rest rather than fail the call.
+                served, granted = pending[:0], np.ones(len(pending), dtype=bool)
+            own = pending[granted & ~np.isin(pending, served)]
+            if len(own):
+                self._embed_leased(call, own, embed)
+        finally:
+            if granted.any():
+                self._release(ns_id, call.uniq[pending[granted]])
+        return pending[~np.isin(pending, served) & ~np.isin(pending, own)]
 
     def _poll_cap(self) -> float:
         """Longest wait between polls: 500 ms, or this process's slowest provider batch if shorter
