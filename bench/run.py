@@ -664,11 +664,15 @@ def targets(r: dict[str, Any]) -> list[Row]:
             (
                 "Provider calls per unique text, 8 processes x 4 threads (bench/fleet.py)",
                 ", ".join(
-                    f"{k} {v['leases']:.2f} (no leases {v['no_leases']:.2f})"
+                    f"{k} {v['leases']:.2f} (no leases {v['no_leases']:.2f}; holder killed: "
+                    f"done {v['kill_to_done_s']:.1f} s after, lease {v['kill_lease_s']:.0f} s)"
                     for k, v in per_text.items()
                 ),
-                "= 1.00",
-                all(v["leases"] == 1.0 for v in per_text.values()),
+                "= 1.00; killed holder: <= lease + 1 s",
+                all(
+                    v["leases"] == 1.0 and v["kill_to_done_s"] <= v["kill_lease_s"] + 1
+                    for v in per_text.values()
+                ),
             )
         )
     return rows
