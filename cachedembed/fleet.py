@@ -22,7 +22,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from .stores import Store
 
 log = logging.getLogger("cachedembed")
+_T = TypeVar("_T")
 
 DEFAULT_LEASE = 30.0
 """Seconds a lease lasts when none is configured (or more: three provider batches' time)."""
@@ -150,35 +151,41 @@ class Leases:
 
     def _claim(self, ns_id: int, ids: np.ndarray) -> np.ndarray:
         """Which of ``ids`` this process may embed; all of them when the store cannot say."""
-        try:
-            granted = self.store.claim_leases(
-                ns_id, ids.tolist(), self.owner, int(self.seconds * 1000)
-            )
-        except StoreError as exc:
-            log.debug("cache %s: leases unavailable (%s); embedding without", self.store.url, exc)
-            return np.ones(len(ids), dtype=bool)
-        return np.array(granted, dtype=bool)
+        granted = self._guarded(
+            "take leases; embedding without",
+            self.store.claim_leases,
+            ns_id,
+            ids.tolist(),
+            self.owner,
+            int(self.seconds * 1000),
+        )
+        return np.ones(len(ids), bool) if granted is None else np.array(granted, dtype=bool)
 
     def _release(self, ns_id: int, ids: np.ndarray) -> None:
+        # On failure the leases run out by themselves.
+        self._guarded("release leases", self.store.release_leases, ns_id, ids.tolist(), self.owner)
+
+    def _guarded(self, what: str, op: Callable[..., _T], *args: Any) -> _T | None:
+        """``op(*args)`` through the store's write breaker (skipped during an outage); ``None``
+        when it failed: leases are an optimisation, never a reason to fail a call."""
         try:
-            self.store.release_leases(ns_id, ids.tolist(), self.owner)
-        except StoreError as exc:  # the leases run out by themselves
-            log.debug("cache %s: could not release leases (%s)", self.store.url, exc)
+            with self.store.guarded(self.store.outage.writes):
+                return op(*args)
+        except StoreError as exc:
+            log.debug("cache %s: could not %s (%s)", self.store.url, what, exc)
+            return None
 
     @contextmanager
     def _renewing(self, ns_id: int, ids: np.ndarray) -> Iterator[None]:
         """Renew the leases of ``ids`` every third of a lease while the provider call runs."""
         stop = threading.Event()
         seconds = self.seconds
-        id_list = ids.tolist()
-        owner = self.owner
+        args = (ns_id, ids.tolist(), self.owner, int(seconds * 1000))
 
         def renew() -> None:
+            # A failed renewal is retried at the next tick; meanwhile the lease may lapse.
             while not stop.wait(seconds / 3):
-                try:
-                    self.store.renew_leases(ns_id, id_list, owner, int(seconds * 1000))
-                except StoreError as exc:  # retried at the next tick; the lease may lapse
-                    log.debug("cache %s: could not renew leases (%s)", self.store.url, exc)
+                self._guarded("renew leases", self.store.renew_leases, *args)
 
         thread = threading.Thread(target=renew, name="cachedembed-lease", daemon=True)
         thread.start()

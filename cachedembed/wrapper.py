@@ -36,7 +36,7 @@ from .fleet import Leases
 from .identity import foreign_identity
 from .keys import HashName, ItemHasher, ItemKind, NamespaceSpec, Role
 from .stores import Store, open_store
-from .stores.base import FLAG_TOKENS_ESTIMATED, UNREGISTERED_NS, EntryBatch, Namespace
+from .stores.base import FLAG_TOKENS_ESTIMATED, UNREGISTERED_NS, EntryBatch, Namespace, Row
 from .usage import UsageDelta, apportion, estimate_tokens, today
 
 log = logging.getLogger("cachedembed")
@@ -232,12 +232,13 @@ class Cached:
             keyed byte for byte.
         batch_size: Texts per call to a foreign ``ef`` (cachedembed's own functions
             batch to their provider's limits themselves).
-        on_store_error: ``"warn"`` (default): when the cache cannot be written (disk full,
-            read-only, database failing), calls still return the provider's vectors; the
-            failure is logged once per outage and counted in ``stats()["store_errors"]``,
-            and the texts stay misses, so the next call embeds and stores them again.
-            ``"raise"``: the failed write raises :class:`~cachedembed.errors.StoreError`
-            (batches stored before it are kept).
+        on_store_error: ``"warn"`` (default): when the cache cannot be read or written
+            (server down, disk full, read-only), calls still return the provider's
+            vectors; the failure is logged once per outage and counted in
+            ``stats()["store_errors"]``, a failing server is skipped between probes (1 s
+            doubling to 30 s), and unwritten batches are kept (bounded) and written when
+            it answers again. ``"raise"``: the failure raises
+            :class:`~cachedembed.errors.StoreError` (batches stored before it are kept).
         pending_batches: What a call does with misses that a submitted, not yet collected
             batch job covers (:meth:`submit_batch`): ``"error"`` raises
             :class:`~cachedembed.errors.PendingBatchError` (default: never pay twice),
@@ -378,7 +379,13 @@ class Cached:
     def dimension(self, role: Role = "document") -> int | None:
         """The size of the vectors cached for ``role``; ``None`` until one was embedded."""
         ns = self._role(role).ns
-        return ns.dim if ns.dim is not None else self.store.known_dimension(ns)
+        if ns.dim is not None or ns.id == UNREGISTERED_NS:
+            return ns.dim
+        try:
+            return self.store.known_dimension(ns)
+        except StoreError as exc:  # not known while the cache cannot be read
+            self._store_failed(exc, "vector size not known yet")
+            return None
 
     # -- Chroma's EmbeddingFunction protocol --------------------------------------
 
@@ -527,7 +534,9 @@ class Cached:
         import json
 
         covered: dict[int, str] = {}
-        for job_id, ns, _state, rev, doc in self.store._job_rows(True):
+        with self.store.guarded(self.store.outage.reads):
+            rows = self.store._job_rows(True)
+        for job_id, ns, _state, rev, doc in rows:
             if int(ns) != ns_id:
                 continue
             ids = self._pending_memo.get((job_id, rev))
@@ -540,9 +549,13 @@ class Cached:
 
     def _await_batches(self, ns_id: int, ids: np.ndarray) -> None:
         """Refuse (or wait for and collect) misses that a pending batch job will deliver."""
-        if self.pending_batches == "embed":
+        if self.pending_batches == "embed" or ns_id == UNREGISTERED_NS:
             return
-        covered = self._pending_ids(ns_id)
+        try:
+            covered = self._pending_ids(ns_id)
+        except StoreError as exc:
+            self._store_failed(exc, "pending batch jobs not checked")
+            return
         if not covered:
             return
         jobs = sorted({covered[i] for i in ids.tolist() if i in covered})
@@ -583,7 +596,7 @@ class Cached:
         ns = state.ns
         if ns.dim is None:
             return None
-        rows = self.store.get(ns.id, (item_id,))
+        rows = self._lookup(ns.id, (item_id,))
         if len(rows) != 1:
             return None
         _id, row_ns, row_chk, tokens, flags, used, vec = rows[0]
@@ -705,9 +718,12 @@ class Cached:
         fresh vector can replace them.
         """
         ns = state.ns
-        rows = self.store.get(ns.id, uniq.tolist())
+        rows = self._lookup(ns.id, uniq.tolist())
         if rows and ns.dim is None:
-            self.store.known_dimension(ns)  # another process stored the first vectors
+            try:
+                self.store.known_dimension(ns)  # another process stored the first vectors
+            except StoreError as exc:
+                self._store_failed(exc, "served from the provider, the cache could not be read")
         if not rows or ns.dim is None:
             empty = np.zeros(0, dtype=np.intp)
             return _Found(empty, np.zeros((0, ns.dim or 0), np.float32), empty, empty, empty, [])
@@ -751,6 +767,17 @@ class Cached:
             stale,
         )
 
+    def _lookup(self, ns_id: int, ids: Sequence[int]) -> list[Row]:
+        """Stored rows of ``ids``; none while the cache cannot be read (``"warn"``): all
+        misses then, served by the provider."""
+        if ns_id == UNREGISTERED_NS:
+            return []
+        try:
+            return self.store.lookup(ns_id, ids)
+        except StoreError as exc:
+            self._store_failed(exc, "served from the provider, the cache could not be read")
+            return []
+
     def _fill_misses(self, call: _Call, miss_pos: np.ndarray, stale: list[int]) -> None:
         """Get the vectors for ``miss_pos`` (positions into ``call.uniq``, in input order).
 
@@ -762,7 +789,10 @@ class Cached:
         mine = miss_pos[mine_idx]
         try:
             if stale:
-                store.delete(ns.id, stale)
+                try:
+                    store.delete(ns.id, stale)
+                except StoreError as exc:  # a read-only cache: the fresh vectors are not stored either
+                    self._store_failed(exc, "damaged entries not replaced")
             if len(mine):
                 self._await_batches(ns.id, uniq[mine])
                 # Leased to this process, served once stored elsewhere, or waited for.
@@ -921,8 +951,9 @@ class Cached:
         try:
             self.store.write(call.state.ns.id, entries, delta)
         except StoreError as exc:
-            self._store_failed(exc, "vectors returned but not cached")
+            self._store_failed(exc, "vectors returned but not cached yet")
             call.result.store_errors += 1
+            self.store.keep_unsaved(call.state.ns.id, entries)
 
     def _bypass(
         self,
@@ -973,7 +1004,7 @@ class Cached:
         buffered counters first, so the numbers include every call made here so far.
         For what this object alone did, see :meth:`session_stats`.
         """
-        from .stats import namespace_totals
+        from .stats import namespace_totals, role_totals
 
         source: Any = self.store
         try:
@@ -981,10 +1012,13 @@ class Cached:
         except StoreError as exc:
             self._store_failed(exc, "could not save usage counters yet")
             source = _WithPending(self.store)
-        return {
-            **namespace_totals(source, self.namespaces()),
-            "store_errors": self.store.store_errors,
-        }
+        try:
+            totals = namespace_totals(source, self.namespaces())
+        except StoreError as exc:
+            # The cache cannot be read: what this object counted is all there is to show.
+            self._store_failed(exc, "stats() shows this process's counters only")
+            totals = role_totals(self.session_usage())
+        return {**totals, "store_errors": self.store.store_errors}
 
     def session_stats(self) -> dict[str, Any]:
         """What this object did since it was built: the keys of :meth:`stats`, counted per call.
