@@ -166,11 +166,13 @@ class Leases:
         self._guarded("release leases", self.store.release_leases, ns_id, ids.tolist(), self.owner)
 
     def _guarded(self, what: str, op: Callable[..., _T], *args: Any) -> _T | None:
-        """``op(*args)`` through the store's write breaker (skipped during an outage); ``None``
-        when it failed: leases are an optimisation, never a reason to fail a call."""
+        """``op(*args)``, or ``None`` when it failed: leases are an optimisation, never a
+        reason to fail a call. Skipped while the store's writes are failing: the store's own
+        writes probe it, and a lease's small write must neither take a probe nor end an outage."""
+        if self.store.outage.writes.failing:
+            return None
         try:
-            with self.store.guarded(self.store.outage.writes):
-                return op(*args)
+            return op(*args)
         except StoreError as exc:
             log.debug("cache %s: could not %s (%s)", self.store.url, what, exc)
             return None

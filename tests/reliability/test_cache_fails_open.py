@@ -143,8 +143,8 @@ def test_calls_during_an_outage_try_the_store_once_per_probe_not_once_per_call(
     with server.down():
         for i in range(10):
             check(wrapper, ef, texts(f"outage {i}", 3))
-        # The first failure of each kind (the first write is the misses' lease claim); then skipped.
-        assert tried == ["get", "claim"]
+        # The first failure of each kind (a lease claim leaves the breaker to the write); then skipped.
+        assert tried == ["get", "claim", "put"]
         assert len(ef.texts_embedded) == 12 + 30
     store.outage.probe_now()
     check(wrapper, ef, texts("after"))
