@@ -12,8 +12,8 @@ inputs per request.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Any, TypeVar
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar
 
 import numpy as np
 
@@ -109,12 +109,27 @@ class OpenAIBatchAdapter(BatchAdapter):
         client = self.ef.client()
         return _remote(self._call(lambda: client.batches.cancel(batch_id)))
 
-    def results(self, file_id: str) -> Iterator[Result]:
+    def download(self, file_id: str, out: BinaryIO) -> None:
+        import httpx
+
         client = self.ef.client()
-        content = self._call(lambda: client.files.content(file_id))
-        for n, raw in enumerate(content.content.splitlines(), 1):
-            if raw.strip():
-                yield _result(n, raw)
+
+        def fetch() -> None:
+            out.seek(0)
+            out.truncate()
+            try:
+                with client.files.with_streaming_response.content(file_id) as response:
+                    for chunk in response.iter_bytes(1 << 20):
+                        out.write(chunk)
+            except httpx.TransportError as exc:  # cut mid-body: the SDK does not wrap these
+                raise ProviderError(
+                    self.provider, f"download of {file_id} interrupted ({exc})", retryable=True
+                ) from None
+
+        self._call(fetch)
+
+    def parse(self, n: int, raw: bytes) -> Result:
+        return _result(n, raw)
 
     def vectors(self, data: Any, expected: int) -> np.ndarray:
         return indexed_vectors(self.provider, data, expected)
