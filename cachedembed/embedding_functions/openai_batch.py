@@ -20,6 +20,7 @@ import numpy as np
 from ..batchjobs import BatchAdapter, JobLimits, Remote, Result
 from ..errors import ProviderError
 from ..redact import url_secrets
+from ._http import transport_error
 from ._remote import indexed_vectors
 
 if TYPE_CHECKING:
@@ -110,8 +111,6 @@ class OpenAIBatchAdapter(BatchAdapter):
         return _remote(self._call(lambda: client.batches.cancel(batch_id)))
 
     def download(self, file_id: str, out: BinaryIO) -> None:
-        import httpx
-
         client = self.ef.client()
 
         def fetch() -> None:
@@ -121,10 +120,11 @@ class OpenAIBatchAdapter(BatchAdapter):
                 with client.files.with_streaming_response.content(file_id) as response:
                     for chunk in response.iter_bytes(1 << 20):
                         out.write(chunk)
-            except httpx.TransportError as exc:  # cut mid-body: the SDK does not wrap these
-                raise ProviderError(
-                    self.provider, f"download of {file_id} interrupted ({exc})", retryable=True
-                ) from None
+            except Exception as exc:  # cut mid-body: the SDK leaves these unwrapped
+                mapped = transport_error(self.provider, exc, None)
+                if mapped is None:
+                    raise
+                raise mapped from None
 
         self._call(fetch)
 
