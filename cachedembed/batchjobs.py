@@ -17,7 +17,7 @@ as misses; an expired or cancelled job keeps the results it has.
 
 Collecting runs in bounded memory whatever the job's size: the result files are streamed
 to temporary files (``$TMPDIR``), read line by line twice (validate everything, then
-write), and vectors are written in chunks of :data:`WRITE_CHUNK` entries inside the one
+write), and vectors are written in chunks of about :data:`WRITE_CHUNK` entries inside the one
 transaction.
 """
 
@@ -54,8 +54,8 @@ RUNNING = frozenset({"validating", "in_progress", "finalizing", "cancelling"})
 FINISHED = frozenset({"completed", "failed", "expired", "cancelled"})
 """Provider states after which nothing more will come: time to collect."""
 MAX_ERRORS_KEPT = 50
-WRITE_CHUNK = 4096
-"""Entries per store write while collecting (several small requests join one write)."""
+WRITE_CHUNK = 2048
+"""Entries per store write while collecting: small requests are joined up to this many."""
 
 
 @dataclass(frozen=True)
@@ -599,10 +599,10 @@ def _write_all(
         vectors = adapter.vectors(r.data, len(items))  # validated in the first pass
         if ns.dim is None:
             store.set_dimension(ns, vectors.shape[1])
+        if chunk.size + len(items) > WRITE_CHUNK:
+            chunk.write(store, ns.id)  # a write holds one large request, or several small ones
         texts = job.texts.get(r.custom_id) if job.texts is not None else None
         chunk.add(job.provider, items, vectors, tokens, texts)
-        if chunk.size >= WRITE_CHUNK:
-            chunk.write(store, ns.id)
     chunk.write(store, ns.id)
 
 
@@ -631,7 +631,7 @@ class _Chunk:
         texts: list[str] | None,
     ) -> None:
         with np.errstate(over="ignore"):
-            stored = vectors.astype(self.dtype)
+            stored = vectors.astype(self.dtype, copy=False)
         if not np.isfinite(stored).all():
             raise ProviderResponseError(provider, "vectors beyond the float16 range; use float32")
         self.ids += [it[0] for it in items]
