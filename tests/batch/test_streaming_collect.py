@@ -15,9 +15,12 @@ import httpx2
 import numpy as np
 import pytest
 
-from cachedembed import Cached
-from cachedembed.embedding_functions import OpenAIEmbeddingFunction
+from cachedembed import Cached, batchjobs
+from cachedembed.batchjobs import JobLimits
+from cachedembed.embedding_functions import OpenAIEmbeddingFunction, openai_batch
 from cachedembed.stats import report
+from cachedembed.stores.base import EntryBatch
+from cachedembed.usage import UsageDelta
 from tests.batch.fake_batches import FakeBatchAPI
 from tests.providers.fakes import tokens_of
 from tests.providers.loopback import LoopbackServer
@@ -93,3 +96,40 @@ def test_a_download_cut_mid_body_is_retried_from_the_start(
     assert cuts == [1]
     assert (result.items, result.failed) == (len(docs), [])
     assert np.array_equal(np.stack(ef(docs)), api.expected(docs))
+
+
+def test_a_collect_failing_at_a_later_chunk_stores_nothing_and_the_next_one_stores_all(
+    api: FakeBatchAPI, cache_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(
+        openai_batch.OpenAIBatchAdapter, "limits", JobLimits(2, None, 50_000, 2**27, 50_000)
+    )
+    monkeypatch.setattr(batchjobs, "WRITE_CHUNK", 4)  # two requests per write: 4 writes
+    docs = texts(15)
+    ef = Cached(OpenAIEmbeddingFunction(model_name=MODEL, retry=FAST), cache_url)
+    handle = ef.submit_batch(docs).jobs[0]
+    handle.wait(poll=0, sleep=lambda _s: None)
+
+    real, writes = ef.store.write, []
+
+    def fail_third(ns_id: int, batch: EntryBatch, delta: UsageDelta) -> None:
+        writes.append(len(batch.ids))
+        if len(writes) == 3:
+            raise OSError("disk full")
+        real(ns_id, batch, delta)
+
+    monkeypatch.setattr(ef.store, "write", fail_third)
+    with pytest.raises(OSError, match="disk full"):
+        handle.collect()
+    assert len(writes) == 3 and max(writes) <= 4 and handle.job().pending
+    monkeypatch.setattr(ef.store, "write", real)
+    ef.flush()
+    assert report(ef.store)["total"]["tokens_batch"] == 0
+
+    result = handle.collect()
+    assert (result.items, result.failed) == (len(docs), [])
+    assert np.array_equal(np.stack(ef(docs)), api.expected(docs))
+    ef.flush()
+    total = report(ef.store)["total"]
+    assert total["tokens_batch"] == sum(tokens_of(t) for t in docs)
+    assert total["provider_calls"] == 8  # 15 texts, two per request
