@@ -167,6 +167,8 @@ class GoogleGenerativeAiEmbeddingFunction(GoogleGeminiEmbeddingFunction):
     applies to both.
     """
 
+    chroma_name = "cachedembed-google-generative-ai"
+    """Its own name, so a persisted config rebuilds this class (the identity stays Gemini's)."""
     config_keys: ClassVar[tuple[str, ...]] = ("api_key_env_var", "model_name", "task_type", "dimension", "api_base")
 
     def __init__(
