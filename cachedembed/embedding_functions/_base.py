@@ -394,19 +394,17 @@ def batches(
         yield start, texts[start:]
 
 
-def api_key(
-    explicit: str | None, env_vars: Sequence[str], provider: str, *, required: bool = True
-) -> str | None:
-    """The API key from the argument or the first set environment variable; never logged."""
+def api_key(explicit: str | None, env_vars: Sequence[str]) -> str | None:
+    """The API key from the argument or the first set environment variable; never logged.
+
+    A missing key is not an error here: ``RemoteEmbeddingFunction.require_key`` says so
+    on first use (a fully cached workload runs without one)."""
     if explicit:
         return explicit
     for var in env_vars:
         value = os.environ.get(var)
         if value:
             return value
-    if required:
-        names = " or ".join(f"${v}" for v in dict.fromkeys(env_vars))
-        raise ConfigurationError(f"{provider}: no API key; pass api_key=... or set {names}")
     return None
 
 
