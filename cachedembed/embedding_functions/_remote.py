@@ -2,9 +2,13 @@
 
 :class:`RemoteEmbeddingFunction` turns one method, :meth:`~RemoteEmbeddingFunction.embed_chunk`
 (send one batch, return its vectors and tokens), into provider-sized batches with the
-shared retry policy, and keeps the API key out of every error and log line.
+shared retry policy, and keeps the API key out of every error and log line. Each
+constructor argument is declared once, in the typed signature: ``keep_options(locals())``
+stores them and :meth:`~RemoteEmbeddingFunction.get_config` returns them.
 :class:`JsonEmbeddingFunction` adds the ``requests`` transport for providers spoken to as
-plain JSON over HTTP (Jina, Voyage, Ollama, ...). :func:`indexed_vectors` reads the
+plain JSON over HTTP (Jina, Voyage, Ollama, ...); :class:`SdkEmbeddingFunction` the
+official SDKs (OpenAI, Cohere, Gemini). Both build their :attr:`client` lazily and name a
+non-default server in the cache namespace the same way. :func:`indexed_vectors` reads the
 OpenAI-shaped ``data: [{index, embedding}]`` responses that several providers copy.
 """
 
@@ -60,7 +64,8 @@ class RemoteEmbeddingFunction(ProviderEmbeddingFunction):
 
     Subclasses set :attr:`max_batch` (and :attr:`max_batch_tokens` where the provider caps
     a request's tokens), pass ``retry``, ``requests_per_minute`` and ``tokens_per_minute``
-    on to ``super().__init__``, and implement :meth:`embed_chunk`, sending each request
+    on to ``super().__init__``, call ``self.keep_options(locals())`` right after it, and
+    implement :meth:`make_client` and :meth:`embed_chunk`, sending each request
     through :meth:`retrying` (or a :class:`JsonHttpClient` built with :attr:`limiter`).
     Tests and impatient callers pass a faster
     :class:`~cachedembed.embedding_functions._http.RetryPolicy` as ``retry=``.
