@@ -436,6 +436,11 @@ def constructor_options(init: Callable[..., None], secret: frozenset[str]) -> tu
     return tuple(p.name for p in params if p.kind not in kinds and p.name not in secret)
 
 
+def named_arguments(arguments: Mapping[str, Any]) -> dict[str, Any]:
+    """A constructor's ``locals()`` as keyword arguments to forward: its named ones only."""
+    return {k: v for k, v in arguments.items() if k not in ("self", "remote", "__class__")}
+
+
 def redact_config_url(value: Any) -> Any:
     """A config value as persisted: a URL without its credentials, anything else as is."""
     return redact_url(value) if isinstance(value, str) else value

@@ -28,7 +28,7 @@ from ._base import as_matrix, check_positive
 if TYPE_CHECKING:
     from typing_extensions import Unpack
 
-from ._remote import RemoteOptions, SdkEmbeddingFunction
+from ._remote import RemoteOptions, SdkEmbeddingFunction, named_arguments
 
 DEFAULT_BASE_URL = "https://generativelanguage.googleapis.com"
 DEFAULT_MODEL = "gemini-embedding-001"
@@ -168,13 +168,5 @@ class GoogleGenerativeAiEmbeddingFunction(GoogleGeminiEmbeddingFunction):
         api_base: str | None = None,
         **remote: Unpack[RemoteOptions],
     ) -> None:
-        super().__init__(
-            model_name=model_name,
-            task_type=task_type,
-            dimension=dimension,
-            api_key_env_var=api_key_env_var,
-            api_key=api_key,
-            api_base=api_base,
-            **remote,
-        )
+        super().__init__(**named_arguments(locals()), **remote)  # the same options, by name
 
