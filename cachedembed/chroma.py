@@ -170,12 +170,11 @@ def register() -> None:
     """Register ``Cached`` (and the shipped provider classes) with Chroma's registry."""
     from chromadb.utils.embedding_functions import known_embedding_functions
 
-    from .embedding_functions import _base, _load_all
+    from .embedding_functions._registry import by_name
     from .wrapper import Cached
 
-    _load_all()
     known_embedding_functions[Cached.name()] = Cached  # type: ignore[assignment]
-    for name, cls in _base._registry.items():
+    for name, cls in by_name().items():
         known_embedding_functions.setdefault(name, cls)  # type: ignore[arg-type]
 
 

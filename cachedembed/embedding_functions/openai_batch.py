@@ -75,14 +75,14 @@ class OpenAIBatchAdapter(BatchAdapter):
         return json.dumps(line, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
 
     def upload(self, job_id: str, content: bytes) -> str:
-        client = self.ef.client()
+        client = self.ef.client
         result = self._call(
             lambda: client.files.create(file=(f"{job_id}.jsonl", content), purpose="batch")
         )
         return str(result.id)
 
     def create(self, job_id: str, input_file_id: str) -> str:
-        client = self.ef.client()
+        client = self.ef.client
         batch = self._call(
             lambda: client.batches.create(
                 input_file_id=input_file_id,
@@ -94,7 +94,7 @@ class OpenAIBatchAdapter(BatchAdapter):
         return str(batch.id)
 
     def find(self, job_id: str, input_file_id: str) -> str | None:
-        client = self.ef.client()
+        client = self.ef.client
         page = self._call(lambda: client.batches.list(limit=100))
         for batch in page:  # newest first; auto-paginates
             meta = batch.metadata or {}
@@ -103,15 +103,15 @@ class OpenAIBatchAdapter(BatchAdapter):
         return None
 
     def poll(self, batch_id: str) -> Remote:
-        client = self.ef.client()
+        client = self.ef.client
         return _remote(self._call(lambda: client.batches.retrieve(batch_id)))
 
     def cancel(self, batch_id: str) -> Remote:
-        client = self.ef.client()
+        client = self.ef.client
         return _remote(self._call(lambda: client.batches.cancel(batch_id)))
 
     def download(self, file_id: str, out: BinaryIO) -> None:
-        client = self.ef.client()
+        client = self.ef.client
 
         def fetch() -> None:
             out.seek(0)

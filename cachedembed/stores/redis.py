@@ -39,6 +39,7 @@ from typing import Any
 
 from ..errors import ConfigurationError, StoreError
 from ..keys import NamespaceSpec
+from ..redact import REDACTED
 from ..usage import UsageDelta
 from .base import (
     CONNECT_TIMEOUT,
@@ -248,7 +249,7 @@ class RedisStore(Store):
 
     def _clean(self, exc: BaseException) -> str:
         text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        return text.replace(self._password, "***") if self._password else text
+        return text.replace(self._password, REDACTED) if self._password else text
 
     @contextmanager
     def _guard(self) -> Iterator[None]:
