@@ -501,19 +501,19 @@ def bench_chroma(tmp: Path, docs: int) -> dict[str, Any]:
     }
 
 
-def bench_sql_network() -> dict[str, Any] | None:
-    """Optional hook: PostgreSQL warm hits from ``bench/sql_network.py`` when it exists."""
-    path = Path(__file__).resolve().parent / "sql_network.py"
+def bench_optional(module: str) -> dict[str, Any] | None:
+    """Optional hook: ``bench/<module>.py``'s ``run()`` when the file exists (servers needed)."""
+    path = Path(__file__).resolve().parent / f"{module}.py"
     if not path.exists():
         return None
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location("bench_sql_network", path)
+    spec = importlib.util.spec_from_file_location(f"bench_{module}", path)
     assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    loaded = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(loaded)
     try:
-        return dict(module.run())
+        return dict(loaded.run())
     except Exception as exc:  # a missing server must not sink the rest of the run
         return {"error": f"{type(exc).__name__}: {exc}"}
 
@@ -647,7 +647,37 @@ def targets(r: dict[str, Any]) -> list[Row]:
         rows.append(
             ("Warm hits over SQL servers (bench/sql_network.py)", _short(pg), "(info)", True)
         )
+    rows += redis_peer_rows(r.get("redis_peers"))
     return rows
+
+
+def redis_peer_rows(rp: dict[str, Any] | None) -> list[Row]:
+    """Warm hits on Redis against redisvl and LangChain (>= 20x) and our PostgreSQL (>= 0.5x)."""
+    if not rp or "error" in rp:
+        return []
+    per_s = rp["texts_per_s"]
+    size = f"{rp['texts']:,} texts {rp['dim']}-d, batches of {rp['batch']:,}"
+    mine = per_s["cachedembed_redis"]
+    return [
+        (
+            f"Warm hits on Redis vs redisvl EmbeddingsCache.mget ({size})",
+            f"{rp['vs_redisvl']:.1f}x ({mine:,}/s vs {per_s['redisvl_mget']:,}/s)",
+            ">= 20x",
+            rp["vs_redisvl"] >= 20,
+        ),
+        (
+            "Warm hits on Redis vs LangChain CacheBackedEmbeddings+RedisStore",
+            f"{rp['vs_langchain']:.1f}x ({per_s['langchain_redisstore']:,}/s)",
+            ">= 20x",
+            rp["vs_langchain"] >= 20,
+        ),
+        (
+            "Warm hits on Redis vs our PostgreSQL store (same corpus)",
+            f"{rp['redis_vs_postgresql']:.2f}x ({per_s['cachedembed_postgresql']:,}/s)",
+            ">= 0.5x",
+            rp["redis_vs_postgresql"] >= 0.5,
+        ),
+    ]
 
 
 def _short(d: dict[str, Any]) -> str:
@@ -687,7 +717,7 @@ def main() -> int:
     parser.add_argument("--million-dim", type=int, default=32, help="dimension of that cache")
     parser.add_argument("--chroma-docs", type=int, default=5000)
     parser.add_argument(
-        "--skip", default="", help="comma list of optional parts to skip: langchain,chroma"
+        "--skip", default="", help="comma list of optional parts to skip: langchain,chroma,redis-peers"
     )
     args = parser.parse_args()
     skip = set(filter(None, args.skip.split(",")))
@@ -713,7 +743,10 @@ def main() -> int:
         result["diskcache"] = bench_diskcache(tmp, texts, vecs, args.repeat)
         print(f"startup and stats on {args.million:,} entries ...", flush=True)
         result["startup"] = bench_startup(tmp, args.million, args.million_dim)
-        result["sql_network"] = bench_sql_network()
+        result["sql_network"] = bench_optional("sql_network")
+        if "redis-peers" not in skip:
+            print("redis peers (redisvl, LangChain RedisStore) ...", flush=True)
+            result["redis_peers"] = bench_optional("redis_peers")
         if "chroma" not in skip:
             print(f"chroma end to end, {args.chroma_docs:,} docs ...", flush=True)
             result["chroma"] = bench_chroma(tmp, args.chroma_docs)

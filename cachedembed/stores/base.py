@@ -302,7 +302,8 @@ def _check_identity_size(spec: NamespaceSpec) -> None:
 def failure(where: str, text: str) -> StoreError:
     """A :class:`StoreError` for an operation on ``where`` that failed with ``text``, with its remedy."""
     remedy = remedy_for(text) or "check that the cache's disk or database server is healthy"
-    return StoreError(f"cache {where}: {text}. Remedy: {remedy}")
+    # Drivers end some messages with a full stop ("Connection refused."): one stop, not two.
+    return StoreError(f"cache {where}: {text.rstrip('. ')}. Remedy: {remedy}")
 
 
 def remedy_for(text: str) -> str | None:
