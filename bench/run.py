@@ -647,37 +647,12 @@ def targets(r: dict[str, Any]) -> list[Row]:
         rows.append(
             ("Warm hits over SQL servers (bench/sql_network.py)", _short(pg), "(info)", True)
         )
-    rows += redis_peer_rows(r.get("redis_peers"))
+    rp = r.get("redis_peers")
+    if rp and "error" not in rp:
+        from bench.redis_peers import target_rows
+
+        rows += target_rows(rp)
     return rows
-
-
-def redis_peer_rows(rp: dict[str, Any] | None) -> list[Row]:
-    """Warm hits on Redis against redisvl and LangChain (>= 20x) and our PostgreSQL (>= 0.5x)."""
-    if not rp or "error" in rp:
-        return []
-    per_s = rp["texts_per_s"]
-    size = f"{rp['texts']:,} texts {rp['dim']}-d, batches of {rp['batch']:,}"
-    mine = per_s["cachedembed_redis"]
-    return [
-        (
-            f"Warm hits on Redis vs redisvl EmbeddingsCache.mget ({size})",
-            f"{rp['vs_redisvl']:.1f}x ({mine:,}/s vs {per_s['redisvl_mget']:,}/s)",
-            ">= 20x",
-            rp["vs_redisvl"] >= 20,
-        ),
-        (
-            "Warm hits on Redis vs LangChain CacheBackedEmbeddings+RedisStore",
-            f"{rp['vs_langchain']:.1f}x ({per_s['langchain_redisstore']:,}/s)",
-            ">= 20x",
-            rp["vs_langchain"] >= 20,
-        ),
-        (
-            "Warm hits on Redis vs our PostgreSQL store (same corpus)",
-            f"{rp['redis_vs_postgresql']:.2f}x ({per_s['cachedembed_postgresql']:,}/s)",
-            ">= 0.5x",
-            rp["redis_vs_postgresql"] >= 0.5,
-        ),
-    ]
 
 
 def _short(d: dict[str, Any]) -> str:
