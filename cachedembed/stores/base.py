@@ -672,7 +672,8 @@ class Store(ABC):
     @abstractmethod
     def remove_namespace(self, ns_id: int, *, with_stats: bool) -> int:
         """Delete the namespace ``ns_id``: its entries, its record and, ``with_stats``, its
-        stats, in one transaction; return how many entries were removed."""
+        stats, in one transaction (Redis: crash-safe instead, see its store); return how
+        many entries were removed."""
 
     def set_dimension(self, ns: Namespace, dim: int) -> None:
         """Record the vector dimension of ``ns`` the first time vectors are stored.
