@@ -17,8 +17,10 @@ from ._engine import Embedded, Engine, OnStoreError, PendingPolicy, UnicodeForm,
 from .embedder import as_embedder, label
 from .embedding_functions._parallel import check_concurrency
 from .errors import ConfigurationError, StoreError
+from .frameworks import adapt, framework_of
 from .keys import HashName, ItemHasher, ItemKind, NamespaceSpec, Role
-from .stores import Store, open_store
+from .persisted import build_inner, check_config_update, inner_config
+from .stores import Store, open_store, private_url, public_url
 from .stores.base import Namespace
 from .usage import UsageDelta
 
@@ -114,11 +116,9 @@ class Cached:
         # A LangChain, LlamaIndex or sentence-transformers object gets its framework's
         # adapter (itself backed by a Cached). Recognised by module name, so no framework
         # is imported for anybody else.
-        if cls is Cached:
-            from .adapters import framework_of, wrap
-
-            if framework_of(ef) is not None:
-                return wrap(ef, *args, **kwargs)
+        # (cachedembed.wrap does the same, typed for type checkers.)
+        if cls is Cached and framework_of(ef) is not None:
+            return adapt(ef, *args, **kwargs)
         return super().__new__(cls)
 
     def __init__(
@@ -212,15 +212,33 @@ class Cached:
         return "cachedembed"
 
     def get_config(self) -> dict[str, Any]:
-        from .chroma import wrapper_config
+        """What Chroma persists with a collection, in plain text: no password, no key."""
+        return {
+            "inner": inner_config(self.ef),
+            "cache": public_url(self.store.url),
+            "namespace": self.namespace,
+            "store_text": self.store_text,
+            "dtype": self.dtype,
+            "hash": self.hash,
+            "normalize_unicode": self.normalize_unicode,
+            "batch_size": self.batch_size,
+            "on_store_error": self.on_store_error,
+        }
 
-        return wrapper_config(self)
-
-    @staticmethod
-    def build_from_config(config: Mapping[str, Any]) -> Cached:
-        from .chroma import wrapper_from_config
-
-        return wrapper_from_config(config)
+    @classmethod
+    def build_from_config(cls, config: Mapping[str, Any]) -> Cached:
+        """Rebuild from :meth:`get_config` output, sharing the open store (Chroma does this per operation)."""
+        return cls(
+            build_inner(config["inner"]),
+            private_url(config["cache"]),
+            namespace=config.get("namespace"),
+            store_text=config.get("store_text", False),
+            dtype=config.get("dtype", "float32"),
+            hash=config.get("hash", "xxh3"),
+            normalize_unicode=config.get("normalize_unicode"),
+            batch_size=config.get("batch_size", 256),
+            on_store_error=config.get("on_store_error", "warn"),
+        )
 
     def is_legacy(self) -> bool:
         return False
@@ -248,9 +266,7 @@ class Cached:
         Raises ``ValueError`` for a change the wrapped function refuses, or one that would
         move the collection to another cache namespace (its vectors and the new ones mixed).
         """
-        from .chroma import check_config_update
-
-        check_config_update(self, old_config, new_config)
+        check_config_update(self.ef, old_config, new_config)
 
     # -- the cache ----------------------------------------------------------------
 

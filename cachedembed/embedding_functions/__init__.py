@@ -11,7 +11,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from ._base import EmbeddedBatch, ProviderEmbeddingFunction, registered
+from ._base import EmbeddedBatch, ProviderEmbeddingFunction, _registry
 from ._limits import RateLimiter
 
 if TYPE_CHECKING:
@@ -55,6 +55,7 @@ __all__ = [
     "from_spec",
     "providers",
     "registered",
+    "registry",
     *_CLASSES,
 ]
 
@@ -88,10 +89,18 @@ def from_spec(spec: str) -> ProviderEmbeddingFunction:
 
 def providers() -> dict[str, type[ProviderEmbeddingFunction]]:
     """Every shipped provider class by its ``provider`` name (the ``--model`` prefix)."""
-    from ._base import _registry
+    return {cls.provider: cls for cls in registry().values()}
 
+
+def registry() -> dict[str, type[ProviderEmbeddingFunction]]:
+    """Every shipped class by its Chroma name (``cachedembed-openai``, ...)."""
     _load_all()
-    return {cls.provider: cls for cls in _registry.values()}
+    return dict(_registry)
+
+
+def registered(name: str) -> type[ProviderEmbeddingFunction] | None:
+    """The shipped embedding function class registered under Chroma ``name`` (e.g. ``cachedembed-openai``)."""
+    return registry().get(name)
 
 
 def _load_all() -> None:

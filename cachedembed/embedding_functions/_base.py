@@ -42,14 +42,6 @@ class EmbeddedBatch(NamedTuple):
 _registry: dict[str, type[ProviderEmbeddingFunction]] = {}
 
 
-def registered(name: str) -> type[ProviderEmbeddingFunction] | None:
-    """The shipped embedding function class registered under Chroma ``name`` (e.g. ``cachedembed-openai``)."""
-    from . import _load_all
-
-    _load_all()
-    return _registry.get(name)
-
-
 class ProviderEmbeddingFunction(ABC):
     """Base class of the embedding functions in :mod:`cachedembed.embedding_functions`.
 
