@@ -140,6 +140,17 @@ class Session:
             total.add(usage)
             self.store_errors += store_errors
 
+    def count_hit(self, role: Role, usage: UsageDelta) -> None:
+        """:meth:`count` for a one-text hit: only the four counters a hit moves are added."""
+        with self.lock:
+            total = self.usage.get(role)
+            if total is None:
+                total = self.usage[role] = UsageDelta()
+            total.calls += 1
+            total.hits += 1
+            total.tokens_saved += usage.tokens_saved
+            total.tokens_saved_estimated += usage.tokens_saved_estimated
+
     def snapshot(self) -> tuple[dict[Role, UsageDelta], int]:
         """Copies of the counters per role (safe to keep or add up), and the failed writes."""
         with self.lock:
@@ -249,6 +260,10 @@ class Engine:
 
     def embed(self, input: Sequence[Any], role: Role) -> Embedded:
         """Embed ``input`` for ``role`` through the cache: vectors in input order and this call's cost."""
+        if type(input) is list and len(input) == 1 and type(input[0]) is str:
+            hit = self._hit_text(input[0], role)
+            if hit is not None:
+                return hit
         kind, items, ids, checks = self._keys(input, role)
         state = self.state(role, kind)
         result = _empty_result()
@@ -300,6 +315,29 @@ class Engine:
             form = self.normalize_unicode
             return [unicodedata.normalize(form, t) for t in texts]
         return texts
+
+    def _hit_text(self, text: str, role: Role) -> Embedded | None:
+        """The short path of a one-text call (a search query) once its namespace is known.
+
+        A list of one ``str`` is valid input, so nothing is validated or classified, and no
+        array is built before the row is read. ``None`` (not cached intact, a text UTF-8
+        cannot encode, a namespace not resolved yet) sends the call down the general path,
+        which decides it exactly as before.
+        """
+        state = self._states.get((role, "text"))
+        hasher = self._hashers.get((role, "text"))
+        if state is None or hasher is None or self.embedder.bypass_cache:
+            return None
+        if self.normalize_unicode:
+            text = unicodedata.normalize(self.normalize_unicode, text)
+        try:
+            item_id, check = hasher.text_key(text)
+        except UnicodeEncodeError:
+            return None
+        hit = self._hit_one(item_id, check, state)
+        if hit is not None:
+            self.session.count_hit(role, hit.usage)
+        return hit
 
     def _hit_one(self, item_id: int, check: int, state: _Namespaced) -> Embedded | None:
         """The single-text hit (a search query): one row, no arrays beyond the result.
