@@ -29,7 +29,7 @@ from .embedding_functions._base import EmbeddedBatch, check_input
 from .errors import InvalidInputError, PendingBatchError, ProviderResponseError, StoreError
 from .keys import ItemHasher, ItemKind, NamespaceSpec, Role
 from .stores import Store
-from .stores.base import FLAG_TOKENS_ESTIMATED, UNREGISTERED_NS, EntryBatch, Namespace
+from .stores.base import FLAG_TOKENS_ESTIMATED, UNREGISTERED_NS, EntryBatch, Namespace, Row
 from .usage import UsageDelta, apportion, estimate_tokens, today
 
 log = logging.getLogger("cachedembed")
@@ -348,7 +348,7 @@ class Engine:
         ns = state.ns
         if ns.dim is None:
             return None
-        rows = self.store.get(ns.id, (item_id,))
+        rows = self._lookup(ns.id, (item_id,))
         if len(rows) != 1:
             return None
         _id, row_ns, row_chk, tokens, flags, used, vec = rows[0]
@@ -455,13 +455,27 @@ class Engine:
         fresh vector can replace them.
         """
         ns = state.ns
-        rows = self.store.get(ns.id, uniq.tolist())
+        rows = self._lookup(ns.id, uniq.tolist())
         if rows and ns.dim is None:
-            self.store.known_dimension(ns)  # another process stored the first vectors
+            try:
+                self.store.known_dimension(ns)  # another process stored the first vectors
+            except StoreError as exc:
+                self.store_failed(exc, "served from the provider, the cache could not be read")
         if not rows or ns.dim is None:
             empty = np.zeros(0, dtype=np.intp)
             return _Found(empty, np.zeros((0, ns.dim or 0), np.float32), empty, empty, empty, [])
         return self._found(state, uniq, checks_u, rows)
+
+    def _lookup(self, ns_id: int, ids: Sequence[int]) -> list[Row]:
+        """Stored rows of ``ids``; none while the cache cannot be read (``"warn"``): all
+        misses then, served by the provider."""
+        if ns_id == UNREGISTERED_NS:
+            return []
+        try:
+            return self.store.lookup(ns_id, ids)
+        except StoreError as exc:
+            self.store_failed(exc, "served from the provider, the cache could not be read")
+            return []
 
     def _found(
         self, state: _Namespaced, uniq: np.ndarray, checks_u: np.ndarray, rows: list[Any]
@@ -521,7 +535,10 @@ class Engine:
         mine = miss_pos[mine_idx]
         try:
             if stale:
-                store.delete(ns.id, stale)
+                try:
+                    store.delete(ns.id, stale)
+                except StoreError as exc:  # a read-only cache: the fresh vectors are not stored either
+                    self.store_failed(exc, "damaged entries not replaced")
             if len(mine):
                 self._await_batches(ns.id, uniq[mine])
                 mine = self._take_stored_meanwhile(call, mine)
@@ -686,8 +703,9 @@ class Engine:
         try:
             self.store.write(call.state.ns.id, entries, delta)
         except StoreError as exc:
-            self.store_failed(exc, "vectors returned but not cached")
+            self.store_failed(exc, "vectors returned but not cached yet")
             call.result.store_errors += 1
+            self.store.keep_unsaved(call.state.ns.id, entries)
 
     # -- pending batch jobs ---------------------------------------------------
 
@@ -698,7 +716,9 @@ class Engine:
         only once per revision (a job holds up to 50,000 ids).
         """
         covered: dict[int, str] = {}
-        for job_id, ns, _state, rev, doc in self.store._job_rows(True):
+        with self.store.guarded(self.store.outage.reads):
+            rows = self.store._job_rows(True)
+        for job_id, ns, _state, rev, doc in rows:
             if int(ns) != ns_id:
                 continue
             ids = self._pending_memo.get((job_id, rev))
@@ -711,9 +731,13 @@ class Engine:
 
     def _await_batches(self, ns_id: int, ids: np.ndarray) -> None:
         """Refuse (or wait for and collect) misses that a pending batch job will deliver."""
-        if self.pending_batches == "embed":
+        if self.pending_batches == "embed" or ns_id == UNREGISTERED_NS:
             return
-        covered = self._pending_ids(ns_id)
+        try:
+            covered = self._pending_ids(ns_id)
+        except StoreError as exc:
+            self.store_failed(exc, "pending batch jobs not checked")
+            return
         jobs = sorted({covered[i] for i in ids.tolist() if i in covered}) if covered else []
         if not jobs:
             return

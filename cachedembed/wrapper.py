@@ -21,7 +21,7 @@ from .frameworks import adapt, framework_of
 from .keys import HashName, ItemHasher, ItemKind, NamespaceSpec, Role
 from .persisted import build_inner, check_config_update, inner_config
 from .stores import Store, open_store, private_url, public_url
-from .stores.base import Namespace
+from .stores.base import UNREGISTERED_NS, Namespace
 from .usage import UsageDelta
 
 __all__ = ["Cached", "Embedded", "cached", "check_batch_size"]
@@ -87,12 +87,13 @@ class Cached:
             keyed byte for byte.
         batch_size: Texts per call to a foreign ``ef`` (cachedembed's own functions
             batch to their provider's limits themselves).
-        on_store_error: ``"warn"`` (default): when the cache cannot be written (disk full,
-            read-only, database failing), calls still return the provider's vectors; the
-            failure is logged once per outage and counted in ``stats()["store_errors"]``,
-            and the texts stay misses, so the next call embeds and stores them again.
-            ``"raise"``: the failed write raises :class:`~cachedembed.errors.StoreError`
-            (batches stored before it are kept).
+        on_store_error: ``"warn"`` (default): when the cache cannot be read or written
+            (server down, disk full, read-only), calls still return the provider's
+            vectors; the failure is logged once per outage and counted in
+            ``stats()["store_errors"]``, a failing server is skipped between probes (1 s
+            doubling to 30 s), and unwritten batches are kept (bounded) and written when
+            it answers again. ``"raise"``: the failure raises
+            :class:`~cachedembed.errors.StoreError` (batches stored before it are kept).
         pending_batches: What a call does with misses that a submitted, not yet collected
             batch job covers (:meth:`submit_batch`): ``"error"`` raises
             :class:`~cachedembed.errors.PendingBatchError` (default: never pay twice),
@@ -103,7 +104,6 @@ class Cached:
             (``requests_per_minute=``, ``tokens_per_minute=`` on the provider) hold across
             every wrapper and thread sharing the provider instance.
     """
-
 
     store_text: _OnEngine[bool] = _OnEngine()
     on_store_error: _OnEngine[OnStoreError] = _OnEngine()
@@ -186,7 +186,13 @@ class Cached:
     def dimension(self, role: Role = "document") -> int | None:
         """The size of the vectors cached for ``role``; ``None`` until one was embedded."""
         ns = self._role(role).ns
-        return ns.dim if ns.dim is not None else self.store.known_dimension(ns)
+        if ns.dim is not None or ns.id == UNREGISTERED_NS:
+            return ns.dim
+        try:
+            return self.store.known_dimension(ns)
+        except StoreError as exc:  # not known while the cache cannot be read
+            self._engine.store_failed(exc, "vector size not known yet")
+            return None
 
     # -- Chroma's EmbeddingFunction protocol --------------------------------------
 
@@ -317,7 +323,7 @@ class Cached:
         buffered counters first, so the numbers include every call made here so far.
         For what this object alone did, see :meth:`session_stats`.
         """
-        from .stats import namespace_totals
+        from .stats import namespace_totals, role_totals
 
         source: Any = self.store
         try:
@@ -325,10 +331,13 @@ class Cached:
         except StoreError as exc:
             self._engine.store_failed(exc, "could not save usage counters yet")
             source = _WithPending(self.store)
-        return {
-            **namespace_totals(source, self.namespaces()),
-            "store_errors": self.store.store_errors,
-        }
+        try:
+            totals = namespace_totals(source, self.namespaces())
+        except StoreError as exc:
+            # The cache cannot be read: what this object counted is all there is to show.
+            self._engine.store_failed(exc, "stats() shows this process's counters only")
+            totals = role_totals(self.session_usage())
+        return {**totals, "store_errors": self.store.store_errors}
 
     def session_stats(self) -> dict[str, Any]:
         """What this object did since it was built: the keys of :meth:`stats`, counted per call.

@@ -81,8 +81,8 @@ class Server:
         self.max_inputs = max_inputs
         self.max_body_bytes = max_body_bytes
         self.body_budget = BodyBudget(max(max_body_memory, max_body_bytes))
-        self.metrics = Metrics()
         self.store = upstreams[0].cached.store
+        self.metrics = Metrics(self.store)
 
     # -- routing and embedding (in the thread pool: they touch the store and upstream) --
 
@@ -169,6 +169,14 @@ class Server:
         self.store.flush()  # buffered hit counters: /stats includes every answered request
         return json.dumps(report(self.store), indent=2).encode()
 
+    def store_health(self) -> dict[str, Any] | None:
+        """``None`` while the cache answers; else its outage (probing it first when a probe is due)."""
+        if self.store.outage.failing:
+            self.store.probe()
+        if not self.store.outage.failing:
+            return None
+        return {"url": self.store.url, **self.store.outage.health(), "errors": self.store.store_errors}
+
     def models(self) -> list[dict[str, Any]]:
         seen: dict[str, dict[str, Any]] = {}
         for upstream in self.router.upstreams:
@@ -253,7 +261,12 @@ async def _model(server: Server, request: Request) -> Response:
 
 
 async def _healthz(server: Server, request: Request) -> Response:
-    return JSONResponse({"status": "ok", "models": server.router.ids()})
+    # Still 200 while the cache fails: requests are answered (from the provider), so a
+    # load balancer must keep sending them; the body says what is wrong.
+    store = await run_in_threadpool(server.store_health)
+    if store is None:
+        return JSONResponse({"status": "ok", "models": server.router.ids()})
+    return JSONResponse({"status": "degraded", "models": server.router.ids(), "store": store})
 
 
 async def _health(server: Server, request: Request) -> Response:

@@ -16,7 +16,7 @@ import time
 import weakref
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Sequence
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, contextmanager, suppress
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -24,6 +24,7 @@ from ..errors import ConfigurationError, StoreError
 from ..flight import SingleFlight
 from ..keys import NamespaceSpec
 from ..usage import UsageDelta, today
+from .outage import Breaker, Outage, StoreUnavailable
 
 if TYPE_CHECKING:  # numpy loads on first use: `cachedembed stats` never needs it
     import numpy as np
@@ -66,6 +67,9 @@ class Namespace:
         """Whether ``model`` (a case-insensitive substring of :attr:`label`) selects this namespace."""
         return not model or model.lower() in self.label.lower()
 
+
+CONNECT_TIMEOUT = 5
+"""Seconds to wait for a database server to accept a connection."""
 
 MAX_DIM = 65536
 """Largest vector dimension a namespace may record (and an import may declare)."""
@@ -420,6 +424,11 @@ class Store(ABC):
     flush_interval: float = 1.0
     """Seconds between flushes of buffered hit counters and last-use touches."""
 
+    outage_waits: tuple[float, float] = (0.0, 0.0)
+    """Seconds a failing store is skipped after a failure, first and at most (doubling in
+    between). Zero for local files, which fail fast: they are simply retried on every call.
+    Database servers use 1 s to 30 s, so an outage costs no connection attempt per call."""
+
     def __init__(self) -> None:
         self._ns_by_key: dict[str, Namespace] = {}
         self._reset_process_state()
@@ -438,36 +447,102 @@ class Store(ABC):
         self._pending_lock = threading.Lock()
         self._last_flush = time.monotonic()
         self.store_errors = 0
-        """Writes of this process to this store that failed (entries or counters not saved)."""
-        self._failing = False
+        """Operations of this process on this store that failed or were skipped while it was
+        failing (entries or counters not saved, lookups served by the provider instead)."""
+        self.outage = Outage(*self.outage_waits)
+        self._unsaved_lock = threading.Lock()
 
     # -- failures the caller survives -------------------------------------------
-    # A write that fails after the provider was paid must not cost the caller its vectors
-    # (Cached(on_store_error="warn")): the failure is counted, logged once per outage with
-    # its remedy, and the entries stay misses, so the next call embeds and writes them again.
+    # An operation that fails must not cost the caller its vectors (Cached(on_store_error=
+    # "warn")): the failure is counted, logged once per outage with its remedy, and the
+    # store is skipped for a while (stores.outage); paid-for batches that could not be
+    # written wait in a bounded buffer and are written when the store answers again.
 
     def report_failure(self, exc: BaseException, consequence: str) -> None:
-        """Count a failed write the caller carries on without; log the first of an outage."""
+        """Count a failure the caller carries on without; log the first of an outage."""
         with self._pending_lock:
             self.store_errors += 1
-            first, self._failing = not self._failing, True
-        if first:
+        if self.outage.start_report():
             prefix = f"cache {self.url}: "
             detail = str(exc).removeprefix(prefix)  # a StoreError already names the cache
             log.warning(
                 "%s%s (%s); retried on later calls. Further store errors are counted in "
-                "stats()['store_errors'], not logged, until a write succeeds again",
+                "stats()['store_errors'], not logged, until the cache answers again",
                 prefix,
                 consequence,
                 detail,
             )
 
-    def _report_success(self) -> None:
-        if self._failing:
-            with self._pending_lock:
-                recovered, self._failing = self._failing, False
-            if recovered:
-                log.warning("cache %s: writes succeed again; caching resumed", self.url)
+    @contextmanager
+    def guarded(self, breaker: Breaker) -> Iterator[None]:
+        """Run a read or write of ``breaker``'s kind: skipped (:class:`StoreUnavailable`)
+        while it is failing, its failures opening the breaker, a success closing it."""
+        if not breaker.allow():
+            raise breaker.unavailable(self.url)
+        try:
+            yield
+        except StoreError as exc:
+            if not isinstance(exc, StoreUnavailable):
+                breaker.failed(exc)
+            raise
+        self._answered(breaker)
+
+    def probe(self) -> None:
+        """While failing, try one cheap read if a probe is due (a health check's recovery test)."""
+        if self.outage.reads.failing or self.outage.writes.failing:
+            with suppress(StoreError), self.guarded(self.outage.reads):
+                self.namespaces()
+            if self.outage.writes.failing and not self.outage.reads.failing:
+                with suppress(StoreError):
+                    self.flush()
+
+    def keep_unsaved(self, ns_id: int, batch: EntryBatch) -> None:
+        """Keep a paid-for batch whose write failed, to write it when the store answers again."""
+        self.outage.keep(ns_id, batch)
+        _flusher.ensure_running()
+
+    def lookup(self, ns_id: int, ids: Sequence[int]) -> list[Row]:
+        """:meth:`get` through the read breaker (one attribute test while healthy)."""
+        reads = self.outage.reads
+        if reads.failing:
+            with self.guarded(reads):
+                return self.get(ns_id, ids)
+        try:
+            return self.get(ns_id, ids)
+        except StoreError as exc:
+            reads.failed(exc)
+            raise
+
+    def _answered(self, breaker: Breaker) -> None:
+        """After a successful operation: close its breaker, log a recovery, write what waits."""
+        breaker.succeeded()
+        outage = self.outage
+        if outage.reported and not outage.failing and outage.end_report():
+            log.warning("cache %s: %s succeed again; caching resumed", self.url, breaker.name)
+        if breaker is outage.writes and outage.has_unsaved:
+            try:
+                self._write_unsaved()
+            except StoreError as exc:
+                outage.writes.failed(exc)
+                self.report_failure(exc, "entries kept from the outage not written yet")
+
+    def _write_unsaved(self) -> None:
+        """Write the batches kept during an outage, oldest first (one thread at a time).
+
+        A batch that fails goes back to the front of the buffer and the error is raised.
+        """
+        if not self._unsaved_lock.acquire(blocking=False):
+            return  # another thread is writing them
+        try:
+            while (item := self.outage.take()) is not None:
+                try:
+                    # Their counters went back to the buffered ones when the write failed.
+                    self.put(item.ns_id, item.batch, PendingStats())
+                except BaseException:
+                    self.outage.put_back(item)
+                    raise
+        finally:
+            self._unsaved_lock.release()
 
     # -- buffered accounting --------------------------------------------------
     # A hit must not cost a write transaction: hit counters and last-use touches are
@@ -496,11 +571,13 @@ class Store(ABC):
         if time.monotonic() - self._last_flush < self.flush_interval:
             return
         with self._pending_lock:
-            due = not self._pending.is_empty()
+            due = not self._pending.is_empty() or self.outage.has_unsaved
         if not due:
             return
         try:
             self.flush()
+        except StoreUnavailable:
+            pass  # skipped, not failed: the counters stay buffered for the next probe
         except Exception as exc:
             self.report_failure(exc, "could not save usage counters yet")
 
@@ -510,24 +587,27 @@ class Store(ABC):
             self._add_pending((ns_id, today()), delta, ())
             pending = self._take_pending()
         try:
-            self.put(ns_id, batch, pending)
+            with self.guarded(self.outage.writes):
+                self.put(ns_id, batch, pending)
         except BaseException:
             self._restore(pending)
             raise
-        self._report_success()
 
     def flush(self) -> None:
         """Commit buffered counters and touches now."""
         with self._pending_lock:
             pending = self._take_pending()
         if pending.is_empty():
+            if self.outage.has_unsaved:  # only batches kept from an outage: they are the probe
+                with self.guarded(self.outage.writes):
+                    self._write_unsaved()
             return
         try:
-            self.flush_stats(pending)
+            with self.guarded(self.outage.writes):
+                self.flush_stats(pending)
         except BaseException:
             self._restore(pending)
             raise
-        self._report_success()
 
     def pending_rows(self) -> list[tuple[int, int, UsageDelta]]:
         """Buffered counters not committed yet, as ``stats_rows`` rows (for stats during an outage)."""
@@ -568,7 +648,8 @@ class Store(ABC):
             with self._ns_lock:
                 ns = self._ns_by_key.get(key)
                 if ns is None:
-                    ns = self._get_or_create_namespace(spec)
+                    with self.guarded(self.outage.writes):
+                        ns = self._get_or_create_namespace(spec)
                     problem = dimension_problem(ns.dim)
                     if problem is not None:
                         raise self.damaged_namespace(spec.provider, spec.model, problem)
@@ -601,13 +682,15 @@ class Store(ABC):
         fixed a different dimension first, the caller sees it (and refuses its vectors).
         """
         if ns.dim is None:
-            self._set_dimension(ns.id, dim)
-            ns.dim = self._read_dimension(ns.id)
+            with self.guarded(self.outage.writes):
+                self._set_dimension(ns.id, dim)
+                ns.dim = self._read_dimension(ns.id)
 
     def known_dimension(self, ns: Namespace) -> int | None:
         """The dimension of ``ns``, re-read from storage if this process has not seen one yet."""
         if ns.dim is None:
-            ns.dim = self._read_dimension(ns.id)
+            with self.guarded(self.outage.reads):
+                ns.dim = self._read_dimension(ns.id)
         return ns.dim
 
     @abstractmethod

@@ -174,12 +174,21 @@ class _KeyValueStore(Store):
     @_reported
     def _get_or_create_namespace(self, spec: NamespaceSpec) -> Namespace:
         key = _NS_PREFIX + spec.key
+        # Read first: a namespace that exists needs no write section (a read-only cache).
+        record = self._kv.get(key)
+        if record is None:
+            record = self._create_namespace(key, spec)
+        if not _whole_record(record):
+            raise self.damaged_namespace(
+                spec.provider, spec.model, "its stored record is not a namespace record"
+            )
+        return Namespace(
+            id=record["id"], key=spec.key, spec=spec, dim=record["dim"], created=record["created"]
+        )
+
+    def _create_namespace(self, key: str, spec: NamespaceSpec) -> Any:
         with self._atomic():
-            record = self._kv.get(key)
-            if record is not None and not _whole_record(record):
-                raise self.damaged_namespace(
-                    spec.provider, spec.model, "its stored record is not a namespace record"
-                )
+            record = self._kv.get(key)  # another writer may have created it since
             if record is None:
                 ns_id = int(self._kv.get(_NEXT_NS, 0)) + 1
                 self._kv[_NEXT_NS] = ns_id
@@ -191,9 +200,7 @@ class _KeyValueStore(Store):
                 }
                 self._kv[key] = record
                 self._kv[_NS_KEYS] = {**self._kv.get(_NS_KEYS, {}), ns_id: spec.key}
-        return Namespace(
-            id=record["id"], key=spec.key, spec=spec, dim=record["dim"], created=record["created"]
-        )
+        return record
 
     @_reported
     def _read_dimension(self, ns_id: int) -> int | None:
@@ -456,20 +463,26 @@ class DiskCacheStore(_KeyValueStore):
 
     def __init__(self, directory: str | os.PathLike[str], url: str | None = None) -> None:
         super().__init__()
-        import diskcache
-
         path = Path(directory).expanduser()
         self.url = url or f"diskcache://{path}"
         path.mkdir(parents=True, exist_ok=True, mode=0o700)
-        if not os.access(path, os.W_OK):
-            raise StoreError(
-                f"cache {self.url}: the folder {path} is read-only for this process, and a "
-                "diskcache cache cannot be opened read-only. Remedy: make it writable, or use a "
-                "SQLite cache (sqlite:///...), which serves hits from a read-only file"
-            )
+        self._index = path / "cache.db"
+        self.read_only = not os.access(path, os.W_OK) or (
+            self._index.is_file() and not os.access(self._index, os.W_OK)
+        )
+        """A folder this process cannot write: hits are served, nothing is stored."""
+        if self.read_only:
+            self._kv = self._open_read_only(path)
+        else:
+            self._kv = self._open(path)
+        self._opened = FileIdentity.of(self._index)
+
+    def _open(self, path: Path) -> Any:
+        import diskcache
+
         old_umask = os.umask(0o077)  # cache.db and value files: user-only
         try:
-            self._kv = diskcache.Cache(
+            return diskcache.Cache(
                 str(path),
                 disk=_private_disk(),
                 eviction_policy="none",  # never drop a paid-for vector behind the user's back
@@ -487,8 +500,22 @@ class DiskCacheStore(_KeyValueStore):
             ) from None
         finally:
             os.umask(old_umask)
-        self._index = path / "cache.db"
-        self._opened = FileIdentity.of(self._index)
+
+    def _open_read_only(self, path: Path) -> Any:
+        from .diskcache_reader import ReadOnlyDiskcache
+
+        if not self._index.is_file():
+            raise StoreError(
+                f"cache {self.url}: the folder {path} is read-only for this process and holds "
+                "no cache. Remedy: make it writable, or point the cache at a writable folder"
+            )
+        try:
+            return ReadOnlyDiskcache(path, _private_disk())
+        except sqlite3.Error as exc:
+            raise StoreError(
+                f"cannot open diskcache cache {path} read-only: {exc}. Remedy: make the folder "
+                "writable (an older or damaged cache is repaired on a writable open)"
+            ) from None
 
     def _store_error(self, exc: Exception) -> StoreError | None:
         import diskcache
@@ -502,6 +529,8 @@ class DiskCacheStore(_KeyValueStore):
     def _atomic(self) -> Iterator[None]:
         # Every write goes through here: refuse to write into a folder deleted under us.
         check_still_there(self._index, self._opened, self.url)
+        if self.read_only:
+            raise failure(self.url, f"{self._index.parent} is read-only for this process")
         with self._kv.transact():  # type: ignore[attr-defined]
             yield
 

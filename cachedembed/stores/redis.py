@@ -40,6 +40,7 @@ from ..errors import ConfigurationError, StoreError
 from ..keys import NamespaceSpec
 from ..usage import UsageDelta
 from .base import (
+    CONNECT_TIMEOUT,
     EntryBatch,
     ExportedEntry,
     Namespace,
@@ -48,9 +49,11 @@ from .base import (
     Row,
     Store,
     dimension_problem,
+    failure,
     stored_namespace,
 )
 from .kv import _HEADER, _pack, _rows, _unpack
+from .outage import SERVER_WAITS
 
 
 def _number(raw: bytes | None) -> int | bytes | None:
@@ -164,6 +167,8 @@ class RedisStore(Store):
     day, e.g. ``30d``; default: never). Every other query option goes to redis-py.
     """
 
+    outage_waits = SERVER_WAITS
+
     def __init__(self, url: str) -> None:
         super().__init__()
         from sqlalchemy.engine import make_url
@@ -208,7 +213,14 @@ class RedisStore(Store):
             raise ConfigurationError(
                 "a redis:// cache needs the redis client: pip install 'cachedembed[redis]'"
             ) from None
-        options: dict[str, Any] = {"socket_connect_timeout": 10, "socket_timeout": 60}
+        # No command retries: a pipeline resent after a lost reply could count its stats
+        # twice. A connection the server closed is replaced when it is next checked out
+        # (redis-py sees the socket readable), and an unreachable server is skipped for
+        # a while (outage_waits) instead of being dialled on every call.
+        options: dict[str, Any] = {
+            "socket_connect_timeout": CONNECT_TIMEOUT,
+            "socket_timeout": 60,
+        }
         try:
             client = redis.Redis.from_url(client_url, **options)
         except (ValueError, TypeError) as exc:
@@ -250,7 +262,7 @@ class RedisStore(Store):
                     "maxmemory-policy to allkeys-lru (or volatile-lru with ?ttl=...), or run "
                     "`cachedembed prune`; nothing of this write was stored"
                 ) from None
-            raise StoreError(f"cache {self.url}: {text}") from None
+            raise failure(self.url, text) from None
 
     # -- keys ---------------------------------------------------------------
 

@@ -40,6 +40,7 @@ from ..keys import NamespaceSpec
 from ..usage import UsageDelta
 from . import _sqltext, migrate
 from .base import (
+    CONNECT_TIMEOUT,
     EntryBatch,
     ExportedEntry,
     FileIdentity,
@@ -52,6 +53,7 @@ from .base import (
     failure,
     text_problem,
 )
+from .outage import SERVER_WAITS, Outage
 
 _STATS_COLUMNS = UsageDelta.columns()
 _ENTRY_COLUMNS = "id, ns, chk, tokens, flags, used, created, vec, text"
@@ -71,6 +73,15 @@ _T = TypeVar("_T")
 # (deadlock, lock wait timeout).
 _PG_RETRY = frozenset({"40P01", "40001"})
 _MYSQL_RETRY = frozenset({1213, 1205})
+
+
+def _closed(driver_connection: Any) -> bool:
+    """Whether a DB-API connection knows its server session is over (psycopg, PyMySQL)."""
+    return bool(
+        getattr(driver_connection, "closed", False)
+        or getattr(driver_connection, "broken", False)
+        or getattr(driver_connection, "open", True) is False
+    )
 
 
 class _Dialect:
@@ -272,8 +283,15 @@ class SqlStore(Store):
             elif self._path is not None:
                 _prepare_sqlite_file(self._path)
             kwargs["connect_args"] = connect_args
-        elif self._d.mysql:
-            kwargs["connect_args"] = {"charset": "utf8mb4"}
+        else:
+            # A server that is down must cost a call seconds, not the OS's minutes-long
+            # connect timeout (a ?connect_timeout= in the URL wins); once it failed, it is
+            # skipped for a while rather than dialled on every call.
+            kwargs["connect_args"] = {"charset": "utf8mb4"} if self._d.mysql else {}
+            if "connect_timeout" not in sa_url.query:
+                kwargs["connect_args"]["connect_timeout"] = CONNECT_TIMEOUT
+            self.outage_waits = SERVER_WAITS
+            self.outage = Outage(*SERVER_WAITS)
         # A ?password= goes to the driver as an argument, not in the engine's URL, whose
         # repr (in logs, in tracebacks) masks only the userinfo password.
         secret_params = {k: v for k, v in sa_url.query.items() if k.lower() in PASSWORD_PARAMS}
@@ -320,6 +338,16 @@ class SqlStore(Store):
         local = self._local
         conn = getattr(local, "conn", None)
         pid = os.getpid()
+        if (
+            conn is not None
+            and not self._d.sqlite
+            and local.pid == pid
+            and _closed(conn.driver_connection)
+        ):
+            # The server ended the session (a restart, pg_terminate_backend) and the driver
+            # noticed: dial again instead of failing with "the connection is closed".
+            self._drop_connection()
+            conn = None
         if conn is None or local.pid != pid:
             try:
                 conn = self._engine.raw_connection()
@@ -381,7 +409,13 @@ class SqlStore(Store):
         state = getattr(exc, "sqlstate", None) or ""
         if state.startswith(("08", "57P0")):
             return True
-        return bool(self._engine.dialect.is_disconnect(exc, None, None))  # type: ignore[arg-type]
+        # A server gone without a word ("server closed the connection unexpectedly") has
+        # no SQLSTATE: the driver's connection then says it is closed or broken.
+        conn = getattr(self._local, "conn", None)
+        driver = conn.driver_connection if conn is not None else None
+        if driver is not None and _closed(driver):
+            return True
+        return bool(self._engine.dialect.is_disconnect(exc, driver, None))  # type: ignore[arg-type]
 
     def _must_retry(self, exc: BaseException) -> bool:
         """Whether the server rolled the whole transaction back and it can simply run again."""
@@ -438,11 +472,13 @@ class SqlStore(Store):
         reconnected = False
         for _attempt in range(40):
             conn = self._raw()
-            cur = conn.cursor()
+            cur: Any = None
             try:
+                cur = conn.cursor()
                 cur.execute(self._d.begin)
             except Exception as exc:
-                cur.close()
+                if cur is not None:
+                    cur.close()
                 if self._must_retry(exc):
                     time.sleep(delay * (1 + random.random()))
                     delay = min(delay * 2, 1.0)
@@ -513,7 +549,13 @@ class SqlStore(Store):
         """
         for attempt in (0, 1):
             conn = self._raw()
-            cur = conn.cursor(binary=True) if binary and self._d.postgres else conn.cursor()
+            try:
+                cur = conn.cursor(binary=True) if binary and self._d.postgres else conn.cursor()
+            except self._db_errors as exc:
+                self._drop_connection()
+                if attempt == 0:
+                    continue
+                raise self._store_error(exc) from None
             try:
                 return body(cur)
             except self._db_errors as exc:

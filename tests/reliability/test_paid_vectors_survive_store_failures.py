@@ -3,8 +3,8 @@
 With the default ``on_store_error="warn"``, a write that fails after the provider answered
 (the disk is full, the database refuses it) still returns the provider's exact vectors:
 the failure is logged once with its remedy and counted in ``stats()["store_errors"]``;
-batches stored before it stay; and the texts it could not store are simply misses again,
-so the first call after the disk has room stores them. ``on_store_error="raise"`` keeps
+batches stored before it stay; and the batches it could not store are kept in memory
+(bounded) and written once the disk has room, with the next successful write. ``on_store_error="raise"`` keeps
 the strict behaviour: the failed write raises :class:`StoreError` with the remedy.
 """
 
@@ -71,13 +71,15 @@ def test_full_disk_returns_exact_vectors_and_stores_them_once_there_is_room(
 
         filler.unlink()
         assert same_bits(wrapper.embed(later), expected(ef, later))
-        assert ef.texts_embedded == later  # still a miss: embedded again and stored now
+        # Embedded again and stored now, unless the background flusher already wrote the
+        # batch kept from the outage.
+        assert set(ef.texts_embedded) <= set(later)
         assert "writes succeed again" in store_warnings(caplog)[-1]
         ef.calls.clear()
-        assert same_bits(wrapper.embed(later), expected(ef, later))
-        assert ef.calls == []
+        assert same_bits(wrapper.embed([*later, *more]), expected(ef, [*later, *more]))
+        assert ef.calls == []  # the batches kept during the outage were written too
         stored = {e.id for e in all_entries(wrapper.store)}
-        assert len(stored) == len(first) + len(later)
+        assert len(stored) == len(first) + len(later) + len(more)
         wrapper.store.close()
 
 

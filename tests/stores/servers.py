@@ -10,7 +10,7 @@ from __future__ import annotations
 import threading
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from typing import Any
 
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/test"
@@ -175,3 +175,88 @@ def own_redis(directory: str, *args: str) -> Iterator[OwnRedis]:
 
         close_all()
         server.stop()
+
+
+class OwnPostgres:
+    """A PostgreSQL cluster of the test's own: ``initdb`` in a temporary folder, on a free port.
+
+    Run as the ``postgres`` user when the tests run as root (``initdb`` refuses root), in
+    a folder that user owns. Stopped and started with ``pg_ctl`` like an operator would.
+    """
+
+    def __init__(self) -> None:
+        import getpass
+        import glob
+        import shutil
+        import tempfile
+        from pathlib import Path
+
+        bins = sorted(glob.glob("/usr/lib/postgresql/*/bin"), key=lambda p: int(p.split("/")[-2]))
+        found = shutil.which("pg_ctl")
+        self.bin = Path(bins[-1]) if bins else Path(found).parent if found else None
+        if self.bin is None:
+            raise RuntimeError("no PostgreSQL server binaries (initdb, pg_ctl) on this machine")
+        self.root = Path(tempfile.mkdtemp(prefix="cachedembed-pg-"))
+        self.data = self.root / "data"
+        self.port = free_port()
+        self._as = ["runuser", "-u", "postgres", "--"] if getpass.getuser() == "root" else []
+        if self._as:
+            shutil.chown(self.root, "postgres")
+
+    @property
+    def url(self) -> str:
+        return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/postgres"
+
+    def _run(self, tool: str, *args: str) -> None:
+        import subprocess
+
+        subprocess.run(
+            [*self._as, str(self.bin / tool), *args], check=True, capture_output=True, timeout=60
+        )
+
+    def init(self) -> None:
+        self._run("initdb", "-D", str(self.data), "-A", "trust", "-U", "postgres", "--no-sync")
+
+    def start(self) -> None:
+        options = (
+            f"-p {self.port} -c listen_addresses=127.0.0.1 -k {self.root} -c fsync=off "
+            "-c full_page_writes=off"
+        )
+        self._run("pg_ctl", "-D", str(self.data), "-l", str(self.root / "log"), "-o", options,
+                  "-w", "start")  # fmt: skip
+
+    def stop(self, mode: str = "immediate") -> None:
+        """Stop the server; ``immediate`` (the default) ends it like a crash, without a word to clients."""
+        self._run("pg_ctl", "-D", str(self.data), "-m", mode, "-w", "stop")
+
+    def terminate_clients(self) -> int:
+        """End every other session (``pg_terminate_backend``); how many were ended."""
+        import psycopg
+
+        with psycopg.connect(self.url.replace("+psycopg", ""), autocommit=True) as admin:
+            rows = admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE pid <> pg_backend_pid() AND backend_type = 'client backend'"
+            ).fetchall()
+        return len(rows)
+
+    def remove(self) -> None:
+        import shutil
+
+        with suppress(Exception):  # already stopped
+            self.stop()
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+@contextmanager
+def own_postgres() -> Iterator[OwnPostgres]:
+    server = OwnPostgres()
+    try:
+        server.init()
+        server.start()
+        yield server
+    finally:
+        from cachedembed.stores import close_all
+
+        close_all()
+        server.remove()
