@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from functools import partial
 from itertools import repeat
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 
@@ -28,15 +28,12 @@ from .embedder import Embedder
 from .embedding_functions._base import EmbeddedBatch, check_input
 from .errors import InvalidInputError, PendingBatchError, ProviderResponseError, StoreError
 from .keys import ItemHasher, ItemKind, NamespaceSpec, Role
+from .options import OnStoreError, PendingPolicy, UnicodeForm
 from .stores import Store
 from .stores.base import FLAG_TOKENS_ESTIMATED, UNREGISTERED_NS, EntryBatch, Namespace, Row
 from .usage import UsageDelta, apportion, estimate_tokens, today
 
 log = logging.getLogger("cachedembed")
-
-OnStoreError = Literal["warn", "raise"]
-PendingPolicy = Literal["error", "wait", "embed"]
-UnicodeForm = Literal["NFC", "NFD", "NFKC", "NFKD"]
 
 
 @dataclass
@@ -489,27 +486,27 @@ class Engine:
         lengths = np.fromiter(map(len, row_vec), dtype=np.int64, count=len(row_vec))
         ok &= lengths == ns.dim * state.dtype.itemsize
         stale: list[int] = []
-        # A bytearray, so the vectors served straight from it are writable.
-        blob: bytes | bytearray
-        if ok.all():
-            blob = bytearray().join(row_vec)
-        else:
-            bad = np.flatnonzero(~ok)
+        if not ok.all():
             # Collisions (other namespace or check) are left alone; wrong-length blobs of
             # this namespace are damaged entries to replace.
+            expected = checks_u[pos]
             stale = [
-                row_ids[i] for i in bad if row_ns[i] == ns.id and row_chk[i] == checks_u[pos[i]]
+                row_ids[i]
+                for i in np.flatnonzero(~ok)
+                if row_ns[i] == ns.id and row_chk[i] == expected[i]
             ]
-            if len(stale):
+            if stale:
                 log.warning(
                     "cache %s: %d damaged entries will be re-embedded", self.store.url, len(stale)
                 )
-            keep = np.flatnonzero(ok)
-            blob = b"".join([row_vec[i] for i in keep])
+            keep = np.flatnonzero(ok).tolist()
             pos = pos[keep]
-            row_tokens = tuple(row_tokens[i] for i in keep)
-            row_flags = tuple(row_flags[i] for i in keep)
-            row_used = tuple(row_used[i] for i in keep)
+            row_tokens, row_flags, row_used, row_vec = (
+                tuple(column[i] for i in keep)
+                for column in (row_tokens, row_flags, row_used, row_vec)
+            )
+        # A bytearray, so the vectors served straight from it are writable.
+        blob = bytearray().join(row_vec)
         vectors = np.frombuffer(blob, dtype=state.dtype).reshape(len(pos), ns.dim)
         if state.dtype != np.float32:
             vectors = vectors.astype(np.float32)
@@ -537,7 +534,9 @@ class Engine:
             if stale:
                 try:
                     store.delete(ns.id, stale)
-                except StoreError as exc:  # a read-only cache: the fresh vectors are not stored either
+                except (
+                    StoreError
+                ) as exc:  # a read-only cache: the fresh vectors are not stored either
                     self.store_failed(exc, "damaged entries not replaced")
             if len(mine):
                 self._await_batches(ns.id, uniq[mine])

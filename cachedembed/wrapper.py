@@ -9,44 +9,31 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Generic, Literal, TypeVar, overload
+from typing import Any
 
 import numpy as np
 
-from ._engine import Embedded, Engine, OnStoreError, PendingPolicy, UnicodeForm, _Namespaced
+from ._engine import Embedded, Engine, _Namespaced
 from .embedder import as_embedder, label
 from .embedding_functions._parallel import check_concurrency
 from .errors import ConfigurationError, StoreError
 from .frameworks import adapt, framework_of
 from .keys import HashName, ItemHasher, ItemKind, NamespaceSpec, Role
+from .options import (
+    OnEngine,
+    OnStoreError,
+    PendingPolicy,
+    StorageDtype,
+    UnicodeForm,
+    check_batch_size,
+    check_options,
+)
 from .persisted import build_inner, check_config_update, inner_config
 from .stores import Store, open_store, private_url, public_url
 from .stores.base import UNREGISTERED_NS, Namespace
 from .usage import UsageDelta
 
 __all__ = ["Cached", "Embedded", "cached", "check_batch_size"]
-
-StorageDtype = Literal["float32", "float16"]
-
-T = TypeVar("T")
-
-
-class _OnEngine(Generic[T]):
-    """A setting of the wrapper that lives on its engine (read and changed there)."""
-
-    def __set_name__(self, owner: type, name: str) -> None:
-        self.name = name
-
-    @overload
-    def __get__(self, obj: None, objtype: type | None = None) -> _OnEngine[T]: ...
-    @overload
-    def __get__(self, obj: Cached, objtype: type | None = None) -> T: ...
-    def __get__(self, obj: Cached | None, objtype: type | None = None) -> T | _OnEngine[T]:
-        return self if obj is None else getattr(obj._engine, self.name)
-
-    def __set__(self, obj: Cached, value: T) -> None:
-        setattr(obj._engine, self.name, value)
-
 
 class Cached:
     """A persistent, content-addressed cache in front of an embedding function.
@@ -105,11 +92,11 @@ class Cached:
             every wrapper and thread sharing the provider instance.
     """
 
-    store_text: _OnEngine[bool] = _OnEngine()
-    on_store_error: _OnEngine[OnStoreError] = _OnEngine()
-    pending_batches: _OnEngine[PendingPolicy] = _OnEngine()
-    concurrency: _OnEngine[int] = _OnEngine()
-    batch_poll: _OnEngine[float] = _OnEngine()
+    store_text: OnEngine[bool] = OnEngine()
+    on_store_error: OnEngine[OnStoreError] = OnEngine()
+    pending_batches: OnEngine[PendingPolicy] = OnEngine()
+    concurrency: OnEngine[int] = OnEngine()
+    batch_poll: OnEngine[float] = OnEngine()
     """First seconds between status checks when waiting for a batch job (doubling)."""
 
     def __new__(cls, ef: Any = None, *args: Any, **kwargs: Any) -> Any:
@@ -136,7 +123,9 @@ class Cached:
         pending_batches: PendingPolicy = "error",
         concurrency: int | None = None,
     ) -> None:
-        _check_options(ef, dtype, normalize_unicode, batch_size, on_store_error, pending_batches)
+        if isinstance(ef, Cached):
+            raise ConfigurationError("ef is already Cached; wrap the inner function once")
+        check_options(dtype, normalize_unicode, batch_size, on_store_error, pending_batches)
         self.ef = ef
         self.store: Store = cache if isinstance(cache, Store) else open_store(cache)
         self.namespace = namespace
@@ -375,38 +364,6 @@ class Cached:
 
     def __repr__(self) -> str:
         return f"Cached({self.ef!r}, cache={self.store.url!r})"
-
-
-def _check_options(
-    ef: Any,
-    dtype: object,
-    normalize_unicode: object,
-    batch_size: object,
-    on_store_error: object,
-    pending_batches: object,
-) -> None:
-    """Refuse, before anything is opened, options ``Cached`` does not know."""
-    if on_store_error not in ("warn", "raise"):
-        raise ConfigurationError(f"on_store_error must be 'warn' or 'raise', got {on_store_error!r}")
-    if pending_batches not in ("error", "wait", "embed"):
-        raise ConfigurationError(
-            f"pending_batches must be 'error', 'wait' or 'embed', got {pending_batches!r}"
-        )
-    if dtype not in ("float32", "float16"):
-        raise ConfigurationError(f"dtype must be 'float32' or 'float16', got {dtype!r}")
-    if normalize_unicode not in (None, "NFC", "NFD", "NFKC", "NFKD"):
-        raise ConfigurationError(
-            f"normalize_unicode must be NFC, NFD, NFKC, NFKD or None, got {normalize_unicode!r}"
-        )
-    if isinstance(ef, Cached):
-        raise ConfigurationError("ef is already Cached; wrap the inner function once")
-    check_batch_size(batch_size)
-
-
-def check_batch_size(batch_size: object) -> None:
-    """Refuse a batch size that is not a positive integer (0 would loop forever, -1 embed nothing)."""
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ConfigurationError(f"batch_size must be a positive integer, got {batch_size!r}")
 
 
 class _WithPending:
