@@ -487,18 +487,7 @@ class Engine:
         ok &= lengths == ns.dim * state.dtype.itemsize
         stale: list[int] = []
         if not ok.all():
-            # Collisions (other namespace or check) are left alone; wrong-length blobs of
-            # this namespace are damaged entries to replace.
-            expected = checks_u[pos]
-            stale = [
-                row_ids[i]
-                for i in np.flatnonzero(~ok)
-                if row_ns[i] == ns.id and row_chk[i] == expected[i]
-            ]
-            if stale:
-                log.warning(
-                    "cache %s: %d damaged entries will be re-embedded", self.store.url, len(stale)
-                )
+            stale = self._damaged(ns.id, rows, checks_u[pos], ok)
             keep = np.flatnonzero(ok).tolist()
             pos = pos[keep]
             row_tokens, row_flags, row_used, row_vec = (
@@ -518,6 +507,25 @@ class Engine:
             np.array(row_used, dtype=np.int64),
             stale,
         )
+
+    def _damaged(
+        self, ns_id: int, rows: list[Any], expected: np.ndarray, ok: np.ndarray
+    ) -> list[int]:
+        """Ids of the rejected ``rows`` that are damaged entries of this namespace, to replace.
+
+        Collisions (another namespace or check) are left alone; a wrong-length blob with
+        our namespace and check is damage.
+        """
+        stale = [
+            rows[i][0]
+            for i in np.flatnonzero(~ok)
+            if rows[i][1] == ns_id and rows[i][2] == expected[i]
+        ]
+        if stale:
+            log.warning(
+                "cache %s: %d damaged entries will be re-embedded", self.store.url, len(stale)
+            )
+        return stale
 
     # -- misses: single-flight, embed, publish --------------------------------
 
