@@ -503,12 +503,22 @@ def bench_chroma(tmp: Path, docs: int) -> dict[str, Any]:
 
 def bench_sql_network() -> dict[str, Any] | None:
     """Optional hook: PostgreSQL warm hits from ``bench/sql_network.py`` when it exists."""
-    path = Path(__file__).resolve().parent / "sql_network.py"
+    return _optional_bench("sql_network.py")
+
+
+def bench_fleet() -> dict[str, Any] | None:
+    """Optional hook: provider calls per unique text of a worker fleet, from ``bench/fleet.py``."""
+    return _optional_bench("fleet.py")
+
+
+def _optional_bench(filename: str) -> dict[str, Any] | None:
+    """``run()`` of the benchmark script ``filename`` beside this one, when it exists."""
+    path = Path(__file__).resolve().parent / filename
     if not path.exists():
         return None
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location("bench_sql_network", path)
+    spec = importlib.util.spec_from_file_location(f"bench_{path.stem}", path)
     assert spec and spec.loader
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -647,6 +657,24 @@ def targets(r: dict[str, Any]) -> list[Row]:
         rows.append(
             ("Warm hits over SQL servers (bench/sql_network.py)", _short(pg), "(info)", True)
         )
+    f = r.get("fleet")
+    if f and "error" not in f:
+        per_text = {k: v for k, v in f.items() if isinstance(v, dict)}
+        rows.append(
+            (
+                "Provider calls per unique text, 8 processes x 4 threads (bench/fleet.py)",
+                ", ".join(
+                    f"{k} {v['leases']:.2f} (no leases {v['no_leases']:.2f}; holder killed: "
+                    f"done {v['kill_to_done_s']:.1f} s after, lease {v['kill_lease_s']:.0f} s)"
+                    for k, v in per_text.items()
+                ),
+                "= 1.00; killed holder: <= lease + 1 s",
+                all(
+                    v["leases"] == 1.0 and v["kill_to_done_s"] <= v["kill_lease_s"] + 1
+                    for v in per_text.values()
+                ),
+            )
+        )
     return rows
 
 
@@ -714,6 +742,8 @@ def main() -> int:
         print(f"startup and stats on {args.million:,} entries ...", flush=True)
         result["startup"] = bench_startup(tmp, args.million, args.million_dim)
         result["sql_network"] = bench_sql_network()
+        print("fleet: 8 processes x 4 threads, with and without leases ...", flush=True)
+        result["fleet"] = bench_fleet()
         if "chroma" not in skip:
             print(f"chroma end to end, {args.chroma_docs:,} docs ...", flush=True)
             result["chroma"] = bench_chroma(tmp, args.chroma_docs)

@@ -27,6 +27,7 @@ import numpy as np
 from .embedder import Embedder
 from .embedding_functions._base import EmbeddedBatch, check_input
 from .errors import InvalidInputError, PendingBatchError, ProviderResponseError, StoreError
+from .fleet import Leases
 from .keys import ItemHasher, ItemKind, NamespaceSpec, Role
 from .options import OnStoreError, PendingPolicy, UnicodeForm
 from .stores import Store
@@ -99,6 +100,8 @@ class _Call:
     estimated: np.ndarray
     served_by_me: np.ndarray
     """Items this call paid the provider for (its misses)."""
+    served_by_others: np.ndarray
+    """Items this call claimed but found stored by another caller (thread or process) meanwhile."""
     result: Embedded
     out: np.ndarray | None = None
     """One vector per unique item, allocated once the dimension is known."""
@@ -201,6 +204,7 @@ class Engine:
         on_store_error: OnStoreError = "warn",
         pending_batches: PendingPolicy = "error",
         concurrency: int = 1,
+        leases: Leases | None = None,
     ) -> None:
         self.store = store
         self.embedder = embedder
@@ -211,6 +215,8 @@ class Engine:
         self.on_store_error = on_store_error
         self.pending_batches = pending_batches
         self.concurrency = concurrency
+        self.leases = leases if leases is not None else Leases(store)
+        """Single-flight across processes sharing the store (``Cached``'s default lease unless given)."""
         self.batch_poll = 5.0
         """First seconds between status checks when waiting for a batch job (doubling)."""
         self.session = Session()
@@ -389,6 +395,7 @@ class Engine:
             tokens=np.zeros(n_u, dtype=np.int64),
             estimated=np.zeros(n_u, dtype=bool),
             served_by_me=np.zeros(n_u, dtype=bool),
+            served_by_others=np.zeros(n_u, dtype=bool),
             result=result,
             kind=kind,
         )
@@ -548,13 +555,12 @@ class Engine:
                     self.store_failed(exc, "damaged entries not replaced")
             if len(mine):
                 self._await_batches(ns.id, uniq[mine])
-                mine = self._take_stored_meanwhile(call, mine)
-            if len(mine):
-                self._embed_and_store(call, mine)
+                # Leased to this process, served once stored elsewhere, or waited for.
+                self.leases.fill(call, mine, self._serve_stored, self._embed_and_store)
         except BaseException as exc:
             # Only keys never resolved are still ours: a resolved key may already be
             # claimed by a later caller, whose waiters must not get this exception.
-            unfinished = mine[~call.served_by_me[mine]]
+            unfinished = mine[~(call.served_by_me | call.served_by_others)[mine]]
             store.flights.fail(_flight_keys(ns.id, uniq[unfinished]), exc)
             raise
         for p_index, fut in theirs:
@@ -564,32 +570,31 @@ class Engine:
             call.tokens[p] = tok
             call.estimated[p] = est
 
-    def _take_stored_meanwhile(self, call: _Call, mine: np.ndarray) -> np.ndarray:
-        """Serve (and release) claimed items another caller stored between our lookup and claim.
+    def _serve_stored(self, call: _Call, claimed: np.ndarray) -> np.ndarray:
+        """Fill those of ``claimed`` that another caller stored since our lookup; return them.
 
-        Returns the claimed positions still to embed, in input order.
+        Their single-flight claims are resolved, so this process's waiters get them too.
         """
-        uniq = call.uniq
-        # `mine` is in input order, but _read needs ids sorted (it binary-searches
+        # `claimed` is in input order, but _read needs ids sorted (it binary-searches
         # them): positions into the sorted `uniq`, sorted, give sorted ids.
-        recheck = np.sort(mine)
-        again = self._read(call.state, uniq[recheck], call.checks[recheck])
-        if not len(again.pos):
-            return mine
+        recheck = np.sort(claimed)
+        again = self._read(call.state, call.uniq[recheck], call.checks[recheck])
         got = recheck[again.pos]
-        filled = call.vectors(again.vectors.shape[1])
-        filled[got] = again.vectors
-        call.tokens[got] = again.tokens
-        call.estimated[got] = (again.flags & FLAG_TOKENS_ESTIMATED) != 0
-        self.store.flights.resolve(
-            _flight_keys(call.state.ns.id, uniq[got]),
-            lambda i: (
-                filled[got[i]].copy(),
-                int(call.tokens[got[i]]),
-                bool(call.estimated[got[i]]),
-            ),
-        )
-        return mine[~np.isin(mine, got)]  # still input order
+        if len(got):
+            filled = call.vectors(again.vectors.shape[1])
+            filled[got] = again.vectors
+            call.tokens[got] = again.tokens
+            call.estimated[got] = (again.flags & FLAG_TOKENS_ESTIMATED) != 0
+            call.served_by_others[got] = True
+            self.store.flights.resolve(
+                _flight_keys(call.state.ns.id, call.uniq[got]),
+                lambda i: (
+                    filled[got[i]].copy(),
+                    int(call.tokens[got[i]]),
+                    bool(call.estimated[got[i]]),
+                ),
+            )
+        return got
 
     def _embed_and_store(self, call: _Call, mine: np.ndarray) -> None:
         """Embed the texts at ``mine`` and store each provider batch as soon as it arrives."""

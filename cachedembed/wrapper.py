@@ -17,6 +17,7 @@ from ._engine import Embedded, Engine, _Namespaced
 from .embedder import as_embedder, label
 from .embedding_functions._parallel import check_concurrency
 from .errors import ConfigurationError, StoreError
+from .fleet import Leases
 from .frameworks import adapt, framework_of
 from .keys import HashName, ItemHasher, ItemKind, NamespaceSpec, Role
 from .options import (
@@ -90,6 +91,12 @@ class Cached:
             remote providers, 1 for in-process models and foreign functions). Rate limits
             (``requests_per_minute=``, ``tokens_per_minute=`` on the provider) hold across
             every wrapper and thread sharing the provider instance.
+        lease: Seconds a text being embedded stays leased to this process in a shared
+            store (SQLite file, diskcache folder, PostgreSQL, MySQL, Redis), so other
+            processes wait for its entry instead of paying for it again; renewed while the
+            provider call runs, taken over by a waiter once it runs out (a killed worker).
+            Default: 30 s, or three times the slowest provider batch seen. ``0`` turns
+            leases off (processes then only share what is already stored).
     """
 
     store_text: OnEngine[bool] = OnEngine()
@@ -122,6 +129,7 @@ class Cached:
         on_store_error: OnStoreError = "warn",
         pending_batches: PendingPolicy = "error",
         concurrency: int | None = None,
+        lease: float | None = None,
     ) -> None:
         if isinstance(ef, Cached):
             raise ConfigurationError("ef is already Cached; wrap the inner function once")
@@ -147,6 +155,7 @@ class Cached:
             concurrency=check_concurrency(
                 embedder.default_concurrency if concurrency is None else concurrency
             ),
+            leases=Leases(self.store, lease),
         )
 
     # -- identity ----------------------------------------------------------------

@@ -15,6 +15,7 @@ from ..errors import (
     InvalidInputError,
     ProviderError,
     ProviderResponseError,
+    StoreError,
 )
 
 
@@ -89,6 +90,11 @@ def from_exception(exc: Exception) -> APIError:
         return _from_provider(exc)
     if isinstance(exc, ConfigurationError):
         return APIError(500, f"server misconfigured: {exc}", type="server_error")
+    if isinstance(exc, StoreError):
+        # Embedding fails open; only what needs the cache itself (/stats) gets here.
+        return APIError(
+            503, f"the cache is unavailable: {exc}", type="server_error", code="cache_unavailable"
+        )
     return APIError(500, "internal error; the server log has the details", type="server_error")
 
 

@@ -783,6 +783,28 @@ class Store(ABC):
         """``(id, ns, state, rev, doc)`` of every job (only not-collected ones with ``pending``)."""
         return []
 
+    # -- leases -------------------------------------------------------------
+    # Cross-process single-flight (see cachedembed.fleet): a store other processes can
+    # reach records who is embedding which item, one statement per batch. A store only
+    # this process sees grants every lease (its in-process SingleFlight is enough).
+
+    shares_leases = False
+    """Whether other processes can reach this store, so that leases are worth taking."""
+
+    def claim_leases(self, ns_id: int, ids: Sequence[int], owner: str, ttl_ms: int) -> list[bool]:
+        """Lease ``ids`` to ``owner`` for ``ttl_ms``; which of them it now holds (parallel to ``ids``).
+
+        A lease is granted when nobody holds it, when its holder's lease expired (taken
+        over), or when ``owner`` holds it already (extended).
+        """
+        return [True] * len(ids)
+
+    def renew_leases(self, ns_id: int, ids: Sequence[int], owner: str, ttl_ms: int) -> None:  # noqa: B027
+        """Extend ``owner``'s leases among ``ids`` to ``ttl_ms`` from now (others' are left alone)."""
+
+    def release_leases(self, ns_id: int, ids: Sequence[int], owner: str) -> None:  # noqa: B027
+        """Drop ``owner``'s leases among ``ids`` (never another owner's)."""
+
     def delete_namespace_entries(self, ns_id: int, ids: Iterable[int]) -> int:
         """Delete in chunks; shared by prune and verify."""
         removed = 0

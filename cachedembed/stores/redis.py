@@ -12,6 +12,7 @@ Keys, under the URL's ``prefix`` (default ``cachedembed``)::
     P:stats:<ns>:<day>  hash of counters, merged with HINCRBY / HINCRBYFLOAT
     P:jobs              hash: batch job id -> "<ns>:<state>:<rev>"
     P:job:<id>          a batch job's JSON document (updated by compare-and-set on rev)
+    P:l:<ns>:<id>       a lease: the owner embedding that item, expiring by itself (PX)
 
 Namespace ids increase in creation order, and restart above the old ones after Redis
 lost everything (see ``_NAMESPACE_SCRIPT``); every write re-registers its namespace in the
@@ -53,6 +54,7 @@ from .base import (
     stored_namespace,
 )
 from .kv import _HEADER, _pack, _rows, _unpack
+from .leases import CLAIM_SCRIPT, REDIS_CHUNK, RELEASE_SCRIPT, RENEW_SCRIPT
 from .outage import SERVER_WAITS
 
 
@@ -203,6 +205,14 @@ class RedisStore(Store):
         self._ns_by_id: dict[int, Namespace] = {}
         self._bulk = threading.local()
         self._namespace_script = self._client.register_script(_NAMESPACE_SCRIPT)
+        self._lease_scripts = {
+            name: self._client.register_script(text)
+            for name, text in (
+                ("claim", CLAIM_SCRIPT),
+                ("renew", RENEW_SCRIPT),
+                ("release", RELEASE_SCRIPT),
+            )
+        }
 
     # -- connection ---------------------------------------------------------
 
@@ -552,6 +562,33 @@ class RedisStore(Store):
             delta.provider_seconds = float(fields.get(b"provider_seconds", 0.0))
             out.append((ns, day, delta))
         return out
+
+    # -- leases ---------------------------------------------------------------
+
+    shares_leases = True
+
+    def _lease_call(self, name: str, ns_id: int, ids: Sequence[int], *args: Any) -> list[Any]:
+        """Run lease script ``name`` over ``ids``, a chunk per call, in one round trip."""
+        if not ids:
+            return []
+        script = self._lease_scripts[name]
+        head = f"{self._p}l:{ns_id}:"
+        keys = [head + str(i) for i in ids]
+        with self._guard():
+            pipe = self._client.pipeline(transaction=False)
+            for start in range(0, len(keys), REDIS_CHUNK):
+                script(keys=keys[start : start + REDIS_CHUNK], args=list(args), client=pipe)
+            return list(pipe.execute())
+
+    def claim_leases(self, ns_id: int, ids: Sequence[int], owner: str, ttl_ms: int) -> list[bool]:
+        chunks = self._lease_call("claim", ns_id, ids, owner, int(ttl_ms))
+        return [bool(flag) for chunk in chunks for flag in chunk]
+
+    def renew_leases(self, ns_id: int, ids: Sequence[int], owner: str, ttl_ms: int) -> None:
+        self._lease_call("renew", ns_id, ids, owner, int(ttl_ms))
+
+    def release_leases(self, ns_id: int, ids: Sequence[int], owner: str) -> None:
+        self._lease_call("release", ns_id, ids, owner)
 
     # -- batch jobs -----------------------------------------------------------
 

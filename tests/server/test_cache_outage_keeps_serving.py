@@ -63,6 +63,10 @@ def test_a_cache_outage_is_served_through_and_reported_degraded_not_down(
             assert down["cachedembed_store_errors_total"] >= 2
             assert down["cachedembed_store_outages_total"] == 1
             assert down["cachedembed_store_unsaved_entries"] == len(before) + len(during)
+            # What needs the cache itself says so, with the store's error, instead of a 500.
+            stats = requests.get(f"{url}/stats")
+            assert stats.status_code == 503
+            assert "the cache is unavailable" in stats.json()["error"]["message"]
 
             redis.start()
             store.outage.probe_now()  # it is back: the next probe need not wait
