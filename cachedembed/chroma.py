@@ -32,11 +32,11 @@ def register() -> None:
         register_embedding_function,
     )
 
-    from .embedding_functions import registry
+    from .embedding_functions._registry import by_name
     from .wrapper import Cached
 
     register_embedding_function(Cached)
-    for name, cls in registry().items():
+    for name, cls in by_name().items():
         if name not in known_embedding_functions:
             register_embedding_function(cls)
 

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..errors import ConfigurationError, StoreError
+from ..redact import REDACTED
 from .base import EntryBatch, Namespace, PendingStats, Row, Store
 
 if TYPE_CHECKING:
@@ -129,7 +130,7 @@ def normalize_url(url: str) -> str:
 
 PASSWORD_PARAMS = frozenset({"password", "passwd", "pwd", "sslpassword"})
 """Query parameters of a database URL that hold a password (lower case)."""
-_MASK = "***"
+_MASK = REDACTED
 
 
 def redact_url(url: str, *, drop: bool = False) -> str:

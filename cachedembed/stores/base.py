@@ -302,7 +302,8 @@ def _check_identity_size(spec: NamespaceSpec) -> None:
 def failure(where: str, text: str) -> StoreError:
     """A :class:`StoreError` for an operation on ``where`` that failed with ``text``, with its remedy."""
     remedy = remedy_for(text) or "check that the cache's disk or database server is healthy"
-    return StoreError(f"cache {where}: {text}. Remedy: {remedy}")
+    # Drivers end some messages with a full stop ("Connection refused."): one stop, not two.
+    return StoreError(f"cache {where}: {text.rstrip('. ')}. Remedy: {remedy}")
 
 
 def remedy_for(text: str) -> str | None:
@@ -673,7 +674,8 @@ class Store(ABC):
     @abstractmethod
     def remove_namespace(self, ns_id: int, *, with_stats: bool) -> int:
         """Delete the namespace ``ns_id``: its entries, its record and, ``with_stats``, its
-        stats, in one transaction; return how many entries were removed."""
+        stats, in one transaction (Redis: crash-safe instead, see its store); return how
+        many entries were removed."""
 
     def set_dimension(self, ns: Namespace, dim: int) -> None:
         """Record the vector dimension of ``ns`` the first time vectors are stored.

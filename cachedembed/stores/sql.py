@@ -37,6 +37,7 @@ from sqlalchemy.pool import NullPool
 
 from ..errors import ConfigurationError, StoreError
 from ..keys import NamespaceSpec
+from ..redact import REDACTED
 from ..usage import UsageDelta
 from . import _sqltext, migrate
 from .base import (
@@ -452,7 +453,7 @@ class SqlStore(Store):
         """``text`` with every password of this store's URL masked (drivers may echo them)."""
         for password in self._passwords:
             # Only where it stands alone: a password "p" must not turn "port" into "***ort".
-            text = re.sub(rf"(?<![A-Za-z0-9]){re.escape(password)}(?![A-Za-z0-9])", "***", text)
+            text = re.sub(rf"(?<![A-Za-z0-9]){re.escape(password)}(?![A-Za-z0-9])", REDACTED, text)
         return text
 
     def _write(self, body: Callable[[Any], _T]) -> _T:
