@@ -25,6 +25,7 @@ from .errors import (
 if TYPE_CHECKING:
     from .stores import Store, open_store
     from .wrapper import Cached, cached
+    from .wrapping import wrap
 
 __version__ = "0.1.0"
 
@@ -41,6 +42,7 @@ __all__ = [
     "__version__",
     "cached",
     "open_store",
+    "wrap",
 ]
 
 _LAZY = {
@@ -48,6 +50,7 @@ _LAZY = {
     "cached": ".wrapper",
     "Store": ".stores",
     "open_store": ".stores",
+    "wrap": ".wrapping",
 }
 
 
@@ -67,4 +70,12 @@ def _install_chroma_hook() -> None:
     install_hook()
 
 
+def _install_adapters() -> None:
+    # Cached(obj) reaches the framework adapters (which are built on it) through this hook.
+    from .adapters import install
+
+    install()
+
+
 _install_chroma_hook()
+_install_adapters()

@@ -231,7 +231,7 @@ def submit(cached: Cached, texts: Sequence[str], role: Role = "document") -> Sub
     ids, checks = cached._hasher(role).text_key_arrays(texts)
     state = cached._role(role)
     uniq, first = np.unique(ids, return_index=True)
-    found = cached._read(state, uniq, checks[first])
+    found = cached._engine.lookup(state, uniq, checks[first])
     missing = np.ones(len(uniq), dtype=bool)
     missing[found.pos] = False
     covered = pending_items(cached.store, state.ns.id)

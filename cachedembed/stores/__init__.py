@@ -172,6 +172,22 @@ def url_passwords(url: str) -> list[str]:
     return [str(p) for p in found if p]
 
 
+def public_url(url: str) -> str:
+    """``url`` without its password, for configs persisted in plain text (Chroma's).
+
+    Dropped rather than masked: a wrapper rebuilt from it must not try ``***`` as the password.
+    """
+    return redact_url(url, drop=True)
+
+
+def private_url(url: str) -> str:
+    """A :func:`public_url` with its password back, from ``$CACHEDEMBED_URL`` when it names the same database."""
+    env = os.environ.get("CACHEDEMBED_URL")
+    if env and not url.startswith(("memory://", "diskcache://")) and public_url(env) == url:
+        return env
+    return url
+
+
 def open_store(url: str | None = None, *, shared: bool = True, create: bool = True) -> Store:
     """Open (or reuse) the store for ``url``; ``None`` means :func:`default_url`.
 

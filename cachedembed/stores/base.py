@@ -567,10 +567,12 @@ class Store(ABC):
         The caller's vectors were served: a failed counter flush must not fail its call.
         flush() puts the counters back, so the next flush retries them.
         """
+        # The clock first, without the lock: nearly every call (each cached query) is not
+        # due, and needs no lock to know it. A stale read only delays a flush to the next call.
+        if time.monotonic() - self._last_flush < self.flush_interval:
+            return
         with self._pending_lock:
-            due = (not self._pending.is_empty() or self.outage.has_unsaved) and (
-                time.monotonic() - self._last_flush >= self.flush_interval
-            )
+            due = not self._pending.is_empty() or self.outage.has_unsaved
         if not due:
             return
         try:

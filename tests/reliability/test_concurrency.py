@@ -19,8 +19,8 @@ import numpy as np
 import pytest
 
 from cachedembed import Cached, ProviderError
+from cachedembed._engine import _flight_keys
 from cachedembed.stores import open_store
-from cachedembed.wrapper import _flight_keys
 from tests.conftest import FakeEF, fake_vector
 from tests.reliability._helpers import (
     all_entries,

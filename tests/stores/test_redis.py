@@ -21,12 +21,11 @@ import redis
 from click.testing import CliRunner
 
 from cachedembed import Cached
-from cachedembed.chroma import _public_url
 from cachedembed.cli import main
 from cachedembed.errors import ConfigurationError, StoreError
 from cachedembed.exchange import export_cache
 from cachedembed.manage import list_models
-from cachedembed.stores import close_all, open_store
+from cachedembed.stores import close_all, open_store, public_url
 from cachedembed.stores.base import EntryBatch, PendingStats
 from cachedembed.stores.redis import RedisStore, parse_ttl
 from cachedembed.usage import UsageDelta, today
@@ -225,7 +224,7 @@ def test_the_password_never_leaves_memory(tmp_path: Path) -> None:
         ef(["a", "b"])
         store = ef.store
         assert secret not in store.url and "***" in store.url
-        assert secret not in repr(store) and secret not in _public_url(store.url)
+        assert secret not in repr(store) and secret not in public_url(store.url)
         out = CliRunner().invoke(main, ["stats", "--cache", url])
         assert out.exit_code == 0 and secret not in out.output
         export_cache(store, tmp_path / "dump.jsonl.gz")
