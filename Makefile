@@ -38,13 +38,15 @@ lock-images:
 	$(IMAGES_VENV)/bin/pip-compile -q --upgrade --strip-extras --extra images --no-emit-index-url \
 		--no-emit-find-links -o $(IMAGES_LOCK) pyproject.toml requirements-images.in
 
-# torch first, on its own, so nothing resolves it to a CUDA build; then the lock; then the project itself without deps.
+# torch first, on its own, so nothing resolves it to a CUDA build; then the lock (compiled on
+# the CI's Python 3.11); then the project, whose dependencies the lock already satisfies there
+# (on 3.10 pip adds what only 3.10 needs, such as tomli).
 $(STAMP): pyproject.toml $(LOCK)
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -q pip==$(PIP_VERSION)
 	$(PIP) install -q $(TORCH)
 	$(PIP) install -q -r $(LOCK)
-	$(PIP) install -q --no-deps -e .
+	$(PIP) install -q -e .
 	@if command -v npm >/dev/null 2>&1 && [ -f tests/js/package.json ]; then cd tests/js && npm install --no-audit --no-fund --silent; fi
 	touch $(STAMP)
 

@@ -501,19 +501,19 @@ def bench_chroma(tmp: Path, docs: int) -> dict[str, Any]:
     }
 
 
-def bench_sql_network() -> dict[str, Any] | None:
-    """Optional hook: PostgreSQL warm hits from ``bench/sql_network.py`` when it exists."""
-    path = Path(__file__).resolve().parent / "sql_network.py"
+def bench_optional(module: str) -> dict[str, Any] | None:
+    """Optional hook: ``bench/<module>.py``'s ``run()`` when the file exists (servers needed)."""
+    path = Path(__file__).resolve().parent / f"{module}.py"
     if not path.exists():
         return None
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location("bench_sql_network", path)
+    spec = importlib.util.spec_from_file_location(f"bench_{module}", path)
     assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    loaded = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(loaded)
     try:
-        return dict(module.run())
+        return dict(loaded.run())
     except Exception as exc:  # a missing server must not sink the rest of the run
         return {"error": f"{type(exc).__name__}: {exc}"}
 
@@ -647,6 +647,29 @@ def targets(r: dict[str, Any]) -> list[Row]:
         rows.append(
             ("Warm hits over SQL servers (bench/sql_network.py)", _short(pg), "(info)", True)
         )
+    f = r.get("fleet")
+    if f and "error" not in f:
+        per_text = {k: v for k, v in f.items() if isinstance(v, dict)}
+        rows.append(
+            (
+                "Provider calls per unique text, 8 processes x 4 threads (bench/fleet.py)",
+                ", ".join(
+                    f"{k} {v['leases']:.2f} (no leases {v['no_leases']:.2f}; holder killed: "
+                    f"done {v['kill_to_done_s']:.1f} s after, lease {v['kill_lease_s']:.0f} s)"
+                    for k, v in per_text.items()
+                ),
+                "= 1.00; killed holder: <= lease + 1 s",
+                all(
+                    v["leases"] == 1.0 and v["kill_to_done_s"] <= v["kill_lease_s"] + 1
+                    for v in per_text.values()
+                ),
+            )
+        )
+    rp = r.get("redis_peers")
+    if rp and "error" not in rp:
+        from bench.redis_peers import target_rows
+
+        rows += target_rows(rp)
     return rows
 
 
@@ -687,7 +710,7 @@ def main() -> int:
     parser.add_argument("--million-dim", type=int, default=32, help="dimension of that cache")
     parser.add_argument("--chroma-docs", type=int, default=5000)
     parser.add_argument(
-        "--skip", default="", help="comma list of optional parts to skip: langchain,chroma"
+        "--skip", default="", help="comma list of optional parts to skip: langchain,chroma,redis-peers"
     )
     args = parser.parse_args()
     skip = set(filter(None, args.skip.split(",")))
@@ -713,7 +736,12 @@ def main() -> int:
         result["diskcache"] = bench_diskcache(tmp, texts, vecs, args.repeat)
         print(f"startup and stats on {args.million:,} entries ...", flush=True)
         result["startup"] = bench_startup(tmp, args.million, args.million_dim)
-        result["sql_network"] = bench_sql_network()
+        result["sql_network"] = bench_optional("sql_network")
+        print("fleet: 8 processes x 4 threads, with and without leases ...", flush=True)
+        result["fleet"] = bench_optional("fleet")
+        if "redis-peers" not in skip:
+            print("redis peers (redisvl, LangChain RedisStore) ...", flush=True)
+            result["redis_peers"] = bench_optional("redis_peers")
         if "chroma" not in skip:
             print(f"chroma end to end, {args.chroma_docs:,} docs ...", flush=True)
             result["chroma"] = bench_chroma(tmp, args.chroma_docs)

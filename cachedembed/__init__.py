@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from .stores.outage import StoreUnavailable
     from .usage import UsageDelta
     from .wrapper import Cached, Embedded, cached
+    from .wrapping import wrap
 
 __version__ = "0.1.0"
 
@@ -50,6 +51,7 @@ __all__ = [
     "__version__",
     "cached",
     "open_store",
+    "wrap",
 ]
 
 _LAZY = {
@@ -61,6 +63,7 @@ _LAZY = {
     "UsageDelta": ".usage",
     "Store": ".stores",
     "open_store": ".stores",
+    "wrap": ".wrapping",
 }
 
 
@@ -80,4 +83,12 @@ def _install_chroma_hook() -> None:
     install_hook()
 
 
+def _install_adapters() -> None:
+    # Cached(obj) reaches the framework adapters (which are built on it) through this hook.
+    from .adapters import install
+
+    install()
+
+
 _install_chroma_hook()
+_install_adapters()

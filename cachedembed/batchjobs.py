@@ -14,6 +14,11 @@ job (:class:`~cachedembed.stores.base.BatchJob`) *before* anything is sent, so:
 
 Failed requests (the error file, or results that do not validate) are reported and left
 as misses; an expired or cancelled job keeps the results it has.
+
+Collecting runs in bounded memory whatever the job's size: the result files are streamed
+to temporary files (``$TMPDIR``), read line by line twice (validate everything, then
+write), and vectors are written in chunks of about :data:`WRITE_CHUNK` entries inside the one
+transaction.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 import numpy as np
 
@@ -49,6 +54,8 @@ RUNNING = frozenset({"validating", "in_progress", "finalizing", "cancelling"})
 FINISHED = frozenset({"completed", "failed", "expired", "cancelled"})
 """Provider states after which nothing more will come: time to collect."""
 MAX_ERRORS_KEPT = 50
+WRITE_CHUNK = 2048
+"""Entries per store write while collecting: small requests are joined up to this many."""
 
 
 @dataclass(frozen=True)
@@ -110,8 +117,15 @@ class BatchAdapter(ABC):
     def poll(self, batch_id: str) -> Remote: ...
 
     @abstractmethod
-    def results(self, file_id: str) -> Iterator[Result]:
-        """Every line of an output or error file, as results (errors for malformed lines)."""
+    def download(self, file_id: str, out: BinaryIO) -> None:
+        """Write an output or error file's bytes to ``out`` as they arrive (never whole in memory).
+
+        A retried download starts ``out`` again from its beginning.
+        """
+
+    @abstractmethod
+    def parse(self, n: int, raw: bytes) -> Result:
+        """Line ``n`` of an output or error file as a result (an error result when malformed)."""
 
     @abstractmethod
     def vectors(self, data: Any, expected: int) -> np.ndarray:
@@ -217,7 +231,7 @@ def submit(cached: Cached, texts: Sequence[str], role: Role = "document") -> Sub
     ids, checks = cached._hasher(role).text_key_arrays(texts)
     state = cached._role(role)
     uniq, first = np.unique(ids, return_index=True)
-    found = cached._read(state, uniq, checks[first])
+    found = cached._engine.lookup(state, uniq, checks[first])
     missing = np.ones(len(uniq), dtype=bool)
     missing[found.pos] = False
     covered = pending_items(cached.store, state.ns.id)
@@ -430,13 +444,6 @@ def _apply(store: Store, job: BatchJob, remote: Remote) -> BatchJob:
     return job
 
 
-@dataclass
-class _Good:
-    custom_id: str
-    vectors: np.ndarray
-    tokens: int
-
-
 def collect(store: Store, job: BatchJob, adapter: BatchAdapter) -> Collected:
     """Download, validate and store a finished job's results, exactly once (see the module doc)."""
     for _attempt in range(5):
@@ -462,28 +469,28 @@ def _collect_once(store: Store, job: BatchJob, adapter: BatchAdapter) -> Collect
     ns = next((n for n in store.namespaces() if n.id == job.ns), None)
     if ns is None:
         raise CachedEmbedError(f"job {job.id}: its namespace is no longer in the cache")
-    good, failed = _validated(adapter, job, ns, store)
-    out = Collected(job, failed=failed)
-    store.flush()  # buffered counters commit now, not inside (and at the mercy of) this transaction
-    try:
-        with store.bulk():
-            provider_state = job.state
-            job.state, job.finished = JOB_COLLECTED, job.finished or int(time.time())
-            job.collected = {
-                "provider_state": provider_state,
-                "items": sum(len(g.vectors) for g in good),
-                "tokens": sum(g.tokens for g in good),
-                "failed_requests": len(failed),
-            }
-            job.errors = failed[:MAX_ERRORS_KEPT]
-            if not store.update_job(job):
-                raise _Lost
-            for g in good:
-                out.items += len(g.vectors)
-                out.tokens += g.tokens
-                _write(store, ns, job, g)
-    except _Lost:
-        return None
+    with _ResultFiles(adapter, job) as files:
+        good, failed = _validated(adapter, job, ns, store, files)
+        out = Collected(job, failed=failed)
+        store.flush()  # buffered counters commit now, not inside (and at the mercy of) this transaction
+        try:
+            with store.bulk():
+                provider_state = job.state
+                job.state, job.finished = JOB_COLLECTED, job.finished or int(time.time())
+                out.items = sum(len(job.requests[c]) for c in good)
+                out.tokens = sum(good.values())
+                job.collected = {
+                    "provider_state": provider_state,
+                    "items": out.items,
+                    "tokens": out.tokens,
+                    "failed_requests": len(failed),
+                }
+                job.errors = failed[:MAX_ERRORS_KEPT]
+                if not store.update_job(job):
+                    raise _Lost
+                _write_all(store, ns, job, adapter, files, good)
+        except _Lost:
+            return None
     return out
 
 
@@ -491,74 +498,173 @@ class _Lost(Exception):
     """Another collector updated the job first: roll this attempt back."""
 
 
+class _ResultFiles:
+    """A finished job's output and error files, downloaded to temporary files, read line by line."""
+
+    def __init__(self, adapter: BatchAdapter, job: BatchJob) -> None:
+        self.adapter = adapter
+        self.ids = [f for f in (job.output_file_id, job.error_file_id) if f]
+        self.files: list[BinaryIO] = []
+
+    def __enter__(self) -> _ResultFiles:
+        import tempfile
+
+        try:
+            for file_id in self.ids:
+                out = tempfile.TemporaryFile(prefix="cachedembed-batch-")
+                self.files.append(out)
+                self.adapter.download(file_id, out)
+        except BaseException:
+            self.__exit__()
+            raise
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        for f in self.files:
+            f.close()
+
+    def results(self) -> Iterator[Result]:
+        """Every result, from the start of the files each time (one line in memory at a time)."""
+        for f in self.files:
+            f.seek(0)
+            for n, raw in enumerate(f, 1):
+                if raw.strip():
+                    yield self.adapter.parse(n, raw)
+
+
 def _validated(
-    adapter: BatchAdapter, job: BatchJob, ns: Namespace, store: Store
-) -> tuple[list[_Good], list[str]]:
-    """Every result checked before anything is written: known id, count, dimension, finite."""
-    good: dict[str, _Good] = {}
+    adapter: BatchAdapter, job: BatchJob, ns: Namespace, store: Store, files: _ResultFiles
+) -> tuple[dict[str, int], list[str]]:
+    """Every result checked before anything is written: known id, count, dimension, finite.
+
+    Returns the tokens of each good request (its vectors are decoded again when written,
+    so no more than one request's vectors are held at a time) and the failed ones.
+    """
+    good: dict[str, int] = {}
     failed: dict[str, str] = {}
     dim = ns.dim if ns.dim is not None else store.known_dimension(ns)
-    for file_id in (job.output_file_id, job.error_file_id):
-        if not file_id:
+    for r in files.results():
+        items = job.requests.get(r.custom_id)
+        if items is None:
+            log.warning("job %s: ignoring a result for unknown request %r", job.id, r.custom_id)
             continue
-        for r in adapter.results(file_id):
-            items = job.requests.get(r.custom_id)
-            if items is None:
-                log.warning("job %s: ignoring a result for unknown request %r", job.id, r.custom_id)
-                continue
-            if r.custom_id in good or r.custom_id in failed:
-                failed[r.custom_id] = "answered twice"
-                good.pop(r.custom_id, None)
-                continue
-            if r.error is not None:
-                failed[r.custom_id] = r.error
-                continue
-            try:
-                vectors = adapter.vectors(r.data, len(items))
-                if dim is not None and vectors.shape[1] != dim:
-                    raise ProviderResponseError(
-                        adapter.provider,
-                        f"returned {vectors.shape[1]}-d vectors; this namespace holds {dim}-d ones",
-                    )
-            except ProviderResponseError as exc:
-                failed[r.custom_id] = str(exc)
-                continue
-            dim = vectors.shape[1]
-            if r.tokens is None:
-                failed[r.custom_id] = "no usage reported"  # unbillable: better a miss than a guess
-                continue
-            good[r.custom_id] = _Good(r.custom_id, vectors, r.tokens)
+        if r.custom_id in good or r.custom_id in failed:
+            failed[r.custom_id] = "answered twice"
+            good.pop(r.custom_id, None)
+            continue
+        if r.error is not None:
+            failed[r.custom_id] = r.error
+            continue
+        try:
+            vectors = _checked(adapter, r, len(items), dim)
+        except ProviderResponseError as exc:
+            failed[r.custom_id] = str(exc)
+            continue
+        dim = vectors.shape[1]
+        if r.tokens is None:
+            failed[r.custom_id] = "no usage reported"  # unbillable: better a miss than a guess
+            continue
+        good[r.custom_id] = r.tokens
     for custom_id in job.requests:
         if custom_id not in good and custom_id not in failed:
             failed[custom_id] = f"no result (job {job.state})"
-    return list(good.values()), [f"{c}: {why}" for c, why in failed.items()]
+    return good, [f"{c}: {why}" for c, why in failed.items()]
 
 
-def _write(store: Store, ns: Namespace, job: BatchJob, g: _Good) -> None:
-    items = job.requests[g.custom_id]
-    dtype = np.dtype(ns.spec.dtype).newbyteorder("<")
-    if ns.dim is None:
-        store.set_dimension(ns, g.vectors.shape[1])
-    with np.errstate(over="ignore"):
-        stored = g.vectors.astype(dtype)
-    if not np.isfinite(stored).all():
-        raise ProviderResponseError(job.provider, "vectors beyond the float16 range; use float32")
-    tokens = apportion(g.tokens, np.array([it[2] for it in items], dtype=np.int64))
-    texts = job.texts.get(g.custom_id) if job.texts is not None else None
-    store.write(
-        ns.id,
-        EntryBatch(
-            ids=[it[0] for it in items],
-            checks=[it[1] for it in items],
-            vectors=stored,
-            tokens=tokens.tolist(),
-            flags=[0] * len(items),
-            texts=texts,
-        ),
-        UsageDelta(
-            misses=len(items), provider_calls=1, tokens_embedded=g.tokens, tokens_batch=g.tokens
-        ),
-    )
+def _checked(adapter: BatchAdapter, r: Result, expected: int, dim: int | None) -> np.ndarray:
+    vectors = adapter.vectors(r.data, expected)
+    if dim is not None and vectors.shape[1] != dim:
+        raise ProviderResponseError(
+            adapter.provider,
+            f"returned {vectors.shape[1]}-d vectors; this namespace holds {dim}-d ones",
+        )
+    return vectors
+
+
+def _write_all(
+    store: Store,
+    ns: Namespace,
+    job: BatchJob,
+    adapter: BatchAdapter,
+    files: _ResultFiles,
+    good: dict[str, int],
+) -> None:
+    """Second pass: the good requests' vectors, in writes of about :data:`WRITE_CHUNK` entries."""
+    chunk = _Chunk(np.dtype(ns.spec.dtype).newbyteorder("<"), job.texts is not None)
+    for r in files.results():
+        tokens = good.get(r.custom_id)
+        if tokens is None or r.error is not None:
+            continue
+        items = job.requests[r.custom_id]
+        vectors = adapter.vectors(r.data, len(items))  # validated in the first pass
+        if ns.dim is None:
+            store.set_dimension(ns, vectors.shape[1])
+        if chunk.size + len(items) > WRITE_CHUNK:
+            chunk.write(store, ns.id)  # a write holds one large request, or several small ones
+        texts = job.texts.get(r.custom_id) if job.texts is not None else None
+        chunk.add(job.provider, items, vectors, tokens, texts)
+    chunk.write(store, ns.id)
+
+
+class _Chunk:
+    """Entries of several requests gathered into one store write, with the usage that paid for them."""
+
+    def __init__(self, dtype: np.dtype[Any], with_texts: bool) -> None:
+        self.dtype = dtype
+        self.with_texts = with_texts
+        self._reset()
+
+    def _reset(self) -> None:
+        self.ids: list[int] = []
+        self.checks: list[int] = []
+        self.vectors: list[np.ndarray] = []
+        self.tokens: list[int] = []
+        self.texts: list[str] = []
+        self.calls = self.billed = self.size = 0
+
+    def add(
+        self,
+        provider: str,
+        items: list[list[int]],
+        vectors: np.ndarray,
+        tokens: int,
+        texts: list[str] | None,
+    ) -> None:
+        with np.errstate(over="ignore"):
+            stored = vectors.astype(self.dtype, copy=False)
+        if not np.isfinite(stored).all():
+            raise ProviderResponseError(provider, "vectors beyond the float16 range; use float32")
+        self.ids += [it[0] for it in items]
+        self.checks += [it[1] for it in items]
+        self.vectors.append(stored)
+        self.tokens += apportion(tokens, np.array([it[2] for it in items], dtype=np.int64)).tolist()
+        if self.with_texts:
+            self.texts += texts or [""] * len(items)
+        self.calls += 1
+        self.billed += tokens
+        self.size += len(items)
+
+    def write(self, store: Store, ns_id: int) -> None:
+        if not self.size:
+            return
+        store.write(
+            ns_id,
+            EntryBatch(
+                ids=self.ids,
+                checks=self.checks,
+                vectors=np.concatenate(self.vectors),
+                tokens=self.tokens,
+                flags=[0] * self.size,
+                texts=self.texts if self.with_texts else None,
+            ),
+            UsageDelta(
+                misses=self.size,
+                provider_calls=self.calls,
+                tokens_embedded=self.billed,
+                tokens_batch=self.billed,
+            ),
+        )
+        self._reset()
 
 
 def collect_all(store: Store) -> list[Collected]:

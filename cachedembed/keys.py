@@ -45,6 +45,8 @@ ItemKind = Literal["text", "image"]
 """What a namespace's items are: texts, or images (numpy pixel arrays, Chroma's ``Images``)."""
 
 _U64 = struct.Struct("<Q")
+_PAIR = struct.Struct("<qq")
+"""A 16-byte digest as (id, check): the split :meth:`ItemHasher._keys` makes with numpy."""
 
 
 def canonical_json(value: Any) -> str:
@@ -137,6 +139,18 @@ class ItemHasher:
         """
         ids, checks = self.text_key_arrays(texts)
         return ids.tolist(), checks.tolist()
+
+    def text_key(self, text: str) -> tuple[int, int]:
+        """One text's id and check, as :meth:`text_keys` gives them, without arrays (a search query).
+
+        Raises ``UnicodeEncodeError`` for a text UTF-8 cannot encode (:meth:`text_keys` names it).
+        """
+        if self._hash == "xxh3":
+            digest = xxhash.xxh3_128_digest(text.encode(), self._seed)
+        else:
+            digest = hashlib.blake2b(text.encode(), key=self._blake_key, digest_size=16).digest()
+        pair: tuple[int, int] = _PAIR.unpack(digest)
+        return pair
 
     def text_key_arrays(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
         """:meth:`text_keys` as two int64 arrays (the hit path's form)."""

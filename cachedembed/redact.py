@@ -21,7 +21,8 @@ from collections.abc import Iterable
 from typing import Any
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
-REDACTED = "[redacted]"
+REDACTED = "***"
+"""The one marker left where a secret was: in text, URLs and messages (SQLAlchemy's too)."""
 
 # Names compared with case and separators removed: "API-Key", "api_key", "apiKey" -> "apikey".
 CREDENTIAL_NAMES = frozenset(
@@ -179,7 +180,7 @@ def _base64_forms(secret: bytes) -> list[str]:
 
 
 def redact_text(text: str, secrets: Iterable[str | None]) -> str:
-    """``text`` with every secret replaced by ``[redacted]``: verbatim in any case, percent-encoded,
+    """``text`` with every secret replaced by :data:`REDACTED`: verbatim in any case, percent-encoded,
     and base64 (standard or URL-safe, at any alignment). Secrets under 4 characters are ignored."""
     patterns: list[str] = []
     for secret in secrets:

@@ -128,6 +128,11 @@ def estimate_tokens(texts: Sequence[str]) -> np.ndarray:
     return np.fromiter(map(estimate_text_tokens, texts), dtype=np.int64, count=len(texts))
 
 
+def estimate_total_tokens(texts: Sequence[str]) -> int:
+    """The estimate for a request of ``texts``, as rate limits count it before it is sent."""
+    return sum(map(estimate_text_tokens, texts))
+
+
 def estimate_text_tokens(text: str) -> int:
     """The estimate for one text (also what batches are sized by before any request)."""
     return (len(text.encode("utf-8", "surrogatepass")) + 3) // 4 or 1

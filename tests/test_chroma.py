@@ -112,10 +112,10 @@ def test_config_round_trip_keeps_the_cache_and_drops_passwords(tmp_path: Path) -
     config = ef.get_config()
     json.dumps(config)
     assert config["inner"] == {"name": "fake", "config": {"model": "fake-1", "dim": 8}}
-    from cachedembed.chroma import _public_url
+    from cachedembed.stores import public_url
 
     assert (
-        _public_url("postgresql+psycopg://bob:hunter2@db.example/cache")
+        public_url("postgresql+psycopg://bob:hunter2@db.example/cache")
         == "postgresql+psycopg://bob@db.example/cache"
     )
 

@@ -54,10 +54,10 @@ def build(name: str) -> Any:
 
 
 def test_every_class_with_a_chroma_counterpart_is_in_the_documented_table() -> None:
-    assert set(documented_extras()) == set(functions._CLASSES)
+    assert set(documented_extras()) == set(functions.CLASSES)
 
 
-@pytest.mark.parametrize("name", sorted(functions._CLASSES))
+@pytest.mark.parametrize("name", sorted(functions.CLASSES))
 def test_configs_follow_chromas_schema_beyond_the_documented_extras(
     name: str, api_keys: None
 ) -> None:
@@ -74,7 +74,7 @@ def test_configs_follow_chromas_schema_beyond_the_documented_extras(
     assert unknown == extras  # and every key Chroma lacks is listed
 
 
-@pytest.mark.parametrize("name", sorted(functions._CLASSES))
+@pytest.mark.parametrize("name", sorted(functions.CLASSES))
 def test_classes_pass_chromas_protocol_check(name: str, api_keys: None) -> None:
     ef = build(name)
     validate_embedding_function(ef)

@@ -70,7 +70,7 @@ def test_a_hit_on_a_later_day_updates_last_use_at_the_next_flush_not_per_hit(
 
         monkeypatch.setattr(store, name, counted)
     later = today() + 5
-    monkeypatch.setattr("cachedembed.wrapper.today", lambda: later)
+    monkeypatch.setattr("cachedembed._engine.today", lambda: later)
     monkeypatch.setattr("cachedembed.stores.base.today", lambda: later)
     for _ in range(50):
         ef.embed(texts(10)[:6])

@@ -91,6 +91,15 @@ def test_a_connection_failure_names_the_host_but_not_the_password(url: str) -> N
     assert result.output.startswith("Error: cache ") and len(result.output.splitlines()) == 1
 
 
+def test_a_connection_failure_is_one_sentence_then_the_remedy() -> None:
+    # redis-py ends its message with a full stop ("Connection refused."): never "..".
+    with pytest.raises(StoreError) as info:
+        open_store(f"redis://:{SECRET}@127.0.0.1:1/0")
+    message = str(info.value)
+    assert "127.0.0.1:1" in message and SECRET not in message
+    assert "Connection refused. Remedy: " in message and ".." not in message
+
+
 def test_a_short_password_is_masked_without_mangling_the_words_around_it() -> None:
     with pytest.raises(StoreError) as info:
         open_store("postgresql+psycopg://u:p@127.0.0.1:1/nothing")

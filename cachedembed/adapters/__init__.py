@@ -5,9 +5,11 @@
 * :mod:`cachedembed.adapters.sentence_transformers`: a ``SentenceTransformer`` whose
   ``encode`` is cached.
 
-``Cached(obj)`` picks the adapter itself. This module only recognises which framework an
-object comes from, by the module names of its classes: it imports no framework, so
-``import cachedembed`` stays light and nobody pays for a framework they do not use.
+``cachedembed.wrap(obj)`` picks the adapter, typed per framework; ``Cached(obj)`` does the
+same at run time (through the hook :func:`install` sets). This module only recognises
+which framework an object comes from, by the module names of its classes: it imports no
+framework, so ``import cachedembed`` stays light and nobody pays for a framework they do
+not use.
 """
 
 from __future__ import annotations
@@ -15,24 +17,9 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-# framework -> (module prefix, class name) of the base class that identifies it.
-_FRAMEWORKS: dict[str, tuple[str, str]] = {
-    "langchain": ("langchain_core.", "Embeddings"),
-    "llamaindex": ("llama_index.core.", "BaseEmbedding"),
-    "sentence_transformers": ("sentence_transformers.", "SentenceTransformer"),
-}
+from ..frameworks import framework_of, install_adapter
 
-__all__ = ["framework_of", "wrap"]
-
-
-def framework_of(obj: Any) -> str | None:
-    """The adapter module name for ``obj`` (``"langchain"``, ...), or ``None`` for anything else."""
-    for cls in type(obj).__mro__:
-        module = cls.__module__ or ""
-        for framework, (prefix, name) in _FRAMEWORKS.items():
-            if cls.__name__ == name and module.startswith(prefix):
-                return framework
-    return None
+__all__ = ["framework_of", "install", "wrap"]
 
 
 def wrap(obj: Any, cache: Any = None, **options: Any) -> Any:
@@ -41,6 +28,13 @@ def wrap(obj: Any, cache: Any = None, **options: Any) -> Any:
     if framework is None:
         from ..errors import ConfigurationError
 
-        raise ConfigurationError(f"{type(obj).__name__} is not a LangChain, LlamaIndex or sentence-transformers model")
+        raise ConfigurationError(
+            f"{type(obj).__name__} is not a LangChain, LlamaIndex or sentence-transformers model"
+        )
     module = importlib.import_module(f"{__name__}.{framework}")
     return module.wrap(obj, cache, **options)
+
+
+def install() -> None:
+    """Let ``Cached(obj)`` hand framework objects to their adapter (done by ``import cachedembed``)."""
+    install_adapter(wrap)

@@ -12,12 +12,13 @@ import enum
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from ..embedder import ChromaStyleEmbedder
 from ..errors import ConfigurationError
 from ..identity import strip_secrets
 from ..keys import Role
 from ..redact import is_secret_value
 from ..stores import Store, default_url, normalize_url, url_passwords
-from ..wrapper import Cached, _ForeignEmbedder
+from ..wrapper import Cached
 
 # Fields of LangChain / LlamaIndex models that never change the vectors: clients,
 # timeouts, retries, batching, progress bars, observability.
@@ -35,7 +36,7 @@ MODEL_ATTRS = ("model", "model_name", "model_id", "deployment", "dimensions")
 DEFAULT_BATCH = 256
 
 
-class FrameworkEmbedder(_ForeignEmbedder):
+class FrameworkEmbedder(ChromaStyleEmbedder):
     """A framework model as batches of vectors for ``Cached``, with a fixed identity."""
 
     def __init__(

@@ -11,8 +11,9 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from ._base import EmbeddedBatch, ProviderEmbeddingFunction, registered
+from ._base import EmbeddedBatch, ProviderEmbeddingFunction
 from ._limits import RateLimiter
+from ._registry import CLASSES, providers, registered
 
 if TYPE_CHECKING:
     from .cohere import CohereEmbeddingFunction as CohereEmbeddingFunction
@@ -31,23 +32,6 @@ if TYPE_CHECKING:
     )
     from .voyage import VoyageAIEmbeddingFunction as VoyageAIEmbeddingFunction
 
-# class name -> module that defines it; modules are imported on first attribute access.
-_CLASSES: dict[str, str] = {
-    "DefaultEmbeddingFunction": "sentence_transformer",
-    "SentenceTransformerEmbeddingFunction": "sentence_transformer",
-    "OpenAIEmbeddingFunction": "openai",
-    "JinaEmbeddingFunction": "jina",
-    "VoyageAIEmbeddingFunction": "voyage",
-    "OllamaEmbeddingFunction": "ollama",
-    "CohereEmbeddingFunction": "cohere",
-    "GoogleGenerativeAiEmbeddingFunction": "google",
-    "GoogleGeminiEmbeddingFunction": "google",
-    "HuggingFaceEmbeddingFunction": "huggingface",
-    "HuggingFaceEmbeddingServer": "huggingface",
-    "InstructorEmbeddingFunction": "instructor",
-    "OpenCLIPEmbeddingFunction": "open_clip",
-}
-
 __all__ = [
     "EmbeddedBatch",
     "ProviderEmbeddingFunction",
@@ -55,12 +39,12 @@ __all__ = [
     "from_spec",
     "providers",
     "registered",
-    *_CLASSES,
+    *CLASSES,
 ]
 
 
 def __getattr__(name: str) -> Any:
-    module = _CLASSES.get(name)
+    module = CLASSES.get(name)
     if module is None:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     return getattr(importlib.import_module(f"{__name__}.{module}"), name)
@@ -84,17 +68,3 @@ def from_spec(spec: str) -> ProviderEmbeddingFunction:
             f"unknown provider {provider!r} in --model {spec!r}; known: {', '.join(sorted(classes))}"
         )
     return cls.from_spec(value)
-
-
-def providers() -> dict[str, type[ProviderEmbeddingFunction]]:
-    """Every shipped provider class by its ``provider`` name (the ``--model`` prefix)."""
-    from ._base import _registry
-
-    _load_all()
-    return {cls.provider: cls for cls in _registry.values()}
-
-
-def _load_all() -> None:
-    """Import every provider module so each class is registered under its Chroma name."""
-    for module in set(_CLASSES.values()):
-        importlib.import_module(f"{__name__}.{module}")

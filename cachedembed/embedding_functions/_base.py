@@ -22,6 +22,7 @@ import numpy as np
 from ..errors import ConfigurationError, InvalidInputError, ProviderResponseError
 from ..keys import ItemKind, Role
 from ..usage import estimate_text_tokens
+from ._registry import register
 
 T = TypeVar("T", bound="ProviderEmbeddingFunction")
 
@@ -39,17 +40,6 @@ class EmbeddedBatch(NamedTuple):
     it ran; ``None``: the consumer times the gap between batches (sequential embedders)."""
 
 
-_registry: dict[str, type[ProviderEmbeddingFunction]] = {}
-
-
-def registered(name: str) -> type[ProviderEmbeddingFunction] | None:
-    """The shipped embedding function class registered under Chroma ``name`` (e.g. ``cachedembed-openai``)."""
-    from . import _load_all
-
-    _load_all()
-    return _registry.get(name)
-
-
 class ProviderEmbeddingFunction(ABC):
     """Base class of the embedding functions in :mod:`cachedembed.embedding_functions`.
 
@@ -61,6 +51,10 @@ class ProviderEmbeddingFunction(ABC):
 
     provider: ClassVar[str]
     """Short provider name: ``openai``, ``cohere``, ... (also the ``--model`` prefix in the CLI)."""
+
+    chroma_name: ClassVar[str | None] = None
+    """The Chroma :meth:`name` of a class that shares its :attr:`provider` with another
+    (Chroma's second Gemini class); ``None``: ``cachedembed-{provider}``."""
 
     bypass_cache: bool = False
     """True when vectors depend on the whole batch (Jina late chunking): never cached per text."""
@@ -74,8 +68,8 @@ class ProviderEmbeddingFunction(ABC):
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        if "provider" in cls.__dict__:
-            _registry[cls.name()] = cls
+        if "provider" in cls.__dict__ or "chroma_name" in cls.__dict__:
+            register(cls, as_provider="provider" in cls.__dict__)
 
     # -- what subclasses implement ------------------------------------------------
 
@@ -140,7 +134,7 @@ class ProviderEmbeddingFunction(ABC):
 
     @classmethod
     def name(cls) -> str:
-        return f"cachedembed-{cls.provider}"
+        return cls.chroma_name or f"cachedembed-{cls.provider}"
 
     spec_options: ClassVar[Mapping[str, type]] = {}
     """Constructor options a CLI spec may set after ``?`` (``MODEL?name=value&...``), by type."""
@@ -400,19 +394,17 @@ def batches(
         yield start, texts[start:]
 
 
-def api_key(
-    explicit: str | None, env_vars: Sequence[str], provider: str, *, required: bool = True
-) -> str | None:
-    """The API key from the argument or the first set environment variable; never logged."""
+def api_key(explicit: str | None, env_vars: Sequence[str]) -> str | None:
+    """The API key from the argument or the first set environment variable; never logged.
+
+    A missing key is not an error here: ``RemoteEmbeddingFunction.require_key`` says so
+    on first use (a fully cached workload runs without one)."""
     if explicit:
         return explicit
     for var in env_vars:
         value = os.environ.get(var)
         if value:
             return value
-    if required:
-        names = " or ".join(f"${v}" for v in dict.fromkeys(env_vars))
-        raise ConfigurationError(f"{provider}: no API key; pass api_key=... or set {names}")
     return None
 
 

@@ -2,9 +2,13 @@
 
 :class:`RemoteEmbeddingFunction` turns one method, :meth:`~RemoteEmbeddingFunction.embed_chunk`
 (send one batch, return its vectors and tokens), into provider-sized batches with the
-shared retry policy, and keeps the API key out of every error and log line.
+shared retry policy, and keeps the API key out of every error and log line. Each
+constructor argument is declared once, in the typed signature: ``keep_options(locals())``
+stores them and :meth:`~RemoteEmbeddingFunction.get_config` returns them.
 :class:`JsonEmbeddingFunction` adds the ``requests`` transport for providers spoken to as
-plain JSON over HTTP (Jina, Voyage, Ollama, ...). :func:`indexed_vectors` reads the
+plain JSON over HTTP (Jina, Voyage, Ollama, ...); :class:`SdkEmbeddingFunction` the
+official SDKs (OpenAI, Cohere, Gemini). Both build their :attr:`client` lazily and name a
+non-default server in the cache namespace the same way. :func:`indexed_vectors` reads the
 OpenAI-shaped ``data: [{index, embedding}]`` responses that several providers copy.
 """
 
@@ -28,9 +32,16 @@ from ..errors import (
 )
 from ..keys import Role
 from ..redact import redact_text, redact_url, url_identity, url_secrets
-from ..usage import estimate_tokens
+from ..usage import estimate_total_tokens
 from ._base import EmbeddedBatch, ProviderEmbeddingFunction, api_key, as_matrix, batches
-from ._http import DEFAULT_RETRY, JsonHttpClient, RetryPolicy, with_retries
+from ._http import (
+    DEFAULT_RETRY,
+    JsonHttpClient,
+    RetryPolicy,
+    status_error,
+    transport_error,
+    with_retries,
+)
 from ._limits import RateLimiter
 from ._parallel import run_jobs
 
@@ -53,7 +64,8 @@ class RemoteEmbeddingFunction(ProviderEmbeddingFunction):
 
     Subclasses set :attr:`max_batch` (and :attr:`max_batch_tokens` where the provider caps
     a request's tokens), pass ``retry``, ``requests_per_minute`` and ``tokens_per_minute``
-    on to ``super().__init__``, and implement :meth:`embed_chunk`, sending each request
+    on to ``super().__init__``, call ``self.keep_options(locals())`` right after it, and
+    implement :meth:`make_client` and :meth:`embed_chunk`, sending each request
     through :meth:`retrying` (or a :class:`JsonHttpClient` built with :attr:`limiter`).
     Tests and impatient callers pass a faster
     :class:`~cachedembed.embedding_functions._http.RetryPolicy` as ``retry=``.
@@ -73,10 +85,27 @@ class RemoteEmbeddingFunction(ProviderEmbeddingFunction):
     """The provider answers 400 to an empty string: refuse it before any request."""
 
     config_keys: ClassVar[tuple[str, ...]] = ()
-    """Constructor arguments :meth:`get_config` returns (attributes of the same name; never the key)."""
+    """Constructor arguments :meth:`get_config` returns, as attributes of the same name.
+    Derived from the signature of the class's own ``__init__`` (every named argument but
+    the :attr:`secret_args` and the shared :class:`RemoteOptions`), so each is declared once."""
+    secret_args: ClassVar[frozenset[str]] = frozenset({"api_key"})
+    """Constructor arguments never stored as attributes nor returned by :meth:`get_config`."""
+
+    default_base_url: ClassVar[str] = ""
+    """The provider's own server: any other is part of the cache namespace."""
+    server_in_identity: ClassVar[bool] = True
+    """A server other than the default is part of the cache namespace (it may serve another model)."""
+    api_base: str | None = None
+    timeout: float = 60.0
 
     _api_key: str | None = None
     _key_vars: Sequence[str] = ()
+    _client: Any = None
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "__init__" in cls.__dict__ and "config_keys" not in cls.__dict__:
+            cls.config_keys = constructor_options(cls.__init__, cls.secret_args)
 
     def __init__(
         self,
@@ -87,6 +116,13 @@ class RemoteEmbeddingFunction(ProviderEmbeddingFunction):
     ) -> None:
         self.retry = retry or DEFAULT_RETRY
         self.limiter = RateLimiter(requests_per_minute, tokens_per_minute)
+
+    def keep_options(self, arguments: Mapping[str, Any]) -> None:
+        """Store the constructor's ``arguments`` (its ``locals()``) as attributes: every one
+        in :attr:`config_keys` of this class or a base; the key and the rest are ignored."""
+        declared = {key for cls in type(self).__mro__ for key in cls.__dict__.get("config_keys", ())}
+        for name in declared.intersection(arguments):
+            setattr(self, name, arguments[name])
 
     @abstractmethod
     def embed_chunk(self, texts: list[str], role: Role) -> tuple[np.ndarray, int | None]:
@@ -120,7 +156,21 @@ class RemoteEmbeddingFunction(ProviderEmbeddingFunction):
     @staticmethod
     def estimated_tokens(texts: Sequence[str]) -> int:
         """What a request of ``texts`` is counted as against ``tokens_per_minute`` before it is sent."""
-        return int(estimate_tokens(texts).sum())
+        return estimate_total_tokens(texts)
+
+    @property
+    def client(self) -> Any:
+        """The transport (an SDK client, a :class:`JsonHttpClient`), built on first use."""
+        if self._client is None:
+            self._client = self.make_client()
+        return self._client
+
+    @abstractmethod
+    def make_client(self) -> Any:
+        """Build :attr:`client` (importing the provider's SDK only now)."""
+
+    def prepare(self) -> None:
+        self.client  # noqa: B018 - SDK import and client setup are not provider time
 
     def batch_limit(self) -> int:
         """Most texts per request now (:attr:`max_batch`; a server may announce a lower limit)."""
@@ -133,9 +183,10 @@ class RemoteEmbeddingFunction(ProviderEmbeddingFunction):
         """
         # Each variable once: api_key_env_var often names a default already in the list.
         self._key_vars = list(dict.fromkeys(v for v in env_vars if v))
-        self._api_key = api_key(explicit, self._key_vars, self.provider, required=False)
+        self._api_key = api_key(explicit, self._key_vars)
 
     def require_key(self) -> str:
+        """The key, or the one "no API key" error naming where it may come from."""
         if not self._api_key:
             names = " or ".join(f"${v}" for v in self._key_vars)
             remedy = f"pass api_key=... or set {names}" if names else "pass api_key=..."
@@ -186,6 +237,18 @@ class RemoteEmbeddingFunction(ProviderEmbeddingFunction):
         """:attr:`config_keys` as attributes; URLs without their credentials (pass those again)."""
         return {name: redact_config_url(getattr(self, name)) for name in self.config_keys}
 
+    @property
+    def base_url(self) -> str | None:
+        """Where requests go (without the endpoint path)."""
+        return (self.api_base or self.default_base_url).rstrip("/")
+
+    def server_identity(self) -> str | None:
+        """The server as the cache namespace names it: ``None`` for the provider's own."""
+        base = self.base_url
+        if not base or not self.server_in_identity or base == self.default_base_url.rstrip("/"):
+            return None
+        return url_identity(base)
+
     def identity_with(self, params: Mapping[str, Any], **extra: Any) -> dict[str, Any]:
         """``provider`` plus the output-changing ``params`` and ``extra``, ``None`` values dropped.
 
@@ -204,13 +267,6 @@ class JsonEmbeddingFunction(RemoteEmbeddingFunction):
 
     path: ClassVar[str]
     """Endpoint path appended to the base URL, e.g. ``/v1/embeddings``."""
-    default_base_url: ClassVar[str]
-    server_in_identity: ClassVar[bool] = True
-    """A server other than the default is part of the cache namespace (it may serve another model)."""
-    timeout: float = 60.0
-    api_base: str | None = None
-
-    _client: JsonHttpClient | None = None
 
     @abstractmethod
     def params(self, role: Role) -> dict[str, Any]:
@@ -232,28 +288,23 @@ class JsonEmbeddingFunction(RemoteEmbeddingFunction):
 
     @property
     def base_url(self) -> str:
-        """Where requests go (without the endpoint path)."""
         return (self.api_base or self.default_base_url).rstrip("/")
 
     def auth_headers(self) -> dict[str, str]:
         """Headers carrying the key (``Authorization: Bearer`` by default); never logged."""
         return {"Authorization": f"Bearer {self.require_key()}"}
 
-    def prepare(self) -> None:
-        self.client  # noqa: B018 - builds the session now, so it is not timed as provider time
+    client: JsonHttpClient  # the base's lazy property, typed
 
-    @property
-    def client(self) -> JsonHttpClient:
-        if self._client is None:
-            self._client = JsonHttpClient(
-                self.provider,
-                self.base_url,
-                self.auth_headers(),
-                timeout=self.timeout,
-                retry=self.retry,
-                limiter=self.limiter,
-            )
-        return self._client
+    def make_client(self) -> JsonHttpClient:
+        return JsonHttpClient(
+            self.provider,
+            self.base_url,
+            self.auth_headers(),
+            timeout=self.timeout,
+            retry=self.retry,
+            limiter=self.limiter,
+        )
 
     def post_batch(self, path: str, texts: list[str], role: Role) -> tuple[Any, Mapping[str, str]]:
         """POST one batch: retried, paced by :attr:`limiter`, credentials scrubbed from errors."""
@@ -279,13 +330,37 @@ class JsonEmbeddingFunction(RemoteEmbeddingFunction):
         return self.parse_response(payload, headers, expected)
 
     def cache_identity(self, role: Role) -> dict[str, Any]:
-        base = self.base_url
-        server = (
-            url_identity(base)
-            if self.server_in_identity and base != self.default_base_url.rstrip("/")
-            else None
-        )
-        return self.identity_with(self.identity_params(role), api_base=server)
+        return self.identity_with(self.identity_params(role), api_base=self.server_identity())
+
+
+class SdkEmbeddingFunction(RemoteEmbeddingFunction):
+    """A provider spoken to through its official SDK (OpenAI, Cohere, Gemini).
+
+    Subclasses implement :meth:`make_client` with the SDK's own retries off (ours retry
+    instead, so the two never multiply) and send each call through :meth:`sdk_call`,
+    which turns the SDK's errors into :class:`ProviderError` via :meth:`sdk_error`.
+    """
+
+    def sdk_call(self, call: Callable[[], R]) -> R:
+        """Run one SDK call; its errors come out as :class:`ProviderError` (retryable or not)."""
+        try:
+            return call()
+        except Exception as exc:
+            mapped = self.sdk_error(exc)
+            if mapped is None:
+                raise
+        raise mapped  # outside the except block: the SDK's error is not its context
+
+    def sdk_error(self, exc: Exception) -> ProviderError | None:
+        """Ours for an SDK error, or ``None`` to let it through (by default: transport
+        failures of httpx, which the SDKs use, are retryable)."""
+        return transport_error(self.provider, exc, self.timeout)
+
+    def status_error(
+        self, status: int, body: Any, headers: Any, fallback: str | None = None
+    ) -> ProviderError:
+        """:func:`~._http.status_error` for an SDK's HTTP status error (headers may be ``None``)."""
+        return status_error(self.provider, status, body, dict(headers or {}), fallback)
 
 
 def indexed_vectors(provider: str, data: Any, expected: int) -> np.ndarray:
@@ -350,6 +425,20 @@ def usage_tokens(payload: Mapping[str, Any], *path: str) -> int | None:
             return None
         value = value.get(key)
     return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
+
+
+def constructor_options(init: Callable[..., None], secret: frozenset[str]) -> tuple[str, ...]:
+    """The named arguments of ``init`` (in order) but ``self``, ``secret`` ones and ``**``."""
+    import inspect
+
+    kinds = (inspect.Parameter.VAR_KEYWORD, inspect.Parameter.VAR_POSITIONAL)
+    params = list(inspect.signature(init).parameters.values())[1:]
+    return tuple(p.name for p in params if p.kind not in kinds and p.name not in secret)
+
+
+def named_arguments(arguments: Mapping[str, Any]) -> dict[str, Any]:
+    """A constructor's ``locals()`` as keyword arguments to forward: its named ones only."""
+    return {k: v for k, v in arguments.items() if k not in ("self", "remote", "__class__")}
 
 
 def redact_config_url(value: Any) -> Any:

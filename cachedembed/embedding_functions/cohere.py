@@ -19,16 +19,14 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..errors import ConfigurationError, ProviderResponseError
+from ..errors import ConfigurationError, ProviderError, ProviderResponseError
 from ..keys import Role
-from ..redact import url_identity
 from ._base import as_matrix, check_positive
-from ._http import status_error, transport_error
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
 
-from ._remote import RemoteEmbeddingFunction, RemoteOptions, without_none
+from ._remote import RemoteOptions, SdkEmbeddingFunction, without_none
 
 DEFAULT_BASE_URL = "https://api.cohere.com"
 DEFAULT_MODEL = "embed-english-v3.0"
@@ -36,7 +34,7 @@ _ROLE_INPUT_TYPE: dict[Role, str] = {"document": "search_document", "query": "se
 _TRUNCATE = ("NONE", "START", "END")
 
 
-class CohereEmbeddingFunction(RemoteEmbeddingFunction):
+class CohereEmbeddingFunction(SdkEmbeddingFunction):
     """Cohere ``embed`` (``embed-english-v3.0``, ``embed-multilingual-v3.0``, ``embed-v4.0``, ...).
 
     Args:
@@ -60,9 +58,16 @@ class CohereEmbeddingFunction(RemoteEmbeddingFunction):
     """
 
     provider = "cohere"
+    default_base_url = DEFAULT_BASE_URL
     max_batch = 96
     timeout = 60.0
-    config_keys = ("api_key_env_var", "model_name", "input_type", "truncate", "output_dimension", "api_base", "api_version")
+    # The constructor's arguments, kept by keep_options() (typed here for mypy).
+    model_name: str
+    api_key_env_var: str
+    input_type: str | None
+    truncate: str | None
+    output_dimension: int | None
+    api_version: str
 
     def __init__(
         self,
@@ -77,6 +82,7 @@ class CohereEmbeddingFunction(RemoteEmbeddingFunction):
         **remote: Unpack[RemoteOptions],
     ) -> None:
         super().__init__(**remote)
+        self.keep_options(locals())
         if truncate is not None and truncate not in _TRUNCATE:
             raise ConfigurationError(f"cohere: truncate must be one of {', '.join(_TRUNCATE)}, got {truncate!r}")
         if api_version not in ("v1", "v2"):
@@ -84,15 +90,7 @@ class CohereEmbeddingFunction(RemoteEmbeddingFunction):
         check_positive(self.provider, "output_dimension", output_dimension)
         if output_dimension is not None and api_version == "v1":
             raise ConfigurationError("cohere: output_dimension needs api_version='v2' (the v1 API has no such field)")
-        self.model_name = model_name
-        self.api_key_env_var = api_key_env_var
-        self.input_type = input_type
-        self.truncate = truncate
-        self.output_dimension = output_dimension
-        self.api_base = api_base
-        self.api_version = api_version
         self.resolve_key(api_key, [api_key_env_var, "CO_API_KEY", "COHERE_API_KEY", "CHROMA_COHERE_API_KEY"])
-        self._client: Any = None
 
     @property
     def base_url(self) -> str:
@@ -102,17 +100,11 @@ class CohereEmbeddingFunction(RemoteEmbeddingFunction):
     def spec_help(cls) -> str:
         return "cohere:MODEL_NAME  (e.g. embed-english-v3.0; key $CO_API_KEY, server $CO_API_URL)"
 
-    def prepare(self) -> None:
-        self.client()  # SDK import and client setup are not provider time
+    def make_client(self) -> Any:
+        import cohere
 
-    def client(self) -> Any:
-        """The SDK client, built on first use (the SDK is imported only then)."""
-        if self._client is None:
-            import cohere
-
-            kind = cohere.ClientV2 if self.api_version == "v2" else cohere.Client
-            self._client = kind(api_key=self.require_key(), base_url=self.base_url, timeout=self.timeout)
-        return self._client
+        kind = cohere.ClientV2 if self.api_version == "v2" else cohere.Client
+        return kind(api_key=self.require_key(), base_url=self.base_url, timeout=self.timeout)
 
     def request_fields(self, role: Role) -> dict[str, Any]:
         """The embed call's keyword arguments except ``texts``; unset ones left out."""
@@ -134,18 +126,14 @@ class CohereEmbeddingFunction(RemoteEmbeddingFunction):
         return self.parse(response, len(texts))
 
     def _embed(self, texts: list[str], fields: dict[str, Any]) -> Any:
+        return self.sdk_call(lambda: self.client.embed(texts=texts, request_options={"max_retries": 0}, **fields))
+
+    def sdk_error(self, exc: Exception) -> ProviderError | None:
         from cohere.core.api_error import ApiError
 
-        try:
-            return self.client().embed(texts=texts, request_options={"max_retries": 0}, **fields)
-        except ApiError as exc:
-            headers = dict(exc.headers or {})
-            raise status_error(self.provider, int(exc.status_code or 0), exc.body, headers) from None
-        except Exception as exc:
-            mapped = transport_error(self.provider, exc, self.timeout)
-            if mapped is None:
-                raise
-            raise mapped from None
+        if isinstance(exc, ApiError):
+            return self.status_error(int(exc.status_code or 0), exc.body, exc.headers)
+        return super().sdk_error(exc)
 
     def parse(self, response: Any, expected: int) -> tuple[np.ndarray, int | None]:
         """Float vectors and billed input tokens from a v2 or either v1 response shape.
@@ -169,7 +157,6 @@ class CohereEmbeddingFunction(RemoteEmbeddingFunction):
         fields = self.request_fields(role)
         fields.pop("embedding_types", None)
         fields.pop("batching", None)
-        base = self.base_url
-        return self.identity_with(fields, api_base=None if base == DEFAULT_BASE_URL else url_identity(base))
+        return self.identity_with(fields, api_base=self.server_identity())
 
 

@@ -17,27 +17,25 @@ token usage: tokens are recorded as estimates.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..errors import ConfigurationError, ProviderResponseError
+from ..errors import ConfigurationError, ProviderError, ProviderResponseError
 from ..keys import Role
-from ..redact import url_identity
 from ._base import as_matrix, check_positive
-from ._http import status_error, transport_error
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
 
-from ._remote import RemoteEmbeddingFunction, RemoteOptions
+from ._remote import RemoteOptions, SdkEmbeddingFunction, named_arguments
 
 DEFAULT_BASE_URL = "https://generativelanguage.googleapis.com"
 DEFAULT_MODEL = "gemini-embedding-001"
 _ROLE_TASK: dict[Role, str] = {"document": "RETRIEVAL_DOCUMENT", "query": "RETRIEVAL_QUERY"}
 
 
-class GoogleGeminiEmbeddingFunction(RemoteEmbeddingFunction):
+class GoogleGeminiEmbeddingFunction(SdkEmbeddingFunction):
     """Gemini ``batchEmbedContents`` (``gemini-embedding-001``, 3072-d by default).
 
     Args:
@@ -59,11 +57,17 @@ class GoogleGeminiEmbeddingFunction(RemoteEmbeddingFunction):
     """
 
     provider = "gemini"
+    default_base_url = DEFAULT_BASE_URL
     max_batch = 100
     timeout = 60.0
-    config_keys: ClassVar[tuple[str, ...]] = (
-        "model_name", "task_type", "dimension", "api_key_env_var", "vertexai", "project", "location", "api_base",
-    )
+    # The constructor's arguments, kept by keep_options() (typed here for mypy).
+    model_name: str
+    task_type: str | None
+    dimension: int | None
+    api_key_env_var: str | None
+    vertexai: bool | None
+    project: str | None
+    location: str | None
 
     def __init__(
         self,
@@ -80,20 +84,12 @@ class GoogleGeminiEmbeddingFunction(RemoteEmbeddingFunction):
         **remote: Unpack[RemoteOptions],
     ) -> None:
         super().__init__(**remote)
+        self.keep_options(locals())
         check_positive(self.provider, "dimension", dimension)
         if vertexai and api_key:
             raise ConfigurationError("gemini: Vertex AI uses Google credentials, not an API key; pass one or the other")
-        self.model_name = model_name
-        self.task_type = task_type
-        self.dimension = dimension
-        self.api_key_env_var = api_key_env_var
-        self.vertexai = vertexai
-        self.project = project
-        self.location = location
-        self.api_base = api_base
         if not vertexai:
             self.resolve_key(api_key, [api_key_env_var or "", "GEMINI_API_KEY", "GOOGLE_API_KEY"])
-        self._client: Any = None
 
     @classmethod
     def spec_help(cls) -> str:
@@ -101,28 +97,22 @@ class GoogleGeminiEmbeddingFunction(RemoteEmbeddingFunction):
 
     @property
     def base_url(self) -> str | None:
+        """``api_base``; ``None`` lets the SDK pick (Gemini API or Vertex AI)."""
         return self.api_base.rstrip("/") if self.api_base else None
 
-    def prepare(self) -> None:
-        self.client()  # SDK import and client setup are not provider time
+    def make_client(self) -> Any:
+        from google import genai
+        from google.genai import types
 
-    def client(self) -> Any:
-        """The SDK client, built on first use (the SDK is imported only then)."""
-        if self._client is None:
-            from google import genai
-            from google.genai import types
-
-            options = types.HttpOptions(
-                base_url=self.base_url,
-                api_version=None if self.vertexai else "v1beta",
-                timeout=int(self.timeout * 1000),
-                retry_options=types.HttpRetryOptions(attempts=1),  # ours retry instead
-            )
-            if self.vertexai:
-                self._client = genai.Client(vertexai=True, project=self.project, location=self.location, http_options=options)
-            else:
-                self._client = genai.Client(api_key=self.require_key(), http_options=options)
-        return self._client
+        options = types.HttpOptions(
+            base_url=self.base_url,
+            api_version=None if self.vertexai else "v1beta",
+            timeout=int(self.timeout * 1000),
+            retry_options=types.HttpRetryOptions(attempts=1),  # ours retry instead
+        )
+        if self.vertexai:
+            return genai.Client(vertexai=True, project=self.project, location=self.location, http_options=options)
+        return genai.Client(api_key=self.require_key(), http_options=options)
 
     def task(self, role: Role) -> str:
         return self.task_type or _ROLE_TASK[role]
@@ -135,26 +125,23 @@ class GoogleGeminiEmbeddingFunction(RemoteEmbeddingFunction):
         return as_matrix(self.provider, rows, len(texts), self.dimension), None
 
     def _embed(self, texts: list[str], role: Role) -> Any:
-        from google.genai import errors, types
+        from google.genai import types
 
         config = types.EmbedContentConfig(task_type=self.task(role), output_dimensionality=self.dimension)
-        try:
-            return self.client().models.embed_content(model=self.model_name, contents=texts, config=config)
-        except errors.APIError as exc:
-            headers = dict(getattr(exc.response, "headers", None) or {})
-            raise status_error(self.provider, int(exc.code), exc.details, headers, exc.message) from None
-        except Exception as exc:
-            mapped = transport_error(self.provider, exc, self.timeout)
-            if mapped is None:
-                raise
-            raise mapped from None
+        return self.sdk_call(lambda: self.client.models.embed_content(model=self.model_name, contents=texts, config=config))
+
+    def sdk_error(self, exc: Exception) -> ProviderError | None:
+        from google.genai import errors
+
+        if isinstance(exc, errors.APIError):
+            return self.status_error(int(exc.code), exc.details, getattr(exc.response, "headers", None), exc.message)
+        return super().sdk_error(exc)
 
     def cache_identity(self, role: Role) -> dict[str, Any]:
-        server = url_identity(self.base_url) if self.base_url and self.base_url != DEFAULT_BASE_URL else None
         return self.identity_with(
             {"model": self.model_name, "task_type": self.task(role), "dimension": self.dimension},
             vertexai=True if self.vertexai else None,
-            api_base=server,
+            api_base=self.server_identity(),
         )
 
 
@@ -167,7 +154,8 @@ class GoogleGenerativeAiEmbeddingFunction(GoogleGeminiEmbeddingFunction):
     applies to both.
     """
 
-    config_keys: ClassVar[tuple[str, ...]] = ("api_key_env_var", "model_name", "task_type", "dimension", "api_base")
+    chroma_name = "cachedembed-google-generative-ai"
+    """Its own name, so a persisted config rebuilds this class (the identity stays Gemini's)."""
 
     def __init__(
         self,
@@ -180,13 +168,5 @@ class GoogleGenerativeAiEmbeddingFunction(GoogleGeminiEmbeddingFunction):
         api_base: str | None = None,
         **remote: Unpack[RemoteOptions],
     ) -> None:
-        super().__init__(
-            model_name=model_name,
-            task_type=task_type,
-            dimension=dimension,
-            api_key_env_var=api_key_env_var,
-            api_key=api_key,
-            api_base=api_base,
-            **remote,
-        )
+        super().__init__(**named_arguments(locals()), **remote)  # the same options, by name
 

@@ -85,7 +85,12 @@ class HuggingFaceEmbeddingFunction(_FeatureExtraction):
     provider = "huggingface"
     default_base_url = ROUTER_URL
     max_batch = 32
-    config_keys = ("api_key_env_var", "model_name", "normalize", "truncate", "api_base", "wait_for_model")
+    # The constructor's arguments, kept by keep_options() (typed here for mypy).
+    model_name: str
+    api_key_env_var: str
+    normalize: bool | None
+    truncate: bool | None
+    wait_for_model: bool
 
     def __init__(
         self,
@@ -99,12 +104,7 @@ class HuggingFaceEmbeddingFunction(_FeatureExtraction):
         **remote: Unpack[RemoteOptions],
     ) -> None:
         super().__init__(**remote)
-        self.model_name = model_name
-        self.api_key_env_var = api_key_env_var
-        self.normalize = normalize
-        self.truncate = truncate
-        self.api_base = api_base
-        self.wait_for_model = wait_for_model
+        self.keep_options(locals())
         self.resolve_key(api_key, [api_key_env_var, "HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "CHROMA_HUGGINGFACE_API_KEY"])
 
     @classmethod
@@ -151,9 +151,15 @@ class HuggingFaceEmbeddingServer(_FeatureExtraction):
     default_base_url = ""
     max_batch = 1_000_000
     """No limit of our own: the server's ``/info`` decides."""
-    config_keys = (
-        "url", "api_key_env_var", "normalize", "truncate", "truncation_direction", "dimensions", "prompt_name", "query_prompt_name",
-    )
+    # The constructor's arguments, kept by keep_options() (typed here for mypy).
+    url: str
+    api_key_env_var: str | None
+    normalize: bool | None
+    truncate: bool | None
+    truncation_direction: str | None
+    dimensions: int | None
+    prompt_name: str | None
+    query_prompt_name: str | None
 
     def __init__(
         self,
@@ -172,15 +178,8 @@ class HuggingFaceEmbeddingServer(_FeatureExtraction):
         if not url or not url.startswith(("http://", "https://")):
             raise ConfigurationError(f"tei: url must be an http(s) URL like http://localhost:8080, got {url!r}")
         check_positive(self.provider, "dimensions", dimensions)
-        self.url = url
+        self.keep_options(locals())
         self.api_base = server_root(url)
-        self.api_key_env_var = api_key_env_var
-        self.normalize = normalize
-        self.truncate = truncate
-        self.truncation_direction = truncation_direction
-        self.dimensions = dimensions
-        self.prompt_name = prompt_name
-        self.query_prompt_name = query_prompt_name
         self.resolve_key(api_key, [api_key_env_var or ""])
         self._server_batch: int | None = None
 

@@ -65,18 +65,16 @@ class JinaEmbeddingFunction(JsonEmbeddingFunction):
     max_batch = 2048
     max_image_batch = 16
     """Most images per request: base64 PNGs make large bodies."""
-    config_keys = (
-        "api_key_env_var",
-        "model_name",
-        "task",
-        "late_chunking",
-        "truncate",
-        "dimensions",
-        "embedding_type",
-        "normalized",
-        "query_config",
-        "api_base",
-    )
+    # The constructor's arguments, kept by keep_options() (typed here for mypy).
+    model_name: str
+    api_key_env_var: str
+    task: str | None
+    late_chunking: bool | None
+    truncate: bool | None
+    dimensions: int | None
+    embedding_type: str | None
+    normalized: bool | None
+    query_config: dict[str, Any] | None
 
     def __init__(
         self,
@@ -94,16 +92,8 @@ class JinaEmbeddingFunction(JsonEmbeddingFunction):
         **remote: Unpack[RemoteOptions],
     ) -> None:
         super().__init__(**remote)
-        self.model_name = model_name
-        self.api_key_env_var = api_key_env_var
-        self.task = task
-        self.late_chunking = late_chunking
-        self.truncate = truncate
-        self.dimensions = dimensions
-        self.embedding_type = embedding_type
-        self.normalized = normalized
+        self.keep_options(locals())
         self.query_config = dict(query_config) if query_config is not None else None
-        self.api_base = api_base
         self.bypass_cache = bool(late_chunking)
         self.accepts_images = model_name.startswith(_MULTIMODAL_MODELS)
         self.resolve_key(api_key, [api_key_env_var, "CHROMA_JINA_API_KEY"])

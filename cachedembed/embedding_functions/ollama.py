@@ -75,14 +75,12 @@ class OllamaEmbeddingFunction(JsonEmbeddingFunction):
         False  # the model tag names the weights; localhost and 127.0.0.1 share entries
     )
     max_batch = 256
-    config_keys = (
-        "url",
-        "model_name",
-        "timeout",
-        "truncate",
-        "dimensions",
-        "keep_alive",
-    )
+    # The constructor's arguments, kept by keep_options() (typed here for mypy).
+    url: str | None
+    model_name: str
+    truncate: bool | None
+    dimensions: int | None
+    keep_alive: str | int | None
 
     def __init__(
         self,
@@ -95,12 +93,7 @@ class OllamaEmbeddingFunction(JsonEmbeddingFunction):
         **remote: Unpack[RemoteOptions],
     ) -> None:
         super().__init__(**remote)
-        self.url = url
-        self.model_name = model_name
-        self.timeout = timeout
-        self.truncate = truncate
-        self.dimensions = dimensions
-        self.keep_alive = keep_alive
+        self.keep_options(locals())
         self.api_base = host_url(url or os.environ.get("OLLAMA_HOST") or DEFAULT_URL)
 
     @classmethod

@@ -18,13 +18,13 @@ import numpy as np
 
 from ..errors import ConfigurationError, ProviderError
 from ..keys import Role
-from ..redact import is_credential_header, redact_url, url_identity
+from ..redact import is_credential_header, url_identity
 from ._http import RETRYABLE_STATUS, error_message, parse_retry_after
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
 
-from ._remote import RemoteEmbeddingFunction, RemoteOptions, indexed_vectors
+from ._remote import RemoteOptions, SdkEmbeddingFunction, indexed_vectors
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 
@@ -33,7 +33,7 @@ class _TooManyTokens(ProviderError):
     """The request's inputs summed to more tokens than one request may carry."""
 
 
-class OpenAIEmbeddingFunction(RemoteEmbeddingFunction):
+class OpenAIEmbeddingFunction(SdkEmbeddingFunction):
     """OpenAI ``/v1/embeddings``; Azure OpenAI with ``api_type="azure"``; compatible servers via ``api_base``.
 
     Args:
@@ -61,10 +61,20 @@ class OpenAIEmbeddingFunction(RemoteEmbeddingFunction):
     """
 
     provider = "openai"
+    default_base_url = DEFAULT_BASE_URL
     max_batch = 2048
     max_batch_tokens = 300_000
     rejects_empty = True
     timeout = 120.0
+    # The constructor's arguments, kept by keep_options() (typed here for mypy).
+    model_name: str
+    organization_id: str | None
+    api_type: str | None
+    api_version: str | None
+    deployment_id: str | None
+    default_headers: dict[str, str] | None
+    dimensions: int | None
+    api_key_env_var: str
 
     def __init__(
         self,
@@ -81,21 +91,13 @@ class OpenAIEmbeddingFunction(RemoteEmbeddingFunction):
         **remote: Unpack[RemoteOptions],
     ) -> None:
         super().__init__(**remote)
+        self.keep_options(locals())
         if api_type not in (None, "openai", "azure"):
             raise ConfigurationError(f"openai: api_type must be 'azure' or None, got {api_type!r}")
         if dimensions is not None and (not isinstance(dimensions, int) or dimensions < 1):
             raise ConfigurationError(
                 f"openai: dimensions must be a positive integer, got {dimensions!r}"
             )
-        self.model_name = model_name
-        self.organization_id = organization_id
-        self.api_base = api_base
-        self.api_type = api_type
-        self.api_version = api_version
-        self.deployment_id = deployment_id
-        self.default_headers = default_headers
-        self.dimensions = dimensions
-        self.api_key_env_var = api_key_env_var
         if self.azure:
             self.api_version = api_version or os.environ.get("OPENAI_API_VERSION")
             missing = [
@@ -112,7 +114,6 @@ class OpenAIEmbeddingFunction(RemoteEmbeddingFunction):
             self.resolve_key(api_key, [api_key_env_var, "AZURE_OPENAI_API_KEY"])
         else:
             self.resolve_key(api_key, [api_key_env_var, "CHROMA_OPENAI_API_KEY"])
-        self._client: Any = None
 
     @property
     def azure(self) -> bool:
@@ -135,31 +136,24 @@ class OpenAIEmbeddingFunction(RemoteEmbeddingFunction):
     def spec_help(cls) -> str:
         return "openai:MODEL_NAME  (e.g. text-embedding-3-small; key $OPENAI_API_KEY, server $OPENAI_BASE_URL)"
 
-    def prepare(self) -> None:
-        self.client()  # importing the SDK takes ~0.5 s: keep it out of measured provider time
+    def make_client(self) -> Any:
+        import openai
 
-    def client(self) -> Any:
-        """The SDK client, built on first use (the SDK is imported only then)."""
-        if self._client is None:
-            import openai
-
-            common: dict[str, Any] = {
-                "api_key": self.require_key(),
-                "organization": self.organization_id,
-                "default_headers": self.default_headers,
-                "max_retries": 0,  # ours retry instead: see the module docstring
-                "timeout": self.timeout,
-            }
-            if self.azure:
-                self._client = openai.AzureOpenAI(
-                    azure_endpoint=str(self.base_url),
-                    azure_deployment=self.deployment_id,
-                    api_version=self.api_version,
-                    **common,
-                )
-            else:
-                self._client = openai.OpenAI(base_url=self.base_url, **common)
-        return self._client
+        common: dict[str, Any] = {
+            "api_key": self.require_key(),
+            "organization": self.organization_id,
+            "default_headers": self.default_headers,
+            "max_retries": 0,  # ours retry instead: see the module docstring
+            "timeout": self.timeout,
+        }
+        if self.azure:
+            return openai.AzureOpenAI(
+                azure_endpoint=str(self.base_url),
+                azure_deployment=self.deployment_id,
+                api_version=self.api_version,
+                **common,
+            )
+        return openai.OpenAI(base_url=self.base_url, **common)
 
     def embed_chunk(self, texts: list[str], role: Role) -> tuple[np.ndarray, int | None]:
         try:
@@ -182,8 +176,6 @@ class OpenAIEmbeddingFunction(RemoteEmbeddingFunction):
         return vectors, tokens if isinstance(tokens, int) else None
 
     def _create(self, texts: list[str]) -> Any:
-        import openai
-
         kwargs: dict[str, Any] = {
             "model": self.model_name,
             "input": texts,
@@ -191,19 +183,21 @@ class OpenAIEmbeddingFunction(RemoteEmbeddingFunction):
         }
         if self.sends_dimensions:
             kwargs["dimensions"] = self.dimensions
-        try:
-            # The raw response: its x-ratelimit-* headers pace the limiter.
-            return self.client().embeddings.with_raw_response.create(**kwargs)
-        except openai.APITimeoutError:
-            raise ProviderError(
+        # The raw response: its x-ratelimit-* headers pace the limiter.
+        return self.sdk_call(lambda: self.client.embeddings.with_raw_response.create(**kwargs))
+
+    def sdk_error(self, exc: Exception) -> ProviderError | None:
+        import openai
+
+        if isinstance(exc, openai.APITimeoutError):
+            return ProviderError(
                 self.provider, f"request timed out after {self.timeout}s", retryable=True
-            ) from None
-        except openai.APIConnectionError as exc:
-            raise ProviderError(
-                self.provider, f"connection failed ({_cause(exc)})", retryable=True
-            ) from None
-        except openai.APIStatusError as exc:
-            raise _status_error(self.provider, exc) from None
+            )
+        if isinstance(exc, openai.APIConnectionError):
+            return ProviderError(self.provider, f"connection failed ({_cause(exc)})", retryable=True)
+        if isinstance(exc, openai.APIStatusError):
+            return _status_error(self.provider, exc)
+        return None
 
     def batch_adapter(self) -> Any:
         """OpenAI's Batch API (half price, within 24 h) for :meth:`cachedembed.Cached.submit_batch`."""
@@ -227,28 +221,17 @@ class OpenAIEmbeddingFunction(RemoteEmbeddingFunction):
                 },
                 dimensions=dims,
             )
-        base = self.base_url
         return self.identity_with(
-            {"model": self.model_name, "dimensions": dims},
-            api_base=None if base == DEFAULT_BASE_URL else url_identity(str(base)),
+            {"model": self.model_name, "dimensions": dims}, api_base=self.server_identity()
         )
 
     def get_config(self) -> dict[str, Any]:
-        return {
-            "api_key_env_var": self.api_key_env_var,
-            "model_name": self.model_name,
-            "organization_id": self.organization_id,
-            "api_base": redact_url(self.api_base) if self.api_base else self.api_base,
-            "api_type": self.api_type,
-            "api_version": self.api_version,
-            "deployment_id": self.deployment_id,
-            "default_headers": {
+        config = super().get_config()
+        if self.default_headers:  # credential-like headers are passed again, like the key
+            config["default_headers"] = {
                 k: v for k, v in self.default_headers.items() if not is_credential_header(k)
             }
-            if self.default_headers
-            else self.default_headers,
-            "dimensions": self.dimensions,
-        }
+        return config
 
 
 def _status_error(provider: str, exc: Any) -> ProviderError:

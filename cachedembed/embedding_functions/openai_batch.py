@@ -12,14 +12,15 @@ inputs per request.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Any, TypeVar
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar
 
 import numpy as np
 
 from ..batchjobs import BatchAdapter, JobLimits, Remote, Result
 from ..errors import ProviderError
 from ..redact import url_secrets
+from ._http import transport_error
 from ._remote import indexed_vectors
 
 if TYPE_CHECKING:
@@ -74,14 +75,14 @@ class OpenAIBatchAdapter(BatchAdapter):
         return json.dumps(line, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
 
     def upload(self, job_id: str, content: bytes) -> str:
-        client = self.ef.client()
+        client = self.ef.client
         result = self._call(
             lambda: client.files.create(file=(f"{job_id}.jsonl", content), purpose="batch")
         )
         return str(result.id)
 
     def create(self, job_id: str, input_file_id: str) -> str:
-        client = self.ef.client()
+        client = self.ef.client
         batch = self._call(
             lambda: client.batches.create(
                 input_file_id=input_file_id,
@@ -93,7 +94,7 @@ class OpenAIBatchAdapter(BatchAdapter):
         return str(batch.id)
 
     def find(self, job_id: str, input_file_id: str) -> str | None:
-        client = self.ef.client()
+        client = self.ef.client
         page = self._call(lambda: client.batches.list(limit=100))
         for batch in page:  # newest first; auto-paginates
             meta = batch.metadata or {}
@@ -102,19 +103,33 @@ class OpenAIBatchAdapter(BatchAdapter):
         return None
 
     def poll(self, batch_id: str) -> Remote:
-        client = self.ef.client()
+        client = self.ef.client
         return _remote(self._call(lambda: client.batches.retrieve(batch_id)))
 
     def cancel(self, batch_id: str) -> Remote:
-        client = self.ef.client()
+        client = self.ef.client
         return _remote(self._call(lambda: client.batches.cancel(batch_id)))
 
-    def results(self, file_id: str) -> Iterator[Result]:
-        client = self.ef.client()
-        content = self._call(lambda: client.files.content(file_id))
-        for n, raw in enumerate(content.content.splitlines(), 1):
-            if raw.strip():
-                yield _result(n, raw)
+    def download(self, file_id: str, out: BinaryIO) -> None:
+        client = self.ef.client
+
+        def fetch() -> None:
+            out.seek(0)
+            out.truncate()
+            try:
+                with client.files.with_streaming_response.content(file_id) as response:
+                    for chunk in response.iter_bytes(1 << 20):
+                        out.write(chunk)
+            except Exception as exc:  # cut mid-body: the SDK leaves these unwrapped
+                mapped = transport_error(self.provider, exc, None)
+                if mapped is None:
+                    raise
+                raise mapped from None
+
+        self._call(fetch)
+
+    def parse(self, n: int, raw: bytes) -> Result:
+        return _result(n, raw)
 
     def vectors(self, data: Any, expected: int) -> np.ndarray:
         return indexed_vectors(self.provider, data, expected)

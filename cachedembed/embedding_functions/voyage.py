@@ -62,15 +62,13 @@ class VoyageAIEmbeddingFunction(JsonEmbeddingFunction):
     path = "/v1/embeddings"
     default_base_url = DEFAULT_BASE_URL
     max_batch = 1000
-    config_keys = (
-        "api_key_env_var",
-        "model_name",
-        "input_type",
-        "truncation",
-        "output_dimension",
-        "output_dtype",
-        "api_base",
-    )
+    # The constructor's arguments, kept by keep_options() (typed here for mypy).
+    model_name: str
+    api_key_env_var: str
+    input_type: str | None
+    truncation: bool
+    output_dimension: int | None
+    output_dtype: str | None
     rejects_empty = True
 
     def __init__(
@@ -86,13 +84,7 @@ class VoyageAIEmbeddingFunction(JsonEmbeddingFunction):
         **remote: Unpack[RemoteOptions],
     ) -> None:
         super().__init__(**remote)
-        self.model_name = model_name
-        self.api_key_env_var = api_key_env_var
-        self.input_type = input_type
-        self.truncation = truncation
-        self.output_dimension = output_dimension
-        self.output_dtype = output_dtype
-        self.api_base = api_base
+        self.keep_options(locals())
         self.max_batch_tokens = token_cap(model_name)
         self.resolve_key(api_key, [api_key_env_var, "CHROMA_VOYAGE_API_KEY"])
 

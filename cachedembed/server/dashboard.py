@@ -35,6 +35,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
 from ..manage import format_size, list_models
+from ..redact import REDACTED
 from ..stats import _num, _secs, _total_usd, _usd, report
 from ..stores import Store
 from ..usage import parse_day, parse_days_ago
@@ -121,7 +122,7 @@ def parse_query(params: Any) -> Query:
 
 
 def redacted_url(url: str) -> str:
-    """``url`` with any password replaced by ``***`` (as SQL stores already report theirs)."""
+    """``url`` with any password replaced by :data:`~cachedembed.redact.REDACTED` (as SQL stores already report theirs)."""
     if url.startswith(("memory://", "diskcache://")):
         return url
     from sqlalchemy.engine import make_url
@@ -130,7 +131,7 @@ def redacted_url(url: str) -> str:
     try:
         return make_url(url).render_as_string(hide_password=True)
     except ArgumentError:
-        return url.split("://", 1)[0] + "://[redacted]"
+        return url.split("://", 1)[0] + "://" + REDACTED
 
 
 class Numbers:

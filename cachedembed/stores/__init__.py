@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..errors import ConfigurationError, StoreError
+from ..redact import REDACTED
 from .base import EntryBatch, Namespace, PendingStats, Row, Store
 
 if TYPE_CHECKING:
@@ -131,7 +132,7 @@ def normalize_url(url: str) -> str:
 
 PASSWORD_PARAMS = frozenset({"password", "passwd", "pwd", "sslpassword"})
 """Query parameters of a database URL that hold a password (lower case)."""
-_MASK = "***"
+_MASK = REDACTED
 
 
 def redact_url(url: str, *, drop: bool = False) -> str:
@@ -171,6 +172,24 @@ def url_passwords(url: str) -> list[str]:
         if key.lower() in PASSWORD_PARAMS:
             found.extend([value] if isinstance(value, str) else value)
     return [str(p) for p in found if p]
+
+
+def public_url(url: str) -> str:
+    """``url`` without its password, for configs persisted in plain text (Chroma's).
+
+    Dropped rather than masked: a wrapper rebuilt from it must not try ``***`` as the password.
+    """
+    return redact_url(url, drop=True)
+
+
+def private_url(url: str) -> str:
+    """A :func:`public_url` with its password back, from ``$CACHEDEMBED_URL`` when it names the same database."""
+    from ..settings import cache_url
+
+    env = cache_url()
+    if env and not url.startswith(("memory://", "diskcache://")) and public_url(env) == url:
+        return env
+    return url
 
 
 def open_store(url: str | None = None, *, shared: bool = True, create: bool = True) -> Store:

@@ -319,7 +319,8 @@ def _check_identity_size(spec: NamespaceSpec) -> None:
 def failure(where: str, text: str) -> StoreError:
     """A :class:`StoreError` for an operation on ``where`` that failed with ``text``, with its remedy."""
     remedy = remedy_for(text) or "check that the cache's disk or database server is healthy"
-    return StoreError(f"cache {where}: {text}. Remedy: {remedy}")
+    # Drivers end some messages with a full stop ("Connection refused."): one stop, not two.
+    return StoreError(f"cache {where}: {text.rstrip('. ')}. Remedy: {remedy}")
 
 
 def remedy_for(text: str) -> str | None:
@@ -609,10 +610,12 @@ class Store(ABC):
         The caller's vectors were served: a failed counter flush must not fail its call.
         flush() puts the counters back, so the next flush retries them.
         """
+        # The clock first, without the lock: nearly every call (each cached query) is not
+        # due, and needs no lock to know it. A stale read only delays a flush to the next call.
+        if time.monotonic() - self._last_flush < self.flush_interval:
+            return
         with self._pending_lock:
-            due = (not self._pending.is_empty() or self.outage.has_unsaved) and (
-                time.monotonic() - self._last_flush >= self.flush_interval
-            )
+            due = not self._pending.is_empty() or self.outage.has_unsaved
         if not due:
             return
         try:
@@ -728,7 +731,8 @@ class Store(ABC):
     @abstractmethod
     def remove_namespace(self, ns_id: int, *, with_stats: bool) -> int:
         """Delete the namespace ``ns_id``: its entries, its record and, ``with_stats``, its
-        stats, in one transaction; return how many entries were removed."""
+        stats, in one transaction (Redis: crash-safe instead, see its store); return how
+        many entries were removed."""
 
     def set_dimension(self, ns: Namespace, dim: int) -> None:
         """Record the vector dimension of ``ns`` the first time vectors are stored.
@@ -839,6 +843,28 @@ class Store(ABC):
     def _job_rows(self, pending: bool) -> list[tuple[str, int, str, int, str | bytes]]:
         """``(id, ns, state, rev, doc)`` of every job (only not-collected ones with ``pending``)."""
         return []
+
+    # -- leases -------------------------------------------------------------
+    # Cross-process single-flight (see cachedembed.fleet): a store other processes can
+    # reach records who is embedding which item, one statement per batch. A store only
+    # this process sees grants every lease (its in-process SingleFlight is enough).
+
+    shares_leases = False
+    """Whether other processes can reach this store, so that leases are worth taking."""
+
+    def claim_leases(self, ns_id: int, ids: Sequence[int], owner: str, ttl_ms: int) -> list[bool]:
+        """Lease ``ids`` to ``owner`` for ``ttl_ms``; which of them it now holds (parallel to ``ids``).
+
+        A lease is granted when nobody holds it, when its holder's lease expired (taken
+        over), or when ``owner`` holds it already (extended).
+        """
+        return [True] * len(ids)
+
+    def renew_leases(self, ns_id: int, ids: Sequence[int], owner: str, ttl_ms: int) -> None:  # noqa: B027
+        """Extend ``owner``'s leases among ``ids`` to ``ttl_ms`` from now (others' are left alone)."""
+
+    def release_leases(self, ns_id: int, ids: Sequence[int], owner: str) -> None:  # noqa: B027
+        """Drop ``owner``'s leases among ``ids`` (never another owner's)."""
 
     def delete_namespace_entries(self, ns_id: int, ids: Iterable[int]) -> int:
         """Delete in chunks; shared by prune and verify."""

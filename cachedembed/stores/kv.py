@@ -519,6 +519,47 @@ class DiskCacheStore(_KeyValueStore):
         with self._kv.transact():  # type: ignore[attr-defined]
             yield
 
+    # Leases: diskcache's add() honours expiry (an expired key counts as absent), so
+    # claiming is add-or-check-owner per key, all in one SQLite transaction. Expiry is
+    # this host's clock, which every process sharing the folder shares.
+    shares_leases = True
+
+    @staticmethod
+    def _lease_key(ns_id: int, item_id: int) -> str:
+        return f"lease:{ns_id}:{item_id}"
+
+    @_reported
+    def claim_leases(self, ns_id: int, ids: Sequence[int], owner: str, ttl_ms: int) -> list[bool]:
+        kv: Any = self._kv
+        seconds = ttl_ms / 1000
+        granted = []
+        with self._atomic():
+            for i in ids:
+                key = self._lease_key(ns_id, i)
+                ok = kv.add(key, owner, expire=seconds) or (
+                    kv.get(key) == owner and kv.touch(key, expire=seconds)
+                )
+                granted.append(bool(ok))
+        return granted
+
+    @_reported
+    def renew_leases(self, ns_id: int, ids: Sequence[int], owner: str, ttl_ms: int) -> None:
+        kv: Any = self._kv
+        with self._atomic():
+            for i in ids:
+                key = self._lease_key(ns_id, i)
+                if kv.get(key) == owner:
+                    kv.touch(key, expire=ttl_ms / 1000)
+
+    @_reported
+    def release_leases(self, ns_id: int, ids: Sequence[int], owner: str) -> None:
+        kv: Any = self._kv
+        with self._atomic():
+            for i in ids:
+                key = self._lease_key(ns_id, i)
+                if kv.get(key) == owner:
+                    kv.delete(key)
+
     # diskcache reads one key per SQL query; a warm batch of thousands of texts would spend
     # most of its time there. Values up to diskcache's file threshold (32 KiB: every vector
     # up to 8,000-d float32) sit inline in its SQLite table, so they are read with one

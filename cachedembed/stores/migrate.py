@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:  # SQLAlchemy loads with the SQL store; reading HEAD must not import it
     import sqlalchemy as sa
 
-HEAD = "0003"
+HEAD = "0004"
 """Newest migration revision; a test keeps it equal to Alembic's own head."""
 
 

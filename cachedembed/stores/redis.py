@@ -10,8 +10,10 @@ Keys, under the URL's ``prefix`` (default ``cachedembed``)::
     P:next_ns           the last namespace id handed out
     P:stats             set of "<ns>:<day>" members, so stats reads never scan entries
     P:stats:<ns>:<day>  hash of counters, merged with HINCRBY / HINCRBYFLOAT
+    P:removing          set of ids of removed namespaces whose entries are still being deleted
     P:jobs              hash: batch job id -> "<ns>:<state>:<rev>"
     P:job:<id>          a batch job's JSON document (updated by compare-and-set on rev)
+    P:l:<ns>:<id>       a lease: the owner embedding that item, expiring by itself (PX)
 
 Namespace ids increase in creation order, and restart above the old ones after Redis
 lost everything (see ``_NAMESPACE_SCRIPT``); every write re-registers its namespace in the
@@ -37,6 +39,7 @@ from typing import Any
 
 from ..errors import ConfigurationError, StoreError
 from ..keys import NamespaceSpec
+from ..redact import REDACTED
 from ..usage import UsageDelta
 from .base import (
     CONNECT_TIMEOUT,
@@ -52,6 +55,7 @@ from .base import (
     stored_namespace,
 )
 from .kv import _HEADER, _pack, _rows, _unpack
+from .leases import CLAIM_SCRIPT, REDIS_CHUNK, RELEASE_SCRIPT, RENEW_SCRIPT
 from .outage import SERVER_WAITS
 
 
@@ -202,6 +206,14 @@ class RedisStore(Store):
         self._ns_by_id: dict[int, Namespace] = {}
         self._bulk = threading.local()
         self._namespace_script = self._client.register_script(_NAMESPACE_SCRIPT)
+        self._lease_scripts = {
+            name: self._client.register_script(text)
+            for name, text in (
+                ("claim", CLAIM_SCRIPT),
+                ("renew", RENEW_SCRIPT),
+                ("release", RELEASE_SCRIPT),
+            )
+        }
 
     # -- connection ---------------------------------------------------------
 
@@ -237,7 +249,7 @@ class RedisStore(Store):
 
     def _clean(self, exc: BaseException) -> str:
         text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        return text.replace(self._password, "***") if self._password else text
+        return text.replace(self._password, REDACTED) if self._password else text
 
     @contextmanager
     def _guard(self) -> Iterator[None]:
@@ -363,29 +375,52 @@ class RedisStore(Store):
         self._ns_by_id.pop(ns_id, None)  # its memo must not register the old dimension again
 
     def remove_namespace(self, ns_id: int, *, with_stats: bool) -> int:
-        # Not one transaction (entries are found by SCAN): a writer of this model running
-        # meanwhile registers its namespace again, which is what it would do after eviction.
-        removed = 0
-        for keys in self._scan(f"{self._p}e:{ns_id}:*"):
-            with self._guard():
-                removed += int(self._client.delete(*keys))
+        # Crash-safe rather than one transaction (entries are found by SCAN): one MULTI/EXEC
+        # unregisters the namespace (and its stats) and marks its id in P:removing, then the
+        # entries go in SCAN pages. A crash in between leaves no half-present namespace: it
+        # is gone from `models`, new writers get a new id (ids are never handed out twice),
+        # and its leftover entries are skipped by `namespace_usage` until the next removal
+        # finishes them. A writer of this model running meanwhile registers its namespace
+        # again, which is what it would do after eviction; the deletions are then misses.
         with self._guard():
             key = self._client.hget(self._ns_record(ns_id), "key")
+            members = self._client.smembers(self._p + "stats") if with_stats else set()
             pipe = self._client.pipeline(transaction=True)
+            pipe.sadd(self._p + "removing", ns_id)
             if key is not None:
                 pipe.hdel(self._p + "namespaces", key)
             pipe.srem(self._p + "ns_ids", ns_id)
             pipe.delete(self._ns_record(ns_id))
-            if with_stats:
-                members = self._client.smembers(self._p + "stats")
-                mine = [m for m in members if m.split(b":")[0] == str(ns_id).encode()]
-                for member in mine:
-                    pipe.delete(self._stats_key(ns_id, int(member.split(b":")[1])))
-                if mine:
-                    pipe.srem(self._p + "stats", *mine)
+            mine = [m for m in members if m.split(b":")[0] == str(ns_id).encode()]
+            for member in mine:
+                pipe.delete(self._stats_key(ns_id, int(member.split(b":")[1])))
+            if mine:
+                pipe.srem(self._p + "stats", *mine)
             pipe.execute()
         self._ns_by_id.pop(ns_id, None)
         self._forget_namespaces()
+        return self._finish_removals().get(ns_id, 0)
+
+    def _removing(self) -> set[int]:
+        """Ids of namespaces already unregistered whose entries are not all deleted yet."""
+        with self._guard():
+            return {int(v) for v in self._client.smembers(self._p + "removing")}
+
+    def _finish_removals(self) -> dict[int, int]:
+        """Delete the entries of every namespace marked removed (this one's and any an
+        interrupted removal left); return how many entries of each went."""
+        removed: dict[int, int] = {}
+        for ns_id in sorted(self._removing()):
+            removed[ns_id] = self._delete_entries_of(ns_id)
+            with self._guard():
+                self._client.srem(self._p + "removing", ns_id)
+        return removed
+
+    def _delete_entries_of(self, ns_id: int) -> int:
+        removed = 0
+        for keys in self._scan(f"{self._p}e:{ns_id}:*"):
+            with self._guard():
+                removed += int(self._client.delete(*keys))
         return removed
 
     def _register(self, pipe: Any, ns_id: int) -> None:
@@ -501,6 +536,7 @@ class RedisStore(Store):
     def namespace_usage(self) -> dict[int, NamespaceUsage]:
         # Headers and lengths only (GETRANGE + STRLEN): `models` never downloads vectors.
         usage: dict[int, NamespaceUsage] = {}
+        removing = self._removing()  # their leftovers are no namespace's entries any more
         for keys in self._scan(f"{self._p}e:*"):
             with self._guard():
                 pipe = self._client.pipeline(transaction=False)
@@ -512,6 +548,8 @@ class RedisStore(Store):
                 if len(header) < _HEADER.size:
                     continue
                 ns, _check, _tokens, _flags, used, _created, text_len = _HEADER.unpack(header)
+                if ns in removing:
+                    continue
                 text_bytes = 0 if text_len == 0xFFFFFFFF else text_len
                 u = usage.setdefault(ns, NamespaceUsage())
                 u.entries += 1
@@ -538,6 +576,33 @@ class RedisStore(Store):
             delta.provider_seconds = float(fields.get(b"provider_seconds", 0.0))
             out.append((ns, day, delta))
         return out
+
+    # -- leases ---------------------------------------------------------------
+
+    shares_leases = True
+
+    def _lease_call(self, name: str, ns_id: int, ids: Sequence[int], *args: Any) -> list[Any]:
+        """Run lease script ``name`` over ``ids``, a chunk per call, in one round trip."""
+        if not ids:
+            return []
+        script = self._lease_scripts[name]
+        head = f"{self._p}l:{ns_id}:"
+        keys = [head + str(i) for i in ids]
+        with self._guard():
+            pipe = self._client.pipeline(transaction=False)
+            for start in range(0, len(keys), REDIS_CHUNK):
+                script(keys=keys[start : start + REDIS_CHUNK], args=list(args), client=pipe)
+            return list(pipe.execute())
+
+    def claim_leases(self, ns_id: int, ids: Sequence[int], owner: str, ttl_ms: int) -> list[bool]:
+        chunks = self._lease_call("claim", ns_id, ids, owner, int(ttl_ms))
+        return [bool(flag) for chunk in chunks for flag in chunk]
+
+    def renew_leases(self, ns_id: int, ids: Sequence[int], owner: str, ttl_ms: int) -> None:
+        self._lease_call("renew", ns_id, ids, owner, int(ttl_ms))
+
+    def release_leases(self, ns_id: int, ids: Sequence[int], owner: str) -> None:
+        self._lease_call("release", ns_id, ids, owner)
 
     # -- batch jobs -----------------------------------------------------------
 

@@ -36,6 +36,7 @@ from sqlalchemy.pool import NullPool
 
 from ..errors import ConfigurationError, StoreError
 from ..keys import NamespaceSpec
+from ..redact import REDACTED
 from ..usage import UsageDelta
 from . import _sqltext, migrate
 from .base import (
@@ -52,6 +53,7 @@ from .base import (
     failure,
     text_problem,
 )
+from .leases import LeaseSql
 from .outage import SERVER_WAITS, Outage
 
 _STATS_COLUMNS = UsageDelta.columns()
@@ -265,6 +267,7 @@ class SqlStore(Store):
                 "write DIALECT+DRIVER://USER@HOST[:PORT]/DATABASE"
             ) from None
         self._d = _Dialect(sa_url.get_backend_name())
+        self._leases = LeaseSql(self._d.name, self._d.max_params)
         self._create = create
         self._path: Path | None = None
         self.read_only = False
@@ -449,7 +452,7 @@ class SqlStore(Store):
         """``text`` with every password of this store's URL masked (drivers may echo them)."""
         for password in self._passwords:
             # Only where it stands alone: a password "p" must not turn "port" into "***ort".
-            text = re.sub(rf"(?<![A-Za-z0-9]){re.escape(password)}(?![A-Za-z0-9])", "***", text)
+            text = re.sub(rf"(?<![A-Za-z0-9]){re.escape(password)}(?![A-Za-z0-9])", REDACTED, text)
         return text
 
     def _write(self, body: Callable[[Any], _T]) -> _T:
@@ -772,6 +775,24 @@ class SqlStore(Store):
     def stats_rows(self, since_day: int | None = None) -> list[tuple[int, int, UsageDelta]]:
         sql, params = _sqltext.select_stats(since_day)
         return _sqltext.to_stats_rows(self._read(sql, params))
+
+    # -- leases ---------------------------------------------------------------
+
+    shares_leases = True
+
+    def claim_leases(self, ns_id: int, ids: Sequence[int], owner: str, ttl_ms: int) -> list[bool]:
+        if not ids:
+            return []
+        mine = self._write(lambda cur: self._leases.claim(cur, ns_id, ids, owner, ttl_ms))
+        return [i in mine for i in ids]
+
+    def renew_leases(self, ns_id: int, ids: Sequence[int], owner: str, ttl_ms: int) -> None:
+        if ids:
+            self._write(lambda cur: self._leases.renew(cur, ns_id, ids, owner, ttl_ms))
+
+    def release_leases(self, ns_id: int, ids: Sequence[int], owner: str) -> None:
+        if ids:
+            self._write(lambda cur: self._leases.release(cur, ns_id, ids, owner))
 
     # -- batch jobs -----------------------------------------------------------
 

@@ -43,3 +43,17 @@ loaded = [m for m in ("langchain_core", "llama_index", "sentence_transformers", 
 assert not loaded, loaded
 """
     subprocess.run([sys.executable, "-c", script], cwd=ROOT, env={"PYTHONPATH": str(ROOT)}, check=True, timeout=60)
+
+
+def test_cachedembed_wrap_returns_the_adapter_for_a_framework_object_and_cached_otherwise(
+    sqlite_url: str,
+) -> None:
+    from langchain_core.embeddings import DeterministicFakeEmbedding
+
+    import cachedembed
+    from cachedembed.adapters.langchain import CachedEmbeddings
+
+    adapted = cachedembed.wrap(DeterministicFakeEmbedding(size=4), sqlite_url)
+    assert type(adapted) is CachedEmbeddings
+    assert adapted.embed_query("q") == Cached(DeterministicFakeEmbedding(size=4), sqlite_url).embed_query("q")
+    assert type(cachedembed.wrap(FakeEF(), sqlite_url)) is Cached

@@ -18,6 +18,7 @@ from cachedembed import Cached, ConfigurationError
 from cachedembed.adapters.llamaindex import CachedEmbedding, cached_embed_model
 from cachedembed.stores import close_all, open_store
 from tests.adapters.conftest import CORPUS, check_namespaces, words_vector
+from tests.stores.servers import postgres_database
 
 
 class CountingEmbedding(BaseEmbedding):
@@ -189,13 +190,15 @@ def test_a_pickled_model_reopens_its_cache_and_keeps_its_namespace(tmp_path: Pat
 def test_a_cache_that_cannot_be_reopened_elsewhere_refuses_to_pickle(sqlite_url: str) -> None:
     with pytest.raises(pickle.PicklingError, match=r"memory:// cache lives in one process"):
         pickle.dumps(Cached(CountingEmbedding(), "memory://"))
-    store = open_store(
-        "postgresql+psycopg://postgres:s3cret-pw@127.0.0.1:5432/test"
-    )  # trust auth ignores it
-    with pytest.raises(
-        pickle.PicklingError, match="password is masked; pass the URL instead"
-    ) as error:
-        pickle.dumps(Cached(CountingEmbedding(), store, namespace="words"))
+    with postgres_database() as url:  # a database of its own: the shared one may be migrated
+        store = open_store(url.replace("postgres@", "postgres:s3cret-pw@"))  # trust ignores it
+        try:
+            with pytest.raises(
+                pickle.PicklingError, match="password is masked; pass the URL instead"
+            ) as error:
+                pickle.dumps(Cached(CountingEmbedding(), store, namespace="words"))
+        finally:
+            close_all()
     assert "s3cret-pw" not in str(error.value)
 
 

@@ -21,7 +21,10 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from tests.providers.fakes import encode, tokens_of
+import numpy as np
+
+from tests.conftest import fake_vector
+from tests.providers.fakes import DIM, encode, tokens_of
 from tests.providers.loopback import LoopbackServer, Reply, Request
 from tests.providers.test_openai import OpenAIFake
 
@@ -67,6 +70,8 @@ class FakeBatchAPI:
         self.instant = False
         """A status read finishes the job at once (for command-line runs)."""
         self.embeddings_calls = 0
+        self.dim = DIM
+        """Width of the vectors the jobs return (the synchronous fake's by default)."""
         self._lock = threading.Lock()
         self._sync = OpenAIFake()
 
@@ -81,7 +86,11 @@ class FakeBatchAPI:
         ]
 
     def expected(self, texts: list[str]) -> Any:
-        return self._sync.expected(texts)
+        request = Request("POST", "/v1/embeddings", {}, {"model": self._sync.model})
+        return np.stack([self.vector(t, request) for t in texts])
+
+    def vector(self, text: str, request: Request) -> np.ndarray:
+        return fake_vector(text, self.dim, self._sync.salt(request))
 
     # -- the handler -------------------------------------------------------------------
 
@@ -252,7 +261,7 @@ class FakeBatchAPI:
 
     def _embeddings(self, body: dict[str, Any]) -> dict[str, Any]:
         request = Request("POST", "/v1/embeddings", {}, body)
-        vectors = [self._sync.vector(t, request) for t in body["input"]]
+        vectors = [self.vector(t, request) for t in body["input"]]
         base64 = body.get("encoding_format") == "base64"
         tokens = sum(tokens_of(t) for t in body["input"])
         return {

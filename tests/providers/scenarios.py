@@ -27,6 +27,7 @@ from cachedembed import Cached, ProviderError, ProviderResponseError
 from cachedembed.embedding_functions._http import RetryPolicy
 from cachedembed.embedding_functions._remote import RemoteEmbeddingFunction
 from cachedembed.exchange import export_cache
+from cachedembed.redact import REDACTED
 from cachedembed.usage import estimate_tokens
 from tests.providers.fakes import FakeProvider, serve, tokens_of
 from tests.providers.loopback import LoopbackServer, Reply
@@ -289,7 +290,7 @@ class EchoedKeyContract:
             case.make()(["a text"])
         for exc in _chain(info.value):
             assert echoed not in str(exc) + repr(exc) and case.fake.key not in str(exc)
-        assert "[redacted]" in str(info.value)
+        assert REDACTED in str(info.value)
 
     def test_a_key_echoed_inside_the_vectors_never_reaches_the_exception(self, case: Case) -> None:
         original = case.server.handler
@@ -350,7 +351,7 @@ class KeyedProviderContract(ProviderContract, EchoedKeyContract):
             "stdout": captured.out,
             "stderr": captured.err,
         }
-        assert "[redacted]" in surfaces["error"]
+        assert REDACTED in surfaces["error"]
         for where, text in surfaces.items():
             assert key not in text, f"API key leaked into {where}"
         files = [p for p in cache_dir.rglob("*") if p.is_file()]

@@ -134,7 +134,20 @@ def test_generative_ai_name_same_calls_and_config(case: Case, monkeypatch: pytes
     config = ef.get_config()
     assert case.fake.key not in repr(config) and "vertexai" not in config
     assert GoogleGenerativeAiEmbeddingFunction.build_from_config(config).cache_identity("document") == ef.cache_identity("document")
-    assert ef.name() == GoogleGeminiEmbeddingFunction.name() == "cachedembed-gemini"
+    assert ef.name() == "cachedembed-google-generative-ai" != GoogleGeminiEmbeddingFunction.name()
+
+
+def test_each_gemini_class_round_trips_as_itself_with_one_namespace() -> None:
+    # Its own Chroma name rebuilds the older class; configs persisted under the shared name
+    # before (cachedembed-gemini) still rebuild, and both name the same cached vectors.
+    from cachedembed.embedding_functions import registered
+
+    old = GoogleGenerativeAiEmbeddingFunction(api_key="k", task_type="CLASSIFICATION", dimension=8)
+    assert registered(old.name()) is GoogleGenerativeAiEmbeddingFunction
+    assert registered("cachedembed-gemini") is GoogleGeminiEmbeddingFunction
+    for cls in (GoogleGenerativeAiEmbeddingFunction, GoogleGeminiEmbeddingFunction):
+        rebuilt = cls.build_from_config({**old.get_config(), "api_key": "k"})
+        assert rebuilt.cache_identity("query") == old.cache_identity("query")
 
 
 def test_spec(monkeypatch: pytest.MonkeyPatch) -> None:

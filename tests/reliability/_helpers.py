@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -25,6 +28,53 @@ def subprocess_env(**extra: str) -> dict[str, str]:
 
 
 PYTHON = sys.executable
+
+
+def run_workers(
+    url: str, logs: Path, processes: int, threads: int, calls: int, *options: str
+) -> list[dict[str, Any]]:
+    """Run ``processes`` ``_worker.py concurrency`` children at once on ``url``; their logs.
+
+    Each fails the test if it raised anything or saw a vector that is not the provider's.
+    ``options`` go to every worker's command line (e.g. ``--lease 0``).
+    """
+    (logs / "ready").mkdir(parents=True)  # the workers' start barrier
+    children = [
+        subprocess.Popen(
+            [
+                PYTHON,
+                str(ROOT / "tests/reliability/_worker.py"),
+                "concurrency",
+                "--url",
+                url,
+                "--proc",
+                str(p),
+                "--threads",
+                str(threads),
+                "--calls",
+                str(calls),
+                "--processes",
+                str(processes),
+                "--log",
+                str(logs / f"{p}.json"),
+                *options,
+            ],
+            env=subprocess_env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for p in range(processes)
+    ]
+    results = []
+    for p, child in enumerate(children):
+        _out, err = child.communicate(timeout=120)
+        log = logs / f"{p}.json"
+        result = json.loads(log.read_text()) if log.exists() else {"errors": [err]}
+        assert result["errors"] == [], result["errors"][0]  # e.g. "database is locked"
+        assert child.returncode == 0 and "Traceback" not in err, err
+        results.append(result)
+    return results
 
 
 def stats_total(store: Store) -> UsageDelta:

@@ -33,8 +33,11 @@ POOL = [f"text {i} " + "é" * (i % 5) + "😀" * (i % 3) for i in range(400)]
 class SlowFakeEF(FakeEF):
     """FakeEF that takes a little time per call, widening the windows races need."""
 
+    latency = 0.002
+    """Seconds each provider call takes."""
+
     def __call__(self, input: list[str]) -> list[Any]:
-        time.sleep(0.002)
+        time.sleep(self.latency)
         return super().__call__(input)
 
 
@@ -46,9 +49,19 @@ def start_together(ready_dir: Path, proc: int, processes: int) -> None:
         time.sleep(0.005)
 
 
-def concurrency(url: str, proc: int, threads: int, calls: int, processes: int, log: Path) -> int:
+def concurrency(
+    url: str,
+    proc: int,
+    threads: int,
+    calls: int,
+    processes: int,
+    log: Path,
+    lease: float | None = None,
+    latency: float = SlowFakeEF.latency,
+) -> int:
     ef = SlowFakeEF(dim=16)
-    wrapper = Cached(ef, url, store_text=True, batch_size=7)
+    ef.latency = latency
+    wrapper = Cached(ef, url, store_text=True, batch_size=7, lease=lease)
     wrapper.embed(["warm-up " + str(proc)])  # opens the store and namespace before the race
     requested = [1]
     n_calls = [1]
@@ -119,8 +132,19 @@ def main() -> int:
     parser.add_argument("--calls", type=int, default=10)
     parser.add_argument("--processes", type=int, default=1)
     parser.add_argument("--log", type=Path)
+    parser.add_argument("--lease", type=float, default=None)
+    parser.add_argument("--latency", type=float, default=SlowFakeEF.latency)
     args = parser.parse_args()
-    return concurrency(args.url, args.proc, args.threads, args.calls, args.processes, args.log)
+    return concurrency(
+        args.url,
+        args.proc,
+        args.threads,
+        args.calls,
+        args.processes,
+        args.log,
+        args.lease,
+        args.latency,
+    )
 
 
 if __name__ == "__main__":

@@ -136,13 +136,15 @@ def test_calls_during_an_outage_try_the_store_once_per_probe_not_once_per_call(
     monkeypatch.setattr(store.outage.reads, "first_wait", 60.0)
     monkeypatch.setattr(store.outage.writes, "first_wait", 60.0)
     tried: list[str] = []
-    get, put = store._get_rows, store._put
+    get, put, claim = store._get_rows, store._put, store.claim_leases
     monkeypatch.setattr(store, "_get_rows", lambda *a: (tried.append("get"), get(*a))[1])
     monkeypatch.setattr(store, "_put", lambda *a: (tried.append("put"), put(*a))[1])
+    monkeypatch.setattr(store, "claim_leases", lambda *a: (tried.append("claim"), claim(*a))[1])
     with server.down():
         for i in range(10):
             check(wrapper, ef, texts(f"outage {i}", 3))
-        assert tried == ["get", "put"]  # the first failure of each kind; then skipped
+        # The first failure of each kind (a lease claim leaves the breaker to the write); then skipped.
+        assert tried == ["get", "claim", "put"]
         assert len(ef.texts_embedded) == 12 + 30
     store.outage.probe_now()
     check(wrapper, ef, texts("after"))

@@ -9,74 +9,30 @@ pay twice for a text, and the stats must add up exactly across processes.
 
 from __future__ import annotations
 
-import json
 import multiprocessing
-import subprocess
 import threading
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
 
 from cachedembed import Cached, ProviderError
+from cachedembed._engine import _flight_keys
 from cachedembed.stores import open_store
-from cachedembed.wrapper import _flight_keys
 from tests.conftest import FakeEF, fake_vector
 from tests.reliability._helpers import (
-    PYTHON,
-    ROOT,
     all_entries,
     fresh_cache_url,
+    run_workers,
     same_bits,
     stats_total,
-    subprocess_env,
 )
 
 PROCESSES = 4
 THREADS = 4
 CALLS = 12
-
-
-def run_workers(url: str, logs: Path) -> list[dict[str, Any]]:
-    (logs / "ready").mkdir(parents=True)  # the workers' start barrier
-    children = [
-        subprocess.Popen(
-            [
-                PYTHON,
-                str(ROOT / "tests/reliability/_worker.py"),
-                "concurrency",
-                "--url",
-                url,
-                "--proc",
-                str(p),
-                "--threads",
-                str(THREADS),
-                "--calls",
-                str(CALLS),
-                "--processes",
-                str(PROCESSES),
-                "--log",
-                str(logs / f"{p}.json"),
-            ],
-            env=subprocess_env(),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for p in range(PROCESSES)
-    ]
-    results = []
-    for p, child in enumerate(children):
-        _out, err = child.communicate(timeout=120)
-        log = logs / f"{p}.json"
-        result = json.loads(log.read_text()) if log.exists() else {"errors": [err]}
-        assert result["errors"] == [], result["errors"][0]  # e.g. "database is locked"
-        assert child.returncode == 0 and "Traceback" not in err, err
-        results.append(result)
-    return results
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "diskcache", "postgresql", "mysql"])
@@ -87,7 +43,7 @@ def test_processes_and_threads_share_one_cache(tmp_path: Path, backend: str) -> 
 
 def check_shared_cache(url: str, tmp_path: Path) -> None:
     # The cache is empty: the processes also race to create its schema.
-    results = run_workers(url, tmp_path / "logs")
+    results = run_workers(url, tmp_path / "logs", PROCESSES, THREADS, CALLS)
 
     for r in results:
         assert r["mismatches"] == 0  # every vector bit-identical to the provider's

@@ -21,12 +21,11 @@ import redis
 from click.testing import CliRunner
 
 from cachedembed import Cached
-from cachedembed.chroma import _public_url
 from cachedembed.cli import main
 from cachedembed.errors import ConfigurationError, StoreError
 from cachedembed.exchange import export_cache
 from cachedembed.manage import list_models
-from cachedembed.stores import open_store
+from cachedembed.stores import close_all, open_store, public_url
 from cachedembed.stores.base import EntryBatch, PendingStats
 from cachedembed.stores.redis import RedisStore, parse_ttl
 from cachedembed.usage import UsageDelta, today
@@ -225,7 +224,7 @@ def test_the_password_never_leaves_memory(tmp_path: Path) -> None:
         ef(["a", "b"])
         store = ef.store
         assert secret not in store.url and "***" in store.url
-        assert secret not in repr(store) and secret not in _public_url(store.url)
+        assert secret not in repr(store) and secret not in public_url(store.url)
         out = CliRunner().invoke(main, ["stats", "--cache", url])
         assert out.exit_code == 0 and secret not in out.output
         export_cache(store, tmp_path / "dump.jsonl.gz")
@@ -327,3 +326,51 @@ def test_export_and_import_move_a_redis_cache_bit_exactly(url: str, tmp_path: Pa
         again = FakeEF()
         assert np.array_equal(Cached(again, target).embed(texts), expected(texts))
         assert again.calls == []
+
+
+class _Killed(BaseException):
+    """The removing process dying between two deletions (not an error anything catches)."""
+
+
+def test_an_interrupted_namespace_removal_leaves_no_half_present_namespace_and_resumes(
+    url: str, raw: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    texts = [f"text {i}" for i in range(40)]
+    Cached(FakeEF(model="fake-a"), url).embed(texts)
+    Cached(FakeEF(model="fake-b"), url).embed(texts[:5])
+    close_all()
+    store = open_store(url)
+    (gone,) = [ns for ns in store.namespaces() if ns.spec.model == "fake-a"]
+    entries = f"{prefix_of(url)}:e:{gone.id}:*"
+
+    def dies_after_one_deletion(self: RedisStore, ns_id: int) -> int:
+        raw.delete(next(raw.scan_iter(match=f"{self.prefix}:e:{ns_id}:*")))
+        raise _Killed
+
+    with monkeypatch.context() as patch:
+        patch.setattr(RedisStore, "_delete_entries_of", dies_after_one_deletion)
+        with pytest.raises(_Killed):
+            store.remove_namespace(gone.id, with_stats=True)
+    close_all()
+    assert len(list(raw.scan_iter(match=entries))) == 39  # the crash left entries behind
+
+    # ...yet the namespace is wholly gone: not listed, not counted, its stats removed with it,
+    # and its model starts afresh (a new id: its leftovers are never served).
+    store = open_store(url)
+    assert [(m.model, m.entries) for m in list_models(store)] == [("fake-b", 5)]
+    assert {ns for ns, _day, _delta in store.stats_rows()} == {
+        ns.id for ns in store.namespaces()
+    }
+    again = FakeEF(model="fake-a")
+    assert np.array_equal(Cached(again, url).embed(texts[:3]), expected(texts[:3], "fake-a"))
+    assert again.texts_embedded == texts[:3]
+
+    # The next removal finishes the interrupted one.
+    result = CliRunner().invoke(
+        main, ["prune", "--cache", url, "--model", "fake-b", "--remove-namespaces", "--with-stats"]
+    )
+    assert result.exit_code == 0, result.output
+    assert list(raw.scan_iter(match=entries)) == []
+    assert raw.exists(f"{prefix_of(url)}:removing") == 0
+    close_all()
+    assert [(m.model, m.entries) for m in list_models(open_store(url))] == [("fake-a", 3)]

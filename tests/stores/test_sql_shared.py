@@ -23,11 +23,10 @@ import sqlalchemy as sa
 from click.testing import CliRunner
 
 from cachedembed import Cached
-from cachedembed.chroma import _public_url
 from cachedembed.cli import main
 from cachedembed.errors import StoreError
 from cachedembed.keys import NamespaceSpec
-from cachedembed.stores import close_all, migrate, open_store
+from cachedembed.stores import close_all, migrate, open_store, public_url
 from cachedembed.stores.base import EntryBatch, PendingStats
 from cachedembed.stores.sql import SqlStore
 from cachedembed.usage import UsageDelta
@@ -440,7 +439,7 @@ def test_passwords_never_appear_in_urls_errors_stats_or_chroma_config() -> None:
         assert secret not in repr(wrapper)
         config = wrapper.get_config()
         assert secret not in str(config) and "***" not in str(config)
-        assert _public_url(with_password) == url
+        assert public_url(with_password) == url
 
         result = CliRunner().invoke(main, ["stats", "--cache", with_password])
         assert result.exit_code == 0, result.output
