@@ -57,6 +57,7 @@ from .base import (
 from .kv import _HEADER, _pack, _rows, _unpack
 from .leases import CLAIM_SCRIPT, REDIS_CHUNK, RELEASE_SCRIPT, RENEW_SCRIPT
 from .outage import SERVER_WAITS
+from .urls import redact_url
 
 
 def _number(raw: bytes | None) -> int | bytes | None:
@@ -182,7 +183,6 @@ class RedisStore(Store):
             raise ConfigurationError(
                 "not a Redis URL: use redis://[:password@]host[:port][/db][?prefix=NAME&ttl=30d]"
             ) from None
-        from . import redact_url
 
         self._password = parsed.password
         self.url = redact_url(url)

@@ -55,6 +55,7 @@ from .base import (
 )
 from .leases import LeaseSql
 from .outage import SERVER_WAITS, Outage
+from .urls import PASSWORD_PARAMS, no_cache_error, redact_url, url_passwords
 
 _STATS_COLUMNS = UsageDelta.columns()
 _ENTRY_COLUMNS = "id, ns, chk, tokens, flags, used, created, vec, text"
@@ -255,7 +256,6 @@ class SqlStore(Store):
 
     def __init__(self, url: str, *, upgrade: bool | None = True, create: bool = True) -> None:
         super().__init__()
-        from . import PASSWORD_PARAMS, no_cache_error, redact_url, url_passwords
 
         self.url = redact_url(url)
         self._passwords = url_passwords(url)
@@ -579,7 +579,6 @@ class SqlStore(Store):
         except Exception as exc:
             raise self._store_error(exc) from None
         if revision is None and not self._create:
-            from . import no_cache_error
 
             raise no_cache_error(f"{self.url} (the database has no cachedembed tables)")
         if revision != migrate.HEAD:
