@@ -7,8 +7,8 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from ._cliutil import CACHE_OPTION, JSON_OPTION, _echo_json, _fail, count
 from ._printable import printable
-from .cli import CACHE_OPTION, JSON_OPTION, _echo_json, _fail, count
 
 if TYPE_CHECKING:
     from .batchjobs import Collected

@@ -12,21 +12,11 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import click
 
 from . import settings
+from ._cliutil import CACHE_OPTION, JSON_OPTION, _echo_json, _fail, count
 from ._printable import printable
 
 if TYPE_CHECKING:
     from .keys import Role
-
-CACHE_OPTION = click.option(
-    "--cache",
-    "cache_url",
-    envvar=settings.CACHE_URL.name,
-    default=None,
-    metavar="URL",
-    help="Cache URL (sqlite:///path.db, diskcache:///dir, postgresql+psycopg://..., memory://). "
-    "Default: $CACHEDEMBED_URL, else a SQLite file in the user cache folder.",
-)
-
 
 class _Group(click.Group):
     """Turns cachedembed's own errors into one clean ``Error: ...`` line (exit 1), not a traceback.
@@ -47,16 +37,6 @@ class _Group(click.Group):
 @click.version_option(package_name="cachedembed")
 def main() -> None:
     """A persistent cache for embeddings: pay for each text once."""
-
-
-def count(n: int, singular: str, plural: str | None = None) -> str:
-    """``1 hit``, ``2 hits``, ``1,000 entries``: a number with its noun in the right number."""
-    return f"{n:,} {singular if n == 1 else plural or singular + 's'}"
-
-
-def _fail(message: str) -> click.ClickException:
-    """A user's mistake: one ``Error: ...`` line, exit status 1."""
-    return click.ClickException(message)
 
 
 def _input_lines(path: str) -> Iterator[tuple[int, str]]:
@@ -323,7 +303,6 @@ def _since(value: str | None, option: str = "--since") -> int | None:
     return _parsed(parse_days_ago, value, option)
 
 
-JSON_OPTION = click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 MODEL_FILTER = click.option(
     "--model",
     "-m",
@@ -331,10 +310,6 @@ MODEL_FILTER = click.option(
     metavar="SUBSTR",
     help="Only models whose provider/model contains SUBSTR.",
 )
-
-
-def _echo_json(data: Any) -> None:
-    click.echo(json.dumps(data, indent=2, ensure_ascii=False))
 
 
 @main.command()
@@ -719,7 +694,7 @@ def migrate(cache_url: str | None) -> None:
 
 
 def _add_batch_commands() -> None:
-    from .batchcli import batch  # it imports this module's shared options
+    from .batchcli import batch  # lazily: most commands never need the batch machinery
 
     main.add_command(batch)
 
