@@ -39,7 +39,14 @@ from .errors import (
     ProviderError,
     ProviderResponseError,
 )
-from .stores.base import JOB_COLLECTED, BatchJob, EntryBatch, Namespace, Store
+from .stores.base import (
+    FLAG_TOKENS_ESTIMATED,
+    JOB_COLLECTED,
+    BatchJob,
+    EntryBatch,
+    Namespace,
+    Store,
+)
 from .usage import UsageDelta, apportion, estimate_tokens
 
 if TYPE_CHECKING:
@@ -96,6 +103,10 @@ class BatchAdapter(ABC):
 
     provider: str
     limits: JobLimits
+    reports_usage = True
+    """False: results carry no token counts (Gemini); each request is billed at the estimate
+    made when it was submitted, flagged as estimated, as the synchronous function records it.
+    True: a result without usage fails (better a miss than a guess)."""
 
     @abstractmethod
     def request_line(self, custom_id: str, texts: list[str]) -> bytes:
@@ -145,6 +156,11 @@ def adapter_for(job: BatchJob) -> BatchAdapter:
         from .embedding_functions.openai import OpenAIEmbeddingFunction
 
         return OpenAIEmbeddingFunction(**job.config).batch_adapter()  # type: ignore[arg-type]
+    if job.provider == "gemini":
+        from .embedding_functions.google import GoogleGeminiEmbeddingFunction
+
+        # The config fixes the task type, so the role does not matter here.
+        return GoogleGeminiEmbeddingFunction(**job.config).batch_adapter()  # type: ignore[arg-type]
     raise ConfigurationError(f"job {job.id}: no batch support for provider {job.provider!r}")
 
 
@@ -226,7 +242,7 @@ def submit(cached: Cached, texts: Sequence[str], role: Role = "document") -> Sub
     """Send the misses among ``texts`` (deduplicated, minus pending ones) as batch jobs."""
     from .embedding_functions._base import check_texts
 
-    adapter = batch_adapter_of(cached)
+    adapter = batch_adapter_of(cached, role)
     texts = cached.prepared_texts(check_texts(texts))
     ids, checks = cached._hasher(role).text_key_arrays(texts)
     state = cached._role(role)
@@ -258,14 +274,15 @@ def submit(cached: Cached, texts: Sequence[str], role: Role = "document") -> Sub
     )
 
 
-def batch_adapter_of(cached: Cached) -> BatchAdapter:
+def batch_adapter_of(cached: Cached, role: Role = "document") -> BatchAdapter:
     make = getattr(cached.ef, "batch_adapter", None)
     if not callable(make):
         raise ConfigurationError(
             f"{type(cached.ef).__name__} has no batch API support; use openai:MODEL "
-            "(OpenAIEmbeddingFunction) or embed synchronously"
+            "(OpenAIEmbeddingFunction), gemini:MODEL (GoogleGeminiEmbeddingFunction) "
+            "or embed synchronously"
         )
-    adapter: BatchAdapter = make()
+    adapter: BatchAdapter = make(role)
     return adapter
 
 
@@ -561,10 +578,11 @@ def _validated(
             failed[r.custom_id] = str(exc)
             continue
         dim = vectors.shape[1]
-        if r.tokens is None:
+        tokens = r.tokens if adapter.reports_usage else sum(it[2] for it in items)
+        if tokens is None:
             failed[r.custom_id] = "no usage reported"  # unbillable: better a miss than a guess
             continue
-        good[r.custom_id] = r.tokens
+        good[r.custom_id] = tokens
     for custom_id in job.requests:
         if custom_id not in good and custom_id not in failed:
             failed[custom_id] = f"no result (job {job.state})"
@@ -590,7 +608,9 @@ def _write_all(
     good: dict[str, int],
 ) -> None:
     """Second pass: the good requests' vectors, in writes of about :data:`WRITE_CHUNK` entries."""
-    chunk = _Chunk(np.dtype(ns.spec.dtype).newbyteorder("<"), job.texts is not None)
+    chunk = _Chunk(
+        np.dtype(ns.spec.dtype).newbyteorder("<"), job.texts is not None, not adapter.reports_usage
+    )
     for r in files.results():
         tokens = good.get(r.custom_id)
         if tokens is None or r.error is not None:
@@ -609,9 +629,10 @@ def _write_all(
 class _Chunk:
     """Entries of several requests gathered into one store write, with the usage that paid for them."""
 
-    def __init__(self, dtype: np.dtype[Any], with_texts: bool) -> None:
+    def __init__(self, dtype: np.dtype[Any], with_texts: bool, estimated: bool) -> None:
         self.dtype = dtype
         self.with_texts = with_texts
+        self.estimated = estimated
         self._reset()
 
     def _reset(self) -> None:
@@ -654,13 +675,14 @@ class _Chunk:
                 checks=self.checks,
                 vectors=np.concatenate(self.vectors),
                 tokens=self.tokens,
-                flags=[0] * self.size,
+                flags=[FLAG_TOKENS_ESTIMATED if self.estimated else 0] * self.size,
                 texts=self.texts if self.with_texts else None,
             ),
             UsageDelta(
                 misses=self.size,
                 provider_calls=self.calls,
                 tokens_embedded=self.billed,
+                tokens_embedded_estimated=self.billed if self.estimated else 0,
                 tokens_batch=self.billed,
             ),
         )

@@ -125,7 +125,7 @@ def test_batch_api_needs_a_provider_that_has_one(corpus: str, sqlite_url: str) -
     )
     assert result.exit_code == 1
     assert result.output.strip().splitlines() == [
-        "Error: --batch-api: ollama:nomic-embed-text has no batch API support; use openai:MODEL"
+        "Error: --batch-api: ollama:nomic-embed-text has no batch API support; use openai:MODEL or gemini:MODEL"
     ]
 
 
