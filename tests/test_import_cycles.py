@@ -107,7 +107,6 @@ LEFT_TO_UNTANGLE = {
     # being reworked); the OpenAI batch adapter and the provider share error mapping.
     ("cachedembed.stores.redis", "cachedembed.stores"),
     ("cachedembed.stores.sql", "cachedembed.stores"),
-    ("cachedembed.embedding_functions.openai_batch", "cachedembed.batchjobs"),
     ("cachedembed.embedding_functions.openai_batch", "cachedembed.embedding_functions.openai"),
     ("cachedembed.batchcli", "cachedembed.cli"),
 }

@@ -1,4 +1,4 @@
-"""Gemini's batch mode for embeddings, as a :class:`~cachedembed.batchjobs.BatchAdapter`.
+"""Gemini's batch mode for embeddings, as a :class:`~cachedembed.batchapi.BatchAdapter`.
 
 Wire format (checked against the google-genai SDK's ``files`` and ``batches`` modules and
 Google's batch-mode guide): a JSONL file of ``{"key", "request": {"content": {"parts":
@@ -12,7 +12,7 @@ order, downloaded with ``files.download``.
 
 Gemini reports no token usage, in batch mode as synchronously: results carry the same
 estimate the synchronous function records, flagged as estimated
-(:attr:`~cachedembed.batchjobs.BatchAdapter.reports_usage` is false).
+(:attr:`~cachedembed.batchapi.BatchAdapter.reports_usage` is false).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar
 
 import numpy as np
 
-from ..batchjobs import BatchAdapter, JobLimits, Remote, Result
+from ..batchapi import BatchAdapter, JobLimits, Remote, Result
 from ._base import as_matrix
 
 if TYPE_CHECKING:
