@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -41,6 +42,7 @@ def no_sleep(_s: float) -> None:
 @dataclass
 class Backend:
     fake: Any
+    url: str
     make: Callable[..., Cached]
     inputs: Callable[[], list[list[str]]]
     """The texts of each uploaded request line, in upload order."""
@@ -59,6 +61,7 @@ def gemini(monkeypatch: pytest.MonkeyPatch) -> Iterator[Backend]:
 
         yield Backend(
             fake,
+            server.url,
             make,
             lambda: [
                 [line["request"]["content"]["parts"][0]["text"]] for line in fake.uploaded_lines()
@@ -80,7 +83,12 @@ def openai(monkeypatch: pytest.MonkeyPatch) -> Iterator[Backend]:
         def make(url: str, **options: Any) -> Cached:
             return Cached(OpenAIEmbeddingFunction(model_name=MODEL, retry=FAST), url, **options)
 
-        yield Backend(fake, make, lambda: [line["body"]["input"] for line in fake.uploaded_lines()])
+        yield Backend(
+            fake,
+            server.url + "/v1",
+            make,
+            lambda: [line["body"]["input"] for line in fake.uploaded_lines()],
+        )
 
 
 @pytest.fixture(params=["openai", "gemini"])
@@ -213,3 +221,20 @@ def test_a_cancelled_job_keeps_what_it_finished_and_the_rest_are_misses(
     finished = sum(len(request) for request in backend.inputs()[:2])  # the first 2 requests
     assert finished < len(TEXTS) and handle.collect().items == finished
     assert ef.submit_batch(TEXTS).submitted == len(TEXTS) - finished
+
+
+def test_the_command_line_embeds_a_file_through_gemini_batch_mode(
+    gemini: Backend, sqlite_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.batch.test_batch_cli import run
+
+    gemini.fake.instant = True
+    monkeypatch.setenv("GOOGLE_GEMINI_BASE_URL", gemini.url)  # the SDK's own setting
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("\n".join(TEXTS) + "\n", encoding="utf-8")
+    out = tmp_path / "v.npy"
+    args = ["embed", str(corpus), "-m", "gemini:gemini-embedding-001", "--cache", sqlite_url]
+    output = run(*args, "--batch-api", "--poll-interval", "0", "--out", str(out))
+    assert "7 submitted in 1 batch job" in output and "collected 7 vectors" in output
+    assert np.array_equal(np.load(out), gemini.fake.expected(TEXTS))
+    assert gemini.fake.embeddings_calls == 0
