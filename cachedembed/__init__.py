@@ -5,7 +5,9 @@
 >>> ef = Cached(DefaultEmbeddingFunction())       # doctest: +SKIP
 >>> vectors = ef(["first doc", "second doc"])      # doctest: +SKIP
 
-The public API is what this module exports; everything else is private.
+The public API is what this module exports, plus the modules ``docs/architecture.md``
+lists as supported (``embedding_functions``, ``adapters``, ``stores``, ``manage``,
+``exchange``, ``stats``, ``settings``); every other module is private.
 """
 
 from __future__ import annotations
@@ -23,8 +25,11 @@ from .errors import (
 )
 
 if TYPE_CHECKING:
+    from .embedding_functions._http import RetryPolicy
     from .stores import Store, open_store
-    from .wrapper import Cached, cached
+    from .stores.outage import StoreUnavailable
+    from .usage import UsageDelta
+    from .wrapper import Cached, Embedded, cached
     from .wrapping import wrap
 
 __version__ = "0.1.0"
@@ -33,12 +38,16 @@ __all__ = [
     "Cached",
     "CachedEmbedError",
     "ConfigurationError",
+    "Embedded",
     "InvalidInputError",
     "PendingBatchError",
     "ProviderError",
     "ProviderResponseError",
+    "RetryPolicy",
     "Store",
     "StoreError",
+    "StoreUnavailable",
+    "UsageDelta",
     "__version__",
     "cached",
     "open_store",
@@ -48,6 +57,10 @@ __all__ = [
 _LAZY = {
     "Cached": ".wrapper",
     "cached": ".wrapper",
+    "Embedded": ".wrapper",
+    "RetryPolicy": ".embedding_functions._http",
+    "StoreUnavailable": ".stores.outage",
+    "UsageDelta": ".usage",
     "Store": ".stores",
     "open_store": ".stores",
     "wrap": ".wrapping",

@@ -7,10 +7,11 @@ import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
+from . import settings
 from ._printable import printable
 
 if TYPE_CHECKING:
@@ -19,7 +20,7 @@ if TYPE_CHECKING:
 CACHE_OPTION = click.option(
     "--cache",
     "cache_url",
-    envvar="CACHEDEMBED_URL",
+    envvar=settings.CACHE_URL.name,
     default=None,
     metavar="URL",
     help="Cache URL (sqlite:///path.db, diskcache:///dir, postgresql+psycopg://..., memory://). "
@@ -735,6 +736,46 @@ def providers() -> None:
         click.echo(cls.spec_syntax())
 
 
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def _listening(port: int, key: settings.Setting, require: str) -> Callable[[_F], _F]:
+    """``--cache``, ``--host``, ``--port`` and ``--api-key`` (default ``$KEY``) of a listening command."""
+
+    def apply(command: _F) -> _F:
+        options = (
+            CACHE_OPTION,
+            click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind."),
+            click.option(
+                "--port", default=port, show_default=True, type=int, help="Port (0: any free one)."
+            ),
+            click.option(
+                "--api-key", envvar=key.name, default=None, help=f"{require} Default: ${key.name}."
+            ),
+        )
+        for option in reversed(options):
+            command = option(command)
+        return command
+
+    return apply
+
+
+def _positive_int(name: str, default: int, help: str) -> Callable[[_F], _F]:
+    """A server limit option: a whole number of at least 1."""
+    return click.option(name, default=default, show_default=True, type=click.IntRange(min=1), help=help)
+
+
+def _positive_seconds(name: str, default: float, help: str) -> Callable[[_F], _F]:
+    """A server timeout option: seconds, more than zero."""
+    return click.option(
+        name,
+        default=default,
+        show_default=True,
+        type=click.FloatRange(min=0, min_open=True),
+        help=help,
+    )
+
+
 @main.command()
 @click.option(
     "--model",
@@ -746,70 +787,19 @@ def providers() -> None:
     help="A model to serve (repeatable); clients name it by ALIAS, else by MODEL. "
     "The first also answers TEI /embed.",
 )
-@CACHE_OPTION
-@click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind.")
-@click.option("--port", default=8000, show_default=True, type=int, help="Port (0: any free one).")
-@click.option(
-    "--api-key",
-    envvar="CACHEDEMBED_SERVER_API_KEY",
-    default=None,
-    help="Require 'Authorization: Bearer KEY' on every request. "
-    "Default: $CACHEDEMBED_SERVER_API_KEY.",
-)
+@_listening(8000, settings.SERVER_API_KEY, "Require 'Authorization: Bearer KEY' on every request.")
 @click.option(
     "--allow-public-without-key",
     is_flag=True,
     help="Allow binding a non-loopback address without --api-key (anyone reaching it spends your provider budget).",
 )
-@click.option(
-    "--max-inputs",
-    default=2048,
-    show_default=True,
-    type=click.IntRange(min=1),
-    help="Most texts per request (413 beyond).",
-)
-@click.option(
-    "--max-body-bytes",
-    default=16 * 1024 * 1024,
-    show_default=True,
-    type=click.IntRange(min=1),
-    help="Largest request body (413 beyond).",
-)
-@click.option(
-    "--max-body-memory",
-    default=256 * 1024 * 1024,
-    show_default=True,
-    type=click.IntRange(min=1),
-    help="Most bytes of request bodies held at once across all requests; uploads beyond it wait.",
-)
-@click.option(
-    "--max-connections",
-    default=512,
-    show_default=True,
-    type=click.IntRange(min=1),
-    help="Most open connections; a new one evicts the oldest idle or slow one.",
-)
-@click.option(
-    "--header-timeout",
-    default=10.0,
-    show_default=True,
-    type=click.FloatRange(min=0, min_open=True),
-    help="Seconds a request head may take from its first byte (then the connection is closed).",
-)
-@click.option(
-    "--body-timeout",
-    default=60.0,
-    show_default=True,
-    type=click.FloatRange(min=0, min_open=True),
-    help="Seconds a request body may take after its head (then 408).",
-)
-@click.option(
-    "--keep-alive-timeout",
-    default=5.0,
-    show_default=True,
-    type=click.FloatRange(min=0, min_open=True),
-    help="Seconds a connection may stay idle before (and between) requests.",
-)
+@_positive_int("--max-inputs", 2048, "Most texts per request (413 beyond).")
+@_positive_int("--max-body-bytes", 16 * 1024 * 1024, "Largest request body (413 beyond).")
+@_positive_int("--max-body-memory", 256 * 1024 * 1024, "Most bytes of request bodies held at once across all requests; uploads beyond it wait.")
+@_positive_int("--max-connections", 512, "Most open connections; a new one evicts the oldest idle or slow one.")
+@_positive_seconds("--header-timeout", 10.0, "Seconds a request head may take from its first byte (then the connection is closed).")
+@_positive_seconds("--body-timeout", 60.0, "Seconds a request body may take after its head (then 408).")
+@_positive_seconds("--keep-alive-timeout", 5.0, "Seconds a connection may stay idle before (and between) requests.")
 def serve(
     models: tuple[str, ...],
     cache_url: str | None,
@@ -829,15 +819,8 @@ def serve(
 
 
 @main.command()
-@CACHE_OPTION
-@click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind.")
-@click.option("--port", default=8765, show_default=True, type=int, help="Port (0: any free one).")
-@click.option(
-    "--api-key",
-    envvar="CACHEDEMBED_DASHBOARD_API_KEY",
-    default=None,
-    help="Require this key (login form, or 'Authorization: Bearer KEY'). "
-    "Default: $CACHEDEMBED_DASHBOARD_API_KEY.",
+@_listening(
+    8765, settings.DASHBOARD_API_KEY, "Require this key (login form, or 'Authorization: Bearer KEY')."
 )
 def dashboard(cache_url: str | None, host: str, port: int, api_key: str | None) -> None:
     """Serve a read-only web page of what the cache saved, at /dashboard (needs the server extra)."""

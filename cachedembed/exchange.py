@@ -40,9 +40,17 @@ from typing import Any, BinaryIO, Literal
 
 from ._printable import printable
 from .errors import InvalidInputError
-from .keys import KEY_SCHEMA, ItemHasher, NamespaceSpec
-from .manage import ITEMSIZE, entry_problems, select_namespaces, vector_problems
-from .stores.base import MAX_DIM, EntryBatch, Namespace, PendingStats, Store
+from .keys import ItemHasher, NamespaceSpec
+from .manage import entry_problems, select_namespaces, vector_problems
+from .stores.base import (
+    MAX_DIM,
+    EntryBatch,
+    ExportedEntry,
+    Namespace,
+    PendingStats,
+    Store,
+    spec_problem,
+)
 from .usage import UsageDelta, day_iso
 
 FORMAT = "cachedembed-export"
@@ -186,9 +194,6 @@ MAX_COUNTER = 2**53  # far beyond any real count, and adding two never overflows
 _INT64 = (-(2**63), 2**63 - 1)
 _CHECK_BATCH = 4096
 _CHECK_BATCH_BYTES = 64 * 2**20
-_ROLES = ("document", "query")
-_HASHES = ("xxh3", "blake2b")
-_KINDS = ("text", "image")
 _ENTRY_RANGES = {
     "id": _INT64,
     "check": _INT64,
@@ -271,16 +276,10 @@ def _text(where: str, value: Any, name: str) -> str:
 
 
 @dataclass
-class _Entry:
-    where: str
-    id: int
-    check: int
-    tokens: int
-    flags: int
-    used: int
-    created: int
-    vec: bytes
-    text: str | None
+class _Entry(ExportedEntry):
+    """An entry read from an export, with where in the file it stands (for error messages)."""
+
+    where: str = ""
 
 
 @dataclass
@@ -355,30 +354,10 @@ class _Checker:
         """Check a namespace declaration; ``False`` for a repeated (identical) one."""
         key = _text(where, record.get("key"), "key")
         data = record.get("spec")
-        if not isinstance(data, dict):
-            raise _bad(where, "namespace 'spec' is not an object")
-        if data.get("v", KEY_SCHEMA) != KEY_SCHEMA:
-            raise _bad(
-                where, f"namespace key schema {data.get('v')!r}, this cachedembed uses {KEY_SCHEMA}"
-            )
-        identity = data.get("identity")
-        if not isinstance(identity, dict):
-            raise _bad(where, "namespace identity is not an object")
-        role, dtype, hash_name = (
-            data.get("role"),
-            data.get("dtype", "float32"),
-            data.get("hash", "xxh3"),
-        )
-        if role not in _ROLES:
-            raise _bad(where, f"namespace role {role!r}, expected one of {', '.join(_ROLES)}")
-        if dtype not in ITEMSIZE:
-            raise _bad(where, f"namespace dtype {dtype!r}, expected one of {', '.join(ITEMSIZE)}")
-        if hash_name not in _HASHES:
-            raise _bad(where, f"namespace hash {hash_name!r}, expected one of {', '.join(_HASHES)}")
-        kind = data.get("kind", "text")
-        if kind not in _KINDS:
-            raise _bad(where, f"namespace kind {kind!r}, expected one of {', '.join(_KINDS)}")
-        spec = NamespaceSpec(identity=identity, role=role, dtype=dtype, hash=hash_name, kind=kind)
+        problem = spec_problem(data)  # the same rules a store applies to its own records
+        if problem is not None:
+            raise _bad(where, problem)
+        spec = NamespaceSpec.from_dict(data)  # type: ignore[arg-type]  # a dict: checked above
         try:
             size = len(spec.canonical.encode("utf-8"))
         except (ValueError, TypeError, RecursionError):  # NaN, a lone surrogate
@@ -441,7 +420,8 @@ class _Checker:
             )
         if ns.dim is None:
             raise _bad(where, f"entry of namespace {key}, which declares no dimension")
-        self._pending.append((key, _Entry(where, vec=vec, text=text, **values)))
+        entry = _Entry(where=where, vec=vec, text=text, **values)  # type: ignore[arg-type]  # values: the integer fields only
+        self._pending.append((key, entry))
         self._pending_bytes += len(vec) + (len(text) if text else 0)
 
     def _proven(self) -> Iterator[tuple[str, str, list[_Entry]]]:
@@ -562,7 +542,7 @@ class _Importer:
         import numpy as np
 
         ns = self.ns[key]
-        present = {row[0] for row in self.store.get(ns.id, [r.id for r in records])}
+        present = {row[0] for row in self.store.lookup(ns.id, [r.id for r in records])}
         fresh = [r for r in records if r.id not in present]
         self.summary.entries += len(records)
         self.summary.entries_present += len(records) - len(fresh)
@@ -574,7 +554,7 @@ class _Importer:
         vectors = np.frombuffer(b"".join(r.vec for r in fresh), dtype=dtype).reshape(
             len(fresh), ns.dim
         )
-        self.store.put(
+        self.store.write_entries(
             ns.id,
             EntryBatch(
                 ids=[r.id for r in fresh],
@@ -586,7 +566,6 @@ class _Importer:
                 used=[r.used for r in fresh],
                 created=[r.created for r in fresh],
             ),
-            PendingStats(),
         )
 
     def stats_row(self, key: str, day: int, delta: UsageDelta) -> None:
@@ -602,7 +581,7 @@ class _Importer:
 
     def finish(self) -> None:
         if not self.stats.is_empty():
-            self.store.flush_stats(self.stats)
+            self.store.merge_stats(self.stats)
             self.stats = PendingStats()
 
 
@@ -647,3 +626,13 @@ def import_cache(
                 importer.stats_row(key, record[2], record[3])
         importer.finish()
     return summary
+
+
+__all__ = [
+    "ExportSummary",
+    "ImportSummary",
+    "StatsMode",
+    "check_export",
+    "export_cache",
+    "import_cache",
+]

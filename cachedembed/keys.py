@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import struct
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -32,6 +31,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import xxhash
 
 from .errors import InvalidInputError
+from .settings import hash_key
 
 if TYPE_CHECKING:  # numpy loads on first use: `cachedembed stats` never needs it
     import numpy as np
@@ -124,7 +124,7 @@ class ItemHasher:
         self._seed = xxhash.xxh3_64_intdigest(spec.canonical.encode())
         self._blake_key = b""
         if spec.hash == "blake2b":
-            secret = os.environ.get("CACHEDEMBED_HASH_KEY", "").encode()
+            secret = hash_key()
             # The namespace key is mixed in so equal texts differ across namespaces;
             # BLAKE2b keys are at most 64 bytes, hence the pre-hash.
             self._blake_key = hashlib.blake2b(secret + spec.key.encode(), digest_size=32).digest()

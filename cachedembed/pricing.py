@@ -12,7 +12,6 @@ way); a model without one is billed at its normal price for batch tokens.
 from __future__ import annotations
 
 import functools
-import os
 import sys
 from importlib import resources
 from pathlib import Path
@@ -23,6 +22,7 @@ else:  # Python 3.10: the same parser, from PyPI
     import tomli as tomllib
 
 from .errors import ConfigurationError
+from .settings import price_sources
 
 # Chroma's built-in function names -> the provider names prices are keyed by.
 _CHROMA_PROVIDERS = {
@@ -91,9 +91,7 @@ def prices() -> dict[str, float]:
     from platformdirs import user_config_dir
 
     user_file = str(Path(user_config_dir("cachedembed")) / "prices.toml")
-    return _table(
-        os.environ.get("CACHEDEMBED_PRICES"), os.environ.get("CACHEDEMBED_PRICE"), user_file
-    )
+    return _table(*price_sources(), user_file)
 
 
 def price_key_provider(provider: str) -> str:

@@ -416,3 +416,6 @@ def render_days(data: dict[str, Any]) -> str:
     )
     legend = [f"chart: █ spent  ░ saved, in {basis[2]}"] if basis else []
     return "\n".join([*_heading(data), *_align(rows, 1, True), *legend, *_footnote(t)])
+
+
+__all__ = ["render_days", "render_table", "report", "summarize"]

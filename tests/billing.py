@@ -88,7 +88,7 @@ def fill(
     for start in range(0, n, batch):
         chunk = ids[start : start + batch]
         k = len(chunk)
-        store.put(
+        store.write_entries(
             ns.id,
             EntryBatch(
                 ids=chunk.tolist(),
@@ -98,11 +98,10 @@ def fill(
                 flags=[0] * k,
                 used=day_cycle[np.arange(start, start + k) % len(day_cycle)].tolist(),
             ),
-            PendingStats(),
         )
     return ns
 
 
 def record_history(store: Store, deltas: dict[tuple[int, int], UsageDelta]) -> None:
     """Write per-(namespace, day) counters as the wrapper's flushes would, for any past day."""
-    store.flush_stats(PendingStats(deltas=deltas))
+    store.merge_stats(PendingStats(deltas=deltas))

@@ -17,7 +17,7 @@ from cachedembed import Cached
 from cachedembed.cli import main
 from cachedembed.stores import close_all, open_store
 from cachedembed.stores import migrate as schema
-from cachedembed.stores.base import EntryBatch, PendingStats
+from cachedembed.stores.base import EntryBatch
 from cachedembed.usage import UsageDelta, day_iso, today
 from tests.billing import PRICE, BillingProvider, fill, record_history, texts
 
@@ -195,12 +195,11 @@ def test_verify_exits_nonzero_on_bad_entries_and_fix_removes_them(disk_url: str)
     Cached(BillingProvider(), disk_url).embed(texts(10))
     store = open_store(disk_url)
     ns = store.namespaces()[0]
-    store.put(
+    store.write_entries(
         ns.id,
         EntryBatch(
             ids=[5], checks=[5], vectors=np.zeros((1, 2), np.float32), tokens=[1], flags=[0]
         ),
-        PendingStats(),
     )
     bad = CliRunner().invoke(main, ["verify", "--cache", disk_url])
     assert bad.exit_code == 1

@@ -21,8 +21,8 @@ def test_batched_diskcache_reads_match_per_key_reads(tmp_path: Path) -> None:
     assert isinstance(store, DiskCacheStore)
     (ns,) = store.namespaces()
     ids = [e.id for batch in store.iter_entries(ns.id) for e in batch] + [12345]  # one absent
-    batched = store.get(ns.id, ids)
-    one_by_one = _KeyValueStore.get(store, ns.id, ids)
+    batched = store.lookup(ns.id, ids)
+    one_by_one = _KeyValueStore._get_rows(store, ns.id, ids)
     assert len(batched) == 40
     assert sorted(batched) == sorted(one_by_one)
 

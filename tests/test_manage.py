@@ -15,7 +15,7 @@ from cachedembed.keys import Role
 from cachedembed.manage import format_size, list_models, migrate, parse_size, prune, reembed, verify
 from cachedembed.stores import Store, open_store
 from cachedembed.stores import migrate as schema
-from cachedembed.stores.base import EntryBatch, PendingStats
+from cachedembed.stores.base import EntryBatch
 from cachedembed.usage import day_iso, today
 from tests.billing import BillingProvider, fill, texts
 
@@ -60,7 +60,7 @@ def test_a_hit_on_a_later_day_updates_last_use_at_the_next_flush_not_per_hit(
     ns_id = ef._role("document").ns.id
     assert set(used_days(store, ns_id).values()) == {today()}
 
-    writes = {"put": 0, "flush_stats": 0}
+    writes = {"_put": 0, "_flush_stats": 0}
     for name in writes:
         original = getattr(store, name)
 
@@ -74,10 +74,10 @@ def test_a_hit_on_a_later_day_updates_last_use_at_the_next_flush_not_per_hit(
     monkeypatch.setattr("cachedembed.stores.base.today", lambda: later)
     for _ in range(50):
         ef.embed(texts(10)[:6])
-    assert writes == {"put": 0, "flush_stats": 0}  # 300 hits, no write yet
+    assert writes == {"_put": 0, "_flush_stats": 0}  # 300 hits, no write yet
     assert set(used_days(store, ns_id).values()) == {today()}
     store.flush()
-    assert writes == {"put": 0, "flush_stats": 1}
+    assert writes == {"_put": 0, "_flush_stats": 1}
     days = used_days(store, ns_id)
     assert sorted(days.values()) == [today()] * 4 + [later] * 6
     assert provider.texts_sent == texts(10)  # all were hits
@@ -140,19 +140,17 @@ def test_verify_reports_entries_that_do_not_decode_and_fix_removes_them(disk_url
     ns = ef._role("document").ns
     # Damage: a short blob, and a NaN vector, written straight into the namespace.
     bad_ids = [11, 12]
-    store.put(
+    store.write_entries(
         ns.id,
         EntryBatch(
             ids=[11], checks=[1], vectors=np.zeros((1, 5), np.float32), tokens=[1], flags=[0]
         ),
-        PendingStats(),
     )
-    store.put(
+    store.write_entries(
         ns.id,
         EntryBatch(
             ids=[12], checks=[2], vectors=np.full((1, 6), np.nan, np.float32), tokens=[1], flags=[0]
         ),
-        PendingStats(),
     )
     report = verify(store)
     assert report.checked == 22 and report.removed == 0

@@ -176,7 +176,7 @@ class _CountingStore:
         self.stats_rows_read = 0
 
     def __getattr__(self, name: str) -> Any:
-        if name in ("get", "iter_entries", "namespace_usage"):
+        if name in ("lookup", "iter_entries", "namespace_usage"):
             raise AssertionError(f"report() called {name}: it must not read entries")
         return getattr(self.store, name)
 

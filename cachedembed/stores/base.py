@@ -18,9 +18,10 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, suppress
 from dataclasses import dataclass, field
+from itertools import repeat
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from ..errors import ConfigurationError, StoreError
+from ..errors import CachedEmbedError, ConfigurationError, StoreError
 from ..flight import SingleFlight
 from ..keys import NamespaceSpec
 from ..usage import UsageDelta, today
@@ -76,6 +77,7 @@ MAX_DIM = 65536
 ROLES = ("document", "query")
 HASHES = ("xxh3", "blake2b")
 DTYPES = ("float32", "float16")
+KINDS = ("text", "image")
 
 
 def spec_problem(data: object) -> str | None:
@@ -88,7 +90,12 @@ def spec_problem(data: object) -> str | None:
         return f"namespace key schema {data.get('v')!r}, this cachedembed uses {KEY_SCHEMA}"
     if not isinstance(data.get("identity"), dict):
         return "namespace identity is not an object"
-    checks = (("role", None, ROLES), ("dtype", "float32", DTYPES), ("hash", "xxh3", HASHES))
+    checks = (
+        ("role", None, ROLES),
+        ("dtype", "float32", DTYPES),
+        ("hash", "xxh3", HASHES),
+        ("kind", "text", KINDS),
+    )
     for name, default, allowed in checks:
         value = data.get(name, default)
         if value not in allowed:
@@ -142,16 +149,11 @@ def _placeholder_spec(data: object, key: str) -> NamespaceSpec:
     )
 
 
-class Row(NamedTuple):
-    """One stored entry as the hit path reads it."""
+Row = tuple[int, int, int, int, int, int, bytes]
+"""One stored entry as the hit path reads it: ``(id, ns, check, tokens, flags, used, vec)``.
 
-    id: int
-    ns: int
-    check: int
-    tokens: int
-    flags: int
-    used: int
-    vec: bytes
+A plain tuple, as database drivers return it: the hit path unpacks rows by position
+(``zip(*rows)``), so no backend builds a per-row object for it."""
 
 
 @dataclass
@@ -169,6 +171,21 @@ class EntryBatch:
 
     def __len__(self) -> int:
         return len(self.ids)
+
+    def rows(self) -> Iterator[tuple[int, int, int, int, int, int, np.ndarray, str | None]]:
+        """``(id, check, tokens, flags, used, created, vector, text)`` per entry; missing
+        columns get what entries written now get: last used today, created now, no text."""
+        n, now = len(self.ids), int(time.time())
+        return zip(
+            self.ids,
+            self.checks,
+            self.tokens,
+            self.flags,
+            self.used if self.used is not None else repeat(now // 86400, n),
+            self.created if self.created is not None else repeat(now, n),
+            self.vectors,
+            self.texts if self.texts is not None else repeat(None, n),
+        )
 
 
 @dataclass
@@ -412,11 +429,17 @@ class Store(ABC):
 
     Guarantees every backend gives:
 
-    * ``put`` is atomic: either all entries of the batch *and* the stats delta that
+    * ``write`` is atomic: either all entries of the batch *and* the stats delta that
       paid for them are durable, or none is. Stats are therefore never ahead of data.
-    * ``put`` never fails on an entry that another writer stored first (insert-or-ignore).
-    * ``get`` returns only rows it read back whole; rows may come in any order.
+    * ``write`` never fails on an entry that another writer stored first (insert-or-ignore).
+    * ``lookup`` returns only rows it read back whole; rows may come in any order.
     * Stats deltas are merged by atomic increments, so concurrent writers lose none.
+    * Every failure a client sees is a :class:`StoreError`.
+
+    Clients call the public methods (``namespace``, ``lookup``, ``write``,
+    ``write_entries``, ``record``, ``flush``, ``merge_stats``, ``delete``, ...); backends
+    implement the protected hooks (``_get_rows``, ``_put``, ``_flush_stats``,
+    ``_get_or_create_namespace``, ...), which only this class calls.
     """
 
     url: str
@@ -486,6 +509,12 @@ class Store(ABC):
             if not isinstance(exc, StoreUnavailable):
                 breaker.failed(exc)
             raise
+        except CachedEmbedError:
+            raise  # a deliberate refusal (bad input or configuration), not a storage failure
+        except Exception as exc:
+            error = self._as_store_error(exc)
+            breaker.failed(error)
+            raise error from None
         self._answered(breaker)
 
     def probe(self) -> None:
@@ -503,16 +532,30 @@ class Store(ABC):
         _flusher.ensure_running()
 
     def lookup(self, ns_id: int, ids: Sequence[int]) -> list[Row]:
-        """:meth:`get` through the read breaker (one attribute test while healthy)."""
+        """Rows for those of ``ids`` that are stored (any order, no duplicates), through the
+        read breaker (one attribute test while healthy)."""
         reads = self.outage.reads
         if reads.failing:
             with self.guarded(reads):
-                return self.get(ns_id, ids)
+                return self._get_rows(ns_id, ids)
         try:
-            return self.get(ns_id, ids)
+            return self._get_rows(ns_id, ids)
         except StoreError as exc:
             reads.failed(exc)
             raise
+        except Exception as exc:
+            error = self._as_store_error(exc)
+            reads.failed(error)
+            raise error from None
+
+    def _as_store_error(self, exc: Exception) -> StoreError:
+        """A driver error a backend hook let escape, as the :class:`StoreError` clients see
+        (translated once, here, with its remedy and without credentials)."""
+        return failure(self.url, self._scrub(f"{type(exc).__name__}: {exc}"))
+
+    def _scrub(self, text: str) -> str:
+        """``text`` without credentials (backends whose errors may quote one override this)."""
+        return text
 
     def _answered(self, breaker: Breaker) -> None:
         """After a successful operation: close its breaker, log a recovery, write what waits."""
@@ -538,7 +581,7 @@ class Store(ABC):
             while (item := self.outage.take()) is not None:
                 try:
                     # Their counters went back to the buffered ones when the write failed.
-                    self.put(item.ns_id, item.batch, PendingStats())
+                    self._put(item.ns_id, item.batch, PendingStats())
                 except BaseException:
                     self.outage.put_back(item)
                     raise
@@ -589,7 +632,7 @@ class Store(ABC):
             pending = self._take_pending()
         try:
             with self.guarded(self.outage.writes):
-                self.put(ns_id, batch, pending)
+                self._put(ns_id, batch, pending)
         except BaseException:
             self._restore(pending)
             raise
@@ -605,10 +648,24 @@ class Store(ABC):
             return
         try:
             with self.guarded(self.outage.writes):
-                self.flush_stats(pending)
+                self._flush_stats(pending)
         except BaseException:
             self._restore(pending)
             raise
+
+    def write_entries(self, ns_id: int, batch: EntryBatch) -> None:
+        """Store ``batch`` with no counters (an import: its stats come as rows of their own).
+
+        Buffered counters stay buffered: inside a :meth:`bulk` that rolls back they would
+        be lost with the import.
+        """
+        with self.guarded(self.outage.writes):
+            self._put(ns_id, batch, PendingStats())
+
+    def merge_stats(self, stats: PendingStats) -> None:
+        """Merge ``stats`` (counters of any day, e.g. imported ones) in one transaction."""
+        with self.guarded(self.outage.writes):
+            self._flush_stats(stats)
 
     def pending_rows(self) -> list[tuple[int, int, UsageDelta]]:
         """Buffered counters not committed yet, as ``stats_rows`` rows (for stats during an outage)."""
@@ -711,20 +768,22 @@ class Store(ABC):
     # -- entries ------------------------------------------------------------
 
     @abstractmethod
-    def get(self, ns_id: int, ids: Sequence[int]) -> list[Row]:
-        """Rows for those of ``ids`` that are stored (any order, no duplicates)."""
+    def _get_rows(self, ns_id: int, ids: Sequence[int]) -> list[Row]:
+        """Hook behind :meth:`lookup`: rows for those of ``ids`` that are stored (any order,
+        no duplicates), only rows read back whole."""
 
     @abstractmethod
-    def put(self, ns_id: int, batch: EntryBatch, stats: PendingStats) -> None:
-        """Atomically insert ``batch`` (ignoring ids already present) and merge ``stats``."""
+    def _put(self, ns_id: int, batch: EntryBatch, stats: PendingStats) -> None:
+        """Hook behind :meth:`write`: atomically insert ``batch`` (ignoring ids already
+        present) and merge ``stats``."""
 
     @abstractmethod
     def delete(self, ns_id: int, ids: Sequence[int]) -> int:
         """Delete entries of ``ns_id`` by id; return how many were removed."""
 
     @abstractmethod
-    def flush_stats(self, stats: PendingStats) -> None:
-        """Merge buffered counters and last-use touches in one transaction."""
+    def _flush_stats(self, stats: PendingStats) -> None:
+        """Hook behind :meth:`flush`: merge counters and last-use touches in one transaction."""
 
     @abstractmethod
     def iter_entries(self, ns_id: int, batch_size: int = 2000) -> Iterator[list[ExportedEntry]]:

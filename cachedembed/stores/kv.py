@@ -20,7 +20,6 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, MutableMapping, Sequence
 from contextlib import AbstractContextManager, suppress
-from itertools import repeat
 from pathlib import Path
 from typing import Any, Concatenate, ParamSpec, TypeGuard, TypeVar
 
@@ -118,7 +117,7 @@ def _rows(pairs: Iterable[tuple[int, bytes | None]]) -> list[Row]:
             continue
         ns, check, tokens, flags, used, _created, length = unpack(value)
         end = None if length == 0xFFFFFFFF else len(value) - length
-        rows.append(Row(i, ns, check, tokens, flags, used, value[size:end]))
+        rows.append((i, ns, check, tokens, flags, used, value[size:end]))
     return rows
 
 
@@ -257,29 +256,15 @@ class _KeyValueStore(Store):
         return len(mine)
 
     @_reported
-    def get(self, ns_id: int, ids: Sequence[int]) -> list[Row]:
+    def _get_rows(self, ns_id: int, ids: Sequence[int]) -> list[Row]:
         get = self._kv.get
         return _rows((i, get(i)) for i in ids)
 
     @_reported
-    def put(self, ns_id: int, batch: EntryBatch, stats: PendingStats) -> None:
-        n = len(batch)
-        now = int(time.time())
-        texts = batch.texts if batch.texts is not None else repeat(None, n)
-        used = batch.used if batch.used is not None else repeat(now // 86400, n)
-        created = batch.created if batch.created is not None else repeat(now, n)
+    def _put(self, ns_id: int, batch: EntryBatch, stats: PendingStats) -> None:
         with self._atomic():
             kv = self._kv
-            for i, check, tokens, flags, u, c, vec, text in zip(
-                batch.ids,
-                batch.checks,
-                batch.tokens,
-                batch.flags,
-                used,
-                created,
-                batch.vectors,
-                texts,
-            ):
+            for i, check, tokens, flags, u, c, vec, text in batch.rows():
                 # Insert-or-ignore, like the SQL store. A diskcache row whose value file has
                 # vanished reads as missing (get -> None) yet still counts as present: it is
                 # replaced, or that text would be re-embedded and paid for on every call.
@@ -288,7 +273,7 @@ class _KeyValueStore(Store):
             self._merge(stats)
 
     @_reported
-    def flush_stats(self, stats: PendingStats) -> None:
+    def _flush_stats(self, stats: PendingStats) -> None:
         if stats.is_empty():
             return
         with self._atomic():
@@ -583,10 +568,10 @@ class DiskCacheStore(_KeyValueStore):
     _BATCH = 30000
 
     @_reported
-    def get(self, ns_id: int, ids: Sequence[int]) -> list[Row]:
+    def _get_rows(self, ns_id: int, ids: Sequence[int]) -> list[Row]:
         sql = getattr(self._kv, "_sql", None)
         if len(ids) < 2 or sql is None:
-            return super().get(ns_id, ids)
+            return super()._get_rows(ns_id, ids)
         inline: list[tuple[int, bytes]] = []
         elsewhere: list[int] = []
         now = time.time()
@@ -604,7 +589,7 @@ class DiskCacheStore(_KeyValueStore):
                     elsewhere.append(key)
         rows = _rows(inline)
         if elsewhere:
-            rows += super().get(ns_id, elsewhere)
+            rows += super()._get_rows(ns_id, elsewhere)
         return rows
 
     def close(self) -> None:

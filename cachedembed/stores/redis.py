@@ -35,7 +35,6 @@ from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
-from itertools import repeat
 from typing import Any
 
 from ..errors import ConfigurationError, StoreError
@@ -58,6 +57,7 @@ from .base import (
 from .kv import _HEADER, _pack, _rows, _unpack
 from .leases import CLAIM_SCRIPT, REDIS_CHUNK, RELEASE_SCRIPT, RENEW_SCRIPT
 from .outage import SERVER_WAITS
+from .urls import redact_url
 
 
 def _number(raw: bytes | None) -> int | bytes | None:
@@ -183,7 +183,6 @@ class RedisStore(Store):
             raise ConfigurationError(
                 "not a Redis URL: use redis://[:password@]host[:port][/db][?prefix=NAME&ttl=30d]"
             ) from None
-        from . import redact_url
 
         self._password = parsed.password
         self.url = redact_url(url)
@@ -440,7 +439,7 @@ class RedisStore(Store):
 
     # -- entries ------------------------------------------------------------
 
-    def get(self, ns_id: int, ids: Sequence[int]) -> list[Row]:
+    def _get_rows(self, ns_id: int, ids: Sequence[int]) -> list[Row]:
         if not ids:
             return []
         keys = self._entry_keys(ns_id, ids)
@@ -459,28 +458,15 @@ class RedisStore(Store):
             # a miss, never an error or a vector.
             return _rows((i, v) for i, v in zip(ids, values) if v is None or len(v) >= _HEADER.size)
 
-    def put(self, ns_id: int, batch: EntryBatch, stats: PendingStats) -> None:
+    def _put(self, ns_id: int, batch: EntryBatch, stats: PendingStats) -> None:
         n = len(batch)
-        now = int(time.time())
-        texts = batch.texts if batch.texts is not None else repeat(None, n)
-        used = batch.used if batch.used is not None else repeat(now // 86400, n)
-        created = batch.created if batch.created is not None else repeat(now, n)
         px = self.ttl_ms or None
         with self._guard():
             pipe = self._client.pipeline(transaction=True)
             self._register(pipe, ns_id)
             first_set = len(pipe)
             keys = self._entry_keys(ns_id, batch.ids)
-            for key, check, tokens, flags, u, c, vec, text in zip(
-                keys,
-                batch.checks,
-                batch.tokens,
-                batch.flags,
-                used,
-                created,
-                batch.vectors,
-                texts,
-            ):
+            for key, (_, check, tokens, flags, u, c, vec, text) in zip(keys, batch.rows()):
                 # Insert-or-ignore, like the SQL store's ON CONFLICT DO NOTHING.
                 pipe.set(
                     key,
@@ -495,7 +481,7 @@ class RedisStore(Store):
             taken = results[first_set : first_set + n]
             undo.entries.extend(key for key, ok in zip(keys, taken) if ok)
 
-    def flush_stats(self, stats: PendingStats) -> None:
+    def _flush_stats(self, stats: PendingStats) -> None:
         if stats.is_empty():
             return
         with self._guard():

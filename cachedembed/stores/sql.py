@@ -26,7 +26,6 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from functools import partial
-from itertools import repeat
 from operator import itemgetter
 from pathlib import Path
 from typing import Any, TypeVar
@@ -56,6 +55,7 @@ from .base import (
 )
 from .leases import LeaseSql
 from .outage import SERVER_WAITS, Outage
+from .urls import PASSWORD_PARAMS, no_cache_error, redact_url, url_passwords
 
 _STATS_COLUMNS = UsageDelta.columns()
 _ENTRY_COLUMNS = "id, ns, chk, tokens, flags, used, created, vec, text"
@@ -256,7 +256,6 @@ class SqlStore(Store):
 
     def __init__(self, url: str, *, upgrade: bool | None = True, create: bool = True) -> None:
         super().__init__()
-        from . import PASSWORD_PARAMS, no_cache_error, redact_url, url_passwords
 
         self.url = redact_url(url)
         self._passwords = url_passwords(url)
@@ -580,7 +579,6 @@ class SqlStore(Store):
         except Exception as exc:
             raise self._store_error(exc) from None
         if revision is None and not self._create:
-            from . import no_cache_error
 
             raise no_cache_error(f"{self.url} (the database has no cachedembed tables)")
         if revision != migrate.HEAD:
@@ -665,7 +663,7 @@ class SqlStore(Store):
 
     # -- entries ------------------------------------------------------------
 
-    def get(self, ns_id: int, ids: Sequence[int]) -> list[Row]:
+    def _get_rows(self, ns_id: int, ids: Sequence[int]) -> list[Row]:
         d = self._d
 
         def lookup(cur: Any) -> list[Any]:
@@ -687,27 +685,11 @@ class SqlStore(Store):
 
         return self._query(lookup, binary=True)
 
-    def put(self, ns_id: int, batch: EntryBatch, stats: PendingStats) -> None:
-        n = len(batch)
-        now = int(time.time())
-        vectors = batch.vectors
-        vecs = [row.tobytes() for row in vectors]
-        texts = batch.texts if batch.texts is not None else repeat(None, n)
-        used = batch.used if batch.used is not None else repeat(now // 86400, n)
-        created = batch.created if batch.created is not None else repeat(now, n)
-        rows = list(
-            zip(
-                batch.ids,
-                repeat(ns_id, n),
-                batch.checks,
-                batch.tokens,
-                batch.flags,
-                used,
-                created,
-                vecs,
-                texts,
-            )
-        )
+    def _put(self, ns_id: int, batch: EntryBatch, stats: PendingStats) -> None:
+        rows = [
+            (i, ns_id, check, tokens, flags, u, c, vec.tobytes(), text)
+            for i, check, tokens, flags, u, c, vec, text in batch.rows()
+        ]
         # Id order: concurrent writers of overlapping batches then lock rows in the same
         # order, so PostgreSQL and InnoDB never see the lock cycles input order made; and
         # SQLite pages fill before they split, which keeps the file dense.
@@ -720,7 +702,7 @@ class SqlStore(Store):
 
         self._write(body)
 
-    def flush_stats(self, stats: PendingStats) -> None:
+    def _flush_stats(self, stats: PendingStats) -> None:
         if stats.is_empty():
             return
         self._write(lambda cur: self._merge(cur, stats))

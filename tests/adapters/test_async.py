@@ -97,17 +97,17 @@ async def test_slow_store_reads_do_not_block_the_event_loop(sqlite_url: str) -> 
     ef = Cached(fake, sqlite_url)
     ef(["a", "b"])
     store = ef.store
-    real_get: Callable[..., Any] = store.get
+    real_get: Callable[..., Any] = store._get_rows
 
     def slow_get(*args: Any, **kwargs: Any) -> Any:
         time.sleep(0.5)  # a remote database on a bad day
         return real_get(*args, **kwargs)
 
-    store.get = slow_get  # type: ignore[method-assign]
+    store._get_rows = slow_get  # type: ignore[method-assign]
     try:
         vectors, longest_gap = await ticks_during(ef.aembed_query(["a"]))
         hits, longest_hit_gap = await ticks_during(ef.acall(["a", "b"]))
     finally:
-        del store.get  # back to the class's method
+        del store._get_rows  # back to the class's method
     assert len(vectors) == 1 and len(hits) == 2 and len(fake.calls) == 2
     assert max(longest_gap, longest_hit_gap) < 0.4, "the loop waited on the store"  # blocked: >= 0.5

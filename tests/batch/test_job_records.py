@@ -89,7 +89,7 @@ def test_a_job_update_inside_a_failed_bulk_is_taken_back_with_its_entries(any_ur
         store.write(ns.id, batch, UsageDelta(misses=1, tokens_embedded=3, tokens_batch=3))
         raise RuntimeError("crash in the middle of collecting")
     assert store.job("ce-1").state == "submitting"  # type: ignore[union-attr]
-    assert store.get(ns.id, [11]) == []
+    assert store.lookup(ns.id, [11]) == []
     assert sum(d.tokens_batch for _n, _d, d in store.stats_rows()) == 0
 
 

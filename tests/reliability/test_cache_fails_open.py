@@ -136,9 +136,9 @@ def test_calls_during_an_outage_try_the_store_once_per_probe_not_once_per_call(
     monkeypatch.setattr(store.outage.reads, "first_wait", 60.0)
     monkeypatch.setattr(store.outage.writes, "first_wait", 60.0)
     tried: list[str] = []
-    get, put, claim = store.get, store.put, store.claim_leases
-    monkeypatch.setattr(store, "get", lambda *a: (tried.append("get"), get(*a))[1])
-    monkeypatch.setattr(store, "put", lambda *a: (tried.append("put"), put(*a))[1])
+    get, put, claim = store._get_rows, store._put, store.claim_leases
+    monkeypatch.setattr(store, "_get_rows", lambda *a: (tried.append("get"), get(*a))[1])
+    monkeypatch.setattr(store, "_put", lambda *a: (tried.append("put"), put(*a))[1])
     monkeypatch.setattr(store, "claim_leases", lambda *a: (tried.append("claim"), claim(*a))[1])
     with server.down():
         for i in range(10):

@@ -13,7 +13,7 @@ import pytest
 
 from cachedembed import Cached
 from cachedembed.keys import ItemHasher
-from cachedembed.stores import EntryBatch, PendingStats
+from cachedembed.stores import EntryBatch
 from tests.conftest import FakeEF, fake_vector
 from tests.reliability._helpers import same_bits
 
@@ -24,12 +24,11 @@ def forge(wrapper: Cached, text: str, *, ns_id: int | None = None, check_delta: 
     """Plant ``EVIL`` under ``text``'s id, with a different check and/or namespace."""
     state = wrapper._role("document")
     ids, checks = wrapper._hasher("document").text_keys([text])
-    wrapper.store.put(
+    wrapper.store.write_entries(
         state.ns.id if ns_id is None else ns_id,
         EntryBatch(
             ids=ids, checks=[(checks[0] + check_delta) % 2**63], vectors=EVIL, tokens=[1], flags=[0]
         ),
-        PendingStats(),
     )
     wrapper.store.set_dimension(state.ns, 8)
 
@@ -49,7 +48,7 @@ def test_forged_row_with_the_same_id_is_never_served(cache_url: str, forgery: st
     # namespaces apart in their keys (Redis) only see it there for a forged check.
     state = wrapper._role("document")
     (victim_id,), _ = wrapper._hasher("document").text_keys(["victim"])
-    shadowed = len(wrapper.store.get(state.ns.id, [victim_id])) == 1
+    shadowed = len(wrapper.store.lookup(state.ns.id, [victim_id])) == 1
     assert shadowed or forgery != "other-check"
     want = fake_vector("victim", 8, "fake-1")
     for _ in range(2):  # the forged row stays in place but is never taken for a hit

@@ -19,7 +19,7 @@ import pytest
 
 from cachedembed import Cached, StoreError
 from cachedembed.stores import close_all
-from cachedembed.stores.base import EntryBatch, PendingStats
+from cachedembed.stores.base import EntryBatch
 from tests.conftest import FakeEF, fake_vector
 from tests.reliability._faults import read_only
 from tests.reliability._helpers import same_bits
@@ -114,7 +114,7 @@ def test_a_damaged_entry_on_a_read_only_cache_is_served_fresh_not_failed(
     ns_id = wrapper.namespaces()[0].id
     wrapper.store.delete(ns_id, [int(item_id)])
     cut = np.zeros((1, 3), dtype=np.float32)  # a vector cut short: 3 of its 8 values
-    wrapper.store.put(ns_id, EntryBatch([int(item_id)], [int(check)], cut, [1], [0]), PendingStats())
+    wrapper.store.write_entries(ns_id, EntryBatch([int(item_id)], [int(check)], cut, [1], [0]))
     close_all()
     with read_only(folder):
         ef = FakeEF()

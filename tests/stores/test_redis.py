@@ -115,7 +115,7 @@ def test_counters_from_many_clients_add_up_exactly(url: str) -> None:
 
         def work(store: RedisStore) -> None:
             for _ in range(50):
-                store.flush_stats(
+                store.merge_stats(
                     PendingStats(
                         deltas={
                             (1, 100): UsageDelta(
@@ -147,10 +147,10 @@ def test_an_entry_written_twice_keeps_the_first_vector(url: str) -> None:
             ids=[5], checks=[9], vectors=np.full((1, 4), value, np.float32), tokens=[2], flags=[0]
         )
 
-    store.put(ns.id, batch(1.0), PendingStats())
-    store.put(ns.id, batch(2.0), PendingStats())
-    (row,) = store.get(ns.id, [5])
-    assert np.frombuffer(row.vec, np.float32).tolist() == [1.0] * 4
+    store.write_entries(ns.id, batch(1.0))
+    store.write_entries(ns.id, batch(2.0))
+    (row,) = store.lookup(ns.id, [5])
+    assert np.frombuffer(row[6], np.float32).tolist() == [1.0] * 4
 
 
 def test_deleted_or_foreign_values_are_misses_never_wrong_vectors(
@@ -183,7 +183,7 @@ def test_a_hit_on_a_later_day_restarts_the_ttl_and_never_creates_keys(
     raw.setrange(key, 18, (today() - 3).to_bytes(4, "little", signed=True))
     raw.pexpire(key, 1000)
     ef(["kept"])
-    store.flush_stats(PendingStats(touches={(ns.id, today()): [item, 424242]}))
+    store.merge_stats(PendingStats(touches={(ns.id, today()): [item, 424242]}))
     assert raw.pttl(key) > 1000
     assert [e.used for b in store.iter_entries(ns.id) for e in b] == [today()]
     assert not raw.exists(store._entry_key(ns.id, 424242))

@@ -134,19 +134,19 @@ def test_store_contract_round_trips_extreme_ids_bytes_and_unicode_text(server_ur
     ids = [-(2**63), -1, 0, 1, 2**63 - 1]
     texts: list[str | None] = ["naïve 😀", None, "x" * 70_000, "", "日本語"]
     batch = _batch(ids, texts=texts)
-    store.put(ns.id, batch, PendingStats())
+    store.write_entries(ns.id, batch)
 
-    rows = {row[0]: row for row in store.get(ns.id, [*ids, 42])}
+    rows = {row[0]: row for row in store.lookup(ns.id, [*ids, 42])}
     assert sorted(rows) == sorted(ids)
     for i, vec in zip(ids, batch.vectors, strict=True):
         stored = rows[i][6]
         assert type(stored) is bytes and stored == vec.tobytes()
     assert rows[-(2**63)][2] == -(2**63)  # the check column keeps the full signed range
-    assert [r[0] for r in store.get(ns.id, [2**63 - 1])] == [2**63 - 1]
+    assert [r[0] for r in store.lookup(ns.id, [2**63 - 1])] == [2**63 - 1]
 
     # Insert-or-ignore: a second writer's copy of the same ids is dropped, never an error.
-    store.put(ns.id, _batch(ids, seed=1), PendingStats())
-    assert store.get(ns.id, [0])[0][6] == batch.vectors[2].tobytes()
+    store.write_entries(ns.id, _batch(ids, seed=1))
+    assert store.lookup(ns.id, [0])[0][6] == batch.vectors[2].tobytes()
 
     exported = _entries(store, ns.id)
     assert [e.id for e in exported] == sorted(ids)
@@ -155,7 +155,7 @@ def test_store_contract_round_trips_extreme_ids_bytes_and_unicode_text(server_ur
     assert (usage.entries, usage.bytes) == (5, 5 * 16)
 
     assert store.delete(ns.id, [0, 1, 99]) == 2
-    assert sorted(r[0] for r in store.get(ns.id, ids)) == [-(2**63), -1, 2**63 - 1]
+    assert sorted(r[0] for r in store.lookup(ns.id, ids)) == [-(2**63), -1, 2**63 - 1]
 
 
 def test_stats_merge_adds_up_and_namespaces_are_shared(server_url: str) -> None:
@@ -184,9 +184,8 @@ def test_many_writers_lose_no_increments_and_never_fail_on_duplicates(server_url
             ids = list(range(round_ * 5, round_ * 5 + 40))
             if k % 2:
                 ids.reverse()
-            pending = PendingStats(deltas={(ns_id, 20_000): UsageDelta(calls=1, hits=3)})
-            store.put(ns_id, _batch(ids), pending)
-            store.flush_stats(PendingStats(deltas={(ns_id, 20_001): UsageDelta(misses=1)}))
+            store.write(ns_id, _batch(ids), UsageDelta(calls=1, hits=3))
+            store.merge_stats(PendingStats(deltas={(ns_id, 20_001): UsageDelta(misses=1)}))
 
     assert run_in_threads(8, writer) == []
     assert _totals(stores[0]).calls == 8 * 15 and _totals(stores[0]).hits == 8 * 15 * 3
@@ -205,12 +204,12 @@ def test_lookup_and_insert_batches_are_single_statements_on_mariadb() -> None:
             return int(cur.fetchone()[1])
 
         inserts = counter("Com_insert")
-        store.put(ns_id, _batch(list(range(3000))), PendingStats())
+        store.write_entries(ns_id, _batch(list(range(3000))))
         assert (
             counter("Com_insert") - inserts == 1
         )  # PyMySQL folded 3000 rows into one INSERT IGNORE
         selects = counter("Com_select")
-        assert len(store.get(ns_id, list(range(-10_000, 10_000)))) == 3000
+        assert len(store.lookup(ns_id, list(range(-10_000, 10_000)))) == 3000
         assert counter("Com_select") - selects == 1  # 20k ids, one IN list, one round trip
         cur.execute("SELECT @@autocommit, @@tx_isolation")
         assert cur.fetchone() == (1, "READ-COMMITTED")
@@ -233,11 +232,11 @@ def _kill_session(store: SqlStore) -> None:
 def test_server_restart_is_survived_by_reconnecting(server_url: str) -> None:
     store = SqlStore(server_url)
     ns_id = store.namespace(_spec()).id
-    store.put(ns_id, _batch([1]), PendingStats())
+    store.write_entries(ns_id, _batch([1]))
     _kill_session(store)
-    assert [r[0] for r in store.get(ns_id, [1, 2])] == [1]  # a read reconnects
+    assert [r[0] for r in store.lookup(ns_id, [1, 2])] == [1]  # a read reconnects
     _kill_session(store)
-    store.put(ns_id, _batch([2]), PendingStats())  # so does a write that finds it dead at BEGIN
+    store.write_entries(ns_id, _batch([2]))  # so does a write that finds it dead at BEGIN
     assert store.namespace_usage()[ns_id].entries == 2
 
 
@@ -278,7 +277,7 @@ def test_connections_of_ended_threads_are_closed(server_url: str) -> None:
     store = SqlStore(server_url)
     ns_id = store.namespace(_spec()).id
     for _ in range(10):  # ten short-lived threads, one lookup each
-        assert run_in_threads(1, lambda _k: store.get(ns_id, [1, 2])) == []
+        assert run_in_threads(1, lambda _k: store.lookup(ns_id, [1, 2])) == []
     if store.dialect == "postgresql":
         sessions = "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
     else:
