@@ -26,20 +26,27 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 import numpy as np
 
+from .batchapi import BatchAdapter, Remote, Result
 from .errors import (
     CachedEmbedError,
     ConfigurationError,
     ProviderError,
     ProviderResponseError,
 )
-from .stores.base import JOB_COLLECTED, BatchJob, EntryBatch, Namespace, Store
+from .stores.base import (
+    FLAG_TOKENS_ESTIMATED,
+    JOB_COLLECTED,
+    BatchJob,
+    EntryBatch,
+    Namespace,
+    Store,
+)
 from .usage import UsageDelta, apportion, estimate_tokens
 
 if TYPE_CHECKING:
@@ -58,93 +65,17 @@ WRITE_CHUNK = 2048
 """Entries per store write while collecting: small requests are joined up to this many."""
 
 
-@dataclass(frozen=True)
-class JobLimits:
-    """What one request and one job may hold (the provider's documented limits)."""
-
-    inputs_per_request: int
-    tokens_per_request: int | None
-    requests_per_job: int
-    bytes_per_file: int
-    inputs_per_job: int
-
-
-@dataclass
-class Remote:
-    """A job as the provider reports it."""
-
-    status: str
-    output_file_id: str | None = None
-    error_file_id: str | None = None
-    counts: dict[str, int] = field(default_factory=dict)
-    finished: int | None = None
-
-
-@dataclass
-class Result:
-    """One request's outcome from the output or error file."""
-
-    custom_id: str
-    data: Any = None
-    """The provider's per-request vectors payload (validated by the adapter's ``vectors``)."""
-    tokens: int | None = None
-    error: str | None = None
-
-
-class BatchAdapter(ABC):
-    """What a provider's batch interface must offer the shared mechanism."""
-
-    provider: str
-    limits: JobLimits
-
-    @abstractmethod
-    def request_line(self, custom_id: str, texts: list[str]) -> bytes:
-        """One line of the request file (JSON, no newline) asking for ``texts``' vectors."""
-
-    @abstractmethod
-    def upload(self, job_id: str, content: bytes) -> str:
-        """Upload the request file; return its file id."""
-
-    @abstractmethod
-    def create(self, job_id: str, input_file_id: str) -> str:
-        """Start the job on ``input_file_id``, tagged with ``job_id``; return the provider's id."""
-
-    @abstractmethod
-    def find(self, job_id: str, input_file_id: str) -> str | None:
-        """The provider's id of a job already created for ``job_id`` (a killed submitter), if any."""
-
-    @abstractmethod
-    def poll(self, batch_id: str) -> Remote: ...
-
-    @abstractmethod
-    def download(self, file_id: str, out: BinaryIO) -> None:
-        """Write an output or error file's bytes to ``out`` as they arrive (never whole in memory).
-
-        A retried download starts ``out`` again from its beginning.
-        """
-
-    @abstractmethod
-    def parse(self, n: int, raw: bytes) -> Result:
-        """Line ``n`` of an output or error file as a result (an error result when malformed)."""
-
-    @abstractmethod
-    def vectors(self, data: Any, expected: int) -> np.ndarray:
-        """Validated (expected, dim) float32 vectors of one result; raises ``ProviderResponseError``."""
-
-    @abstractmethod
-    def cancel(self, batch_id: str) -> Remote: ...
-
-    @abstractmethod
-    def config(self) -> dict[str, Any]:
-        """Secret-free settings from which :func:`adapter_for` rebuilds this adapter elsewhere."""
-
-
 def adapter_for(job: BatchJob) -> BatchAdapter:
     """The adapter that reaches ``job``'s provider again, from the job's recorded config."""
     if job.provider == "openai":
         from .embedding_functions.openai import OpenAIEmbeddingFunction
 
         return OpenAIEmbeddingFunction(**job.config).batch_adapter()  # type: ignore[arg-type]
+    if job.provider == "gemini":
+        from .embedding_functions.google import GoogleGeminiEmbeddingFunction
+
+        # The config fixes the task type, so the role does not matter here.
+        return GoogleGeminiEmbeddingFunction(**job.config).batch_adapter()  # type: ignore[arg-type]
     raise ConfigurationError(f"job {job.id}: no batch support for provider {job.provider!r}")
 
 
@@ -226,7 +157,7 @@ def submit(cached: Cached, texts: Sequence[str], role: Role = "document") -> Sub
     """Send the misses among ``texts`` (deduplicated, minus pending ones) as batch jobs."""
     from .embedding_functions._base import check_texts
 
-    adapter = batch_adapter_of(cached)
+    adapter = batch_adapter_of(cached, role)
     texts = cached.prepared_texts(check_texts(texts))
     ids, checks = cached._hasher(role).text_key_arrays(texts)
     state = cached._role(role)
@@ -258,14 +189,15 @@ def submit(cached: Cached, texts: Sequence[str], role: Role = "document") -> Sub
     )
 
 
-def batch_adapter_of(cached: Cached) -> BatchAdapter:
+def batch_adapter_of(cached: Cached, role: Role = "document") -> BatchAdapter:
     make = getattr(cached.ef, "batch_adapter", None)
     if not callable(make):
         raise ConfigurationError(
             f"{type(cached.ef).__name__} has no batch API support; use openai:MODEL "
-            "(OpenAIEmbeddingFunction) or embed synchronously"
+            "(OpenAIEmbeddingFunction), gemini:MODEL (GoogleGeminiEmbeddingFunction) "
+            "or embed synchronously"
         )
-    adapter: BatchAdapter = make()
+    adapter: BatchAdapter = make(role)
     return adapter
 
 
@@ -561,10 +493,11 @@ def _validated(
             failed[r.custom_id] = str(exc)
             continue
         dim = vectors.shape[1]
-        if r.tokens is None:
+        tokens = r.tokens if adapter.reports_usage else sum(it[2] for it in items)
+        if tokens is None:
             failed[r.custom_id] = "no usage reported"  # unbillable: better a miss than a guess
             continue
-        good[r.custom_id] = r.tokens
+        good[r.custom_id] = tokens
     for custom_id in job.requests:
         if custom_id not in good and custom_id not in failed:
             failed[custom_id] = f"no result (job {job.state})"
@@ -590,7 +523,9 @@ def _write_all(
     good: dict[str, int],
 ) -> None:
     """Second pass: the good requests' vectors, in writes of about :data:`WRITE_CHUNK` entries."""
-    chunk = _Chunk(np.dtype(ns.spec.dtype).newbyteorder("<"), job.texts is not None)
+    chunk = _Chunk(
+        np.dtype(ns.spec.dtype).newbyteorder("<"), job.texts is not None, not adapter.reports_usage
+    )
     for r in files.results():
         tokens = good.get(r.custom_id)
         if tokens is None or r.error is not None:
@@ -609,9 +544,10 @@ def _write_all(
 class _Chunk:
     """Entries of several requests gathered into one store write, with the usage that paid for them."""
 
-    def __init__(self, dtype: np.dtype[Any], with_texts: bool) -> None:
+    def __init__(self, dtype: np.dtype[Any], with_texts: bool, estimated: bool) -> None:
         self.dtype = dtype
         self.with_texts = with_texts
+        self.estimated = estimated
         self._reset()
 
     def _reset(self) -> None:
@@ -654,13 +590,14 @@ class _Chunk:
                 checks=self.checks,
                 vectors=np.concatenate(self.vectors),
                 tokens=self.tokens,
-                flags=[0] * self.size,
+                flags=[FLAG_TOKENS_ESTIMATED if self.estimated else 0] * self.size,
                 texts=self.texts if self.with_texts else None,
             ),
             UsageDelta(
                 misses=self.size,
                 provider_calls=self.calls,
                 tokens_embedded=self.billed,
+                tokens_embedded_estimated=self.billed if self.estimated else 0,
                 tokens_batch=self.billed,
             ),
         )

@@ -211,7 +211,7 @@ def embed(
         raise _fail(f"{file} contains no texts (only blank lines)" if blank else f"{file} is empty")
     ef = from_spec(model)
     if batch_api and not callable(getattr(ef, "batch_adapter", None)):
-        raise _fail(f"--batch-api: {model} has no batch API support; use openai:MODEL")
+        raise _fail(f"--batch-api: {model} has no batch API support; use openai:MODEL or gemini:MODEL")
     ef.check_available()
     cached = Cached(ef, url, store_text=store_text, concurrency=concurrency)
     role: Role = "query" if query else "document"

@@ -42,6 +42,9 @@ _CHROMA_PROVIDERS = {
     "mistral": "mistral",
 }
 
+# This package's provider names that prices know by another name.
+_OWN_PROVIDERS = {"gemini": "google"}
+
 
 def _parse_inline(value: str) -> dict[str, float]:
     prices: dict[str, float] = {}
@@ -95,7 +98,7 @@ def price_key_provider(provider: str) -> str:
     """The provider name prices use (Chroma's ``chroma:openai`` -> ``openai``)."""
     if provider.startswith("chroma:"):
         return _CHROMA_PROVIDERS.get(provider[len("chroma:") :], provider[len("chroma:") :])
-    return provider
+    return _OWN_PROVIDERS.get(provider, provider)
 
 
 def price_per_million(provider: str, model: str, *, batch: bool = False) -> float | None:

@@ -103,9 +103,7 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
 
 
 LEFT_TO_UNTANGLE = {
-    # The stores' URL helpers live in the stores package itself (its public surface is
-    # being reworked); the OpenAI batch adapter and the provider share error mapping.
-    ("cachedembed.embedding_functions.openai_batch", "cachedembed.batchjobs"),
+    # The OpenAI batch adapter and the provider share error mapping.
     ("cachedembed.embedding_functions.openai_batch", "cachedembed.embedding_functions.openai"),
 }
 """Back edges of cycles outside the wrapper's layers, still to remove (this list only shrinks)."""

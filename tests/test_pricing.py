@@ -20,6 +20,7 @@ from cachedembed.pricing import dollars, price_per_million, prices
         ("cohere", "embed-multilingual-v3.0", 0.10),
         ("cohere", "embed-v4.0", 0.12),
         ("google", "gemini-embedding-001", 0.15),
+        ("gemini", "gemini-embedding-001", 0.15),  # GoogleGeminiEmbeddingFunction's provider
         ("voyage", "voyage-3", 0.06),
         ("voyage", "voyage-3-lite", 0.02),
         ("mistral", "mistral-embed", 0.10),

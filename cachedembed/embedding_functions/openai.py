@@ -199,8 +199,9 @@ class OpenAIEmbeddingFunction(SdkEmbeddingFunction):
             return _status_error(self.provider, exc)
         return None
 
-    def batch_adapter(self) -> Any:
-        """OpenAI's Batch API (half price, within 24 h) for :meth:`cachedembed.Cached.submit_batch`."""
+    def batch_adapter(self, role: Role = "document") -> Any:
+        """OpenAI's Batch API (half price, within 24 h) for :meth:`cachedembed.Cached.submit_batch`
+        (the same requests for either role)."""
         if self.azure:
             raise ConfigurationError(
                 "openai: the batch API is supported for OpenAI and compatible servers, not Azure deployments"

@@ -1,4 +1,4 @@
-"""OpenAI's Batch API for ``/v1/embeddings``, as a :class:`~cachedembed.batchjobs.BatchAdapter`.
+"""OpenAI's Batch API for ``/v1/embeddings``, as a :class:`~cachedembed.batchapi.BatchAdapter`.
 
 Wire format (checked against the openai SDK's ``files`` and ``batches`` resources): a JSONL
 file of ``{"custom_id", "method": "POST", "url": "/v1/embeddings", "body": {...}}`` lines
@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar
 
 import numpy as np
 
-from ..batchjobs import BatchAdapter, JobLimits, Remote, Result
+from ..batchapi import BatchAdapter, JobLimits, Remote, Result
 from ..errors import ProviderError
 from ..redact import url_secrets
 from ._http import transport_error

@@ -101,7 +101,7 @@ def test_no_wait_then_status_collect_and_stats_show_the_batch_price(
 def test_a_cancelled_job_keeps_what_it_finished(
     api: FakeBatchAPI, corpus: str, sqlite_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from cachedembed.batchjobs import JobLimits
+    from cachedembed.batchapi import JobLimits
     from cachedembed.embedding_functions import openai_batch
 
     monkeypatch.setattr(
@@ -125,7 +125,7 @@ def test_batch_api_needs_a_provider_that_has_one(corpus: str, sqlite_url: str) -
     )
     assert result.exit_code == 1
     assert result.output.strip().splitlines() == [
-        "Error: --batch-api: ollama:nomic-embed-text has no batch API support; use openai:MODEL"
+        "Error: --batch-api: ollama:nomic-embed-text has no batch API support; use openai:MODEL or gemini:MODEL"
     ]
 
 

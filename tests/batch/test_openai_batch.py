@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from cachedembed import Cached, PendingBatchError
-from cachedembed.batchjobs import JobLimits
+from cachedembed.batchapi import JobLimits
 from cachedembed.embedding_functions import OpenAIEmbeddingFunction, openai_batch
 from cachedembed.stats import report
 from cachedembed.stores import open_store

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from cachedembed import Cached, batchjobs
-from cachedembed.batchjobs import JobLimits
+from cachedembed.batchapi import JobLimits
 from cachedembed.embedding_functions import OpenAIEmbeddingFunction, openai_batch
 from cachedembed.stats import report
 from cachedembed.stores.base import EntryBatch

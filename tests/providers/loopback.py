@@ -23,6 +23,8 @@ class Request:
     path: str
     headers: dict[str, str]
     body: Any
+    raw: bytes = b""
+    """The body's bytes as sent (``body`` is them JSON-decoded when they parse)."""
 
 
 @dataclass
@@ -64,7 +66,7 @@ class LoopbackServer:
                 except ValueError:
                     body = raw
                 request = Request(
-                    self.command, self.path, {k.lower(): v for k, v in self.headers.items()}, body
+                    self.command, self.path, {k.lower(): v for k, v in self.headers.items()}, body, raw
                 )
                 with outer._lock:
                     outer.requests.append(request)
