@@ -25,11 +25,12 @@ from .errors import (
 )
 
 if TYPE_CHECKING:
+    from .decorator import cached
     from .embedding_functions._http import RetryPolicy
     from .stores import Store, open_store
     from .stores.outage import StoreUnavailable
     from .usage import UsageDelta
-    from .wrapper import Cached, Embedded, cached
+    from .wrapper import Cached, Embedded
     from .wrapping import wrap
 
 __version__ = "0.1.0"
@@ -56,7 +57,7 @@ __all__ = [
 
 _LAZY = {
     "Cached": ".wrapper",
-    "cached": ".wrapper",
+    "cached": ".decorator",
     "Embedded": ".wrapper",
     "RetryPolicy": ".embedding_functions._http",
     "StoreUnavailable": ".stores.outage",

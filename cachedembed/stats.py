@@ -8,7 +8,7 @@ from typing import Any, Protocol
 from ._printable import printable
 from .keys import Role
 from .pricing import dollars, price_per_million
-from .stores.base import Namespace
+from .stores.base import Namespace, Store
 from .usage import UsageDelta, day_iso
 
 
@@ -419,3 +419,13 @@ def render_days(data: dict[str, Any]) -> str:
 
 
 __all__ = ["render_days", "render_table", "report", "summarize"]
+
+
+class WithPending:
+    """A store's committed stats rows plus the counters it could not commit yet."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    def stats_rows(self, since_day: int | None = None) -> list[tuple[int, int, UsageDelta]]:
+        return self.store.stats_rows(since_day) + self.store.pending_rows()

@@ -1,4 +1,4 @@
-"""``Cached``, the caching wrapper around any embedding function, and the ``@cached`` decorator.
+"""``Cached``, the caching wrapper around any embedding function.
 
 This is the public face: construction, the Chroma embedding-function protocol, the
 config round trip, stats. The work of a call (lookup, single-flight miss filling,
@@ -8,7 +8,7 @@ publication, accounting) is :mod:`cachedembed._engine`'s.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -34,7 +34,7 @@ from .stores import Store, open_store, private_url, public_url
 from .stores.base import UNREGISTERED_NS, Namespace
 from .usage import UsageDelta
 
-__all__ = ["Cached", "Embedded", "cached", "check_batch_size"]
+__all__ = ["Cached", "Embedded", "check_batch_size"]
 
 class Cached:
     """A persistent, content-addressed cache in front of an embedding function.
@@ -321,14 +321,14 @@ class Cached:
         buffered counters first, so the numbers include every call made here so far.
         For what this object alone did, see :meth:`session_stats`.
         """
-        from .stats import namespace_totals, role_totals
+        from .stats import WithPending, namespace_totals, role_totals
 
         source: Any = self.store
         try:
             self.store.flush()
         except StoreError as exc:
             self._engine.store_failed(exc, "could not save usage counters yet")
-            source = _WithPending(self.store)
+            source = WithPending(self.store)
         try:
             totals = namespace_totals(source, self.namespaces())
         except StoreError as exc:
@@ -373,52 +373,3 @@ class Cached:
 
     def __repr__(self) -> str:
         return f"Cached({self.ef!r}, cache={self.store.url!r})"
-
-
-class _WithPending:
-    """A store's committed stats rows plus the counters it could not commit yet."""
-
-    def __init__(self, store: Store) -> None:
-        self.store = store
-
-    def stats_rows(self, since_day: int | None = None) -> list[tuple[int, int, UsageDelta]]:
-        return self.store.stats_rows(since_day) + self.store.pending_rows()
-
-
-class _PlainFunction:
-    """A bare ``list[str] -> vectors`` function given a model name (for ``@cached``)."""
-
-    def __init__(self, fn: Callable[[list[str]], Any], model: str) -> None:
-        self.fn = fn
-        self.model = model
-
-    def __call__(self, input: list[str]) -> Any:
-        return self.fn(input)
-
-    def name(self) -> str:
-        return f"function:{getattr(self.fn, '__qualname__', 'fn')}"
-
-    def get_config(self) -> dict[str, Any]:
-        return {"model": self.model}
-
-
-def cached(
-    model: str, cache: Store | str | None = None, **options: Any
-) -> Callable[[Callable[[list[str]], Any]], Cached]:
-    """Decorate a plain ``list[str] -> vectors`` function with a persistent cache.
-
-    ``model`` names the model (and any options that change its output); it is the
-    namespace, so two functions with the same ``model`` share entries::
-
-        @cached(model="my-model-v2")
-        def embed(texts: list[str]) -> list[list[float]]: ...
-
-        embed(["a", "b"])          # list of float32 numpy vectors
-    """
-    if not model:
-        raise ConfigurationError("@cached needs model='...': it names the cache namespace")
-
-    def decorate(fn: Callable[[list[str]], Any]) -> Cached:
-        return Cached(_PlainFunction(fn, model), cache, namespace=f"model:{model}", **options)
-
-    return decorate

@@ -102,25 +102,9 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
     return None
 
 
-LEFT_TO_UNTANGLE = {
-    # The OpenAI batch adapter and the provider share error mapping.
-    ("cachedembed.embedding_functions.openai_batch", "cachedembed.embedding_functions.openai"),
-}
-"""Back edges of cycles outside the wrapper's layers, still to remove (this list only shrinks)."""
-
-
 def test_the_package_has_no_import_cycle() -> None:
-    graph = import_graph()
-    for source, target in LEFT_TO_UNTANGLE:
-        graph[source].discard(target)
-    cycle = find_cycle(graph)
+    cycle = find_cycle(import_graph())
     assert cycle is None, " -> ".join(cycle or [])
-
-
-def test_every_edge_left_to_untangle_still_exists() -> None:
-    graph = import_graph()
-    gone = {(s, t) for s, t in LEFT_TO_UNTANGLE if t not in graph[s]}
-    assert not gone, f"remove from LEFT_TO_UNTANGLE: {sorted(gone)}"
 
 
 def test_the_wrapper_layers_import_downwards_only() -> None:

@@ -18,7 +18,6 @@ from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar
 import numpy as np
 
 from ..batchapi import BatchAdapter, JobLimits, Remote, Result
-from ..errors import ProviderError
 from ..redact import url_secrets
 from ._http import transport_error
 from ._remote import indexed_vectors
@@ -46,22 +45,8 @@ class OpenAIBatchAdapter(BatchAdapter):
         self.ef = ef
 
     def _call(self, fn: Callable[[], T]) -> T:
-        """One SDK call with the provider's retries and error mapping, key scrubbed."""
-        import openai
-
-        from .openai import _status_error
-
-        def attempt() -> T:
-            try:
-                return fn()
-            except openai.APIConnectionError as exc:
-                raise ProviderError(
-                    self.provider, f"connection failed ({exc})", retryable=True
-                ) from None
-            except openai.APIStatusError as exc:
-                raise _status_error(self.provider, exc) from None
-
-        return self.ef.retrying(attempt)
+        """One SDK call with the provider's retries and its SDK-error mapping, key scrubbed."""
+        return self.ef.retrying(lambda: self.ef.sdk_call(fn))
 
     def request_line(self, custom_id: str, texts: list[str]) -> bytes:
         body: dict[str, Any] = {
