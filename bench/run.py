@@ -710,7 +710,9 @@ def main() -> int:
     parser.add_argument("--million-dim", type=int, default=32, help="dimension of that cache")
     parser.add_argument("--chroma-docs", type=int, default=5000)
     parser.add_argument(
-        "--skip", default="", help="comma list of optional parts to skip: langchain,chroma,redis-peers"
+        "--skip",
+        default="",
+        help="comma list of optional parts to skip: langchain,chroma,redis-peers",
     )
     args = parser.parse_args()
     skip = set(filter(None, args.skip.split(",")))

@@ -18,6 +18,7 @@ from ._printable import printable
 if TYPE_CHECKING:
     from .keys import Role
 
+
 class _Group(click.Group):
     """Turns cachedembed's own errors into one clean ``Error: ...`` line (exit 1), not a traceback.
 
@@ -211,7 +212,9 @@ def embed(
         raise _fail(f"{file} contains no texts (only blank lines)" if blank else f"{file} is empty")
     ef = from_spec(model)
     if batch_api and not callable(getattr(ef, "batch_adapter", None)):
-        raise _fail(f"--batch-api: {model} has no batch API support; use openai:MODEL or gemini:MODEL")
+        raise _fail(
+            f"--batch-api: {model} has no batch API support; use openai:MODEL or gemini:MODEL"
+        )
     ef.check_available()
     cached = Cached(ef, url, store_text=store_text, concurrency=concurrency)
     role: Role = "query" if query else "document"
@@ -737,7 +740,9 @@ def _listening(port: int, key: settings.Setting, require: str) -> Callable[[_F],
 
 def _positive_int(name: str, default: int, help: str) -> Callable[[_F], _F]:
     """A server limit option: a whole number of at least 1."""
-    return click.option(name, default=default, show_default=True, type=click.IntRange(min=1), help=help)
+    return click.option(
+        name, default=default, show_default=True, type=click.IntRange(min=1), help=help
+    )
 
 
 def _positive_seconds(name: str, default: float, help: str) -> Callable[[_F], _F]:
@@ -770,11 +775,25 @@ def _positive_seconds(name: str, default: float, help: str) -> Callable[[_F], _F
 )
 @_positive_int("--max-inputs", 2048, "Most texts per request (413 beyond).")
 @_positive_int("--max-body-bytes", 16 * 1024 * 1024, "Largest request body (413 beyond).")
-@_positive_int("--max-body-memory", 256 * 1024 * 1024, "Most bytes of request bodies held at once across all requests; uploads beyond it wait.")
-@_positive_int("--max-connections", 512, "Most open connections; a new one evicts the oldest idle or slow one.")
-@_positive_seconds("--header-timeout", 10.0, "Seconds a request head may take from its first byte (then the connection is closed).")
-@_positive_seconds("--body-timeout", 60.0, "Seconds a request body may take after its head (then 408).")
-@_positive_seconds("--keep-alive-timeout", 5.0, "Seconds a connection may stay idle before (and between) requests.")
+@_positive_int(
+    "--max-body-memory",
+    256 * 1024 * 1024,
+    "Most bytes of request bodies held at once across all requests; uploads beyond it wait.",
+)
+@_positive_int(
+    "--max-connections", 512, "Most open connections; a new one evicts the oldest idle or slow one."
+)
+@_positive_seconds(
+    "--header-timeout",
+    10.0,
+    "Seconds a request head may take from its first byte (then the connection is closed).",
+)
+@_positive_seconds(
+    "--body-timeout", 60.0, "Seconds a request body may take after its head (then 408)."
+)
+@_positive_seconds(
+    "--keep-alive-timeout", 5.0, "Seconds a connection may stay idle before (and between) requests."
+)
 def serve(
     models: tuple[str, ...],
     cache_url: str | None,
@@ -795,7 +814,9 @@ def serve(
 
 @main.command()
 @_listening(
-    8765, settings.DASHBOARD_API_KEY, "Require this key (login form, or 'Authorization: Bearer KEY')."
+    8765,
+    settings.DASHBOARD_API_KEY,
+    "Require this key (login form, or 'Authorization: Bearer KEY').",
 )
 def dashboard(cache_url: str | None, host: str, port: int, api_key: str | None) -> None:
     """Serve a read-only web page of what the cache saved, at /dashboard (needs the server extra)."""

@@ -36,6 +36,7 @@ from .usage import UsageDelta
 
 __all__ = ["Cached", "Embedded", "check_batch_size"]
 
+
 class Cached:
     """A persistent, content-addressed cache in front of an embedding function.
 

@@ -139,7 +139,8 @@ def test_values_beyond_float16_are_refused_and_nothing_is_stored(store: Store) -
     with pytest.raises(ProviderResponseError, match="float16 range"):
         eng.embed(["big"], "document")
     assert (
-        store.lookup(eng.state("document").ns.id, eng.hasher("document").text_keys(["big"])[0]) == []
+        store.lookup(eng.state("document").ns.id, eng.hasher("document").text_keys(["big"])[0])
+        == []
     )
 
 

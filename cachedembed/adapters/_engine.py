@@ -22,13 +22,36 @@ from ..wrapper import Cached
 
 # Fields of LangChain / LlamaIndex models that never change the vectors: clients,
 # timeouts, retries, batching, progress bars, observability.
-NEUTRAL_FIELDS = frozenset({
-    "async_client", "batch_size", "callback_manager", "callbacks", "chunk_size", "client",
-    "default_headers", "default_query", "embed_batch_size", "embeddings_cache", "headers",
-    "http_async_client", "http_client", "max_retries", "num_workers", "openai_proxy", "proxy",
-    "rate_limiter", "request_timeout", "retry_max_seconds", "retry_min_seconds", "reuse_client",
-    "show_progress", "show_progress_bar", "timeout", "verbose",
-})
+NEUTRAL_FIELDS = frozenset(
+    {
+        "async_client",
+        "batch_size",
+        "callback_manager",
+        "callbacks",
+        "chunk_size",
+        "client",
+        "default_headers",
+        "default_query",
+        "embed_batch_size",
+        "embeddings_cache",
+        "headers",
+        "http_async_client",
+        "http_client",
+        "max_retries",
+        "num_workers",
+        "openai_proxy",
+        "proxy",
+        "rate_limiter",
+        "request_timeout",
+        "retry_max_seconds",
+        "retry_min_seconds",
+        "reuse_client",
+        "show_progress",
+        "show_progress_bar",
+        "timeout",
+        "verbose",
+    }
+)
 
 # Attributes that name the model on objects that are not pydantic models.
 MODEL_ATTRS = ("model", "model_name", "model_id", "deployment", "dimensions")
@@ -40,7 +63,11 @@ class FrameworkEmbedder(ChromaStyleEmbedder):
     """A framework model as batches of vectors for ``Cached``, with a fixed identity."""
 
     def __init__(
-        self, obj: Any, call: Callable[[list[str], Role], Any], identity: dict[str, Any] | None, batch_size: int
+        self,
+        obj: Any,
+        call: Callable[[list[str], Role], Any],
+        identity: dict[str, Any] | None,
+        batch_size: int,
     ) -> None:
         super().__init__(obj, batch_size, call)
         self.label = type(obj).__name__
@@ -58,9 +85,13 @@ class FrameworkEmbedder(ChromaStyleEmbedder):
 def check_wrappable(obj: Any, expected: type, adapter: type) -> None:
     """Refuse, before anything runs, an adapter (wrapping twice) or an object of another type."""
     if isinstance(obj, adapter):
-        raise ConfigurationError(f"{type(obj).__name__} is already cached; wrap the model inside it once")
+        raise ConfigurationError(
+            f"{type(obj).__name__} is already cached; wrap the model inside it once"
+        )
     if not isinstance(obj, expected):
-        raise ConfigurationError(f"expected a {expected.__module__}.{expected.__qualname__}, got {type(obj).__name__}")
+        raise ConfigurationError(
+            f"expected a {expected.__module__}.{expected.__qualname__}, got {type(obj).__name__}"
+        )
 
 
 def build_cached(
@@ -119,7 +150,9 @@ def model_identity(obj: Any, framework: str) -> dict[str, Any]:
         except Exception:  # a model whose fields cannot be dumped: fall back to attributes
             fields = None
     if not isinstance(fields, Mapping):
-        fields = {a: getattr(obj, a) for a in MODEL_ATTRS if isinstance(getattr(obj, a, None), (str, int))}
+        fields = {
+            a: getattr(obj, a) for a in MODEL_ATTRS if isinstance(getattr(obj, a, None), (str, int))
+        }
     params = strip_secrets(jsonable({k: v for k, v in fields.items() if k not in NEUTRAL_FIELDS}))
     if not params:
         raise ConfigurationError(
@@ -127,8 +160,15 @@ def model_identity(obj: Any, framework: str) -> dict[str, Any]:
             "settings (pydantic fields, or a model/model_name attribute). Pass "
             "namespace='<model-name-and-options>' so that different models never share entries."
         )
-    model = next((params[a] for a in MODEL_ATTRS[:3] if isinstance(params.get(a), str)), cls.__qualname__)
-    return {"provider": framework, "class": f"{cls.__module__}.{cls.__qualname__}", "model": model, "config": params}
+    model = next(
+        (params[a] for a in MODEL_ATTRS[:3] if isinstance(params.get(a), str)), cls.__qualname__
+    )
+    return {
+        "provider": framework,
+        "class": f"{cls.__module__}.{cls.__qualname__}",
+        "model": model,
+        "config": params,
+    }
 
 
 def jsonable(value: Any) -> Any:

@@ -44,12 +44,22 @@ class CachedEmbeddings(Embeddings):
     """
 
     def __init__(
-        self, underlying: Embeddings, cache: Store | str | None = None, *, namespace: str | None = None, **options: Any
+        self,
+        underlying: Embeddings,
+        cache: Store | str | None = None,
+        *,
+        namespace: str | None = None,
+        **options: Any,
     ) -> None:
         check_wrappable(underlying, Embeddings, CachedEmbeddings)
         self.underlying = underlying
         self.cached = build_cached(
-            underlying, self._provider_call, lambda: model_identity(underlying, "langchain"), cache, namespace, options
+            underlying,
+            self._provider_call,
+            lambda: model_identity(underlying, "langchain"),
+            cache,
+            namespace,
+            options,
         )
 
     def _provider_call(self, texts: list[str], role: Role) -> Any:
@@ -61,7 +71,9 @@ class CachedEmbeddings(Embeddings):
     def embed_documents(self, texts: list[str]) -> list[list[float]]:
         """Embed documents; ``[]`` for no texts, as LangChain's models do."""
         if isinstance(texts, str):
-            raise InvalidInputError("embed_documents takes a list of str, got one str (use embed_query?)")
+            raise InvalidInputError(
+                "embed_documents takes a list of str, got one str (use embed_query?)"
+            )
         if not texts:
             return []
         result: list[list[float]] = self.cached.embed(texts, "document").tolist()
@@ -95,7 +107,11 @@ class CachedEmbeddings(Embeddings):
 
 
 def cached_embeddings(
-    underlying: Embeddings, cache: Store | str | None = None, *, namespace: str | None = None, **options: Any
+    underlying: Embeddings,
+    cache: Store | str | None = None,
+    *,
+    namespace: str | None = None,
+    **options: Any,
 ) -> CachedEmbeddings:
     """``underlying`` with a persistent cache; same as ``Cached(underlying, ...)``."""
     return CachedEmbeddings(underlying, cache, namespace=namespace, **options)

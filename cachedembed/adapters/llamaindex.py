@@ -58,7 +58,12 @@ class CachedEmbedding(BaseEmbedding):
     _options: dict[str, Any] = PrivateAttr()
 
     def __init__(
-        self, inner: BaseEmbedding, cache: Store | str | None = None, *, namespace: str | None = None, **options: Any
+        self,
+        inner: BaseEmbedding,
+        cache: Store | str | None = None,
+        *,
+        namespace: str | None = None,
+        **options: Any,
     ) -> None:
         check_wrappable(inner, BaseEmbedding, CachedEmbedding)
         super().__init__(  # type: ignore[call-arg]  # `inner` is this subclass's field
@@ -179,7 +184,11 @@ class CachedEmbedding(BaseEmbedding):
 
 
 def cached_embed_model(
-    inner: BaseEmbedding, cache: Store | str | None = None, *, namespace: str | None = None, **options: Any
+    inner: BaseEmbedding,
+    cache: Store | str | None = None,
+    *,
+    namespace: str | None = None,
+    **options: Any,
 ) -> CachedEmbedding:
     """``inner`` with a persistent cache; same as ``Cached(inner, ...)``."""
     return CachedEmbedding(inner, cache, namespace=namespace, **options)

@@ -51,7 +51,14 @@ class CachedSentenceTransformer:
         **options: Other :class:`~cachedembed.Cached` options.
     """
 
-    def __init__(self, model: Any, cache: Store | str | None = None, *, namespace: str | None = None, **options: Any) -> None:
+    def __init__(
+        self,
+        model: Any,
+        cache: Store | str | None = None,
+        *,
+        namespace: str | None = None,
+        **options: Any,
+    ) -> None:
         check_wrappable(model, SentenceTransformer, CachedSentenceTransformer)
         self.model = model
         self.model_name = namespace if namespace is not None else model_name(model)
@@ -92,11 +99,26 @@ class CachedSentenceTransformer:
                 "call the model's encode directly"
             )
         single = isinstance(inputs, str)
-        texts: list[Any] = [inputs] if single else (inputs.tolist() if isinstance(inputs, np.ndarray) else list(inputs))
-        run = {"batch_size": batch_size, "show_progress_bar": False, "device": device, "pool": pool, "chunk_size": chunk_size}
+        texts: list[Any] = (
+            [inputs]
+            if single
+            else (inputs.tolist() if isinstance(inputs, np.ndarray) else list(inputs))
+        )
+        run = {
+            "batch_size": batch_size,
+            "show_progress_bar": False,
+            "device": device,
+            "pool": pool,
+            "chunk_size": chunk_size,
+        }
         if not texts:  # nothing to cache; the model says what "no vectors" looks like
-            return self.model.encode(texts, precision=precision, convert_to_numpy=convert_to_numpy,
-                                     convert_to_tensor=convert_to_tensor, **run)
+            return self.model.encode(
+                texts,
+                precision=precision,
+                convert_to_numpy=convert_to_numpy,
+                convert_to_tensor=convert_to_tensor,
+                **run,
+            )
         model_options = {
             "prompt": self._resolve_prompt(prompt, prompt_name),
             "normalize_embeddings": bool(normalize_embeddings),
@@ -111,26 +133,42 @@ class CachedSentenceTransformer:
             _run_options.reset(token)
         return self._convert(vectors, single, precision, convert_to_numpy, convert_to_tensor)
 
-    def encode_query(self, inputs: str | Sequence[str], prompt_name: str | None = None, prompt: str | None = None,
-                     **kwargs: Any) -> Any:
+    def encode_query(
+        self,
+        inputs: str | Sequence[str],
+        prompt_name: str | None = None,
+        prompt: str | None = None,
+        **kwargs: Any,
+    ) -> Any:
         """``SentenceTransformer.encode_query`` through the cache: the model's ``query`` prompt, task ``query``."""
         if prompt_name is None and prompt is None and "query" in self.model.prompts:
             prompt_name = "query"
         return self.encode(inputs, prompt_name=prompt_name, prompt=prompt, task="query", **kwargs)
 
-    def encode_document(self, inputs: str | Sequence[str], prompt_name: str | None = None, prompt: str | None = None,
-                        **kwargs: Any) -> Any:
+    def encode_document(
+        self,
+        inputs: str | Sequence[str],
+        prompt_name: str | None = None,
+        prompt: str | None = None,
+        **kwargs: Any,
+    ) -> Any:
         """``SentenceTransformer.encode_document`` through the cache: the model's document prompt, task ``document``."""
         if prompt_name is None and prompt is None:
-            prompt_name = next((p for p in ("document", "passage", "corpus") if p in self.model.prompts), None)
-        return self.encode(inputs, prompt_name=prompt_name, prompt=prompt, task="document", **kwargs)
+            prompt_name = next(
+                (p for p in ("document", "passage", "corpus") if p in self.model.prompts), None
+            )
+        return self.encode(
+            inputs, prompt_name=prompt_name, prompt=prompt, task="document", **kwargs
+        )
 
     def stats(self) -> dict[str, Any]:
         """Lifetime totals, in the cache, of every encode-option variant this object used (see :meth:`Cached.stats`)."""
         from ..stats import namespace_totals
 
         self.store.flush()
-        return namespace_totals(self.store, [ns for cached in self._used_variants() for ns in cached.namespaces()])
+        return namespace_totals(
+            self.store, [ns for cached in self._used_variants() for ns in cached.namespaces()]
+        )
 
     def session_stats(self) -> dict[str, Any]:
         """What this object did since it was built, over all its variants (see :meth:`Cached.session_stats`)."""
@@ -156,7 +194,9 @@ class CachedSentenceTransformer:
         prompts = self.model.prompts
         if prompt_name is not None:
             if prompt_name not in prompts:
-                raise ConfigurationError(f"prompt_name {prompt_name!r} is not one of the model's prompts {sorted(prompts)}")
+                raise ConfigurationError(
+                    f"prompt_name {prompt_name!r} is not one of the model's prompts {sorted(prompts)}"
+                )
             return str(prompts[prompt_name])
         default = self.model.default_prompt_name
         return prompts.get(default) if default is not None else None
@@ -177,13 +217,28 @@ class CachedSentenceTransformer:
                 model = self.model
 
                 def call(texts: list[str], role: Role) -> Any:
-                    return model.encode(texts, precision="float32", convert_to_numpy=True, **_run_options.get(), **model_options)
+                    return model.encode(
+                        texts,
+                        precision="float32",
+                        convert_to_numpy=True,
+                        **_run_options.get(),
+                        **model_options,
+                    )
 
-                cached = build_cached(model, call, lambda: identity, self.store, None, self._options)
+                cached = build_cached(
+                    model, call, lambda: identity, self.store, None, self._options
+                )
                 self._variants[key] = cached
         return cached
 
-    def _convert(self, vectors: np.ndarray, single: bool, precision: Precision, to_numpy: bool, to_tensor: bool) -> Any:
+    def _convert(
+        self,
+        vectors: np.ndarray,
+        single: bool,
+        precision: Precision,
+        to_numpy: bool,
+        to_tensor: bool,
+    ) -> Any:
         """Shape the float32 matrix as ``encode`` would for these arguments."""
         out: Any = vectors
         if precision and precision != "float32":

@@ -178,7 +178,9 @@ def status_error(
     )
 
 
-def transport_error(provider: str, exc: BaseException, timeout: float | None) -> ProviderError | None:
+def transport_error(
+    provider: str, exc: BaseException, timeout: float | None
+) -> ProviderError | None:
     """A retryable :class:`ProviderError` for an ``httpx``/``httpx2`` transport failure, else ``None``.
 
     SDKs raise these (cohere uses httpx, google-genai httpx2); matching by class name
@@ -263,7 +265,12 @@ class JsonHttpClient:
             payload = response.text
         if response.status_code >= 400:
             raise status_error(
-                self.provider, response.status_code, payload, response.headers, response.reason, self._redact
+                self.provider,
+                response.status_code,
+                payload,
+                response.headers,
+                response.reason,
+                self._redact,
             )
         if isinstance(payload, str):
             raise ProviderError(

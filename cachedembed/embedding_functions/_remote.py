@@ -120,7 +120,9 @@ class RemoteEmbeddingFunction(ProviderEmbeddingFunction):
     def keep_options(self, arguments: Mapping[str, Any]) -> None:
         """Store the constructor's ``arguments`` (its ``locals()``) as attributes: every one
         in :attr:`config_keys` of this class or a base; the key and the rest are ignored."""
-        declared = {key for cls in type(self).__mro__ for key in cls.__dict__.get("config_keys", ())}
+        declared = {
+            key for cls in type(self).__mro__ for key in cls.__dict__.get("config_keys", ())
+        }
         for name in declared.intersection(arguments):
             setattr(self, name, arguments[name])
 

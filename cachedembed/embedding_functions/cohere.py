@@ -84,13 +84,21 @@ class CohereEmbeddingFunction(SdkEmbeddingFunction):
         super().__init__(**remote)
         self.keep_options(locals())
         if truncate is not None and truncate not in _TRUNCATE:
-            raise ConfigurationError(f"cohere: truncate must be one of {', '.join(_TRUNCATE)}, got {truncate!r}")
+            raise ConfigurationError(
+                f"cohere: truncate must be one of {', '.join(_TRUNCATE)}, got {truncate!r}"
+            )
         if api_version not in ("v1", "v2"):
-            raise ConfigurationError(f"cohere: api_version must be 'v1' or 'v2', got {api_version!r}")
+            raise ConfigurationError(
+                f"cohere: api_version must be 'v1' or 'v2', got {api_version!r}"
+            )
         check_positive(self.provider, "output_dimension", output_dimension)
         if output_dimension is not None and api_version == "v1":
-            raise ConfigurationError("cohere: output_dimension needs api_version='v2' (the v1 API has no such field)")
-        self.resolve_key(api_key, [api_key_env_var, "CO_API_KEY", "COHERE_API_KEY", "CHROMA_COHERE_API_KEY"])
+            raise ConfigurationError(
+                "cohere: output_dimension needs api_version='v2' (the v1 API has no such field)"
+            )
+        self.resolve_key(
+            api_key, [api_key_env_var, "CO_API_KEY", "COHERE_API_KEY", "CHROMA_COHERE_API_KEY"]
+        )
 
     @property
     def base_url(self) -> str:
@@ -126,7 +134,9 @@ class CohereEmbeddingFunction(SdkEmbeddingFunction):
         return self.parse(response, len(texts))
 
     def _embed(self, texts: list[str], fields: dict[str, Any]) -> Any:
-        return self.sdk_call(lambda: self.client.embed(texts=texts, request_options={"max_retries": 0}, **fields))
+        return self.sdk_call(
+            lambda: self.client.embed(texts=texts, request_options={"max_retries": 0}, **fields)
+        )
 
     def sdk_error(self, exc: Exception) -> ProviderError | None:
         from cohere.core.api_error import ApiError
@@ -142,14 +152,21 @@ class CohereEmbeddingFunction(SdkEmbeddingFunction):
         """
         embeddings = getattr(response, "embeddings", None)
         # v1 "embeddings_floats" is a list; v2 and v1 "embeddings_by_type" hold lists by type.
-        rows: Any = embeddings if isinstance(embeddings, list) else getattr(embeddings, "float_", None)
+        rows: Any = (
+            embeddings if isinstance(embeddings, list) else getattr(embeddings, "float_", None)
+        )
         if rows is None:
             raise ProviderResponseError(self.provider, "response has no float embeddings")
         vectors = as_matrix(self.provider, rows, expected, self.output_dimension)
         units = getattr(getattr(response, "meta", None), "billed_units", None)
         tokens = getattr(units, "input_tokens", None)
         # The SDK types billed units as floats; they are whole tokens.
-        if isinstance(tokens, (int, float)) and not isinstance(tokens, bool) and tokens >= 0 and float(tokens).is_integer():
+        if (
+            isinstance(tokens, (int, float))
+            and not isinstance(tokens, bool)
+            and tokens >= 0
+            and float(tokens).is_integer()
+        ):
             return vectors, int(tokens)
         return vectors, None
 
@@ -158,5 +175,3 @@ class CohereEmbeddingFunction(SdkEmbeddingFunction):
         fields.pop("embedding_types", None)
         fields.pop("batching", None)
         return self.identity_with(fields, api_base=self.server_identity())
-
-

@@ -87,13 +87,17 @@ class GoogleGeminiEmbeddingFunction(SdkEmbeddingFunction):
         self.keep_options(locals())
         check_positive(self.provider, "dimension", dimension)
         if vertexai and api_key:
-            raise ConfigurationError("gemini: Vertex AI uses Google credentials, not an API key; pass one or the other")
+            raise ConfigurationError(
+                "gemini: Vertex AI uses Google credentials, not an API key; pass one or the other"
+            )
         if not vertexai:
             self.resolve_key(api_key, [api_key_env_var or "", "GEMINI_API_KEY", "GOOGLE_API_KEY"])
 
     @classmethod
     def spec_help(cls) -> str:
-        return "gemini:MODEL_NAME  (e.g. gemini-embedding-001; key $GEMINI_API_KEY or $GOOGLE_API_KEY)"
+        return (
+            "gemini:MODEL_NAME  (e.g. gemini-embedding-001; key $GEMINI_API_KEY or $GOOGLE_API_KEY)"
+        )
 
     @property
     def base_url(self) -> str | None:
@@ -111,7 +115,9 @@ class GoogleGeminiEmbeddingFunction(SdkEmbeddingFunction):
             retry_options=types.HttpRetryOptions(attempts=1),  # ours retry instead
         )
         if self.vertexai:
-            return genai.Client(vertexai=True, project=self.project, location=self.location, http_options=options)
+            return genai.Client(
+                vertexai=True, project=self.project, location=self.location, http_options=options
+            )
         return genai.Client(api_key=self.require_key(), http_options=options)
 
     def task(self, role: Role) -> str:
@@ -127,14 +133,22 @@ class GoogleGeminiEmbeddingFunction(SdkEmbeddingFunction):
     def _embed(self, texts: list[str], role: Role) -> Any:
         from google.genai import types
 
-        config = types.EmbedContentConfig(task_type=self.task(role), output_dimensionality=self.dimension)
-        return self.sdk_call(lambda: self.client.models.embed_content(model=self.model_name, contents=texts, config=config))
+        config = types.EmbedContentConfig(
+            task_type=self.task(role), output_dimensionality=self.dimension
+        )
+        return self.sdk_call(
+            lambda: self.client.models.embed_content(
+                model=self.model_name, contents=texts, config=config
+            )
+        )
 
     def sdk_error(self, exc: Exception) -> ProviderError | None:
         from google.genai import errors
 
         if isinstance(exc, errors.APIError):
-            return self.status_error(int(exc.code), exc.details, getattr(exc.response, "headers", None), exc.message)
+            return self.status_error(
+                int(exc.code), exc.details, getattr(exc.response, "headers", None), exc.message
+            )
         return super().sdk_error(exc)
 
     def batch_adapter(self, role: Role = "document") -> Any:
@@ -153,7 +167,6 @@ class GoogleGeminiEmbeddingFunction(SdkEmbeddingFunction):
             vertexai=True if self.vertexai else None,
             api_base=self.server_identity(),
         )
-
 
 
 class GoogleGenerativeAiEmbeddingFunction(GoogleGeminiEmbeddingFunction):
@@ -179,4 +192,3 @@ class GoogleGenerativeAiEmbeddingFunction(GoogleGeminiEmbeddingFunction):
         **remote: Unpack[RemoteOptions],
     ) -> None:
         super().__init__(**named_arguments(locals()), **remote)  # the same options, by name
-

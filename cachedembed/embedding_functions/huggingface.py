@@ -53,14 +53,24 @@ class _FeatureExtraction(JsonEmbeddingFunction):
         payload, headers = self.post_batch(self.endpoint(), texts, role)
         return self.parse_response(payload, headers, len(texts))
 
-    def parse_response(self, payload: Any, headers: Mapping[str, str], expected: int) -> tuple[np.ndarray, int | None]:
+    def parse_response(
+        self, payload: Any, headers: Mapping[str, str], expected: int
+    ) -> tuple[np.ndarray, int | None]:
         if not isinstance(payload, list):
-            raise ProviderResponseError(self.provider, f"expected a list of vectors, got {type(payload).__name__}")
+            raise ProviderResponseError(
+                self.provider, f"expected a list of vectors, got {type(payload).__name__}"
+            )
         if expected == 1 and payload and all(isinstance(x, (int, float)) for x in payload):
             payload = [payload]  # a single input may come back as a flat vector
-        if payload and isinstance(payload[0], list) and payload[0] and isinstance(payload[0][0], list):
+        if (
+            payload
+            and isinstance(payload[0], list)
+            and payload[0]
+            and isinstance(payload[0][0], list)
+        ):
             raise ProviderResponseError(
-                self.provider, "got one vector per token, not per text: this model has no pooling; use a sentence-embedding model"
+                self.provider,
+                "got one vector per token, not per text: this model has no pooling; use a sentence-embedding model",
             )
         return as_matrix(self.provider, payload, expected), None
 
@@ -105,7 +115,10 @@ class HuggingFaceEmbeddingFunction(_FeatureExtraction):
     ) -> None:
         super().__init__(**remote)
         self.keep_options(locals())
-        self.resolve_key(api_key, [api_key_env_var, "HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "CHROMA_HUGGINGFACE_API_KEY"])
+        self.resolve_key(
+            api_key,
+            [api_key_env_var, "HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "CHROMA_HUGGINGFACE_API_KEY"],
+        )
 
     @classmethod
     def spec_help(cls) -> str:
@@ -125,7 +138,6 @@ class HuggingFaceEmbeddingFunction(_FeatureExtraction):
 
     def identity_params(self, role: Role) -> dict[str, Any]:
         return {"model": self.model_name, **self.params(role)}
-
 
 
 class HuggingFaceEmbeddingServer(_FeatureExtraction):
@@ -176,7 +188,9 @@ class HuggingFaceEmbeddingServer(_FeatureExtraction):
     ) -> None:
         super().__init__(**remote)
         if not url or not url.startswith(("http://", "https://")):
-            raise ConfigurationError(f"tei: url must be an http(s) URL like http://localhost:8080, got {url!r}")
+            raise ConfigurationError(
+                f"tei: url must be an http(s) URL like http://localhost:8080, got {url!r}"
+            )
         check_positive(self.provider, "dimensions", dimensions)
         self.keep_options(locals())
         self.api_base = server_root(url)
@@ -204,11 +218,17 @@ class HuggingFaceEmbeddingServer(_FeatureExtraction):
                     raise
                 info = None  # a TEI-compatible server without /info: assume TEI's default
             limit = info.get("max_client_batch_size") if isinstance(info, dict) else None
-            self._server_batch = limit if isinstance(limit, int) and limit > 0 else TEI_DEFAULT_BATCH
+            self._server_batch = (
+                limit if isinstance(limit, int) and limit > 0 else TEI_DEFAULT_BATCH
+            )
         return min(self.max_batch, self._server_batch)
 
     def params(self, role: Role) -> dict[str, Any]:
-        prompt = self.query_prompt_name if role == "query" and self.query_prompt_name else self.prompt_name
+        prompt = (
+            self.query_prompt_name
+            if role == "query" and self.query_prompt_name
+            else self.prompt_name
+        )
         fields = {
             "normalize": self.normalize,
             "truncate": self.truncate,
@@ -218,11 +238,12 @@ class HuggingFaceEmbeddingServer(_FeatureExtraction):
         }
         return without_none(fields)
 
-    def parse_response(self, payload: Any, headers: Mapping[str, str], expected: int) -> tuple[np.ndarray, int | None]:
+    def parse_response(
+        self, payload: Any, headers: Mapping[str, str], expected: int
+    ) -> tuple[np.ndarray, int | None]:
         vectors, _ = super().parse_response(payload, headers, expected)
         reported = headers.get("x-compute-tokens")
         return vectors, int(reported) if reported and reported.isdigit() else None
-
 
 
 def server_root(url: str) -> str:

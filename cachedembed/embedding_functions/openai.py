@@ -194,7 +194,9 @@ class OpenAIEmbeddingFunction(SdkEmbeddingFunction):
                 self.provider, f"request timed out after {self.timeout}s", retryable=True
             )
         if isinstance(exc, openai.APIConnectionError):
-            return ProviderError(self.provider, f"connection failed ({_cause(exc)})", retryable=True)
+            return ProviderError(
+                self.provider, f"connection failed ({_cause(exc)})", retryable=True
+            )
         if isinstance(exc, openai.APIStatusError):
             return _status_error(self.provider, exc)
         return None

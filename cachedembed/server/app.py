@@ -175,7 +175,11 @@ class Server:
             self.store.probe()
         if not self.store.outage.failing:
             return None
-        return {"url": self.store.url, **self.store.outage.health(), "errors": self.store.store_errors}
+        return {
+            "url": self.store.url,
+            **self.store.outage.health(),
+            "errors": self.store.store_errors,
+        }
 
     def models(self) -> list[dict[str, Any]]:
         seen: dict[str, dict[str, Any]] = {}

@@ -374,7 +374,6 @@ class _KeyValueStore(Store):
                 rows.append((job_id, ns, state, rev, doc))
         return rows
 
-
     @_reported
     def stats_rows(self, since_day: int | None = None) -> list[tuple[int, int, UsageDelta]]:
         out = []

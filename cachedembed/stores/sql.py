@@ -579,7 +579,6 @@ class SqlStore(Store):
         except Exception as exc:
             raise self._store_error(exc) from None
         if revision is None and not self._create:
-
             raise no_cache_error(f"{self.url} (the database has no cachedembed tables)")
         if revision != migrate.HEAD:
             if not upgrade:

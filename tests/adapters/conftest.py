@@ -35,7 +35,9 @@ def words_vector(text: str, dim: int = 256) -> list[float]:
     return (vec / np.linalg.norm(vec)).tolist()
 
 
-def check_namespaces(db: Path, index: Callable[[Any], object], same: Any, other: Any, secret: bytes) -> None:
+def check_namespaces(
+    db: Path, index: Callable[[Any], object], same: Any, other: Any, secret: bytes
+) -> None:
     """After a first model indexed into ``db``: ``same`` (differing only in an option that
     does not change vectors) reuses its entries, ``other`` (another model) gets its own,
     and the model's secret is nowhere in the cache file.

@@ -49,7 +49,9 @@ async def ticks_during(work: Awaitable[Any], period: float = 0.01) -> tuple[Any,
     return result, max(gaps)
 
 
-async def test_tasks_asking_for_the_same_texts_make_one_provider_call_per_text(sqlite_url: str) -> None:
+async def test_tasks_asking_for_the_same_texts_make_one_provider_call_per_text(
+    sqlite_url: str,
+) -> None:
     slow = SlowEF(delay=0.3)
     ef = Cached(slow, sqlite_url)
     texts = [f"shared {i}" for i in range(11)]
@@ -58,7 +60,11 @@ async def test_tasks_asking_for_the_same_texts_make_one_provider_call_per_text(s
     assert set().union(*requests) == set(texts)
     results = await asyncio.gather(*(ef.acall(r) for r in requests))
     assert sorted(slow.texts_embedded) == sorted(texts)
-    by_text = {t: v.tobytes() for r, out in zip(requests, results, strict=True) for t, v in zip(r, out, strict=True)}
+    by_text = {
+        t: v.tobytes()
+        for r, out in zip(requests, results, strict=True)
+        for t, v in zip(r, out, strict=True)
+    }
     for r, out in zip(requests, results, strict=True):
         assert [v.tobytes() for v in out] == [by_text[t] for t in r]
     stats = ef.stats()
@@ -89,7 +95,9 @@ async def test_a_slow_provider_does_not_block_the_event_loop(sqlite_url: str) ->
     ef = Cached(SlowEF(delay=0.5), sqlite_url)
     vectors, longest_gap = await ticks_during(ef.acall(["a", "b"]))
     assert len(vectors) == 2
-    assert longest_gap < 0.4, f"the loop stalled for {longest_gap:.3f}s"  # blocked, it would be >= 0.5
+    assert longest_gap < 0.4, (
+        f"the loop stalled for {longest_gap:.3f}s"
+    )  # blocked, it would be >= 0.5
 
 
 async def test_slow_store_reads_do_not_block_the_event_loop(sqlite_url: str) -> None:
@@ -110,4 +118,6 @@ async def test_slow_store_reads_do_not_block_the_event_loop(sqlite_url: str) -> 
     finally:
         del store._get_rows  # back to the class's method
     assert len(vectors) == 1 and len(hits) == 2 and len(fake.calls) == 2
-    assert max(longest_gap, longest_hit_gap) < 0.4, "the loop waited on the store"  # blocked: >= 0.5
+    assert max(longest_gap, longest_hit_gap) < 0.4, (
+        "the loop waited on the store"
+    )  # blocked: >= 0.5

@@ -29,7 +29,9 @@ def test_frameworks_are_recognised_by_their_base_classes() -> None:
 
 
 def test_wrap_refuses_other_objects(sqlite_url: str) -> None:
-    with pytest.raises(ConfigurationError, match="not a LangChain, LlamaIndex or sentence-transformers"):
+    with pytest.raises(
+        ConfigurationError, match="not a LangChain, LlamaIndex or sentence-transformers"
+    ):
         wrap(FakeEF(), sqlite_url)
 
 
@@ -38,11 +40,17 @@ def test_wrapping_a_plain_function_imports_no_framework(tmp_path: Path) -> None:
 import sys
 from cachedembed import Cached
 from tests.conftest import FakeEF
-Cached(FakeEF(), "sqlite:///{tmp_path / 'c.db'}")(["a"])
+Cached(FakeEF(), "sqlite:///{tmp_path / "c.db"}")(["a"])
 loaded = [m for m in ("langchain_core", "llama_index", "sentence_transformers", "torch") if m in sys.modules]
 assert not loaded, loaded
 """
-    subprocess.run([sys.executable, "-c", script], cwd=ROOT, env={"PYTHONPATH": str(ROOT)}, check=True, timeout=60)
+    subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=ROOT,
+        env={"PYTHONPATH": str(ROOT)},
+        check=True,
+        timeout=60,
+    )
 
 
 def test_cachedembed_wrap_returns_the_adapter_for_a_framework_object_and_cached_otherwise(
@@ -55,5 +63,7 @@ def test_cachedembed_wrap_returns_the_adapter_for_a_framework_object_and_cached_
 
     adapted = cachedembed.wrap(DeterministicFakeEmbedding(size=4), sqlite_url)
     assert type(adapted) is CachedEmbeddings
-    assert adapted.embed_query("q") == Cached(DeterministicFakeEmbedding(size=4), sqlite_url).embed_query("q")
+    assert adapted.embed_query("q") == Cached(
+        DeterministicFakeEmbedding(size=4), sqlite_url
+    ).embed_query("q")
     assert type(cachedembed.wrap(FakeEF(), sqlite_url)) is Cached

@@ -26,7 +26,10 @@ class CountingEmbeddings(Embeddings, BaseModel):
 
     def embed_documents(self, texts: list[str]) -> list[list[float]]:
         self._calls.append(("documents", list(texts)))
-        return [words_vector(t + self.model) if self.model != "words-64" else words_vector(t) for t in texts]
+        return [
+            words_vector(t + self.model) if self.model != "words-64" else words_vector(t)
+            for t in texts
+        ]
 
     def embed_query(self, text: str) -> list[float]:
         self._calls.append(("query", [text]))
@@ -49,7 +52,9 @@ def test_a_second_indexing_run_makes_no_provider_calls_and_search_works(sqlite_u
     assert second.calls == []
     assert store.similarity_search("snow on the mountains", k=1)[0].page_content == CORPUS[2]
     assert store.similarity_search("which trees grow apples", k=1)[0].page_content == CORPUS[0]
-    assert second.calls == [("query", ["snow on the mountains"])]  # the first run's query was cached
+    assert second.calls == [
+        ("query", ["snow on the mountains"])
+    ]  # the first run's query was cached
 
 
 def test_vectors_are_the_models_rounded_to_float32_on_miss_and_hit(sqlite_url: str) -> None:
@@ -98,7 +103,9 @@ def test_no_documents_is_an_empty_list_without_a_provider_call(sqlite_url: str) 
         (lambda e: e.embed_query(["a list"]), "one str"),
     ],
 )
-def test_bad_input_raises_before_any_provider_call(sqlite_url: str, call: object, message: str) -> None:
+def test_bad_input_raises_before_any_provider_call(
+    sqlite_url: str, call: object, message: str
+) -> None:
     model = CountingEmbeddings()
     with pytest.raises(InvalidInputError, match=message):
         call(Cached(model, sqlite_url))  # type: ignore[operator]
@@ -158,7 +165,9 @@ async def test_async_methods_share_the_cache_with_sync_ones(sqlite_url: str) -> 
     assert len(model.calls) == 2
 
 
-def test_session_stats_count_this_objects_calls_and_stats_the_caches_lifetime(sqlite_url: str) -> None:
+def test_session_stats_count_this_objects_calls_and_stats_the_caches_lifetime(
+    sqlite_url: str,
+) -> None:
     earlier = Cached(CountingEmbeddings(), sqlite_url)
     earlier.embed_documents(CORPUS[:2])
     embeddings = Cached(CountingEmbeddings(), sqlite_url)

@@ -26,7 +26,9 @@ def provider_calls(encoder: CachedSentenceTransformer) -> int:
     return int(encoder.stats()["provider_calls"])
 
 
-def test_cached_encode_is_bit_identical_to_encode_on_miss_and_hit(model: Any, sqlite_url: str) -> None:
+def test_cached_encode_is_bit_identical_to_encode_on_miss_and_hit(
+    model: Any, sqlite_url: str
+) -> None:
     direct = model.encode(CORPUS)
     encoder = Cached(model, sqlite_url)
     assert isinstance(encoder, CachedSentenceTransformer)
@@ -35,7 +37,11 @@ def test_cached_encode_is_bit_identical_to_encode_on_miss_and_hit(model: Any, sq
     assert miss.dtype == hit.dtype == np.float32 and hit.shape == (len(CORPUS), 384)
     assert miss.tobytes() == direct.tobytes() and hit.tobytes() == direct.tobytes()
     stats = encoder.stats()
-    assert (stats["misses"], stats["hits"], stats["provider_calls"]) == (len(CORPUS), len(CORPUS), 1)
+    assert (stats["misses"], stats["hits"], stats["provider_calls"]) == (
+        len(CORPUS),
+        len(CORPUS),
+        1,
+    )
 
 
 def test_a_single_string_gives_one_vector(model: Any, sqlite_url: str) -> None:
@@ -52,7 +58,9 @@ def test_a_single_string_gives_one_vector(model: Any, sqlite_url: str) -> None:
     [{"prompt": "query: "}, {"truncate_dim": 128}],
     ids=["prompt", "truncate_dim"],
 )
-def test_options_that_change_vectors_get_their_own_namespace(model: Any, sqlite_url: str, options: dict[str, Any]) -> None:
+def test_options_that_change_vectors_get_their_own_namespace(
+    model: Any, sqlite_url: str, options: dict[str, Any]
+) -> None:
     encoder = Cached(model, sqlite_url)
     plain = encoder.encode(CORPUS[:2])
     varied = encoder.encode(CORPUS[:2], **options)
@@ -73,7 +81,9 @@ def test_normalize_embeddings_gets_its_own_namespace_even_where_it_changes_nothi
     plain = encoder.encode(CORPUS[:2])
     normalized = encoder.encode(CORPUS[:2], normalize_embeddings=True)
     assert normalized.tobytes() == model.encode(CORPUS[:2], normalize_embeddings=True).tobytes()
-    assert provider_calls(encoder) == 2, "normalize_embeddings=True must not be served the plain entries"
+    assert provider_calls(encoder) == 2, (
+        "normalize_embeddings=True must not be served the plain entries"
+    )
     assert plain.shape == normalized.shape
 
 
@@ -85,7 +95,9 @@ def test_options_that_do_not_change_vectors_share_entries(model: Any, sqlite_url
 
 
 @pytest.mark.parametrize("precision", ["int8", "uint8", "binary", "ubinary"])
-def test_quantised_precisions_are_served_from_the_float32_entries(model: Any, sqlite_url: str, precision: str) -> None:
+def test_quantised_precisions_are_served_from_the_float32_entries(
+    model: Any, sqlite_url: str, precision: str
+) -> None:
     encoder = Cached(model, sqlite_url)
     encoder.encode(CORPUS)
     quantised = encoder.encode(CORPUS, precision=precision)
@@ -99,13 +111,17 @@ def test_tensor_outputs_match_encode(model: Any, sqlite_url: str) -> None:
     tensor = encoder.encode(CORPUS[:3], convert_to_tensor=True)
     assert torch.equal(tensor, model.encode(CORPUS[:3], convert_to_tensor=True))
     listed = encoder.encode(CORPUS[:3], convert_to_numpy=False)
-    assert isinstance(listed, list) and all(torch.equal(a, b) for a, b in zip(listed, tensor, strict=True))
+    assert isinstance(listed, list) and all(
+        torch.equal(a, b) for a, b in zip(listed, tensor, strict=True)
+    )
 
 
 def test_encode_query_and_encode_document_match_the_models(model: Any, sqlite_url: str) -> None:
     encoder = Cached(model, sqlite_url)
     assert encoder.encode_query(CORPUS[:2]).tobytes() == model.encode_query(CORPUS[:2]).tobytes()
-    assert encoder.encode_document(CORPUS[:2]).tobytes() == model.encode_document(CORPUS[:2]).tobytes()
+    assert (
+        encoder.encode_document(CORPUS[:2]).tobytes() == model.encode_document(CORPUS[:2]).tobytes()
+    )
     stats = encoder.stats()
     assert stats["by_role"]["query"]["misses"] == 2 and stats["by_role"]["document"]["misses"] == 2
 

@@ -66,7 +66,11 @@ class LoopbackServer:
                 except ValueError:
                     body = raw
                 request = Request(
-                    self.command, self.path, {k.lower(): v for k, v in self.headers.items()}, body, raw
+                    self.command,
+                    self.path,
+                    {k.lower(): v for k, v in self.headers.items()},
+                    body,
+                    raw,
                 )
                 with outer._lock:
                     outer.requests.append(request)

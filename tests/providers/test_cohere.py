@@ -68,11 +68,30 @@ class CohereFake(FakeProvider):
 
     def respond(self, texts: list[str], vectors: list[np.ndarray], request: Request) -> Any:
         floats = [[float(x) for x in v] for v in vectors]
-        meta = {"api_version": {"version": self.version[1:]}, "billed_units": {"input_tokens": sum(tokens_of(t) for t in texts)}}
-        by_type = self.version == "v2" or request.body.get("embedding_types") or self.v1_shape == "embeddings_by_type"
+        meta = {
+            "api_version": {"version": self.version[1:]},
+            "billed_units": {"input_tokens": sum(tokens_of(t) for t in texts)},
+        }
+        by_type = (
+            self.version == "v2"
+            or request.body.get("embedding_types")
+            or self.v1_shape == "embeddings_by_type"
+        )
         if by_type:
-            return {"id": "emb-1", "response_type": "embeddings_by_type", "embeddings": {"float": floats}, "texts": texts, "meta": meta}
-        return {"id": "emb-1", "response_type": "embeddings_floats", "embeddings": floats, "texts": texts, "meta": meta}
+            return {
+                "id": "emb-1",
+                "response_type": "embeddings_by_type",
+                "embeddings": {"float": floats},
+                "texts": texts,
+                "meta": meta,
+            }
+        return {
+            "id": "emb-1",
+            "response_type": "embeddings_floats",
+            "embeddings": floats,
+            "texts": texts,
+            "meta": meta,
+        }
 
     def error_body(self, message: str) -> Any:
         return {"message": message}
@@ -82,7 +101,13 @@ def start(fake: CohereFake, monkeypatch: pytest.MonkeyPatch, **defaults: Any) ->
     monkeypatch.setenv("CO_API_KEY", fake.key)
     monkeypatch.delenv("CO_API_URL", raising=False)
     options = lambda url: {"model_name": fake.model, "api_base": url, **defaults}  # noqa: E731
-    with serving(fake, CohereEmbeddingFunction, options, {"input_type": "search_document"}, {"input_type": "search_query"}) as case:
+    with serving(
+        fake,
+        CohereEmbeddingFunction,
+        options,
+        {"input_type": "search_document"},
+        {"input_type": "search_query"},
+    ) as case:
         yield case
 
 
@@ -102,7 +127,10 @@ def test_queries_are_search_query_documents_search_document(case: Case) -> None:
     ef = case.make()
     ef(["doc"])
     ef.embed_query(["question"])
-    assert [r.body["input_type"] for r in case.server.requests] == ["search_document", "search_query"]
+    assert [r.body["input_type"] for r in case.server.requests] == [
+        "search_document",
+        "search_query",
+    ]
     assert all(r.body["embedding_types"] == ["float"] for r in case.server.requests)
 
 
@@ -114,7 +142,9 @@ def test_96_texts_per_request_in_order(case: Case) -> None:
 
 
 @pytest.mark.parametrize("shape", ["embeddings_floats", "embeddings_by_type"])
-def test_v1_api_both_response_shapes(monkeypatch: pytest.MonkeyPatch, sqlite_url: str, shape: str) -> None:
+def test_v1_api_both_response_shapes(
+    monkeypatch: pytest.MonkeyPatch, sqlite_url: str, shape: str
+) -> None:
     for case in start(CohereFake(version="v1", v1_shape=shape), monkeypatch, api_version="v1"):
         cached = Cached(case.make(), sqlite_url)
         assert same_bits(cached(TEXTS), case.expected(TEXTS))
@@ -134,8 +164,14 @@ def test_output_dimension_and_truncate_sent_and_in_namespace(case: Case, sqlite_
     assert same_bits(vectors, case.fake.expected(TEXTS[:2], **fields))
     assert np.stack(vectors).shape == (2, 256)
     identity = ef.cache_identity("document")
-    assert identity == {"provider": "cohere", "model": "embed-v4.0", "input_type": "search_document",
-                        "truncate": "START", "output_dimension": 256, "api_base": case.server.url}
+    assert identity == {
+        "provider": "cohere",
+        "model": "embed-v4.0",
+        "input_type": "search_document",
+        "truncate": "START",
+        "output_dimension": 256,
+        "api_base": case.server.url,
+    }
     assert ef.cache_identity("query")["input_type"] == "search_query"
 
 
@@ -171,7 +207,9 @@ def test_spec_and_config_round_trip_without_secrets(case: Case) -> None:
     assert rebuilt.cache_identity("query") == ef.cache_identity("query")
 
 
-def test_chroma_collection_rebuilt_from_config_queries_as_search_query(case: Case, tmp_path: Path) -> None:
+def test_chroma_collection_rebuilt_from_config_queries_as_search_query(
+    case: Case, tmp_path: Path
+) -> None:
     """Chroma persists the Cached Cohere function by name and config (no key) and rebuilds it for queries."""
     import chromadb
 
@@ -183,6 +221,9 @@ def test_chroma_collection_rebuilt_from_config_queries_as_search_query(case: Cas
     reopened = chromadb.PersistentClient(path=str(tmp_path / "chroma")).get_collection("docs")
     found = reopened.query(query_texts=["Where is Paris?"], n_results=1)
     assert len(found["ids"][0]) == 1  # fake vectors: which one is nearest means nothing
-    assert [r.body["input_type"] for r in case.server.requests] == ["search_document", "search_query"]
+    assert [r.body["input_type"] for r in case.server.requests] == [
+        "search_document",
+        "search_query",
+    ]
     reopened.add(ids=["3"], documents=["Paris is in France"])  # already cached: no request
     assert len(case.server.requests) == 2

@@ -22,8 +22,14 @@ CHROMA = {
     "OllamaEmbeddingFunction": ("ollama_embedding_function", "OllamaEmbeddingFunction"),
     "CohereEmbeddingFunction": ("cohere_embedding_function", "CohereEmbeddingFunction"),
     "GoogleGeminiEmbeddingFunction": ("google_embedding_function", "GoogleGeminiEmbeddingFunction"),
-    "GoogleGenerativeAiEmbeddingFunction": ("google_embedding_function", "GoogleGenerativeAiEmbeddingFunction"),
-    "HuggingFaceEmbeddingFunction": ("huggingface_embedding_function", "HuggingFaceEmbeddingFunction"),
+    "GoogleGenerativeAiEmbeddingFunction": (
+        "google_embedding_function",
+        "GoogleGenerativeAiEmbeddingFunction",
+    ),
+    "HuggingFaceEmbeddingFunction": (
+        "huggingface_embedding_function",
+        "HuggingFaceEmbeddingFunction",
+    ),
     "HuggingFaceEmbeddingServer": ("huggingface_embedding_function", "HuggingFaceEmbeddingServer"),
     "InstructorEmbeddingFunction": ("instructor_embedding_function", "InstructorEmbeddingFunction"),
 }
@@ -55,8 +61,16 @@ def test_accepts_every_chroma_argument_by_name(name: str) -> None:
         ("ollama:nomic-embed-text", "OllamaEmbeddingFunction", "nomic-embed-text"),
         ("cohere:embed-english-v3.0", "CohereEmbeddingFunction", "embed-english-v3.0"),
         ("gemini:gemini-embedding-001", "GoogleGeminiEmbeddingFunction", "gemini-embedding-001"),
-        ("huggingface:BAAI/bge-small-en-v1.5", "HuggingFaceEmbeddingFunction", "BAAI/bge-small-en-v1.5"),
-        ("instructor:hkunlp/instructor-base", "InstructorEmbeddingFunction", "hkunlp/instructor-base"),
+        (
+            "huggingface:BAAI/bge-small-en-v1.5",
+            "HuggingFaceEmbeddingFunction",
+            "BAAI/bge-small-en-v1.5",
+        ),
+        (
+            "instructor:hkunlp/instructor-base",
+            "InstructorEmbeddingFunction",
+            "hkunlp/instructor-base",
+        ),
     ],
 )
 def test_cli_specs(spec: str, cls: str, model: str) -> None:
@@ -67,7 +81,17 @@ def test_cli_specs(spec: str, cls: str, model: str) -> None:
 
 
 def test_listed_as_providers() -> None:
-    assert {"openai", "jina", "voyage", "ollama", "cohere", "gemini", "huggingface", "tei", "instructor"} <= set(providers())
+    assert {
+        "openai",
+        "jina",
+        "voyage",
+        "ollama",
+        "cohere",
+        "gemini",
+        "huggingface",
+        "tei",
+        "instructor",
+    } <= set(providers())
 
 
 def test_provider_modules_import_no_sdk_or_http_stack() -> None:

@@ -26,8 +26,16 @@ from tests.providers.fakes import DIM, FakeProvider
 from tests.providers.loopback import Request
 from tests.providers.scenarios import FAST, TEXTS, Case, KeyedProviderContract, same_bits, serving
 
-TASKS = {"RETRIEVAL_DOCUMENT", "RETRIEVAL_QUERY", "SEMANTIC_SIMILARITY", "CLASSIFICATION", "CLUSTERING",
-         "QUESTION_ANSWERING", "FACT_VERIFICATION", "CODE_RETRIEVAL_QUERY"}
+TASKS = {
+    "RETRIEVAL_DOCUMENT",
+    "RETRIEVAL_QUERY",
+    "SEMANTIC_SIMILARITY",
+    "CLASSIFICATION",
+    "CLUSTERING",
+    "QUESTION_ANSWERING",
+    "FACT_VERIFICATION",
+    "CODE_RETRIEVAL_QUERY",
+}
 
 
 class GeminiFake(FakeProvider):
@@ -51,7 +59,10 @@ class GeminiFake(FakeProvider):
                 return f"requests[{i}].model {item.get('model')!r} differs from the URL's model"
             if item.get("taskType") not in TASKS:
                 return f"requests[{i}].taskType {item.get('taskType')!r} is invalid"
-            if (item.get("taskType"), item.get("outputDimensionality")) != (items[0].get("taskType"), items[0].get("outputDimensionality")):
+            if (item.get("taskType"), item.get("outputDimensionality")) != (
+                items[0].get("taskType"),
+                items[0].get("outputDimensionality"),
+            ):
                 return "the fake expects one task and dimension per batch"
         return None
 
@@ -67,7 +78,9 @@ class GeminiFake(FakeProvider):
         return f"{self.model}/{fields.get('taskType')}/{fields.get('outputDimensionality')}"
 
     def vector(self, text: str, request: Request) -> np.ndarray:
-        return fake_vector(text, self.fields(request).get("outputDimensionality") or DIM, self.salt(request))
+        return fake_vector(
+            text, self.fields(request).get("outputDimensionality") or DIM, self.salt(request)
+        )
 
     def respond(self, texts: list[str], vectors: list[np.ndarray], request: Request) -> Any:
         return {"embeddings": [{"values": [float(x) for x in v]} for v in vectors]}
@@ -82,7 +95,13 @@ def case(monkeypatch: pytest.MonkeyPatch) -> Iterator[Case]:
     monkeypatch.setenv("GEMINI_API_KEY", fake.key)
     monkeypatch.delenv("GOOGLE_API_KEY", raising=False)
     options = lambda url: {"model_name": fake.model, "api_base": url}  # noqa: E731
-    with serving(fake, GoogleGeminiEmbeddingFunction, options, {"taskType": "RETRIEVAL_DOCUMENT"}, {"taskType": "RETRIEVAL_QUERY"}) as case:
+    with serving(
+        fake,
+        GoogleGeminiEmbeddingFunction,
+        options,
+        {"taskType": "RETRIEVAL_DOCUMENT"},
+        {"taskType": "RETRIEVAL_QUERY"},
+    ) as case:
         yield case
 
 
@@ -110,7 +129,12 @@ def test_task_type_per_role_unless_configured(case: Case) -> None:
     fixed(["doc"])
     fixed.embed_query(["question"])
     tasks = [r.body["requests"][0]["taskType"] for r in case.server.requests]
-    assert tasks == ["RETRIEVAL_DOCUMENT", "RETRIEVAL_QUERY", "SEMANTIC_SIMILARITY", "SEMANTIC_SIMILARITY"]
+    assert tasks == [
+        "RETRIEVAL_DOCUMENT",
+        "RETRIEVAL_QUERY",
+        "SEMANTIC_SIMILARITY",
+        "SEMANTIC_SIMILARITY",
+    ]
     assert ef.cache_identity("query")["task_type"] == "RETRIEVAL_QUERY"
     assert fixed.cache_identity("query")["task_type"] == "SEMANTIC_SIMILARITY"
 
@@ -120,20 +144,34 @@ def test_dimension_sent_checked_and_in_namespace(case: Case, sqlite_url: str) ->
     vectors = Cached(ef, sqlite_url)(TEXTS[:3])
     assert case.server.requests[-1].body["requests"][0]["outputDimensionality"] == 16
     assert np.stack(vectors).shape == (3, 16)
-    assert same_bits(vectors, case.fake.expected(TEXTS[:3], taskType="RETRIEVAL_DOCUMENT", outputDimensionality=16))
-    assert ef.cache_identity("document") == {"provider": "gemini", "model": case.fake.model, "task_type": "RETRIEVAL_DOCUMENT",
-                                             "dimension": 16, "api_base": case.server.url}
+    assert same_bits(
+        vectors,
+        case.fake.expected(TEXTS[:3], taskType="RETRIEVAL_DOCUMENT", outputDimensionality=16),
+    )
+    assert ef.cache_identity("document") == {
+        "provider": "gemini",
+        "model": case.fake.model,
+        "task_type": "RETRIEVAL_DOCUMENT",
+        "dimension": 16,
+        "api_base": case.server.url,
+    }
 
 
-def test_generative_ai_name_same_calls_and_config(case: Case, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_generative_ai_name_same_calls_and_config(
+    case: Case, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.delenv("GEMINI_API_KEY")
     monkeypatch.setenv("GOOGLE_API_KEY", case.fake.key)
-    ef = GoogleGenerativeAiEmbeddingFunction(model_name=case.fake.model, api_base=case.server.url, retry=FAST)
+    ef = GoogleGenerativeAiEmbeddingFunction(
+        model_name=case.fake.model, api_base=case.server.url, retry=FAST
+    )
     assert same_bits(ef(TEXTS), case.expected(TEXTS))
     assert same_bits(ef.embed_query(TEXTS[:1]), case.expected(TEXTS[:1], "query"))
     config = ef.get_config()
     assert case.fake.key not in repr(config) and "vertexai" not in config
-    assert GoogleGenerativeAiEmbeddingFunction.build_from_config(config).cache_identity("document") == ef.cache_identity("document")
+    assert GoogleGenerativeAiEmbeddingFunction.build_from_config(config).cache_identity(
+        "document"
+    ) == ef.cache_identity("document")
     assert ef.name() == "cachedembed-google-generative-ai" != GoogleGeminiEmbeddingFunction.name()
 
 

@@ -55,7 +55,9 @@ class FeatureExtractionFake(FakeProvider):
 def case(monkeypatch: pytest.MonkeyPatch) -> Iterator[Case]:
     fake = FeatureExtractionFake()
     monkeypatch.setenv("HF_TOKEN", fake.key)
-    with serving(fake, HuggingFaceEmbeddingFunction, lambda url: {"model_name": fake.model, "api_base": url}) as case:
+    with serving(
+        fake, HuggingFaceEmbeddingFunction, lambda url: {"model_name": fake.model, "api_base": url}
+    ) as case:
         yield case
 
 
@@ -83,7 +85,11 @@ def test_model_that_keeps_loading_gives_up_with_the_message(case: Case) -> None:
     case.server.fail_next(*[loading] * 5)
     with pytest.raises(ProviderError) as info:
         case.make()(TEXTS[:1])
-    assert info.value.status == 503 and "currently loading" in str(info.value) and "huggingface" in str(info.value)
+    assert (
+        info.value.status == 503
+        and "currently loading" in str(info.value)
+        and "huggingface" in str(info.value)
+    )
 
 
 def test_options_sent_and_in_namespace(case: Case) -> None:
@@ -92,8 +98,13 @@ def test_options_sent_and_in_namespace(case: Case) -> None:
     body = case.server.requests[-1].body
     assert body == {"inputs": TEXTS[:2], "normalize": True, "truncate": True}
     assert same_bits(vectors, case.fake.expected(TEXTS[:2], normalize=True, truncate=True))
-    assert ef.cache_identity("document") == {"provider": "huggingface", "model": case.fake.model, "normalize": True,
-                                             "truncate": True, "api_base": case.server.url}
+    assert ef.cache_identity("document") == {
+        "provider": "huggingface",
+        "model": case.fake.model,
+        "normalize": True,
+        "truncate": True,
+        "api_base": case.server.url,
+    }
 
 
 def test_token_embeddings_rejected_with_a_hint(case: Case) -> None:
@@ -106,4 +117,7 @@ def test_default_server_is_the_router_and_not_in_namespace() -> None:
     ef = from_spec("huggingface:BAAI/bge-small-en-v1.5")
     assert isinstance(ef, HuggingFaceEmbeddingFunction) and ef.base_url == ROUTER_URL
     assert ef.endpoint() == "/models/BAAI/bge-small-en-v1.5/pipeline/feature-extraction"
-    assert ef.cache_identity("query") == {"provider": "huggingface", "model": "BAAI/bge-small-en-v1.5"}
+    assert ef.cache_identity("query") == {
+        "provider": "huggingface",
+        "model": "BAAI/bge-small-en-v1.5",
+    }

@@ -31,13 +31,24 @@ class TeiFake(FakeProvider):
 
     def __call__(self, request: Request) -> Reply:
         if request.method == "GET" and request.path == "/info":
-            return Reply(200, {"model_id": self.model, "max_client_batch_size": self.max_batch,
-                               "max_input_length": 512, "version": "1.9.0"})
+            return Reply(
+                200,
+                {
+                    "model_id": self.model,
+                    "max_client_batch_size": self.max_batch,
+                    "max_input_length": 512,
+                    "version": "1.9.0",
+                },
+            )
         inputs = request.body.get("inputs") if isinstance(request.body, dict) else None
         if isinstance(inputs, list) and len(inputs) > self.max_batch:
-            return Reply(self.status_for_too_many, {
-                "error": f"batch size {len(inputs)} > maximum allowed batch size {self.max_batch}",
-                "error_type": "Validation"})
+            return Reply(
+                self.status_for_too_many,
+                {
+                    "error": f"batch size {len(inputs)} > maximum allowed batch size {self.max_batch}",
+                    "error_type": "Validation",
+                },
+            )
         reply = super().__call__(request)
         if reply.status == 200:
             reply.headers["x-compute-tokens"] = str(sum(tokens_of(t) for t in self.texts(request)))
@@ -55,7 +66,9 @@ class TeiFake(FakeProvider):
 
     def salt(self, request: Request) -> str:
         body = request.body
-        return f"{self.model}/{body.get('normalize')}/{body.get('prompt_name')}/{body.get('truncate')}"
+        return (
+            f"{self.model}/{body.get('normalize')}/{body.get('prompt_name')}/{body.get('truncate')}"
+        )
 
     def respond(self, texts: list[str], vectors: list[np.ndarray], request: Request) -> Any:
         return [[float(x) for x in v] for v in vectors]
@@ -91,7 +104,9 @@ class TestTeiContract(KeyedProviderContract):
 
 def test_batch_limit_read_once_from_info_and_honoured(case: Case, sqlite_url: str) -> None:
     case.fake.max_batch = 4
-    ef = HuggingFaceEmbeddingServer(url=f"{case.server.url}/embed", api_key_env_var="TEI_TEST_KEY", retry=FAST)
+    ef = HuggingFaceEmbeddingServer(
+        url=f"{case.server.url}/embed", api_key_env_var="TEI_TEST_KEY", retry=FAST
+    )
     cached = Cached(ef, sqlite_url)
     texts = [f"passage {i}" for i in range(10)]
     assert same_bits(cached(texts), case.expected(texts))
@@ -100,19 +115,27 @@ def test_batch_limit_read_once_from_info_and_honoured(case: Case, sqlite_url: st
     sizes = [len(b) for b in case.fake.batches]
     assert sorted(sizes[:3]) == [2, 4, 4] and sorted(sizes[3:]) == [1, 4]
     assert [r.path for r in case.server.requests].count("/info") == 1
-    assert cached.stats()["tokens_embedded"] == sum(tokens_of(t) for t in [*texts, "q1", "q2", "q3", "q4", "q5"])
+    assert cached.stats()["tokens_embedded"] == sum(
+        tokens_of(t) for t in [*texts, "q1", "q2", "q3", "q4", "q5"]
+    )
 
 
 def test_server_without_info_uses_tei_default(case: Case) -> None:
     original = case.server.handler
-    case.server.handler = lambda r: Reply(404, {"error": "not found"}) if r.path == "/info" else original(r)
+    case.server.handler = lambda r: (
+        Reply(404, {"error": "not found"}) if r.path == "/info" else original(r)
+    )
     ef = HuggingFaceEmbeddingServer(url=case.server.url, api_key_env_var="TEI_TEST_KEY", retry=FAST)
     assert ef.batch_limit() == 32
 
 
 @pytest.mark.parametrize("status", [413, 422, 424])
 def test_tei_client_and_backend_errors_not_retried(case: Case, status: int) -> None:
-    message = {413: "batch size 9 > maximum allowed batch size 8", 422: "input is too long", 424: "backend error"}[status]
+    message = {
+        413: "batch size 9 > maximum allowed batch size 8",
+        422: "input is too long",
+        424: "backend error",
+    }[status]
     case.server.fail_next(Reply(status, {"error": message, "error_type": "Validation"}))
     with pytest.raises(ProviderError) as info:
         case.make()(TEXTS[:1])
@@ -122,7 +145,9 @@ def test_tei_client_and_backend_errors_not_retried(case: Case, status: int) -> N
 
 @pytest.mark.parametrize("status", [429, 503])
 def test_overloaded_or_unhealthy_retried_without_retry_after(case: Case, status: int) -> None:
-    case.server.fail_next(Reply(status, {"error": "Model is overloaded", "error_type": "Overloaded"}))
+    case.server.fail_next(
+        Reply(status, {"error": "Model is overloaded", "error_type": "Overloaded"})
+    )
     assert same_bits(case.make()(TEXTS[:2]), case.expected(TEXTS[:2]))
     assert len(case.server.requests) == 2
 
@@ -135,7 +160,12 @@ def test_server_url_and_prompts_are_the_namespace(case: Case) -> None:
     assert same_bits(docs, case.fake.expected(TEXTS[:2], prompt_name="passage", normalize=False))
     assert same_bits(queries, case.fake.expected(TEXTS[:2], prompt_name="query", normalize=False))
     identity = ef.cache_identity("query")
-    assert identity == {"provider": "tei", "normalize": False, "prompt_name": "query", "api_base": case.server.url}
+    assert identity == {
+        "provider": "tei",
+        "normalize": False,
+        "prompt_name": "query",
+        "api_base": case.server.url,
+    }
     other = HuggingFaceEmbeddingServer(url="http://127.0.0.1:1/embed")
     assert other.cache_identity("query")["api_base"] == "http://127.0.0.1:1"
 

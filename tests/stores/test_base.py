@@ -59,6 +59,8 @@ class BrokenReadStore(MemoryStore):
 
 def test_a_driver_error_escaping_a_backend_hook_reaches_clients_as_a_store_error() -> None:
     store = BrokenReadStore()
-    with pytest.raises(StoreError, match=r"cache memory://: ConnectionResetError: connection reset"):
+    with pytest.raises(
+        StoreError, match=r"cache memory://: ConnectionResetError: connection reset"
+    ):
         store.lookup(1, [1, 2])
     assert store.outage.reads.failing  # counted as a read failure, like any StoreError

@@ -358,9 +358,7 @@ def test_an_interrupted_namespace_removal_leaves_no_half_present_namespace_and_r
     # and its model starts afresh (a new id: its leftovers are never served).
     store = open_store(url)
     assert [(m.model, m.entries) for m in list_models(store)] == [("fake-b", 5)]
-    assert {ns for ns, _day, _delta in store.stats_rows()} == {
-        ns.id for ns in store.namespaces()
-    }
+    assert {ns for ns, _day, _delta in store.stats_rows()} == {ns.id for ns in store.namespaces()}
     again = FakeEF(model="fake-a")
     assert np.array_equal(Cached(again, url).embed(texts[:3]), expected(texts[:3], "fake-a"))
     assert again.texts_embedded == texts[:3]
