@@ -36,6 +36,7 @@ from .base import (
     Row,
     Store,
     check_still_there,
+    chunked,
     dimension_problem,
     failure,
     remedy_for,
@@ -325,15 +326,8 @@ class _KeyValueStore(Store):
                     yield _unpack(key, value)
 
     def iter_entries(self, ns_id: int, batch_size: int = 2000) -> Iterator[list[ExportedEntry]]:
-        batch: list[ExportedEntry] = []
-        for ns, entry in self._reported_entries():
-            if ns == ns_id:
-                batch.append(entry)
-                if len(batch) >= batch_size:
-                    yield batch
-                    batch = []
-        if batch:
-            yield batch
+        entries = (entry for ns, entry in self._reported_entries() if ns == ns_id)
+        return chunked(entries, batch_size)
 
     @_reported
     def namespace_usage(self) -> dict[int, NamespaceUsage]:

@@ -50,6 +50,7 @@ from .base import (
     PendingStats,
     Row,
     Store,
+    chunked,
     dimension_problem,
     failure,
     stored_namespace,
@@ -517,21 +518,17 @@ class RedisStore(Store):
             return int(self._client.delete(*self._entry_keys(ns_id, ids)))
 
     def iter_entries(self, ns_id: int, batch_size: int = 2000) -> Iterator[list[ExportedEntry]]:
+        return chunked(self._entries_of(ns_id), batch_size)
+
+    def _entries_of(self, ns_id: int) -> Iterator[ExportedEntry]:
         head = f"{self._p}e:{ns_id}:"
-        batch: list[ExportedEntry] = []
         for keys in self._scan(head + "*"):
             with self._guard():
                 values = self._client.mget(keys)
             for key, value in zip(keys, values):
                 if value is None or len(value) < _HEADER.size:
                     continue  # expired or evicted since the scan saw it, or not an entry
-                _ns, entry = _unpack(int(key[len(head) :]), value)
-                batch.append(entry)
-                if len(batch) >= batch_size:
-                    yield batch
-                    batch = []
-        if batch:
-            yield batch
+                yield _unpack(int(key[len(head) :]), value)[1]
 
     def namespace_usage(self) -> dict[int, NamespaceUsage]:
         # Headers and lengths only (GETRANGE + STRLEN): `models` never downloads vectors.
