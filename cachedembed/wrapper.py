@@ -32,6 +32,7 @@ from .options import (
 from .persisted import build_inner, check_config_update, inner_config
 from .stores import Store, open_store, private_url, public_url
 from .stores.base import UNREGISTERED_NS, Namespace
+from .stores.deferred import open_or_defer
 from .usage import UsageDelta
 
 __all__ = ["Cached", "Embedded", "check_batch_size"]
@@ -136,7 +137,13 @@ class Cached:
             raise ConfigurationError("ef is already Cached; wrap the inner function once")
         check_options(dtype, normalize_unicode, batch_size, on_store_error, pending_batches)
         self.ef = ef
-        self.store: Store = cache if isinstance(cache, Store) else open_store(cache)
+        self.store: Store = (
+            cache
+            if isinstance(cache, Store)
+            else open_store(cache)
+            if on_store_error == "raise"
+            else open_or_defer(cache)  # a cache server down at start: fail open, as later
+        )
         self.namespace = namespace
         self.dtype: StorageDtype = dtype
         self.hash: HashName = hash

@@ -443,7 +443,10 @@ class DiskCacheStore(_KeyValueStore):
         super().__init__()
         path = Path(directory).expanduser()
         self.url = url or f"diskcache://{path}"
-        path.mkdir(parents=True, exist_ok=True, mode=0o700)
+        try:
+            path.mkdir(parents=True, exist_ok=True, mode=0o700)
+        except OSError as exc:
+            raise failure(self.url, f"cannot create the folder {path} ({exc.strerror})") from None
         self._index = path / "cache.db"
         self.read_only = not os.access(path, os.W_OK) or (
             self._index.is_file() and not os.access(self._index, os.W_OK)

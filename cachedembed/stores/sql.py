@@ -283,7 +283,10 @@ class SqlStore(Store):
                 self.read_only = True
                 kwargs["creator"] = partial(sqlite3.connect, uri, uri=True, **connect_args)
             elif self._path is not None:
-                _prepare_sqlite_file(self._path)
+                try:
+                    _prepare_sqlite_file(self._path)
+                except OSError as exc:
+                    raise failure(self.url, f"cannot create {self._path} ({exc.strerror})") from None
             kwargs["connect_args"] = connect_args
         else:
             # A server that is down must cost a call seconds, not the OS's minutes-long

@@ -231,3 +231,37 @@ def test_a_killed_mariadb_connection_is_replaced_without_failing_or_missing_a_ca
         ef.calls.clear()
         check(wrapper, ef, texts("new"))
         assert ef.calls == [] and store.store_errors == 0
+
+
+def test_a_process_started_while_the_server_is_down_answers_and_caches_once_it_is_back(
+    server: Server,
+) -> None:
+    # A URL no store of this process has opened yet: this wrapper must open it itself.
+    param = "prefix" if server.kind == "redis" else "application_name"
+    url = f"{server.url}{'&' if '?' in server.url else '?'}{param}={unique_name()}"
+    during, after = texts("cold start"), texts("cold start, later")
+    with server.down():
+        ef, wrapper = fresh(url)
+        check(wrapper, ef, during)
+        check(wrapper, ef, [during[0]])  # the one-text path too
+        assert wrapper.stats()["store_errors"] > 0
+        assert wrapper.store.outage.health()["status"] == "failing"
+
+    wrapper.store.outage.probe_now()
+    # The namespace could not be resolved while the cache was unreachable, so nothing of
+    # the outage could be kept for it: those texts are embedded (and cached) once more.
+    check(wrapper, ef, [*during, *after])
+    assert wrapper.store.outage.health()["status"] == "ok"
+    ef.calls.clear()
+    check(wrapper, ef, [*during, *after])
+    assert ef.calls == []  # all hits
+    assert wrapper.session_stats()["misses"] == 2 * len(during) + 1 + len(after)
+
+
+def test_a_local_cache_that_cannot_be_opened_still_fails_at_once(tmp_path: Any) -> None:
+    # No server to wait for: a bad path is the user's to fix, not an outage to ride out.
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    for url in (f"sqlite:///{blocker}/cache.db", f"diskcache://{blocker}/dir"):
+        with pytest.raises(StoreError, match="cannot create"):
+            Cached(FakeEF(), url)
