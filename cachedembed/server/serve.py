@@ -79,12 +79,12 @@ def run(
     check_file_limit(limits.max_connections)
     import uvicorn
 
-    from ..stores import open_store
+    from ..stores.deferred import open_or_defer
     from .app import create_app
     from .protocol import uvicorn_config
     from .routing import Upstream
 
-    store = open_store(cache_url)
+    store = open_or_defer(cache_url)  # a cache server down at start: serve degraded, as later
     upstreams = [Upstream.from_option(option, store) for option in model_options]
     for upstream in upstreams:
         upstream.prepare()  # a missing API key or model stops the start, not the first request

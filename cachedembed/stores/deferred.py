@@ -71,6 +71,8 @@ class DeferredStore(Store):
             with self._opening:
                 if self._real is None:
                     self._real = self._opener()
+                    # What failed was reaching the server; writes get their chance at once.
+                    self.outage.writes.succeeded()
                 real = self._real
         return real
 

@@ -16,6 +16,7 @@ import numpy as np
 import requests
 
 from cachedembed.stores import open_store
+from cachedembed.stores.deferred import open_or_defer
 from tests.stores.servers import own_redis
 
 from .conftest import build
@@ -80,3 +81,25 @@ def test_a_cache_outage_is_served_through_and_reported_degraded_not_down(
             sent = len(small.sent)
             assert np.array_equal(embed(url, [*before, *during]), expected([*before, *during]))
             assert len(small.sent) == sent  # all hits: the outage's entries were written
+
+
+def test_a_server_started_while_its_cache_is_down_serves_degraded_until_it_is_back(
+    tmp_path: Path,
+) -> None:
+    texts = ["first", "second"]
+    with own_redis(str(tmp_path)) as redis:
+        redis.stop()
+        store = open_or_defer(redis.url)  # what `cachedembed serve` opens its cache with
+        app, small, _ = build(store)
+        with serving(app) as url:  # type: ignore[arg-type]
+            assert np.array_equal(embed(url, texts), expected(texts))
+            health = requests.get(f"{url}/healthz")
+            assert health.status_code == 200 and health.json()["status"] == "degraded"
+
+            redis.start()
+            store.outage.probe_now()
+            assert requests.get(f"{url}/healthz").json()["status"] == "ok"
+            assert np.array_equal(embed(url, texts), expected(texts))  # cached now
+            sent = len(small.sent)
+            assert np.array_equal(embed(url, texts), expected(texts))
+            assert len(small.sent) == sent  # hits
