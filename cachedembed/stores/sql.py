@@ -286,7 +286,9 @@ class SqlStore(Store):
                 try:
                     _prepare_sqlite_file(self._path)
                 except OSError as exc:
-                    raise failure(self.url, f"cannot create {self._path} ({exc.strerror})") from None
+                    raise failure(
+                        self.url, f"cannot create {self._path} ({exc.strerror})"
+                    ) from None
             kwargs["connect_args"] = connect_args
         else:
             # A server that is down must cost a call seconds, not the OS's minutes-long
