@@ -186,10 +186,12 @@ def _finite_float(text: str) -> float:
     return value
 
 
-def _short_int(text: str) -> int:
-    # Converting a huge literal to int is quadratic in its digits (and refused on 3.11+).
+def _short_int(text: str) -> int | float:
+    # Converting a huge literal to int is quadratic in its digits (and refused on 3.11+);
+    # to float it is linear. Such a number is no valid count or size anyway: a field that
+    # wants an integer refuses the float, and an unknown field is ignored, as the schema says.
     if len(text.lstrip("-")) > _MAX_INT_DIGITS:
-        raise ValueError(f"integer {text[:20]}... has more than {_MAX_INT_DIGITS} digits")
+        return _finite_float(text)
     return int(text)
 
 

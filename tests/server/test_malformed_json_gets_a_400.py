@@ -74,3 +74,22 @@ def test_strings_holding_brackets_and_commas_are_not_counted_as_structure(served
     )
     assert response.status_code == 200, response.text
     assert served.small.sent == [text, "b"]
+
+
+def test_a_huge_integer_in_a_field_the_api_does_not_know_is_ignored_like_any_extra_field(
+    served: Served,
+) -> None:
+    # TEI's schema allows extra fields: a 28-digit number in one must not fail the request.
+    body = b'{"inputs": "a", "extra": 5839231139887577381572968448}'
+    response = requests.post(
+        f"{served.url}/embed", data=body, headers={"Content-Type": "application/json"}
+    )
+    assert response.status_code == 200, response.text
+    assert served.small.sent == ["a"]
+    # Where an integer is wanted, such a number is refused as any out-of-range value.
+    wide = b'{"model": "small", "input": ["b"], "dimensions": 5839231139887577381572968448}'
+    response = requests.post(
+        f"{served.url}/v1/embeddings", data=wide, headers={"Content-Type": "application/json"}
+    )
+    assert response.status_code == 400, response.text
+    assert served.small.sent == ["a"]
