@@ -6,6 +6,7 @@ import the providers (to rebuild a job's adapter) without a cycle.
 
 from __future__ import annotations
 
+import json
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
@@ -44,6 +45,19 @@ class Result:
     """The provider's per-request vectors payload (validated by the adapter's ``vectors``)."""
     tokens: int | None = None
     error: str | None = None
+
+
+def result_line(n: int, raw: bytes, id_field: str) -> tuple[dict[str, Any], str] | Result:
+    """Line ``n`` of a result file as a JSON object and the request id under ``id_field``;
+    a malformed line is an error :class:`Result` (a miss), never data."""
+    try:
+        line = json.loads(raw)
+        request_id = line[id_field]
+    except (ValueError, KeyError, TypeError):
+        return Result(custom_id=f"<line {n}>", error="not a JSON result line")
+    if not isinstance(request_id, str):
+        return Result(custom_id=f"<line {n}>", error=f"{id_field} is not a string")
+    return line, request_id
 
 
 class BatchAdapter(ABC):

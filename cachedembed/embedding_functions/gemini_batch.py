@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar
 
 import numpy as np
 
-from ..batchapi import BatchAdapter, JobLimits, Remote, Result
+from ..batchapi import BatchAdapter, JobLimits, Remote, Result, result_line
 from ._base import as_matrix
 
 if TYPE_CHECKING:
@@ -155,13 +155,10 @@ def _remote(batch: Any) -> Remote:
 
 def _result(n: int, raw: bytes) -> Result:
     """One output line; anything malformed becomes an error result (a miss), never data."""
-    try:
-        line = json.loads(raw)
-        key = line["key"]
-    except (ValueError, KeyError, TypeError):
-        return Result(custom_id=f"<line {n}>", error="not a JSON result line")
-    if not isinstance(key, str):
-        return Result(custom_id=f"<line {n}>", error="key is not a string")
+    parsed = result_line(n, raw, "key")
+    if isinstance(parsed, Result):
+        return parsed
+    line, key = parsed
     error = line.get("error")
     if error is not None:
         detail = error if isinstance(error, dict) else {"message": str(error)}

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar
 
 import numpy as np
 
-from ..batchapi import BatchAdapter, JobLimits, Remote, Result
+from ..batchapi import BatchAdapter, JobLimits, Remote, Result, result_line
 from ..redact import url_secrets
 from ._http import transport_error
 from ._remote import indexed_vectors
@@ -145,13 +145,10 @@ def _remote(batch: Any) -> Remote:
 
 def _result(n: int, raw: bytes) -> Result:
     """One output/error line; anything malformed becomes an error result (a miss), never data."""
-    try:
-        line = json.loads(raw)
-        custom_id = line["custom_id"]
-    except (ValueError, KeyError, TypeError):
-        return Result(custom_id=f"<line {n}>", error="not a JSON result line")
-    if not isinstance(custom_id, str):
-        return Result(custom_id=f"<line {n}>", error="custom_id is not a string")
+    parsed = result_line(n, raw, "custom_id")
+    if isinstance(parsed, Result):
+        return parsed
+    line, custom_id = parsed
     error = line.get("error")
     response = _mapping(line.get("response"))
     status = response.get("status_code")
