@@ -520,15 +520,10 @@ class Store(ABC):
             raise breaker.unavailable(self.url)
         try:
             yield
-        except StoreError as exc:
-            if not isinstance(exc, StoreUnavailable):
-                breaker.failed(exc)
-            raise
-        except CachedEmbedError:
-            raise  # a deliberate refusal (bad input or configuration), not a storage failure
         except Exception as exc:
-            error = self._as_store_error(exc)
-            breaker.failed(error)
+            error = self._failure_of(breaker, exc)
+            if error is exc:
+                raise
             raise error from None
         self._answered(breaker)
 
@@ -555,13 +550,26 @@ class Store(ABC):
                 return self._get_rows(ns_id, ids)
         try:
             return self._get_rows(ns_id, ids)
-        except StoreError as exc:
-            reads.failed(exc)
-            raise
         except Exception as exc:
-            error = self._as_store_error(exc)
-            reads.failed(error)
+            error = self._failure_of(reads, exc)
+            if error is exc:
+                raise
             raise error from None
+
+    def _failure_of(self, breaker: Breaker, exc: Exception) -> Exception:
+        """What a failed operation of ``breaker``'s kind raises, the breaker told of it.
+
+        A storage failure opens the breaker, a driver's error becoming the
+        :class:`StoreError` clients see. A skip (:class:`StoreUnavailable`) and a deliberate
+        refusal (bad input or configuration) pass unchanged and leave the breaker alone.
+        """
+        if isinstance(exc, StoreUnavailable):
+            return exc
+        if isinstance(exc, CachedEmbedError) and not isinstance(exc, StoreError):
+            return exc
+        error = exc if isinstance(exc, StoreError) else self._as_store_error(exc)
+        breaker.failed(error)
+        return error
 
     def _as_store_error(self, exc: Exception) -> StoreError:
         """A driver error a backend hook let escape, as the :class:`StoreError` clients see
