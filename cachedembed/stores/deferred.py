@@ -17,7 +17,7 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from functools import partial
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from ..errors import StoreError
 from .base import Store
@@ -147,9 +147,3 @@ class DeferredStore(Store):
     def close(self) -> None:
         if self._real is not None:
             self._real.close()
-
-    def __getattr__(self, name: str) -> Any:
-        # Anything else a backend offers (e.g. a SQL store's engine) once it is open.
-        if name.startswith("_"):
-            raise AttributeError(name)
-        return getattr(self._store(), name)
