@@ -5,19 +5,21 @@ One retry policy for all providers: exponential backoff with full jitter on 408,
 HTTP date) and ``retry-after-ms``, bounded both in attempts and in total time. SDKs'
 own retries are switched off where we use an SDK, so the two never multiply.
 
-:class:`JsonHttpClient` is the ``requests``-based transport for providers without an
-official SDK (Gemini REST, Jina, Voyage, Ollama, TEI, Hugging Face). Error text never
+:class:`JsonHttpClient` (blocking) and :class:`AsyncJsonHttpClient` (asyncio) are the
+``httpx`` transports for providers without an official SDK (Jina, Voyage, Ollama, TEI,
+Hugging Face), sharing how a response is decoded and a failure reported. Error text never
 contains request headers, so API keys cannot leak into exceptions or logs.
 """
 
 from __future__ import annotations
 
+import asyncio
 import email.utils
 import json
 import logging
 import random
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
@@ -26,7 +28,7 @@ from ..errors import ProviderError
 from ..redact import is_credential_header, redact_text, redact_url, url_secrets
 
 if TYPE_CHECKING:
-    from ._limits import RateLimiter
+    from ._limits import Permit, RateLimiter
 
 log = logging.getLogger("cachedembed.providers")
 
@@ -78,6 +80,54 @@ def parse_retry_after(headers: Mapping[str, str] | None) -> float | None:
         return None if parsed is None else max(0.0, parsed.timestamp() - time.time())
 
 
+class _Tries:
+    """One request's attempts: what the limiter is told, and whether (and when) to try again."""
+
+    def __init__(
+        self,
+        provider: str,
+        policy: RetryPolicy,
+        headers_of: Callable[[Any], Mapping[str, str] | None] | None,
+    ) -> None:
+        self.provider = provider
+        self.policy = policy
+        self.headers_of = headers_of
+        self.started = time.monotonic()
+        self.attempt = 0
+
+    def failed(self, permit: Permit | None, exc: ProviderError) -> float:
+        """Seconds to wait before the next try after ``exc``; raises when there is none."""
+        if permit is not None:
+            if exc.status == 429:
+                permit.throttled(exc.retry_after)
+            else:
+                permit.failed()
+        if not exc.retryable:
+            raise exc
+        wait = self.policy.delay(self.attempt, exc.retry_after)
+        elapsed = time.monotonic() - self.started
+        if self.attempt >= self.policy.max_attempts or elapsed + wait > self.policy.max_elapsed:
+            raise ProviderError(
+                self.provider,
+                f"{exc.message} (gave up after {self.attempt} attempts in {elapsed:.1f}s)",
+                status=exc.status,
+                retry_after=exc.retry_after,
+            ) from None
+        log.debug(
+            "%s: attempt %d failed (%s); retrying in %.2fs",
+            self.provider,
+            self.attempt,
+            exc.message,
+            wait,
+        )
+        return wait
+
+    def succeeded(self, permit: Permit | None, result: R) -> R:
+        if permit is not None:
+            permit.succeeded(self.headers_of(result) if self.headers_of is not None else None)
+        return result
+
+
 def with_retries(
     provider: str,
     call: Callable[[], R],
@@ -95,46 +145,47 @@ def with_retries(
     ``tokens`` estimated tokens, and reports back how it ended: a 429 slows every user of
     the limiter, and the response headers (``headers_of(result)``) pace the next requests.
     """
-    started = time.monotonic()
-    attempt = 0
+    tries = _Tries(provider, policy, headers_of)
     while True:
-        attempt += 1
+        tries.attempt += 1
         permit = limiter.acquire(tokens) if limiter is not None else None
         try:
             result = call()
         except ProviderError as exc:
-            if permit is not None:
-                if exc.status == 429:
-                    permit.throttled(exc.retry_after)
-                else:
-                    permit.failed()
-            if not exc.retryable:
-                raise
-            wait = policy.delay(attempt, exc.retry_after)
-            elapsed = time.monotonic() - started
-            if attempt >= policy.max_attempts or elapsed + wait > policy.max_elapsed:
-                raise ProviderError(
-                    provider,
-                    f"{exc.message} (gave up after {attempt} attempts in {elapsed:.1f}s)",
-                    status=exc.status,
-                    retry_after=exc.retry_after,
-                ) from None
-            log.debug(
-                "%s: attempt %d failed (%s); retrying in %.2fs",
-                provider,
-                attempt,
-                exc.message,
-                wait,
-            )
-            time.sleep(wait)
+            time.sleep(tries.failed(permit, exc))
             continue
         except BaseException:
             if permit is not None:
                 permit.failed()
             raise
-        if permit is not None:
-            permit.succeeded(headers_of(result) if headers_of is not None else None)
-        return result
+        return tries.succeeded(permit, result)
+
+
+async def awith_retries(
+    provider: str,
+    call: Callable[[], Awaitable[R]],
+    policy: RetryPolicy = DEFAULT_RETRY,
+    *,
+    limiter: RateLimiter | None = None,
+    tokens: int = 0,
+    headers_of: Callable[[R], Mapping[str, str] | None] | None = None,
+) -> R:
+    """:func:`with_retries` for a coroutine: the same policy and limiter, waits that do not
+    block the event loop. Cancelling it cancels the attempt in flight."""
+    tries = _Tries(provider, policy, headers_of)
+    while True:
+        tries.attempt += 1
+        permit = await limiter.aacquire(tokens) if limiter is not None else None
+        try:
+            result = await call()
+        except ProviderError as exc:
+            await asyncio.sleep(tries.failed(permit, exc))
+            continue
+        except BaseException:
+            if permit is not None:
+                permit.failed()
+            raise
+        return tries.succeeded(permit, result)
 
 
 def error_message(body: Any, fallback: str) -> str:
@@ -194,8 +245,8 @@ def transport_error(
     return None
 
 
-class JsonHttpClient:
-    """POST/GET JSON with retries, mapping failures to :class:`ProviderError`."""
+class _JsonTransport:
+    """What the blocking and the asyncio JSON clients share: URLs, failures, decoding, redaction."""
 
     def __init__(
         self,
@@ -207,58 +258,38 @@ class JsonHttpClient:
         retry: RetryPolicy = DEFAULT_RETRY,
         limiter: RateLimiter | None = None,
     ) -> None:
-        import requests
-
         self.provider = provider
         self.base_url = base_url.rstrip("/")
         self.timeout = timeout
         self.retry = retry
         self.limiter = limiter
-        self._session = requests.Session()
-        self._session.headers.update(headers or {})
+        self.headers = dict(headers or {})
         # Credentials sent in headers or the URL, so an error body that echoes one can be scrubbed.
         self._secrets = [
             value.split(" ", 1)[-1]
-            for name, value in (headers or {}).items()
+            for name, value in self.headers.items()
             if value and is_credential_header(name)
         ] + url_secrets(self.base_url)
 
-    def request(
-        self, method: str, path: str, body: Any = None, *, tokens: int = 0
-    ) -> tuple[Any, Mapping[str, str]]:
-        """Send one request (retried as the policy allows, paced by the limiter with
-        ``tokens`` estimated tokens); return the decoded JSON and headers."""
-        return with_retries(
-            self.provider,
-            lambda: self._once(method, path, body),
-            self.retry,
-            limiter=self.limiter,
-            tokens=tokens,
-            headers_of=_headers_of,
+    def _url(self, path: str) -> str:
+        return join_url(self.base_url, path)
+
+    def _transport_error(self, exc: Exception, url: str) -> ProviderError:
+        """The retryable error for a request that got no answer (``exc`` is httpx's)."""
+        import httpx
+
+        shown = redact_url(url)
+        if isinstance(exc, httpx.TimeoutException):
+            return ProviderError(
+                self.provider, f"request to {shown} timed out after {self.timeout}s", retryable=True
+            )
+        reason = type(exc.__context__ or exc).__name__
+        return ProviderError(
+            self.provider, f"connection to {shown} failed ({reason})", retryable=True
         )
 
-    def post(self, path: str, body: Any, *, tokens: int = 0) -> tuple[Any, Mapping[str, str]]:
-        return self.request("POST", path, body, tokens=tokens)
-
-    def get(self, path: str) -> tuple[Any, Mapping[str, str]]:
-        return self.request("GET", path)
-
-    def _once(self, method: str, path: str, body: Any) -> tuple[Any, Mapping[str, str]]:
-        import requests
-
-        url = join_url(self.base_url, path)
-        shown = redact_url(url)
-        try:
-            response = self._session.request(method, url, json=body, timeout=self.timeout)
-        except requests.Timeout:
-            raise ProviderError(
-                self.provider, f"request to {shown} timed out after {self.timeout}s", retryable=True
-            ) from None
-        except requests.ConnectionError as exc:
-            reason = type(getattr(exc, "__context__", None) or exc).__name__
-            raise ProviderError(
-                self.provider, f"connection to {shown} failed ({reason})", retryable=True
-            ) from None
+    def _decoded(self, response: Any) -> tuple[Any, Mapping[str, str]]:
+        """The JSON body and headers of an httpx response; an error status raises."""
         try:
             payload = response.json() if response.content else None
         except (ValueError, json.JSONDecodeError):
@@ -269,7 +300,7 @@ class JsonHttpClient:
                 response.status_code,
                 payload,
                 response.headers,
-                response.reason,
+                response.reason_phrase,
                 self._redact,
             )
         if isinstance(payload, str):
@@ -282,6 +313,78 @@ class JsonHttpClient:
 
     def _redact(self, text: str) -> str:
         return redact_text(text, self._secrets)
+
+
+class JsonHttpClient(_JsonTransport):
+    """POST/GET JSON over one pooled ``httpx.Client``, mapping failures to :class:`ProviderError`.
+
+    Thread-safe: the concurrent batches of a call share its connections.
+    """
+
+    def __init__(self, provider: str, base_url: str, *args: Any, **kwargs: Any) -> None:
+        import httpx
+
+        super().__init__(provider, base_url, *args, **kwargs)
+        self._http = httpx.Client(headers=self.headers, timeout=self.timeout)
+
+    def request(
+        self, method: str, path: str, body: Any = None, *, tokens: int = 0
+    ) -> tuple[Any, Mapping[str, str]]:
+        """Send one request (retried as the policy allows, paced by the limiter with
+        ``tokens`` estimated tokens); return the decoded JSON and headers."""
+        return with_retries(
+            self.provider,
+            lambda: self.once(method, path, body),
+            self.retry,
+            limiter=self.limiter,
+            tokens=tokens,
+            headers_of=_headers_of,
+        )
+
+    def post(self, path: str, body: Any, *, tokens: int = 0) -> tuple[Any, Mapping[str, str]]:
+        return self.request("POST", path, body, tokens=tokens)
+
+    def get(self, path: str) -> tuple[Any, Mapping[str, str]]:
+        return self.request("GET", path)
+
+    def once(self, method: str, path: str, body: Any = None) -> tuple[Any, Mapping[str, str]]:
+        """One attempt, no retry: the decoded JSON and headers, or a :class:`ProviderError`."""
+        import httpx
+
+        url = self._url(path)
+        try:
+            response = self._http.request(method, url, json=body)
+        except httpx.TransportError as exc:
+            raise self._transport_error(exc, url) from None
+        return self._decoded(response)
+
+    def close(self) -> None:
+        self._http.close()
+
+
+class AsyncJsonHttpClient(_JsonTransport):
+    """:class:`JsonHttpClient` for coroutines: one ``httpx.AsyncClient``, bound to the event
+    loop that built it (a provider keeps one per loop)."""
+
+    def __init__(self, provider: str, base_url: str, *args: Any, **kwargs: Any) -> None:
+        import httpx
+
+        super().__init__(provider, base_url, *args, **kwargs)
+        self._http = httpx.AsyncClient(headers=self.headers, timeout=self.timeout)
+
+    async def once(self, method: str, path: str, body: Any = None) -> tuple[Any, Mapping[str, str]]:
+        """One attempt, no retry: the decoded JSON and headers, or a :class:`ProviderError`."""
+        import httpx
+
+        url = self._url(path)
+        try:
+            response = await self._http.request(method, url, json=body)
+        except httpx.TransportError as exc:
+            raise self._transport_error(exc, url) from None
+        return self._decoded(response)
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
 
 
 def _headers_of(response: tuple[Any, Mapping[str, str]]) -> Mapping[str, str]:

@@ -24,6 +24,8 @@ The clock is injectable so the pacing can be tested without sleeping.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import re
 import threading
 import time
@@ -100,7 +102,8 @@ class Permit:
 class RateLimiter:
     """Requests and tokens per minute, plus an AIMD window of requests in flight.
 
-    Thread-safe; one per provider instance (``ef.limiter``).
+    Thread-safe, and shared by coroutines of any event loop (:meth:`aacquire`); one per
+    provider instance (``ef.limiter``).
     """
 
     def __init__(
@@ -144,6 +147,7 @@ class RateLimiter:
         self.throttled_count = 0
         """429 answers seen, for reports and tests."""
         self._cond = threading.Condition()
+        self._async_waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
 
     # -- admission --------------------------------------------------------------
 
@@ -167,20 +171,53 @@ class RateLimiter:
         """Block until a request of ``tokens`` estimated tokens may be sent; spend its budget."""
         with self._cond:
             while True:
-                if self.in_flight >= max(int(self.window), 1):
-                    self._cond.wait()
-                    continue
-                wait = self._wait_locked(tokens)
-                if wait <= 0:
-                    break
+                permit, wait = self._try_admit(tokens)
+                if permit is not None:
+                    return permit
                 self._cond.wait(wait)
-            if self._requests is not None:
-                self._requests.level -= 1
-            if self._tokens is not None:
-                self._tokens.level -= tokens
-            self.in_flight += 1
-            self._in_flight_tokens += tokens
-            return Permit(self, tokens, self._epoch)
+
+    async def aacquire(self, tokens: int = 0) -> Permit:
+        """:meth:`acquire` for a coroutine: waits without blocking its event loop.
+
+        Threads and tasks of any loop share one budget. A task waiting for a free slot
+        is woken by the request that frees it; one waiting for budget sleeps until the
+        bucket holds it.
+        """
+        loop = asyncio.get_running_loop()
+        while True:
+            with self._cond:
+                permit, wait = self._try_admit(tokens)
+                if permit is not None:
+                    return permit
+                woken = loop.create_future()
+                self._async_waiters.append((loop, woken))
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(woken, wait)
+
+    def _try_admit(self, tokens: int) -> tuple[Permit | None, float | None]:
+        """Admit one request now (spending its budget), or say how long to wait (``None``: until
+        a request in flight finishes). Called with the lock held."""
+        if self.in_flight >= max(int(self.window), 1):
+            return None, None
+        wait = self._wait_locked(tokens)
+        if wait > 0:
+            return None, wait
+        if self._requests is not None:
+            self._requests.level -= 1
+        if self._tokens is not None:
+            self._tokens.level -= tokens
+        self.in_flight += 1
+        self._in_flight_tokens += tokens
+        return Permit(self, tokens, self._epoch), None
+
+    def _notify(self) -> None:
+        """Wake every waiter, blocked threads and tasks alike, to try again. Lock held."""
+        self._cond.notify_all()
+        waiters, self._async_waiters = self._async_waiters, []
+        for loop, woken in waiters:
+            # A waiter's loop may have closed meanwhile (its task is gone with it).
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(_wake, woken)
 
     def wait_idle(self, timeout: float) -> bool:
         """Block until no request is in flight (or ``timeout`` seconds); True when idle."""
@@ -193,7 +230,7 @@ class RateLimiter:
             return
         with self._cond:
             self._tokens.level += estimated - reported
-            self._cond.notify_all()
+            self._notify()
 
     # -- feedback ---------------------------------------------------------------
 
@@ -223,7 +260,7 @@ class RateLimiter:
                 self.window = min(float(self.max_concurrency), self.window + 1)
             if headers:
                 self._pace_from_headers(headers)
-            self._cond.notify_all()
+            self._notify()
 
     def _pace_from_headers(self, headers: Mapping[str, str]) -> None:
         lower = {k.lower(): v for k, v in headers.items()}
@@ -254,6 +291,11 @@ class RateLimiter:
             else:
                 self._tokens = bucket
         return bucket
+
+
+def _wake(woken: asyncio.Future[None]) -> None:
+    if not woken.done():
+        woken.set_result(None)
 
 
 def _number(value: str | None) -> float | None:

@@ -1,23 +1,27 @@
 """What every provider reached over the network shares: keys, retries, batching, response parsing.
 
-:class:`RemoteEmbeddingFunction` turns one method, :meth:`~RemoteEmbeddingFunction.embed_chunk`
-(send one batch, return its vectors and tokens), into provider-sized batches with the
-shared retry policy, and keeps the API key out of every error and log line. Each
+:class:`RemoteEmbeddingFunction` turns one method, :meth:`~RemoteEmbeddingFunction.exchange`
+(the requests of one batch, as :class:`Request` values, and how to read the answers), into
+provider-sized batches sent blocking or as asyncio coroutines, with the shared retry
+policy and rate limiter, and keeps the API key out of every error and log line. Each
 constructor argument is declared once, in the typed signature: ``keep_options(locals())``
 stores them and :meth:`~RemoteEmbeddingFunction.get_config` returns them.
-:class:`JsonEmbeddingFunction` adds the ``requests`` transport for providers spoken to as
+:class:`JsonEmbeddingFunction` adds the ``httpx`` transports for providers spoken to as
 plain JSON over HTTP (Jina, Voyage, Ollama, ...); :class:`SdkEmbeddingFunction` the
-official SDKs (OpenAI, Cohere, Gemini). Both build their :attr:`client` lazily and name a
-non-default server in the cache namespace the same way. :func:`indexed_vectors` reads the
+official SDKs (OpenAI, Cohere, Gemini) and their async clients. Both build their
+:attr:`client` lazily and name a non-default server in the cache namespace the same way. :func:`indexed_vectors` reads the
 OpenAI-shaped ``data: [{index, embedding}]`` responses that several providers copy.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import time
+import weakref
 from abc import abstractmethod
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Generator, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from functools import partial
 from typing import Any, ClassVar, TypedDict, TypeVar
 
@@ -36,16 +40,41 @@ from ..usage import estimate_total_tokens
 from ._base import EmbeddedBatch, ProviderEmbeddingFunction, api_key, as_matrix, batches
 from ._http import (
     DEFAULT_RETRY,
+    AsyncJsonHttpClient,
     JsonHttpClient,
     RetryPolicy,
+    awith_retries,
     status_error,
     transport_error,
     with_retries,
 )
 from ._limits import RateLimiter
-from ._parallel import run_jobs
+from ._parallel import AsyncScope, run_jobs, run_on_loop
 
 R = TypeVar("R")
+
+
+@dataclass(frozen=True)
+class Request:
+    """One provider request, as a provider's :meth:`~RemoteEmbeddingFunction.exchange` describes it.
+
+    The provider says what to call; the base sends it, blocking or as a coroutine, under
+    the retry policy and the rate limiter.
+    """
+
+    send: Callable[[Any], Any]
+    """``send(client)`` makes the call: with :attr:`~RemoteEmbeddingFunction.client` it
+    returns the answer, with :attr:`~RemoteEmbeddingFunction.aclient` an awaitable of it
+    (the SDKs' async clients mirror their blocking ones)."""
+    texts: Sequence[str] = ()
+    """The texts it carries, counted against ``tokens_per_minute`` before it goes."""
+    headers_of: Callable[[Any], Mapping[str, str] | None] | None = None
+    """Reads an answer's rate-limit headers, which pace the next requests."""
+
+
+Exchange = Generator[Request, Any, tuple[np.ndarray, "int | None"]]
+"""A provider's conversation for one batch: it yields each :class:`Request`, receives the
+answer (or has the request's error thrown in), and returns the vectors and reported tokens."""
 
 
 class RemoteOptions(TypedDict, total=False):
@@ -65,8 +94,9 @@ class RemoteEmbeddingFunction(ProviderEmbeddingFunction):
     Subclasses set :attr:`max_batch` (and :attr:`max_batch_tokens` where the provider caps
     a request's tokens), pass ``retry``, ``requests_per_minute`` and ``tokens_per_minute``
     on to ``super().__init__``, call ``self.keep_options(locals())`` right after it, and
-    implement :meth:`make_client` and :meth:`embed_chunk`, sending each request
-    through :meth:`retrying` (or a :class:`JsonHttpClient` built with :attr:`limiter`).
+    implement :meth:`make_client`, :meth:`make_async_client` and :meth:`exchange`. Written
+    once, an exchange runs both blocking (:meth:`embed_chunk`) and on an event loop
+    (:meth:`aembed_chunk`, for ``Cached.acall``), with the same retries and limits.
     Tests and impatient callers pass a faster
     :class:`~cachedembed.embedding_functions._http.RetryPolicy` as ``retry=``.
 
@@ -116,6 +146,10 @@ class RemoteEmbeddingFunction(ProviderEmbeddingFunction):
     ) -> None:
         self.retry = retry or DEFAULT_RETRY
         self.limiter = RateLimiter(requests_per_minute, tokens_per_minute)
+        # One asyncio client per event loop: an async client's connections belong to its loop.
+        self._aclients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = (
+            weakref.WeakKeyDictionary()
+        )
 
     def keep_options(self, arguments: Mapping[str, Any]) -> None:
         """Store the constructor's ``arguments`` (its ``locals()``) as attributes: every one
@@ -127,14 +161,93 @@ class RemoteEmbeddingFunction(ProviderEmbeddingFunction):
             setattr(self, name, arguments[name])
 
     @abstractmethod
+    def exchange(self, texts: list[str], role: Role) -> Exchange:
+        """The request(s) that embed one batch: yield each :class:`Request`, receive its
+        answer, return the validated vectors and the tokens the provider reported."""
+
     def embed_chunk(self, texts: list[str], role: Role) -> tuple[np.ndarray, int | None]:
-        """Embed one batch in one request (retried); return validated vectors and reported tokens."""
+        """Embed one batch, blocking: its :meth:`exchange` run with :attr:`client`."""
+        return self._drive(self.exchange(texts, role))
+
+    async def aembed_chunk(self, texts: list[str], role: Role) -> tuple[np.ndarray, int | None]:
+        """:meth:`embed_chunk` as a coroutine: the same exchange, with :attr:`aclient`."""
+        return await self._adrive(self.exchange(texts, role))
+
+    def _drive(self, exchange: Exchange) -> tuple[np.ndarray, int | None]:
+        step: Callable[[Any], Request] = exchange.send
+        answer: Any = None
+        while True:
+            try:
+                request = step(answer)
+            except StopIteration as done:
+                return done.value
+            try:
+                answer, step = self.send(request), exchange.send
+            except Exception as exc:  # the exchange may answer it (OpenAI splits a batch)
+                answer, step = exc, exchange.throw
+
+    async def _adrive(self, exchange: Exchange) -> tuple[np.ndarray, int | None]:
+        step: Callable[[Any], Request] = exchange.send
+        answer: Any = None
+        while True:
+            try:
+                request = step(answer)
+            except StopIteration as done:
+                return done.value
+            try:
+                answer, step = await self.asend(request), exchange.send
+            except Exception as exc:
+                answer, step = exc, exchange.throw
+
+    def send(self, request: Request) -> Any:
+        """Send one request with :attr:`client`: retried, rate-limited, errors translated and scrubbed."""
+        return self.retrying(
+            lambda: self.call_client(lambda: request.send(self.client)),
+            request.texts,
+            request.headers_of,
+        )
+
+    async def asend(self, request: Request) -> Any:
+        """:meth:`send` on the running event loop, with its :attr:`aclient`."""
+        client = self.aclient
+        return await awith_retries(
+            self.provider,
+            lambda: self._ascrubbed(lambda: self.acall_client(lambda: request.send(client))),
+            self.retry,
+            limiter=self.limiter,
+            tokens=self.estimated_tokens(request.texts) if request.texts else 0,
+            headers_of=request.headers_of,
+        )
+
+    def call_client(self, call: Callable[[], R]) -> R:
+        """Run one client call; its errors come out as :class:`ProviderError` (retryable or not)."""
+        try:
+            return call()
+        except Exception as exc:
+            mapped = self.client_error(exc)
+            if mapped is None:
+                raise
+        raise mapped  # outside the except block: the client's error is not its context
+
+    async def acall_client(self, call: Callable[[], Awaitable[R]]) -> R:
+        """:meth:`call_client` for an async client's call."""
+        try:
+            return await call()
+        except Exception as exc:
+            mapped = self.client_error(exc)
+            if mapped is None:
+                raise
+        raise mapped
+
+    def client_error(self, exc: Exception) -> ProviderError | None:
+        """Ours for a client's own error, or ``None`` to let it through (JSON clients raise ours)."""
+        return None
 
     def embed_batches(self, texts: Sequence[str], role: Role) -> Iterator[EmbeddedBatch]:
         return self.embed_batches_concurrently(texts, role, 1)
 
     def embed_batches_concurrently(
-        self, texts: Sequence[str], role: Role, concurrency: int
+        self, texts: Sequence[str], role: Role, concurrency: int, scope: AsyncScope | None = None
     ) -> Iterator[EmbeddedBatch]:
         if self.rejects_empty:
             empty = [i for i, t in enumerate(texts) if not t]
@@ -143,16 +256,63 @@ class RemoteEmbeddingFunction(ProviderEmbeddingFunction):
                     f"{self.provider} rejects empty strings; input[{empty[0]}] is empty"
                 )
         limit = self._scrubbed(self.batch_limit)
-        jobs = [
-            partial(self._embed_batch, start, list(chunk), role)
-            for start, chunk in batches(texts, limit, self.max_batch_tokens)
+        chunks = [
+            (start, list(chunk)) for start, chunk in batches(texts, limit, self.max_batch_tokens)
         ]
-        return run_jobs(jobs, concurrency)
+        return self.run_exchanges(
+            chunks, partial(self.exchange, role=role), concurrency, scope, self.estimated_tokens
+        )
 
-    def _embed_batch(self, start: int, texts: list[str], role: Role) -> EmbeddedBatch:
+    def run_exchanges(
+        self,
+        chunks: Sequence[tuple[int, list[Any]]],
+        exchange: Callable[[list[Any]], Exchange],
+        concurrency: int,
+        scope: AsyncScope | None,
+        estimate: Callable[[list[Any]], int] | None = None,
+    ) -> Iterator[EmbeddedBatch]:
+        """Run ``exchange(chunk)`` for each ``(start, chunk)``, up to ``concurrency`` at once:
+        in worker threads, or as coroutines on ``scope``'s loop. ``estimate`` gives the tokens
+        a chunk was counted as, corrected against the limiter once the provider reports."""
+        if scope is None:
+            jobs = [partial(self._embed_batch, s, c, exchange, estimate) for s, c in chunks]
+            return run_jobs(jobs, concurrency)
+        ajobs = [partial(self._aembed_batch, s, c, exchange, estimate) for s, c in chunks]
+        return run_on_loop(scope, ajobs, concurrency)
+
+    def _embed_batch(
+        self,
+        start: int,
+        chunk: list[Any],
+        exchange: Callable[[list[Any]], Exchange],
+        estimate: Callable[[list[Any]], int] | None,
+    ) -> EmbeddedBatch:
         began = time.perf_counter()
-        vectors, tokens = self._scrubbed(partial(self.embed_chunk, texts, role))
-        self.limiter.settle(self.estimated_tokens(texts), tokens)
+        vectors, tokens = self._scrubbed(partial(self._drive, exchange(chunk)))
+        return self._batch(start, chunk, vectors, tokens, estimate, began)
+
+    async def _aembed_batch(
+        self,
+        start: int,
+        chunk: list[Any],
+        exchange: Callable[[list[Any]], Exchange],
+        estimate: Callable[[list[Any]], int] | None,
+    ) -> EmbeddedBatch:
+        began = time.perf_counter()
+        vectors, tokens = await self._ascrubbed(partial(self._adrive, exchange(chunk)))
+        return self._batch(start, chunk, vectors, tokens, estimate, began)
+
+    def _batch(
+        self,
+        start: int,
+        chunk: list[Any],
+        vectors: np.ndarray,
+        tokens: int | None,
+        estimate: Callable[[list[Any]], int] | None,
+        began: float,
+    ) -> EmbeddedBatch:
+        if estimate is not None:
+            self.limiter.settle(estimate(chunk), tokens)
         return EmbeddedBatch(start, vectors, tokens, time.perf_counter() - began)
 
     @staticmethod
@@ -162,7 +322,7 @@ class RemoteEmbeddingFunction(ProviderEmbeddingFunction):
 
     @property
     def client(self) -> Any:
-        """The transport (an SDK client, a :class:`JsonHttpClient`), built on first use."""
+        """The blocking transport (an SDK client, a :class:`JsonHttpClient`), built on first use."""
         if self._client is None:
             self._client = self.make_client()
         return self._client
@@ -170,6 +330,20 @@ class RemoteEmbeddingFunction(ProviderEmbeddingFunction):
     @abstractmethod
     def make_client(self) -> Any:
         """Build :attr:`client` (importing the provider's SDK only now)."""
+
+    @property
+    def aclient(self) -> Any:
+        """The asyncio transport for the running event loop (an SDK's async client, an
+        :class:`AsyncJsonHttpClient`), built on first use on that loop."""
+        loop = asyncio.get_running_loop()
+        client = self._aclients.get(loop)
+        if client is None:
+            client = self._aclients[loop] = self.make_async_client()
+        return client
+
+    @abstractmethod
+    def make_async_client(self) -> Any:
+        """Build :attr:`aclient`: the async twin of :meth:`make_client`, same settings."""
 
     def prepare(self) -> None:
         self.client  # noqa: B018 - SDK import and client setup are not provider time
@@ -224,16 +398,28 @@ class RemoteEmbeddingFunction(ProviderEmbeddingFunction):
         # level), and again on the way out (parse errors may quote what the server sent).
         try:
             return call()
-        except ProviderError as exc:
-            secrets = self.secrets()
-            clean = exc.redacted(lambda text: redact_text(text, secrets))
-        except CachedEmbedError:
-            raise  # ours, about the call itself: quotes no server text
         except Exception as exc:
-            # An SDK's own error (a pydantic ValidationError quoting a response value...).
-            text = redact_text(f"{type(exc).__name__}: {exc}", self.secrets())
-            clean = ProviderError(self.provider, text)
+            clean = self._scrub(exc)
         raise clean  # outside the except block: the unredacted original is not its context
+
+    async def _ascrubbed(self, call: Callable[[], Awaitable[R]]) -> R:
+        try:
+            return await call()
+        except Exception as exc:
+            clean = self._scrub(exc)
+        raise clean
+
+    def _scrub(self, exc: Exception) -> Exception:
+        """``exc`` without any credential this function sends, as one of our errors."""
+        if isinstance(exc, ProviderError):
+            secrets = self.secrets()
+            return exc.redacted(lambda text: redact_text(text, secrets))
+        if isinstance(exc, CachedEmbedError):
+            return exc  # ours, about the call itself: quotes no server text
+        # An SDK's own error (a pydantic ValidationError quoting a response value...).
+        return ProviderError(
+            self.provider, redact_text(f"{type(exc).__name__}: {exc}", self.secrets())
+        )
 
     def get_config(self) -> dict[str, Any]:
         """:attr:`config_keys` as attributes; URLs without their credentials (pass those again)."""
@@ -260,7 +446,7 @@ class RemoteEmbeddingFunction(ProviderEmbeddingFunction):
 
 
 class JsonEmbeddingFunction(RemoteEmbeddingFunction):
-    """A provider spoken to as JSON over HTTP with ``requests``: one POST per batch.
+    """A provider spoken to as JSON over HTTP with ``httpx``: one POST per batch.
 
     Subclasses set :attr:`path` and :attr:`default_base_url`, store ``api_base``, and
     implement :meth:`params`; the default :meth:`parse_response` reads OpenAI-shaped
@@ -285,6 +471,7 @@ class JsonEmbeddingFunction(RemoteEmbeddingFunction):
         self, payload: Mapping[str, Any], headers: Mapping[str, str], expected: int
     ) -> tuple[np.ndarray, int | None]:
         """Vectors and reported tokens from one response (OpenAI-shaped by default)."""
+        payload = json_object(self.provider, payload)
         vectors = indexed_vectors(self.provider, payload.get("data"), expected)
         return vectors, usage_tokens(payload, "usage", "total_tokens")
 
@@ -299,36 +486,35 @@ class JsonEmbeddingFunction(RemoteEmbeddingFunction):
     client: JsonHttpClient  # the base's lazy property, typed
 
     def make_client(self) -> JsonHttpClient:
-        return JsonHttpClient(
-            self.provider,
-            self.base_url,
-            self.auth_headers(),
-            timeout=self.timeout,
-            retry=self.retry,
-            limiter=self.limiter,
+        return JsonHttpClient(self.provider, self.base_url, **self._transport_settings())
+
+    def make_async_client(self) -> AsyncJsonHttpClient:
+        return AsyncJsonHttpClient(self.provider, self.base_url, **self._transport_settings())
+
+    def _transport_settings(self) -> dict[str, Any]:
+        return {
+            "headers": self.auth_headers(),
+            "timeout": self.timeout,
+            "retry": self.retry,
+            "limiter": self.limiter,
+        }
+
+    def endpoint(self) -> str:
+        """Where batches are POSTed, relative to the base URL (:attr:`path` by default)."""
+        return self.path
+
+    def exchange(self, texts: list[str], role: Role) -> Exchange:
+        return (yield from self.exchange_body(self.request_body(texts, role), len(texts), texts))
+
+    def exchange_body(
+        self, body: Mapping[str, Any], expected: int, texts: Sequence[str] = ()
+    ) -> Exchange:
+        """POST one request ``body`` for ``expected`` inputs (``texts``, for the rate limiter);
+        return its vectors and tokens as :meth:`parse_response` reads them."""
+        path = self.endpoint()
+        payload, headers = yield Request(
+            lambda client: client.once("POST", path, body), texts, _answer_headers
         )
-
-    def post_batch(self, path: str, texts: list[str], role: Role) -> tuple[Any, Mapping[str, str]]:
-        """POST one batch: retried, paced by :attr:`limiter`, credentials scrubbed from errors."""
-        return self.client.post(
-            path, self.request_body(texts, role), tokens=self.estimated_tokens(texts)
-        )
-
-    def embed_chunk(self, texts: list[str], role: Role) -> tuple[np.ndarray, int | None]:
-        body = self.request_body(texts, role)
-        return self.post_body(body, len(texts), self.estimated_tokens(texts))
-
-    def post_body(
-        self, body: Mapping[str, Any], expected: int, tokens: int = 0
-    ) -> tuple[np.ndarray, int | None]:
-        """Send one request ``body`` for ``expected`` inputs (``tokens`` estimated, for the
-        rate limiter); return its vectors and tokens. Retried, paced by :attr:`limiter`,
-        credentials scrubbed from errors."""
-        payload, headers = self.client.post(self.path, body, tokens=tokens)
-        if not isinstance(payload, dict):
-            raise ProviderResponseError(
-                self.provider, f"expected a JSON object, got {type(payload).__name__}"
-            )
         return self.parse_response(payload, headers, expected)
 
     def cache_identity(self, role: Role) -> dict[str, Any]:
@@ -338,22 +524,12 @@ class JsonEmbeddingFunction(RemoteEmbeddingFunction):
 class SdkEmbeddingFunction(RemoteEmbeddingFunction):
     """A provider spoken to through its official SDK (OpenAI, Cohere, Gemini).
 
-    Subclasses implement :meth:`make_client` with the SDK's own retries off (ours retry
-    instead, so the two never multiply) and send each call through :meth:`sdk_call`,
-    which turns the SDK's errors into :class:`ProviderError` via :meth:`sdk_error`.
+    Subclasses implement :meth:`make_client` and :meth:`make_async_client` with the SDK's
+    own retries off (ours retry instead, so the two never multiply), and
+    :meth:`client_error`, which turns the SDK's errors into :class:`ProviderError`.
     """
 
-    def sdk_call(self, call: Callable[[], R]) -> R:
-        """Run one SDK call; its errors come out as :class:`ProviderError` (retryable or not)."""
-        try:
-            return call()
-        except Exception as exc:
-            mapped = self.sdk_error(exc)
-            if mapped is None:
-                raise
-        raise mapped  # outside the except block: the SDK's error is not its context
-
-    def sdk_error(self, exc: Exception) -> ProviderError | None:
+    def client_error(self, exc: Exception) -> ProviderError | None:
         """Ours for an SDK error, or ``None`` to let it through (by default: transport
         failures of httpx, which the SDKs use, are retryable)."""
         return transport_error(self.provider, exc, self.timeout)
@@ -402,6 +578,19 @@ def indexed_vectors(provider: str, data: Any, expected: int) -> np.ndarray:
         [np.frombuffer(v, dtype="<f4") if isinstance(v, bytes) else v for v in vectors],
         expected,
     )
+
+
+def json_object(provider: str, payload: Any) -> Mapping[str, Any]:
+    """``payload`` when it is a JSON object; a :class:`ProviderResponseError` otherwise."""
+    if not isinstance(payload, dict):
+        raise ProviderResponseError(
+            provider, f"expected a JSON object, got {type(payload).__name__}"
+        )
+    return payload
+
+
+def _answer_headers(answer: tuple[Any, Mapping[str, str]]) -> Mapping[str, str]:
+    return answer[1]
 
 
 def decode_embedding(provider: str, embedding: Any) -> Any:

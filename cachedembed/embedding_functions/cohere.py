@@ -26,7 +26,7 @@ from ._base import as_matrix, check_positive
 if TYPE_CHECKING:
     from typing_extensions import Unpack
 
-from ._remote import RemoteOptions, SdkEmbeddingFunction, without_none
+from ._remote import Exchange, RemoteOptions, Request, SdkEmbeddingFunction, without_none
 
 DEFAULT_BASE_URL = "https://api.cohere.com"
 DEFAULT_MODEL = "embed-english-v3.0"
@@ -114,6 +114,12 @@ class CohereEmbeddingFunction(SdkEmbeddingFunction):
         kind = cohere.ClientV2 if self.api_version == "v2" else cohere.Client
         return kind(api_key=self.require_key(), base_url=self.base_url, timeout=self.timeout)
 
+    def make_async_client(self) -> Any:
+        import cohere
+
+        kind = cohere.AsyncClientV2 if self.api_version == "v2" else cohere.AsyncClient
+        return kind(api_key=self.require_key(), base_url=self.base_url, timeout=self.timeout)
+
     def request_fields(self, role: Role) -> dict[str, Any]:
         """The embed call's keyword arguments except ``texts``; unset ones left out."""
         fields: dict[str, Any] = {
@@ -128,22 +134,20 @@ class CohereEmbeddingFunction(SdkEmbeddingFunction):
             fields["batching"] = False  # the v1 client would split and thread; we batch ourselves
         return without_none(fields)
 
-    def embed_chunk(self, texts: list[str], role: Role) -> tuple[np.ndarray, int | None]:
+    def exchange(self, texts: list[str], role: Role) -> Exchange:
         fields = self.request_fields(role)
-        response = self.retrying(lambda: self._embed(texts, fields), texts)
+        response = yield Request(
+            lambda client: client.embed(texts=texts, request_options={"max_retries": 0}, **fields),
+            texts,
+        )
         return self.parse(response, len(texts))
 
-    def _embed(self, texts: list[str], fields: dict[str, Any]) -> Any:
-        return self.sdk_call(
-            lambda: self.client.embed(texts=texts, request_options={"max_retries": 0}, **fields)
-        )
-
-    def sdk_error(self, exc: Exception) -> ProviderError | None:
+    def client_error(self, exc: Exception) -> ProviderError | None:
         from cohere.core.api_error import ApiError
 
         if isinstance(exc, ApiError):
             return self.status_error(int(exc.status_code or 0), exc.body, exc.headers)
-        return super().sdk_error(exc)
+        return super().client_error(exc)
 
     def parse(self, response: Any, expected: int) -> tuple[np.ndarray, int | None]:
         """Float vectors and billed input tokens from a v2 or either v1 response shape.

@@ -71,7 +71,7 @@ class GeminiBatchAdapter(BatchAdapter):
 
     def _call(self, fn: Callable[[], T]) -> T:
         """One SDK call with the provider's retries and error mapping, key scrubbed."""
-        return self.ef.retrying(lambda: self.ef.sdk_call(fn))
+        return self.ef.retrying(lambda: self.ef.call_client(fn))
 
     def request_line(self, custom_id: str, texts: list[str]) -> bytes:
         (text,) = texts

@@ -19,8 +19,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
 from ..errors import ConfigurationError, ProviderError, ProviderResponseError
 from ..keys import Role
 from ._base import as_matrix, check_positive
@@ -28,7 +26,7 @@ from ._base import as_matrix, check_positive
 if TYPE_CHECKING:
     from typing_extensions import Unpack
 
-from ._remote import RemoteOptions, SdkEmbeddingFunction, named_arguments
+from ._remote import Exchange, RemoteOptions, Request, SdkEmbeddingFunction, named_arguments
 
 DEFAULT_BASE_URL = "https://generativelanguage.googleapis.com"
 DEFAULT_MODEL = "gemini-embedding-001"
@@ -120,36 +118,38 @@ class GoogleGeminiEmbeddingFunction(SdkEmbeddingFunction):
             )
         return genai.Client(api_key=self.require_key(), http_options=options)
 
+    def make_async_client(self) -> Any:
+        # The SDK's async surface hangs off a client; a fresh one per loop owns that loop's connections.
+        return self.make_client().aio
+
     def task(self, role: Role) -> str:
         return self.task_type or _ROLE_TASK[role]
 
-    def embed_chunk(self, texts: list[str], role: Role) -> tuple[np.ndarray, int | None]:
-        response = self.retrying(lambda: self._embed(texts, role), texts)
-        rows = [getattr(e, "values", None) for e in (getattr(response, "embeddings", None) or [])]
-        if any(r is None for r in rows):
-            raise ProviderResponseError(self.provider, "an embedding has no values")
-        return as_matrix(self.provider, rows, len(texts), self.dimension), None
-
-    def _embed(self, texts: list[str], role: Role) -> Any:
+    def exchange(self, texts: list[str], role: Role) -> Exchange:
         from google.genai import types
 
         config = types.EmbedContentConfig(
             task_type=self.task(role), output_dimensionality=self.dimension
         )
-        return self.sdk_call(
-            lambda: self.client.models.embed_content(
+        response = yield Request(
+            lambda client: client.models.embed_content(
                 model=self.model_name, contents=texts, config=config
-            )
+            ),
+            texts,
         )
+        rows = [getattr(e, "values", None) for e in (getattr(response, "embeddings", None) or [])]
+        if any(r is None for r in rows):
+            raise ProviderResponseError(self.provider, "an embedding has no values")
+        return as_matrix(self.provider, rows, len(texts), self.dimension), None
 
-    def sdk_error(self, exc: Exception) -> ProviderError | None:
+    def client_error(self, exc: Exception) -> ProviderError | None:
         from google.genai import errors
 
         if isinstance(exc, errors.APIError):
             return self.status_error(
                 int(exc.code), exc.details, getattr(exc.response, "headers", None), exc.message
             )
-        return super().sdk_error(exc)
+        return super().client_error(exc)
 
     def batch_adapter(self, role: Role = "document") -> Any:
         """Gemini's batch mode (half price, within 24 h) for :meth:`cachedembed.Cached.submit_batch`."""

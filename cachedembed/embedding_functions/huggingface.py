@@ -43,15 +43,8 @@ class _FeatureExtraction(JsonEmbeddingFunction):
 
     path: ClassVar[str] = ""
 
-    def endpoint(self) -> str:
-        return self.path
-
     def request_body(self, texts: list[str], role: Role) -> dict[str, Any]:
         return {"inputs": texts, **self.params(role)}
-
-    def embed_chunk(self, texts: list[str], role: Role) -> tuple[np.ndarray, int | None]:
-        payload, headers = self.post_batch(self.endpoint(), texts, role)
-        return self.parse_response(payload, headers, len(texts))
 
     def parse_response(
         self, payload: Any, headers: Mapping[str, str], expected: int

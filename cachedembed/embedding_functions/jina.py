@@ -15,9 +15,7 @@ in ``input`` (PNG, so the model sees exactly the pixels the cache keyed), at mos
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator, Sequence
-from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -25,7 +23,7 @@ import numpy as np
 from ..keys import Role
 from ._base import EmbeddedBatch
 from ._images import png_data_uri
-from ._parallel import run_jobs
+from ._parallel import AsyncScope
 from ._remote import JsonEmbeddingFunction, RemoteOptions, without_none
 
 if TYPE_CHECKING:
@@ -121,21 +119,21 @@ class JinaEmbeddingFunction(JsonEmbeddingFunction):
         return without_none(params)
 
     def embed_batches_concurrently(
-        self, texts: Sequence[Any], role: Role, concurrency: int
+        self, texts: Sequence[Any], role: Role, concurrency: int, scope: AsyncScope | None = None
     ) -> Iterator[EmbeddedBatch]:
         if not (texts and isinstance(texts[0], np.ndarray)):
-            return super().embed_batches_concurrently(texts, role, concurrency)
+            return super().embed_batches_concurrently(texts, role, concurrency, scope)
         # Every image is encoded before the first request: one that cannot be sent fails the
         # call before anything is paid for.
         inputs = [{"image": png_data_uri(image, self.provider)} for image in texts]
-        jobs = [
-            partial(self._embed_images, start, inputs[start : start + self.max_image_batch], role)
+        chunks = [
+            (start, inputs[start : start + self.max_image_batch])
             for start in range(0, len(inputs), self.max_image_batch)
         ]
-        return run_jobs(jobs, concurrency)
-
-    def _embed_images(self, start: int, chunk: list[dict[str, str]], role: Role) -> EmbeddedBatch:
-        began = time.perf_counter()
-        body = {**self.params(role), "input": chunk}
-        vectors, tokens = self._scrubbed(partial(self.post_body, body, len(chunk)))
-        return EmbeddedBatch(start, vectors, tokens, time.perf_counter() - began)
+        params = self.params(role)
+        return self.run_exchanges(
+            chunks,
+            lambda chunk: self.exchange_body({**params, "input": chunk}, len(chunk)),
+            concurrency,
+            scope,
+        )

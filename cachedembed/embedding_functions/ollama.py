@@ -24,7 +24,13 @@ from ._base import as_matrix
 if TYPE_CHECKING:
     from typing_extensions import Unpack
 
-from ._remote import JsonEmbeddingFunction, RemoteOptions, usage_tokens, without_none
+from ._remote import (
+    JsonEmbeddingFunction,
+    RemoteOptions,
+    json_object,
+    usage_tokens,
+    without_none,
+)
 
 DEFAULT_URL = "http://localhost:11434"
 DEFAULT_MODEL_NAME = "chroma/all-minilm-l6-v2-f32"
@@ -122,5 +128,6 @@ class OllamaEmbeddingFunction(JsonEmbeddingFunction):
     def parse_response(
         self, payload: Mapping[str, Any], headers: Mapping[str, str], expected: int
     ) -> tuple[np.ndarray, int | None]:
+        payload = json_object(self.provider, payload)
         vectors = as_matrix(self.provider, payload.get("embeddings"), expected)
         return vectors, usage_tokens(payload, "prompt_eval_count")

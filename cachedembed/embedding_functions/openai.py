@@ -24,7 +24,7 @@ from ._http import RETRYABLE_STATUS, error_message, parse_retry_after
 if TYPE_CHECKING:
     from typing_extensions import Unpack
 
-from ._remote import RemoteOptions, SdkEmbeddingFunction, indexed_vectors
+from ._remote import Exchange, RemoteOptions, Request, SdkEmbeddingFunction, indexed_vectors
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 
@@ -139,6 +139,14 @@ class OpenAIEmbeddingFunction(SdkEmbeddingFunction):
     def make_client(self) -> Any:
         import openai
 
+        return self._build_client(openai.AzureOpenAI, openai.OpenAI)
+
+    def make_async_client(self) -> Any:
+        import openai
+
+        return self._build_client(openai.AsyncAzureOpenAI, openai.AsyncOpenAI)
+
+    def _build_client(self, azure: Callable[..., Any], plain: Callable[..., Any]) -> Any:
         common: dict[str, Any] = {
             "api_key": self.require_key(),
             "organization": self.organization_id,
@@ -147,24 +155,29 @@ class OpenAIEmbeddingFunction(SdkEmbeddingFunction):
             "timeout": self.timeout,
         }
         if self.azure:
-            return openai.AzureOpenAI(
+            return azure(
                 azure_endpoint=str(self.base_url),
                 azure_deployment=self.deployment_id,
                 api_version=self.api_version,
                 **common,
             )
-        return openai.OpenAI(base_url=self.base_url, **common)
+        return plain(base_url=self.base_url, **common)
 
-    def embed_chunk(self, texts: list[str], role: Role) -> tuple[np.ndarray, int | None]:
+    def exchange(self, texts: list[str], role: Role) -> Exchange:
         try:
-            raw = self.retrying(lambda: self._create(texts), texts, _headers)
+            # The raw response: its x-ratelimit-* headers pace the limiter.
+            raw = yield Request(
+                lambda client: client.embeddings.with_raw_response.create(**self._fields(texts)),
+                texts,
+                _headers,
+            )
         except _TooManyTokens:
             if len(texts) == 1:
                 raise
             # The byte-based estimate undercounted this batch: send it in two halves.
             half = len(texts) // 2
-            left, left_tokens = self.embed_chunk(texts[:half], role)
-            right, right_tokens = self.embed_chunk(texts[half:], role)
+            left, left_tokens = yield from self.exchange(texts[:half], role)
+            right, right_tokens = yield from self.exchange(texts[half:], role)
             tokens = (
                 None if left_tokens is None or right_tokens is None else left_tokens + right_tokens
             )
@@ -175,18 +188,17 @@ class OpenAIEmbeddingFunction(SdkEmbeddingFunction):
         tokens = getattr(usage, "prompt_tokens", None)
         return vectors, tokens if isinstance(tokens, int) else None
 
-    def _create(self, texts: list[str]) -> Any:
-        kwargs: dict[str, Any] = {
+    def _fields(self, texts: list[str]) -> dict[str, Any]:
+        fields: dict[str, Any] = {
             "model": self.model_name,
             "input": texts,
             "encoding_format": "base64",
         }
         if self.sends_dimensions:
-            kwargs["dimensions"] = self.dimensions
-        # The raw response: its x-ratelimit-* headers pace the limiter.
-        return self.sdk_call(lambda: self.client.embeddings.with_raw_response.create(**kwargs))
+            fields["dimensions"] = self.dimensions
+        return fields
 
-    def sdk_error(self, exc: Exception) -> ProviderError | None:
+    def client_error(self, exc: Exception) -> ProviderError | None:
         import openai
 
         if isinstance(exc, openai.APITimeoutError):
