@@ -10,6 +10,8 @@ against a :class:`~cachedembed.stores.Store`.
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
 import json
 import logging
 import threading
@@ -17,6 +19,7 @@ import time
 import unicodedata
 import warnings
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from functools import partial
 from itertools import repeat
@@ -26,6 +29,7 @@ import numpy as np
 
 from .embedder import Embedder
 from .embedding_functions._base import EmbeddedBatch, check_input
+from .embedding_functions._parallel import AsyncScope
 from .errors import InvalidInputError, PendingBatchError, ProviderResponseError, StoreError
 from .fleet import Leases
 from .keys import ItemHasher, ItemKind, NamespaceSpec, Role
@@ -106,6 +110,8 @@ class _Call:
     out: np.ndarray | None = None
     """One vector per unique item, allocated once the dimension is known."""
     kind: ItemKind = "text"
+    scope: AsyncScope | None = None
+    """The event loop of an async call, where its provider requests run as coroutines."""
 
     def vectors(self, dim: int) -> np.ndarray:
         if self.out is None:
@@ -155,6 +161,26 @@ class Session:
         """Copies of the counters per role (safe to keep or add up), and the failed writes."""
         with self.lock:
             return {r: replace(d) for r, d in self.usage.items()}, self.store_errors
+
+
+_ASYNC_WORKERS = 32
+"""Async calls whose store work may run at once (more wait their turn, without blocking the loop)."""
+_async_pool: ThreadPoolExecutor | None = None
+_async_pool_lock = threading.Lock()
+
+
+def _async_workers() -> ThreadPoolExecutor:
+    """The threads async calls use for the store: their own, never the loop's default executor.
+
+    A call waiting on another caller's texts blocks its thread; if those were the default
+    executor's, a provider whose async method runs in that executor (LangChain's default
+    ``aembed_documents``) could find no thread left, and the call it waits for would never end.
+    """
+    global _async_pool
+    with _async_pool_lock:
+        if _async_pool is None:
+            _async_pool = ThreadPoolExecutor(_ASYNC_WORKERS, thread_name_prefix="cachedembed-async")
+        return _async_pool
 
 
 def _empty_result() -> Embedded:
@@ -261,7 +287,28 @@ class Engine:
 
     # -- a call ---------------------------------------------------------------
 
-    def embed(self, input: Sequence[Any], role: Role) -> Embedded:
+    async def aembed(self, input: Sequence[Any], role: Role) -> Embedded:
+        """:meth:`embed` for a coroutine, without blocking its event loop.
+
+        The lookup, single-flight and writes run in one worker thread (the stores are
+        blocking); the provider requests for the misses run as coroutines on the caller's
+        loop, where the provider can (its async client), ``concurrency`` at a time.
+        Cancelling stops the requests in flight at once and returns when the call has
+        unwound: batches that arrived before are stored, nothing else is.
+        """
+        loop = asyncio.get_running_loop()
+        scope = AsyncScope(loop)
+        context = contextvars.copy_context()
+        call = partial(context.run, self.embed, input, role, scope)
+        work = loop.run_in_executor(_async_workers(), call)
+        try:
+            return await asyncio.shield(work)
+        except asyncio.CancelledError:
+            scope.cancel()
+            await asyncio.wait([work])
+            raise
+
+    def embed(self, input: Sequence[Any], role: Role, scope: AsyncScope | None = None) -> Embedded:
         """Embed ``input`` for ``role`` through the cache: vectors in input order and this call's cost."""
         if type(input) is list and len(input) == 1 and type(input[0]) is str:
             hit = self._hit_text(input[0], role)
@@ -279,7 +326,9 @@ class Engine:
                 if hit is not None:
                     result = hit
                     return hit
-            self._lookup_and_fill(self._dedupe(items, ids, checks, role, state, result, kind))
+            call = self._dedupe(items, ids, checks, role, state, result, kind)
+            call.scope = scope
+            self._lookup_and_fill(call)
             return result
         finally:
             # Also after a failure: the batches stored before it were this object's doing.
@@ -604,8 +653,10 @@ class Engine:
         started = time.perf_counter()
         # Batches may arrive in any order (`batch.start` places each one); if storing one
         # fails, the iterator is not resumed, so no further request is sent.
+        # An embedder written before async calls existed takes no scope: only pass one.
+        extra = () if call.scope is None else (call.scope,)
         for batch in self.embedder.embed_batches_concurrently(
-            to_embed, call.role, self.concurrency
+            to_embed, call.role, self.concurrency, *extra
         ):
             elapsed = batch.seconds if batch.seconds is not None else time.perf_counter() - started
             idx = np.arange(batch.start, batch.start + len(batch.vectors))

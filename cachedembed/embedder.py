@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from functools import partial
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
 from .embedding_functions._base import EmbeddedBatch, ProviderEmbeddingFunction, as_matrix
-from .embedding_functions._parallel import run_jobs
+from .embedding_functions._parallel import AsyncScope, run_jobs, run_on_loop
 from .identity import foreign_identity
 from .keys import Role
 
@@ -51,27 +51,37 @@ class Embedder(Protocol):
         ...
 
     def embed_batches_concurrently(
-        self, texts: Sequence[Any], role: Role, concurrency: int
+        self, texts: Sequence[Any], role: Role, concurrency: int, scope: AsyncScope | None = None
     ) -> Iterator[EmbeddedBatch]:
-        """:meth:`embed_batches` with up to ``concurrency`` requests at once (any order)."""
+        """:meth:`embed_batches` with up to ``concurrency`` requests at once (any order); with
+        ``scope``, as coroutines on its event loop where the embedder has an async interface."""
         ...
 
 
 class ChromaStyleEmbedder:
-    """Presents a Chroma-protocol function (or a plain callable) as batches of vectors."""
+    """Presents a Chroma-protocol function (or a plain callable) as batches of vectors.
+
+    ``call(texts, role)`` embeds one batch; ``acall(texts, role)``, when given (a framework
+    model's own async method), embeds it as a coroutine for async calls.
+    """
 
     bypass_cache = False
     default_concurrency = 1
     """Unknown code may not be thread-safe: one call at a time unless asked for more."""
 
     def __init__(
-        self, ef: Any, batch_size: int, call: Callable[[list[Any], Role], Any] | None = None
+        self,
+        ef: Any,
+        batch_size: int,
+        call: Callable[[list[Any], Role], Any] | None = None,
+        acall: Callable[[list[Any], Role], Awaitable[Any]] | None = None,
     ) -> None:
         self.ef = ef
         self.batch_size = batch_size
         # A Chroma-protocol function may be multimodal (it decides); an adapter's call embeds texts.
         self.accepts_images = call is None
         self._call = call or self._chroma_call
+        self._acall = acall
         self.label = label(ef)
 
     def cache_identity(self, role: Role) -> dict[str, Any]:
@@ -89,17 +99,36 @@ class ChromaStyleEmbedder:
         return self.embed_batches_concurrently(texts, role, 1)
 
     def embed_batches_concurrently(
-        self, texts: Sequence[Any], role: Role, concurrency: int
+        self, texts: Sequence[Any], role: Role, concurrency: int, scope: AsyncScope | None = None
     ) -> Iterator[EmbeddedBatch]:
-        jobs = [
-            partial(self._embed_chunk, start, list(texts[start : start + self.batch_size]), role)
+        chunks = [
+            (start, list(texts[start : start + self.batch_size]))
             for start in range(0, len(texts), self.batch_size)
         ]
+        if scope is not None and self._acall is not None:
+            acall = self._acall
+            ajobs = [partial(self._aembed_chunk, acall, start, c, role) for start, c in chunks]
+            return run_on_loop(scope, ajobs, concurrency)
+        # No async interface: a blocking function runs in worker threads, also for async calls.
+        jobs = [partial(self._embed_chunk, start, chunk, role) for start, chunk in chunks]
         return run_jobs(jobs, concurrency)
 
     def _embed_chunk(self, start: int, chunk: list[Any], role: Role) -> EmbeddedBatch:
         began = time.perf_counter()
-        vectors = self._call(chunk, role)
+        return self._batch(start, chunk, self._call(chunk, role), began)
+
+    async def _aembed_chunk(
+        self,
+        acall: Callable[[list[Any], Role], Awaitable[Any]],
+        start: int,
+        chunk: list[Any],
+        role: Role,
+    ) -> EmbeddedBatch:
+        began = time.perf_counter()
+        return self._batch(start, chunk, await acall(chunk, role), began)
+
+    def _batch(self, start: int, chunk: list[Any], vectors: Any, began: float) -> EmbeddedBatch:
+        """One answer of the function, checked: a float matrix with a row per item of ``chunk``."""
         if isinstance(vectors, list) and vectors and isinstance(vectors[0], np.ndarray):
             vectors = (
                 np.stack(vectors)

@@ -7,7 +7,6 @@ publication, accounting) is :mod:`cachedembed._engine`'s.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -212,12 +211,18 @@ class Cached:
         return list(self.embed(input, "query"))
 
     async def acall(self, input: Sequence[Any]) -> list[np.ndarray]:
-        """``__call__`` for async code: store and provider I/O run in a worker thread."""
-        return list(await asyncio.to_thread(self.embed, input, "document"))
+        """``__call__`` for async code: the misses go out as coroutines on the running loop
+        (``concurrency`` at once, through the provider's async client), the store is read
+        and written in one worker thread. Cancelling stops the requests in flight."""
+        return list((await self._engine.aembed(input, "document")).vectors)
 
     async def aembed_query(self, input: Sequence[Any]) -> list[np.ndarray]:
         """``embed_query`` for async code; single-flight holds across tasks and threads."""
-        return list(await asyncio.to_thread(self.embed, input, "query"))
+        return list((await self._engine.aembed(input, "query")).vectors)
+
+    async def aembed(self, input: Sequence[Any], role: Role = "document") -> np.ndarray:
+        """:meth:`embed` for async code (see :meth:`acall`)."""
+        return (await self._engine.aembed(input, role)).vectors
 
     @staticmethod
     def name() -> str:

@@ -9,7 +9,7 @@ same engine as everywhere else.
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from ..embedder import ChromaStyleEmbedder
@@ -68,8 +68,9 @@ class FrameworkEmbedder(ChromaStyleEmbedder):
         call: Callable[[list[str], Role], Any],
         identity: dict[str, Any] | None,
         batch_size: int,
+        acall: Callable[[list[str], Role], Awaitable[Any]] | None = None,
     ) -> None:
-        super().__init__(obj, batch_size, call)
+        super().__init__(obj, batch_size, call, acall)
         self.label = type(obj).__name__
         self._identity = identity
 
@@ -101,10 +102,15 @@ def build_cached(
     cache: Store | str | None,
     namespace: str | None,
     options: Mapping[str, Any],
+    acall: Callable[[list[str], Role], Awaitable[Any]] | None = None,
 ) -> Cached:
-    """The ``Cached`` behind an adapter; ``identity()`` is only asked when no ``namespace`` is given."""
+    """The ``Cached`` behind an adapter; ``identity()`` is only asked when no ``namespace`` is given.
+
+    ``call`` embeds a batch with the model; ``acall``, the model's own async method, does
+    so for async calls (their misses then go out as coroutines, not worker threads)."""
     known = None if namespace is not None else identity()
-    embedder = FrameworkEmbedder(obj, call, known, int(options.get("batch_size", DEFAULT_BATCH)))
+    batch = int(options.get("batch_size", DEFAULT_BATCH))
+    embedder = FrameworkEmbedder(obj, call, known, batch, acall)
     return Cached(embedder, cache, namespace=namespace, **options)
 
 

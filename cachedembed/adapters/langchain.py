@@ -60,6 +60,7 @@ class CachedEmbeddings(Embeddings):
             cache,
             namespace,
             options,
+            self._aprovider_call,
         )
 
     def _provider_call(self, texts: list[str], role: Role) -> Any:
@@ -68,31 +69,35 @@ class CachedEmbeddings(Embeddings):
             return [self.underlying.embed_query(t) for t in texts]
         return self.underlying.embed_documents(texts)
 
+    async def _aprovider_call(self, texts: list[str], role: Role) -> Any:
+        if role == "query":
+            return await asyncio.gather(*(self.underlying.aembed_query(t) for t in texts))
+        return await self.underlying.aembed_documents(texts)
+
     def embed_documents(self, texts: list[str]) -> list[list[float]]:
         """Embed documents; ``[]`` for no texts, as LangChain's models do."""
-        if isinstance(texts, str):
-            raise InvalidInputError(
-                "embed_documents takes a list of str, got one str (use embed_query?)"
-            )
-        if not texts:
+        if not _documents(texts):
             return []
         result: list[list[float]] = self.cached.embed(texts, "document").tolist()
         return result
 
     def embed_query(self, text: str) -> list[float]:
         """Embed one query (cached apart from documents)."""
-        if not isinstance(text, str):
-            raise InvalidInputError(f"embed_query takes one str, got {type(text).__name__}")
-        result: list[float] = self.cached.embed([text], "query")[0].tolist()
+        result: list[float] = self.cached.embed([_query(text)], "query")[0].tolist()
         return result
 
     async def aembed_documents(self, texts: list[str]) -> list[list[float]]:
-        """``embed_documents`` off the event loop (store and provider I/O in a worker thread)."""
-        return await asyncio.to_thread(self.embed_documents, texts)
+        """``embed_documents`` for async code: the misses go to the model's own
+        ``aembed_documents`` on this event loop; the store is used from a worker thread."""
+        if not _documents(texts):
+            return []
+        result: list[list[float]] = (await self.cached.aembed(texts, "document")).tolist()
+        return result
 
     async def aembed_query(self, text: str) -> list[float]:
-        """``embed_query`` off the event loop; single-flight holds across tasks."""
-        return await asyncio.to_thread(self.embed_query, text)
+        """``embed_query`` for async code; single-flight holds across tasks."""
+        result: list[float] = (await self.cached.aembed([_query(text)], "query"))[0].tolist()
+        return result
 
     def stats(self) -> dict[str, Any]:
         """Lifetime totals of both namespaces in the cache (see :meth:`Cached.stats`)."""
@@ -104,6 +109,21 @@ class CachedEmbeddings(Embeddings):
 
     def __repr__(self) -> str:
         return f"CachedEmbeddings({self.underlying!r}, cache={self.cached.store.url!r})"
+
+
+def _documents(texts: Any) -> bool:
+    """Whether there is anything to embed; one str instead of a list is refused."""
+    if isinstance(texts, str):
+        raise InvalidInputError(
+            "embed_documents takes a list of str, got one str (use embed_query?)"
+        )
+    return bool(texts)
+
+
+def _query(text: Any) -> str:
+    if not isinstance(text, str):
+        raise InvalidInputError(f"embed_query takes one str, got {type(text).__name__}")
+    return text
 
 
 def cached_embeddings(

@@ -85,6 +85,7 @@ class CachedEmbedding(BaseEmbedding):
             cache,
             self._namespace,
             self._options,
+            self._aprovider_call,
         )
 
     def __getstate__(self) -> dict[str, Any]:
@@ -150,10 +151,24 @@ class CachedEmbedding(BaseEmbedding):
             return [inner._get_query_embedding(q) for q in texts]
         return inner._get_text_embeddings(texts)
 
+    async def _aprovider_call(self, texts: list[str], role: Role) -> list[Embedding]:
+        inner = self.inner
+        if inner.rate_limiter is not None:
+            await inner.rate_limiter.async_acquire()
+        if role == "query":
+            return list(await asyncio.gather(*(inner._aget_query_embedding(q) for q in texts)))
+        return await inner._aget_text_embeddings(texts)
+
     def _embed(self, texts: list[str], role: Role) -> list[Embedding]:
         if not texts:
             return []
         result: list[Embedding] = self._cached.embed(texts, role).tolist()
+        return result
+
+    async def _aembed(self, texts: list[str], role: Role) -> list[Embedding]:
+        if not texts:
+            return []
+        result: list[Embedding] = (await self._cached.aembed(texts, role)).tolist()
         return result
 
     def _get_query_embedding(self, query: str) -> Embedding:
@@ -166,13 +181,13 @@ class CachedEmbedding(BaseEmbedding):
         return self._embed(list(texts), "document")
 
     async def _aget_query_embedding(self, query: str) -> Embedding:
-        return (await asyncio.to_thread(self._embed, [query], "query"))[0]
+        return (await self._aembed([query], "query"))[0]
 
     async def _aget_text_embedding(self, text: str) -> Embedding:
-        return (await asyncio.to_thread(self._embed, [text], "document"))[0]
+        return (await self._aembed([text], "document"))[0]
 
     async def _aget_text_embeddings(self, texts: list[str]) -> list[Embedding]:
-        return await asyncio.to_thread(self._embed, list(texts), "document")
+        return await self._aembed(list(texts), "document")
 
     def stats(self) -> dict[str, Any]:
         """Lifetime totals of both namespaces in the cache (see :meth:`Cached.stats`)."""

@@ -22,6 +22,7 @@ import numpy as np
 from ..errors import ConfigurationError, InvalidInputError, ProviderResponseError
 from ..keys import ItemKind, Role
 from ..usage import estimate_text_tokens
+from ._parallel import AsyncScope
 from ._registry import register
 
 T = TypeVar("T", bound="ProviderEmbeddingFunction")
@@ -83,10 +84,12 @@ class ProviderEmbeddingFunction(ABC):
         """
 
     def embed_batches_concurrently(
-        self, texts: Sequence[str], role: Role, concurrency: int
+        self, texts: Sequence[str], role: Role, concurrency: int, scope: AsyncScope | None = None
     ) -> Iterator[EmbeddedBatch]:
         """:meth:`embed_batches` with up to ``concurrency`` requests at once, yielded as they
-        complete (in any order). Sequential unless the provider can do better."""
+        complete (in any order); with ``scope`` (an async call), requests that can run as
+        coroutines run on its event loop. Sequential, in the calling thread, unless the
+        provider can do better (an in-process model computes in the engine's worker thread)."""
         return self.embed_batches(texts, role)
 
     @abstractmethod

@@ -13,6 +13,7 @@ import base64
 import gzip
 import json
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -240,6 +241,95 @@ class ProviderContract:
         assert same_bits(cached(TEXTS[:4]), case.expected(TEXTS[:4]))
         assert case.fake.batches[-1] == TEXTS[2:4]
         assert cached.stats()["tokens_embedded"] == self.tokens(TEXTS[:4])
+
+    async def test_async_batches_go_out_together_as_coroutines(
+        self, case: Case, sqlite_url: str
+    ) -> None:
+        """``acall``: the batches are in flight at once through the async client, on the
+        event loop (no worker thread per request); vectors exact, in order, then cached."""
+        ef = case.make()
+        ef.max_batch = 2
+        watch = InFlight(case)
+        cached = Cached(ef, sqlite_url, concurrency=3)
+        vectors = await cached.acall(TEXTS)
+        assert same_bits(vectors, case.expected(TEXTS))
+        assert sorted(map(tuple, case.fake.batches)) == sorted(
+            tuple(TEXTS[i : i + 2]) for i in range(0, len(TEXTS), 2)
+        )
+        assert watch.most == 3, "the three batches were not in flight together"
+        assert watch.pool_threads == set(), "a request ran in a worker thread"
+        sent = case.requests
+        assert same_bits(await cached.aembed_query(TEXTS[:1]), case.expected(TEXTS[:1], "query"))
+        assert same_bits(await cached.acall(TEXTS), case.expected(TEXTS))
+        assert case.requests == sent + 1  # the query; the documents were all hits
+        stats = cached.stats()
+        assert stats["misses"] == len(TEXTS) + 1 and stats["hits"] == len(TEXTS)
+        assert stats["provider_calls"] == case.requests
+        assert stats["tokens_embedded"] == self.tokens(TEXTS) + self.tokens(TEXTS[:1])
+
+    async def test_async_429_storm_is_absorbed(self, case: Case, sqlite_url: str) -> None:
+        """Every batch of an async call meets a 429 first: each waits as told and succeeds."""
+        ef = case.make()
+        ef.max_batch = 2
+        headers, _wait = self.rate_limits[0]
+        case.server.fail_next(*[error(case, 429, "slow down", headers)] * 3)
+        vectors = await Cached(ef, sqlite_url, concurrency=3).acall(TEXTS)
+        assert same_bits(vectors, case.expected(TEXTS))
+        assert ef.limiter.throttled_count == 3 and ef.limiter.in_flight == 0
+
+    async def test_async_failed_batch_keeps_the_others(self, case: Case, sqlite_url: str) -> None:
+        """One batch refused among concurrent ones: the call raises, the batches that
+        arrived stay cached, and nothing is left in flight."""
+        ef = case.make()
+        ef.max_batch = 2
+        original = case.fake.__call__
+
+        def refuse_middle(request: Any) -> Reply:
+            if TEXTS[2] in case.fake.texts(request):
+                return error(case, 400, "rejected")
+            return original(request)
+
+        case.server.handler = refuse_middle
+        cached = Cached(ef, sqlite_url, concurrency=3)
+        with pytest.raises(ProviderError):
+            await cached.acall(TEXTS)
+        assert ef.limiter.in_flight == 0
+        case.server.handler = original
+        before = case.requests
+        assert same_bits(await cached.acall(TEXTS), case.expected(TEXTS))
+        assert case.requests == before + 1 and case.fake.batches[-1] == TEXTS[2:4]
+
+
+class InFlight:
+    """Wraps a case's server handler to record how many requests were in flight at once,
+    and which of cachedembed's worker-pool threads existed while one was served."""
+
+    def __init__(self, case: Case, delay: float = 0.2) -> None:
+        self.most = 0
+        self.pool_threads: set[threading.Thread] = set()
+        self._now = 0
+        self._lock = threading.Lock()
+        handler = case.server.handler
+        earlier = set(_pool_threads())  # an earlier test's pool may still be winding down
+
+        def watched(request: Any) -> Reply:
+            with self._lock:
+                self._now += 1
+                self.most = max(self.most, self._now)
+                self.pool_threads |= set(_pool_threads()) - earlier
+            try:
+                time.sleep(delay)  # long enough for the other batches to arrive meanwhile
+                return handler(request)
+            finally:
+                with self._lock:
+                    self._now -= 1
+
+        case.server.handler = watched
+
+
+def _pool_threads() -> list[threading.Thread]:
+    """The threads of the pools blocking calls send concurrent batches from."""
+    return [t for t in threading.enumerate() if t.name.startswith("cachedembed_")]
 
 
 def _key_encodings(key: str) -> dict[str, str]:
