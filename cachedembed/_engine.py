@@ -246,6 +246,32 @@ class Engine:
     def has_state(self, role: Role, kind: ItemKind) -> bool:
         return (role, kind) in self._states
 
+    def namespaces(self) -> list[Namespace]:
+        """Documents, then queries; then their image twins where images were embedded
+        (by this engine or into its store before)."""
+        roles: tuple[Role, Role] = ("document", "query")
+        found = [self.state(role).ns for role in roles]
+        stored: set[str] | None = None
+        for role in roles:
+            if not self.has_state(role, "image"):
+                if stored is None:
+                    stored = {ns.key for ns in self.store.namespaces()}
+                if self.spec(role, "image").key not in stored:
+                    continue  # never create an image namespace just to report on it
+            found.append(self.state(role, "image").ns)
+        return found
+
+    def dimension(self, role: Role) -> int | None:
+        """The size of the vectors cached for ``role``; ``None`` until one was embedded."""
+        ns = self.state(role).ns
+        if ns.dim is not None or ns.id == UNREGISTERED_NS:
+            return ns.dim
+        try:
+            return self.store.known_dimension(ns)
+        except StoreError as exc:  # not known while the cache cannot be read
+            self.store_failed(exc, "vector size not known yet")
+            return None
+
     def hasher(self, role: Role, kind: ItemKind = "text") -> ItemHasher:
         """The item hasher for ``role`` and ``kind``, available without touching the store."""
         hasher = self._hashers.get((role, kind))
