@@ -128,9 +128,7 @@ class Cached(ChromaConfig):
             raise ConfigurationError("ef is already Cached; wrap the inner function once")
         check_options(dtype, normalize_unicode, batch_size, on_store_error, pending_batches)
         self.ef, self.namespace, self.batch_size = ef, namespace, batch_size
-        self.dtype: StorageDtype = dtype
-        self.hash: HashName = hash
-        self.normalize_unicode = normalize_unicode
+        self.dtype, self.hash, self.normalize_unicode = dtype, hash, normalize_unicode
         # A cache server down at start fails open (``"warn"``), as it does later.
         self.store: Store = store_of(cache, fail_open=on_store_error != "raise")
         embedder = as_embedder(ef, batch_size)
