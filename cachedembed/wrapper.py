@@ -45,52 +45,48 @@ class Cached(ChromaConfig):
     ``Cached(ef)`` is itself a Chroma embedding function: pass it to a collection, call
     it with documents, or ``embed_query`` with queries. Guarantees:
 
-    * The result has one float32 vector per input, in input order, bit-identical to what
-      the provider returned when the text was first embedded.
-    * Only texts missing from the cache reach the provider; duplicates inside a call and
-      concurrent requests for the same text (threads or tasks of one process) are
-      embedded once.
-    * Each provider batch is cached as soon as it arrives, with the tokens it cost and
-      the counters that paid for it, in one transaction: a later failure keeps it.
-    * Bad input raises :class:`~cachedembed.errors.InvalidInputError` before any
-      lookup or provider call. Malformed provider output raises and is never cached.
+    * One float32 vector per input, in input order, bit-identical to what the provider
+      returned when the text was first embedded.
+    * Only texts missing from the cache reach the provider; duplicates in a call and
+      concurrent requests for a text (threads or tasks of a process) are embedded once.
+    * Each provider batch is cached as it arrives, with the tokens it cost and the
+      counters that paid for it, in one transaction: a later failure keeps it.
+    * Bad input raises :class:`~cachedembed.errors.InvalidInputError` before any lookup
+      or provider call; malformed provider output raises and is never cached.
 
     Args:
         ef: The function to wrap: any object with Chroma's ``__call__(input)`` (and
-            optionally ``embed_query``, ``name``, ``get_config``), cachedembed's own
-            providers included. A LangChain, LlamaIndex or sentence-transformers model
-            gets that framework's adapter instead (:mod:`cachedembed.adapters`).
+            optionally ``embed_query``, ``name``, ``get_config``). A LangChain, LlamaIndex
+            or sentence-transformers model gets its adapter (:mod:`cachedembed.adapters`).
         cache: A store or URL (``sqlite:///path.db``, ``diskcache:///dir``, ``memory://``,
-            ``postgresql+psycopg://...``). Default: ``$CACHEDEMBED_URL`` or a SQLite
+            ``postgresql+psycopg://...``); default ``$CACHEDEMBED_URL``, else a SQLite
             file in the user cache folder.
-        namespace: Explicit namespace instead of one derived from ``ef``; required when
-            ``ef`` has no ``name()``.
-        store_text: Also keep each text (off by default, for privacy), so an export can
-            be re-embedded with another model.
-        dtype: ``"float32"`` (exact) or ``"float16"`` (half the space; values rounded to
-            float16 both when embedded and when served, so results are consistent).
+        namespace: Explicit namespace instead of one derived from ``ef`` (required when
+            ``ef`` has no ``name()``).
+        store_text: Also keep each text (off for privacy), so an export can be re-embedded.
+        dtype: ``"float32"`` (exact) or ``"float16"`` (half the space; rounded alike when
+            embedded and when served).
         hash: ``"xxh3"`` (fast, default) or ``"blake2b"`` (keyed with
-            ``$CACHEDEMBED_HASH_KEY``; for caches shared with untrusted writers).
+            ``$CACHEDEMBED_HASH_KEY``, for caches shared with untrusted writers).
         normalize_unicode: Unicode form texts are normalised to before hashing and
-            embedding, so NFC and NFD spellings share entries. Default: byte for byte.
-        batch_size: Texts per call to a foreign ``ef`` (cachedembed's own functions
-            batch to their provider's limits themselves).
+            embedding (NFC and NFD spellings then share entries); default: byte for byte.
+        batch_size: Texts per call to a foreign ``ef`` (cachedembed's own functions batch
+            to their provider's limits).
         on_store_error: ``"warn"`` (default): a cache that cannot be read or written fails
             no call; the failure is logged once per outage, counted in
-            ``stats()["store_errors"]`` and unwritten batches are written once it answers
-            (docs/reliability.md). ``"raise"``: it raises
-            :class:`~cachedembed.errors.StoreError`.
-        pending_batches: What a call does with misses a submitted, uncollected batch job
-            covers (:meth:`submit_batch`): ``"error"`` raises
+            ``stats()["store_errors"]``, and unwritten batches are written once it answers
+            (docs/reliability.md). ``"raise"``: it raises :class:`~cachedembed.errors.StoreError`.
+        pending_batches: Misses a submitted, uncollected batch job covers
+            (:meth:`submit_batch`): ``"error"`` raises
             :class:`~cachedembed.errors.PendingBatchError` (default: never pay twice),
-            ``"wait"`` waits for the job and collects it, ``"embed"`` embeds them now.
-        concurrency: Provider requests sent at once for the misses of a call. Default:
-            the function's ``default_concurrency`` (4 for remote providers, 1 for
-            in-process models and foreign functions).
+            ``"wait"`` waits for and collects the job, ``"embed"`` embeds them now.
+        concurrency: Provider requests at once for a call's misses; default: the
+            function's ``default_concurrency`` (4 remote, 1 in-process or foreign). A
+            provider's rate limits hold across all its users (docs/performance.md).
         lease: Seconds a text being embedded stays leased to this process in a shared
-            store, so other processes wait for its entry instead of paying again
-            (docs/shared-cache.md). Default: 30 s, or three times the slowest provider
-            batch seen. ``0`` turns leases off.
+            store, so other processes wait for it instead of paying again
+            (docs/shared-cache.md); default 30 s or three times the slowest batch seen,
+            ``0`` for none.
     """
 
     store_text: OnEngine[bool] = OnEngine()
