@@ -129,6 +129,17 @@ class _Priced:
     flags: np.ndarray
     estimated: bool
 
+    def usage(self, elapsed: float) -> UsageDelta:
+        """What paying for this batch cost: a miss per item, one provider call of ``elapsed`` seconds."""
+        embedded = int(self.tokens.sum())
+        return UsageDelta(
+            misses=len(self.tokens),
+            provider_calls=1,
+            provider_seconds=elapsed,
+            tokens_embedded=embedded,
+            tokens_embedded_estimated=embedded if self.estimated else 0,
+        )
+
 
 class Session:
     """What one wrapper did (``session_stats()``), apart from the cache's lifetime stats."""
@@ -207,6 +218,13 @@ def _token_estimates(kind: ItemKind, items: Sequence[Any]) -> np.ndarray:
     return np.zeros(len(items), dtype=np.int64)
 
 
+def _batch_tokens(kind: ItemKind, batch: EmbeddedBatch, items: Sequence[Any]) -> np.ndarray:
+    """Tokens per item of one provider batch: the total it reported, apportioned by the
+    estimates; the estimates themselves when it reported none."""
+    estimates = _token_estimates(kind, items)
+    return estimates if batch.tokens is None else apportion(int(batch.tokens), estimates)
+
+
 def _unique(ids: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Sorted unique ids, each one's first position, each input's unique index, and counts."""
     if len(ids) == 1:
@@ -216,6 +234,11 @@ def _unique(ids: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.nda
 
 class Engine:
     """Serves one wrapper's calls from ``store``, sending only misses to ``embedder``."""
+
+    batch_poll = 5.0
+    """First seconds between status checks when waiting for a batch job (doubling)."""
+    _warned_bypass = False
+    """Whether the warning that nothing is cached (late chunking) was given."""
 
     def __init__(
         self,
@@ -232,10 +255,7 @@ class Engine:
         concurrency: int = 1,
         leases: Leases | None = None,
     ) -> None:
-        self.store = store
-        self.embedder = embedder
-        self.spec = spec
-        self.label = label
+        self.store, self.embedder, self.spec, self.label = store, embedder, spec, label
         self.store_text = store_text
         self.normalize_unicode = normalize_unicode
         self.on_store_error = on_store_error
@@ -243,14 +263,11 @@ class Engine:
         self.concurrency = concurrency
         self.leases = leases if leases is not None else Leases(store)
         """Single-flight across processes sharing the store (``Cached``'s default lease unless given)."""
-        self.batch_poll = 5.0
-        """First seconds between status checks when waiting for a batch job (doubling)."""
         self.session = Session()
         self._states: dict[tuple[Role, ItemKind], _Namespaced] = {}
         self._hashers: dict[tuple[Role, ItemKind], ItemHasher] = {}
         self._dtype = np.dtype(dtype).newbyteorder("<")
         self._pending_memo: dict[tuple[str, int], list[int]] = {}
-        self._warned_bypass = False
 
     # -- namespaces -----------------------------------------------------------
 
@@ -271,6 +288,32 @@ class Engine:
 
     def has_state(self, role: Role, kind: ItemKind) -> bool:
         return (role, kind) in self._states
+
+    def namespaces(self) -> list[Namespace]:
+        """Documents, then queries; then their image twins where images were embedded
+        (by this engine or into its store before)."""
+        roles: tuple[Role, Role] = ("document", "query")
+        found = [self.state(role).ns for role in roles]
+        stored: set[str] | None = None
+        for role in roles:
+            if not self.has_state(role, "image"):
+                if stored is None:
+                    stored = {ns.key for ns in self.store.namespaces()}
+                if self.spec(role, "image").key not in stored:
+                    continue  # never create an image namespace just to report on it
+            found.append(self.state(role, "image").ns)
+        return found
+
+    def dimension(self, role: Role) -> int | None:
+        """The size of the vectors cached for ``role``; ``None`` until one was embedded."""
+        ns = self.state(role).ns
+        if ns.dim is not None or ns.id == UNREGISTERED_NS:
+            return ns.dim
+        try:
+            return self.store.known_dimension(ns)
+        except StoreError as exc:  # not known while the cache cannot be read
+            self.store_failed(exc, "vector size not known yet")
+            return None
 
     def hasher(self, role: Role, kind: ItemKind = "text") -> ItemHasher:
         """The item hasher for ``role`` and ``kind``, available without touching the store."""
@@ -536,33 +579,18 @@ class Engine:
         """The intact rows among ``rows`` as columns; damaged ones of this namespace as ``stale``."""
         ns = state.ns
         assert ns.dim is not None
-        row_ids, row_ns, row_chk, row_tokens, row_flags, row_used, row_vec = zip(*rows)
+        row_ids, row_ns, row_chk, *columns = zip(*rows)
         pos = np.searchsorted(uniq, np.array(row_ids, dtype=np.int64))
         ok = (np.array(row_ns) == ns.id) & (np.array(row_chk, dtype=np.int64) == checks_u[pos])
+        row_vec = columns[-1]
         lengths = np.fromiter(map(len, row_vec), dtype=np.int64, count=len(row_vec))
         ok &= lengths == ns.dim * state.dtype.itemsize
-        stale: list[int] = []
-        if not ok.all():
-            stale = self._damaged(ns.id, rows, checks_u[pos], ok)
-            keep = np.flatnonzero(ok).tolist()
-            pos = pos[keep]
-            row_tokens, row_flags, row_used, row_vec = (
-                tuple(column[i] for i in keep)
-                for column in (row_tokens, row_flags, row_used, row_vec)
-            )
-        # A bytearray, so the vectors served straight from it are writable.
-        blob = bytearray().join(row_vec)
-        vectors = np.frombuffer(blob, dtype=state.dtype).reshape(len(pos), ns.dim)
-        if state.dtype != np.float32:
-            vectors = vectors.astype(np.float32)
-        return _Found(
-            pos,
-            vectors,
-            np.array(row_tokens, dtype=np.int64),
-            np.array(row_flags, dtype=np.int64),
-            np.array(row_used, dtype=np.int64),
-            stale,
-        )
+        if ok.all():
+            return _columns(state, ns.dim, pos, columns, [])
+        stale = self._damaged(ns.id, rows, checks_u[pos], ok)
+        keep = np.flatnonzero(ok).tolist()
+        intact = [tuple(column[i] for i in keep) for column in columns]
+        return _columns(state, ns.dim, pos[keep], intact, stale)
 
     def _damaged(
         self, ns_id: int, rows: list[Any], expected: np.ndarray, ok: np.ndarray
@@ -673,12 +701,9 @@ class Engine:
 
     def _price(self, call: _Call, batch: EmbeddedBatch, items: list[Any]) -> _Priced:
         """Check one provider batch against the storage dtype and work out each item's tokens."""
-        vectors, n = batch.vectors, len(batch.vectors)
-        estimates = _token_estimates(call.kind, items)
-        if batch.tokens is None:
-            tokens, flags = estimates, np.full(n, FLAG_TOKENS_ESTIMATED, dtype=np.int64)
-        else:
-            tokens, flags = apportion(int(batch.tokens), estimates), np.zeros(n, dtype=np.int64)
+        vectors, estimated = batch.vectors, batch.tokens is None
+        tokens = _batch_tokens(call.kind, batch, items)
+        flags = np.full(len(vectors), FLAG_TOKENS_ESTIMATED if estimated else 0, dtype=np.int64)
         dtype = call.state.dtype
         with np.errstate(over="ignore"):  # overflow is reported below, not as a RuntimeWarning
             stored = vectors.astype(dtype, copy=False)
@@ -689,7 +714,7 @@ class Engine:
                 "vectors hold values beyond the float16 range (65504); use dtype='float32' for this model",
             )
         served = stored.astype(np.float32) if dtype != np.float32 else vectors
-        return _Priced(stored, served, tokens, flags, batch.tokens is None)
+        return _Priced(stored, served, tokens, flags, estimated)
 
     def _take_batch(
         self,
@@ -701,34 +726,32 @@ class Engine:
         items: list[Any],
     ) -> None:
         """Publish one priced batch, put it in the call's result and hand it to waiting callers."""
-        n, tokens = len(pos), priced.tokens
-        delta = UsageDelta(
-            misses=n,
-            provider_calls=1,
-            provider_seconds=elapsed,
-            tokens_embedded=int(tokens.sum()),
-            tokens_embedded_estimated=int(tokens.sum()) if priced.estimated else 0,
-        )
+        delta = priced.usage(elapsed)
         if writable:
-            entries = EntryBatch(
-                ids=call.uniq[pos].tolist(),
-                checks=call.checks[pos].tolist(),
-                vectors=priced.stored,
-                tokens=tokens.tolist(),
-                flags=priced.flags.tolist(),
-                # Texts only: pixels are never stored, whatever store_text says.
-                texts=items if self.store_text and call.kind == "text" else None,
-            )
-            self._publish(call, entries, delta)
+            self._publish(call, self._entries(call, pos, priced, items), delta)
         call.result.usage.add(delta)
         call.result.provider_seconds.append(elapsed)
         call.vectors(priced.served.shape[1])[pos] = priced.served
-        call.tokens[pos] = tokens
+        call.tokens[pos] = priced.tokens
         call.estimated[pos] = priced.estimated
         call.served_by_me[pos] = True
         self.store.flights.resolve(
             _flight_keys(call.state.ns.id, call.uniq[pos]),
-            partial(_waiter_value, priced.served, tokens, priced.estimated),
+            partial(_waiter_value, priced.served, priced.tokens, priced.estimated),
+        )
+
+    def _entries(
+        self, call: _Call, pos: np.ndarray, priced: _Priced, items: list[Any]
+    ) -> EntryBatch:
+        """The cache entries of a priced batch at ``pos`` (the items' texts when ``store_text``)."""
+        return EntryBatch(
+            ids=call.uniq[pos].tolist(),
+            checks=call.checks[pos].tolist(),
+            vectors=priced.stored,
+            tokens=priced.tokens.tolist(),
+            flags=priced.flags.tolist(),
+            # Texts only: pixels are never stored, whatever store_text says.
+            texts=items if self.store_text and call.kind == "text" else None,
         )
 
     def _fix_dimension(self, ns: Namespace, dim: int, call: _Call) -> bool:
@@ -825,26 +848,11 @@ class Engine:
         self, texts: list[Any], role: Role, state: _Namespaced, result: Embedded, kind: ItemKind
     ) -> None:
         """Embed everything, caching nothing (vectors depend on the whole batch); count it."""
-        if not self._warned_bypass:
-            warnings.warn(
-                f"{self.label}: vectors depend on the whole batch (late chunking), so they "
-                "are not cached per text; every call goes to the provider",
-                UserWarning,
-                stacklevel=5,
-            )
-            self._warned_bypass = True
-        self.embedder.prepare()
-        started = time.perf_counter()
-        parts = []
-        for batch in self.embedder.embed_batches(texts, role):
-            parts.append(batch)
-            result.provider_seconds.append(time.perf_counter() - started)
-            started = time.perf_counter()
-        per_text = []
-        for b in parts:
-            estimates = _token_estimates(kind, texts[b.start : b.start + len(b.vectors)])
-            per_text.append(estimates if b.tokens is None else apportion(int(b.tokens), estimates))
-        result.tokens = np.concatenate(per_text)
+        self._warn_bypass()
+        parts = self._embed_all(texts, role, result)
+        result.tokens = np.concatenate(
+            [_batch_tokens(kind, b, texts[b.start : b.start + len(b.vectors)]) for b in parts]
+        )
         delta = UsageDelta(
             calls=1,
             misses=len(texts),
@@ -855,6 +863,48 @@ class Engine:
         self.store.record(state.ns.id, delta)
         result.usage.add(delta)
         result.vectors = np.concatenate([b.vectors for b in parts])
+
+    def _warn_bypass(self) -> None:
+        """Say once per engine that its function's vectors are never cached."""
+        if not self._warned_bypass:
+            warnings.warn(
+                f"{self.label}: vectors depend on the whole batch (late chunking), so they "
+                "are not cached per text; every call goes to the provider",
+                UserWarning,
+                stacklevel=6,  # the caller of Cached.__call__ / embed_query
+            )
+            self._warned_bypass = True
+
+    def _embed_all(self, texts: list[Any], role: Role, result: Embedded) -> list[EmbeddedBatch]:
+        """Every provider batch for ``texts``, each one's duration added to ``result``."""
+        self.embedder.prepare()
+        started = time.perf_counter()
+        parts = []
+        for batch in self.embedder.embed_batches(texts, role):
+            parts.append(batch)
+            result.provider_seconds.append(time.perf_counter() - started)
+            started = time.perf_counter()
+        return parts
+
+
+def _columns(
+    state: _Namespaced, dim: int, pos: np.ndarray, columns: Sequence[Any], stale: list[int]
+) -> _Found:
+    """A :class:`_Found` of intact rows' tokens, flags, last use and vectors (one join, one view)."""
+    row_tokens, row_flags, row_used, row_vec = columns
+    # A bytearray, so the vectors served straight from it are writable.
+    blob = bytearray().join(row_vec)
+    vectors = np.frombuffer(blob, dtype=state.dtype).reshape(len(pos), dim)
+    if state.dtype != np.float32:
+        vectors = vectors.astype(np.float32)
+    return _Found(
+        pos,
+        vectors,
+        np.array(row_tokens, dtype=np.int64),
+        np.array(row_flags, dtype=np.int64),
+        np.array(row_used, dtype=np.int64),
+        stale,
+    )
 
 
 def _in_order(call: _Call) -> bool:

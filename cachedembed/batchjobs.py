@@ -189,6 +189,16 @@ def submit(cached: Cached, texts: Sequence[str], role: Role = "document") -> Sub
     )
 
 
+def jobs_of(cached: Cached, pending: bool = False) -> list[JobHandle]:
+    """Handles of the recorded jobs of ``cached``'s namespaces (only uncollected ones with ``pending``)."""
+    ns_ids = {ns.id for ns in cached.namespaces()}
+    return [
+        JobHandle(cached.store, job.id)
+        for job in cached.store.jobs(pending=pending)
+        if job.ns in ns_ids
+    ]
+
+
 def batch_adapter_of(cached: Cached, role: Role = "document") -> BatchAdapter:
     make = getattr(cached.ef, "batch_adapter", None)
     if not callable(make):

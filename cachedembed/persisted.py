@@ -1,25 +1,60 @@
-"""The wrapped function in Chroma's persisted config: saved without secrets, rebuilt, changes checked.
+"""``Cached`` in Chroma's persisted config: saved without secrets, rebuilt, changes checked.
 
 Chroma stores ``{"name": ef.name(), "config": ef.get_config()}`` with a collection and,
 when it is reopened without an embedding function, calls ``build_from_config`` on the
-class registered under that name. ``Cached.get_config`` / ``Cached.build_from_config``
-put their own options around what this module saves and rebuilds.
+class registered under that name. ``Cached``'s config is its own options around the
+wrapped function's name and config; :class:`ChromaConfig` holds the rest of Chroma's
+protocol (the checks before a change, the distance spaces).
 """
 
 from __future__ import annotations
 
 import warnings
 from collections.abc import Mapping
-from typing import Any, get_args
+from typing import Any, Protocol, get_args
 
 from .embedding_functions import registered
 from .errors import ConfigurationError
 from .identity import foreign_identity
 from .keys import Role
 from .redact import redact_urls
+from .stores import Store, private_url, public_url
 
 KEYED_OPTIONS = ("namespace", "dtype", "hash", "normalize_unicode")
 """Wrapper options that are part of the namespace key (with the wrapped function's identity)."""
+SAVED_OPTIONS = (
+    "namespace",
+    "store_text",
+    "dtype",
+    "hash",
+    "normalize_unicode",
+    "batch_size",
+    "on_store_error",
+)
+"""Wrapper options a collection's config keeps (the others are the process's own choice)."""
+
+
+class Saveable(Protocol):
+    """What :func:`saved_config` reads: the wrapped function, the store, the options by name."""
+
+    ef: Any
+    store: Store
+
+
+def saved_config(cached: Saveable) -> dict[str, Any]:
+    """``Cached.get_config()``: the wrapped function, the cache URL and :data:`SAVED_OPTIONS`."""
+    return {
+        "inner": inner_config(cached.ef),
+        "cache": public_url(cached.store.url),
+        **{key: getattr(cached, key) for key in SAVED_OPTIONS},
+    }
+
+
+def rebuilt_arguments(config: Mapping[str, Any]) -> tuple[Any, str, dict[str, Any]]:
+    """The wrapped function, cache URL and options to rebuild a ``Cached`` from its saved
+    config with; an option the config lacks (saved by an older version) takes its default."""
+    ef, url = build_inner(config["inner"]), private_url(config["cache"])
+    return ef, url, {key: config[key] for key in SAVED_OPTIONS if key in config}
 
 
 def inner_config(ef: Any) -> dict[str, Any]:
@@ -103,3 +138,41 @@ def check_config_update(ef: Any, old: Mapping[str, Any], new: Mapping[str, Any])
             raise ValueError(
                 f"cannot change {', '.join(map(repr, changed))} of the cached embedding function: {remedy}"
             )
+
+
+class ChromaConfig:
+    """Chroma's embedding-function protocol beyond the calls and the config round trip."""
+
+    ef: Any
+
+    @staticmethod
+    def name() -> str:
+        return "cachedembed"
+
+    def is_legacy(self) -> bool:
+        return False
+
+    def default_space(self) -> str:
+        fn = getattr(self.ef, "default_space", None)
+        return fn() if callable(fn) else "l2"
+
+    def supported_spaces(self) -> list[str]:
+        fn = getattr(self.ef, "supported_spaces", None)
+        return list(fn()) if callable(fn) else ["cosine", "l2", "ip"]
+
+    @staticmethod
+    def validate_config(config: Mapping[str, Any]) -> None:
+        if "inner" not in config and "namespace" not in config:
+            raise ValueError(
+                "cachedembed config needs the wrapped function ('inner') or a namespace"
+            )
+
+    def validate_config_update(
+        self, old_config: Mapping[str, Any], new_config: Mapping[str, Any]
+    ) -> None:
+        """Chroma's check before ``collection.modify``: the wrapped function's own, then ours.
+
+        Raises ``ValueError`` for a change the wrapped function refuses, or one that would
+        move the collection to another cache namespace (its vectors and the new ones mixed).
+        """
+        check_config_update(self.ef, old_config, new_config)

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ._printable import printable
+from .errors import StoreError
 from .keys import Role
 from .pricing import dollars, price_per_million
 from .stores.base import Namespace, Store
 from .usage import UsageDelta, day_iso
+
+if TYPE_CHECKING:
+    from ._engine import Engine, Session
 
 
 class UsageSource(Protocol):
@@ -429,3 +433,27 @@ class WithPending:
 
     def stats_rows(self, since_day: int | None = None) -> list[tuple[int, int, UsageDelta]]:
         return self.store.stats_rows(since_day) + self.store.pending_rows()
+
+
+def lifetime_stats(engine: Engine) -> dict[str, Any]:
+    """``Cached.stats()``: the store's totals of ``engine``'s namespaces, this process's
+    buffered counters flushed (or added) first."""
+    source: Any = engine.store  # or, failing a flush, a WithPending
+    try:
+        engine.store.flush()
+    except StoreError as exc:
+        engine.store_failed(exc, "could not save usage counters yet")
+        source = WithPending(engine.store)
+    try:
+        totals = namespace_totals(source, engine.namespaces())
+    except StoreError as exc:
+        # The cache cannot be read: what this object counted is all there is to show.
+        engine.store_failed(exc, "stats() shows this process's counters only")
+        totals = role_totals(engine.session.snapshot()[0])
+    return {**totals, "store_errors": engine.store.store_errors}
+
+
+def session_stats(session: Session) -> dict[str, Any]:
+    """``Cached.session_stats()``: :func:`role_totals` of what one wrapper counted itself."""
+    usage, store_errors = session.snapshot()
+    return {**role_totals(usage), "store_errors": store_errors}

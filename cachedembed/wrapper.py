@@ -15,7 +15,7 @@ import numpy as np
 from ._engine import Embedded, Engine, _Namespaced
 from .embedder import as_embedder, label
 from .embedding_functions._parallel import check_concurrency
-from .errors import ConfigurationError, StoreError
+from .errors import ConfigurationError
 from .fleet import Leases
 from .frameworks import adapt, framework_of
 from .keys import HashName, ItemHasher, ItemKind, NamespaceSpec, Role
@@ -28,76 +28,64 @@ from .options import (
     check_batch_size,
     check_options,
 )
-from .persisted import build_inner, check_config_update, inner_config
-from .stores import Store, open_store, private_url, public_url
-from .stores.base import UNREGISTERED_NS, Namespace
-from .stores.deferred import open_or_defer
+from .persisted import ChromaConfig, rebuilt_arguments, saved_config
+from .stats import lifetime_stats, session_stats
+from .stores import Store
+from .stores.base import Namespace
+from .stores.deferred import store_of
 from .usage import UsageDelta
 
 __all__ = ["Cached", "Embedded", "check_batch_size"]
 
 
-class Cached:
+class Cached(ChromaConfig):
     """A persistent, content-addressed cache in front of an embedding function.
 
     ``Cached(ef)`` is itself a Chroma embedding function: pass it to a collection, call
     it with documents, or ``embed_query`` with queries. Guarantees:
 
-    * The result has one float32 vector per input, in input order, bit-identical to what
-      the provider returned when the text was first embedded.
-    * Only texts missing from the cache reach the provider; duplicates inside a call and
-      concurrent requests for the same text (threads or tasks of one process) are
-      embedded once.
-    * Each provider batch is cached as soon as it arrives, with the tokens it cost and
-      the counters that paid for it, in one transaction: a later failure keeps it.
-    * Bad input raises :class:`~cachedembed.errors.InvalidInputError` before any
-      lookup or provider call. Malformed provider output raises and is never cached.
+    * One float32 vector per input, in input order, bit-identical to what the provider
+      returned when the text was first embedded.
+    * Only texts missing from the cache reach the provider; duplicates in a call and
+      concurrent requests for a text (threads or tasks of a process) are embedded once.
+    * Each provider batch is cached as it arrives, with the tokens it cost and the
+      counters that paid for it, in one transaction: a later failure keeps it.
+    * Bad input raises :class:`~cachedembed.errors.InvalidInputError` before any lookup
+      or provider call; malformed provider output raises and is never cached.
 
     Args:
         ef: The function to wrap: any object with Chroma's ``__call__(input)`` (and
-            optionally ``embed_query``, ``name``, ``get_config``), including
-            cachedembed's own provider classes. A LangChain ``Embeddings``, a LlamaIndex
-            ``BaseEmbedding`` or a ``SentenceTransformer`` returns that framework's adapter
-            instead (see :mod:`cachedembed.adapters`), which presents the same interface.
+            optionally ``embed_query``, ``name``, ``get_config``). A LangChain, LlamaIndex
+            or sentence-transformers model gets its adapter (:mod:`cachedembed.adapters`).
         cache: A store or URL (``sqlite:///path.db``, ``diskcache:///dir``, ``memory://``,
-            ``postgresql+psycopg://...``). Default: ``$CACHEDEMBED_URL`` or a SQLite
+            ``postgresql+psycopg://...``); default ``$CACHEDEMBED_URL``, else a SQLite
             file in the user cache folder.
-        namespace: Explicit namespace instead of one derived from ``ef``; required when
-            ``ef`` has no ``name()``.
-        store_text: Also keep each text (off by default, for privacy), so an export can
-            be re-embedded with another model.
-        dtype: ``"float32"`` (exact) or ``"float16"`` (half the space; values rounded to
-            float16, both when embedded and when served, so results are consistent).
+        namespace: Explicit namespace instead of one derived from ``ef`` (required when
+            ``ef`` has no ``name()``).
+        store_text: Also keep each text (off for privacy), so an export can be re-embedded.
+        dtype: ``"float32"`` (exact) or ``"float16"`` (half the space; rounded alike when
+            embedded and when served).
         hash: ``"xxh3"`` (fast, default) or ``"blake2b"`` (keyed with
-            ``$CACHEDEMBED_HASH_KEY``; collision resistant, for caches shared with
-            untrusted writers).
-        normalize_unicode: Normalise texts to this Unicode form before hashing and
-            embedding, so NFC and NFD spellings share entries. Off by default: texts are
-            keyed byte for byte.
-        batch_size: Texts per call to a foreign ``ef`` (cachedembed's own functions
-            batch to their provider's limits themselves).
-        on_store_error: ``"warn"`` (default): when the cache cannot be read or written
-            (server down, disk full, read-only), calls still return the provider's
-            vectors; the failure is logged once per outage and counted in
-            ``stats()["store_errors"]``, a failing server is skipped between probes (1 s
-            doubling to 30 s), and unwritten batches are kept (bounded) and written when
-            it answers again. ``"raise"``: the failure raises
-            :class:`~cachedembed.errors.StoreError` (batches stored before it are kept).
-        pending_batches: What a call does with misses that a submitted, not yet collected
-            batch job covers (:meth:`submit_batch`): ``"error"`` raises
+            ``$CACHEDEMBED_HASH_KEY``, for caches shared with untrusted writers).
+        normalize_unicode: Unicode form texts are normalised to before hashing and
+            embedding (NFC and NFD spellings then share entries); default: byte for byte.
+        batch_size: Texts per call to a foreign ``ef`` (cachedembed's own functions batch
+            to their provider's limits).
+        on_store_error: ``"warn"`` (default): a cache that cannot be read or written fails
+            no call; the failure is logged once per outage, counted in
+            ``stats()["store_errors"]``, and unwritten batches are written once it answers
+            (docs/reliability.md). ``"raise"``: it raises :class:`~cachedembed.errors.StoreError`.
+        pending_batches: Misses a submitted, uncollected batch job covers
+            (:meth:`submit_batch`): ``"error"`` raises
             :class:`~cachedembed.errors.PendingBatchError` (default: never pay twice),
-            ``"wait"`` waits for the job and collects it, ``"embed"`` embeds them now.
-        concurrency: Provider requests sent at once for the misses of a call, each batch
-            cached as it arrives. Default: the function's ``default_concurrency`` (4 for
-            remote providers, 1 for in-process models and foreign functions). Rate limits
-            (``requests_per_minute=``, ``tokens_per_minute=`` on the provider) hold across
-            every wrapper and thread sharing the provider instance.
+            ``"wait"`` waits for and collects the job, ``"embed"`` embeds them now.
+        concurrency: Provider requests at once for a call's misses; default: the
+            function's ``default_concurrency`` (4 remote, 1 in-process or foreign). A
+            provider's rate limits hold across all its users (docs/performance.md).
         lease: Seconds a text being embedded stays leased to this process in a shared
-            store (SQLite file, diskcache folder, PostgreSQL, MySQL, Redis), so other
-            processes wait for its entry instead of paying for it again; renewed while the
-            provider call runs, taken over by a waiter once it runs out (a killed worker).
-            Default: 30 s, or three times the slowest provider batch seen. ``0`` turns
-            leases off (processes then only share what is already stored).
+            store, so other processes wait for it instead of paying again
+            (docs/shared-cache.md); default 30 s or three times the slowest batch seen,
+            ``0`` for none.
     """
 
     store_text: OnEngine[bool] = OnEngine()
@@ -110,8 +98,7 @@ class Cached:
     def __new__(cls, ef: Any = None, *args: Any, **kwargs: Any) -> Any:
         # A LangChain, LlamaIndex or sentence-transformers object gets its framework's
         # adapter (itself backed by a Cached). Recognised by module name, so no framework
-        # is imported for anybody else.
-        # (cachedembed.wrap does the same, typed for type checkers.)
+        # is imported for anybody else. (cachedembed.wrap does the same, typed.)
         if cls is Cached and framework_of(ef) is not None:
             return adapt(ef, *args, **kwargs)
         return super().__new__(cls)
@@ -135,20 +122,12 @@ class Cached:
         if isinstance(ef, Cached):
             raise ConfigurationError("ef is already Cached; wrap the inner function once")
         check_options(dtype, normalize_unicode, batch_size, on_store_error, pending_batches)
-        self.ef = ef
-        self.store: Store = (
-            cache
-            if isinstance(cache, Store)
-            else open_store(cache)
-            if on_store_error == "raise"
-            else open_or_defer(cache)  # a cache server down at start: fail open, as later
-        )
-        self.namespace = namespace
-        self.dtype: StorageDtype = dtype
-        self.hash: HashName = hash
-        self.normalize_unicode = normalize_unicode
-        self.batch_size = batch_size
+        self.ef, self.namespace, self.batch_size = ef, namespace, batch_size
+        self.dtype, self.hash, self.normalize_unicode = dtype, hash, normalize_unicode
+        # A cache server down at start fails open (``"warn"``), as it does later.
+        self.store: Store = store_of(cache, fail_open=on_store_error != "raise")
         embedder = as_embedder(ef, batch_size)
+        concurrency = embedder.default_concurrency if concurrency is None else concurrency
         self._engine = Engine(
             self.store,
             embedder,
@@ -159,9 +138,7 @@ class Cached:
             normalize_unicode=normalize_unicode,
             on_store_error=on_store_error,
             pending_batches=pending_batches,
-            concurrency=check_concurrency(
-                embedder.default_concurrency if concurrency is None else concurrency
-            ),
+            concurrency=check_concurrency(concurrency),
             leases=Leases(self.store, lease),
         )
 
@@ -190,16 +167,9 @@ class Cached:
 
     def dimension(self, role: Role = "document") -> int | None:
         """The size of the vectors cached for ``role``; ``None`` until one was embedded."""
-        ns = self._role(role).ns
-        if ns.dim is not None or ns.id == UNREGISTERED_NS:
-            return ns.dim
-        try:
-            return self.store.known_dimension(ns)
-        except StoreError as exc:  # not known while the cache cannot be read
-            self._engine.store_failed(exc, "vector size not known yet")
-            return None
+        return self._engine.dimension(role)
 
-    # -- Chroma's EmbeddingFunction protocol --------------------------------------
+    # -- Chroma's EmbeddingFunction protocol (the rest: persisted.ChromaConfig) ----
 
     def __call__(self, input: Sequence[Any]) -> list[np.ndarray]:
         """Embed documents (texts, or images as numpy arrays) through the cache; one float32
@@ -224,66 +194,15 @@ class Cached:
         """:meth:`embed` for async code (see :meth:`acall`)."""
         return (await self._engine.aembed(input, role)).vectors
 
-    @staticmethod
-    def name() -> str:
-        return "cachedembed"
-
     def get_config(self) -> dict[str, Any]:
         """What Chroma persists with a collection, in plain text: no password, no key."""
-        return {
-            "inner": inner_config(self.ef),
-            "cache": public_url(self.store.url),
-            "namespace": self.namespace,
-            "store_text": self.store_text,
-            "dtype": self.dtype,
-            "hash": self.hash,
-            "normalize_unicode": self.normalize_unicode,
-            "batch_size": self.batch_size,
-            "on_store_error": self.on_store_error,
-        }
+        return saved_config(self)
 
     @classmethod
     def build_from_config(cls, config: Mapping[str, Any]) -> Cached:
         """Rebuild from :meth:`get_config` output, sharing the open store (Chroma does this per operation)."""
-        return cls(
-            build_inner(config["inner"]),
-            private_url(config["cache"]),
-            namespace=config.get("namespace"),
-            store_text=config.get("store_text", False),
-            dtype=config.get("dtype", "float32"),
-            hash=config.get("hash", "xxh3"),
-            normalize_unicode=config.get("normalize_unicode"),
-            batch_size=config.get("batch_size", 256),
-            on_store_error=config.get("on_store_error", "warn"),
-        )
-
-    def is_legacy(self) -> bool:
-        return False
-
-    def default_space(self) -> str:
-        fn = getattr(self.ef, "default_space", None)
-        return fn() if callable(fn) else "l2"
-
-    def supported_spaces(self) -> list[str]:
-        fn = getattr(self.ef, "supported_spaces", None)
-        return list(fn()) if callable(fn) else ["cosine", "l2", "ip"]
-
-    @staticmethod
-    def validate_config(config: Mapping[str, Any]) -> None:
-        if "inner" not in config and "namespace" not in config:
-            raise ValueError(
-                "cachedembed config needs the wrapped function ('inner') or a namespace"
-            )
-
-    def validate_config_update(
-        self, old_config: Mapping[str, Any], new_config: Mapping[str, Any]
-    ) -> None:
-        """Chroma's check before ``collection.modify``: the wrapped function's own, then ours.
-
-        Raises ``ValueError`` for a change the wrapped function refuses, or one that would
-        move the collection to another cache namespace (its vectors and the new ones mixed).
-        """
-        check_config_update(self.ef, old_config, new_config)
+        ef, cache, options = rebuilt_arguments(config)
+        return cls(ef, cache, **options)
 
     # -- the cache ----------------------------------------------------------------
 
@@ -315,14 +234,9 @@ class Cached:
 
     def batch_jobs(self, pending: bool = False) -> list[Any]:
         """Handles of this wrapper's recorded batch jobs (only uncollected ones with ``pending``)."""
-        from .batchjobs import JobHandle
+        from .batchjobs import jobs_of
 
-        ns_ids = {ns.id for ns in self.namespaces()}
-        return [
-            JobHandle(self.store, job.id)
-            for job in self.store.jobs(pending=pending)
-            if job.ns in ns_ids
-        ]
+        return jobs_of(self, pending)
 
     # -- stats --------------------------------------------------------------------
 
@@ -334,21 +248,7 @@ class Cached:
         buffered counters first, so the numbers include every call made here so far.
         For what this object alone did, see :meth:`session_stats`.
         """
-        from .stats import WithPending, namespace_totals, role_totals
-
-        source: Any = self.store
-        try:
-            self.store.flush()
-        except StoreError as exc:
-            self._engine.store_failed(exc, "could not save usage counters yet")
-            source = WithPending(self.store)
-        try:
-            totals = namespace_totals(source, self.namespaces())
-        except StoreError as exc:
-            # The cache cannot be read: what this object counted is all there is to show.
-            self._engine.store_failed(exc, "stats() shows this process's counters only")
-            totals = role_totals(self.session_usage())
-        return {**totals, "store_errors": self.store.store_errors}
+        return lifetime_stats(self._engine)
 
     def session_stats(self) -> dict[str, Any]:
         """What this object did since it was built: the keys of :meth:`stats`, counted per call.
@@ -356,10 +256,7 @@ class Cached:
         Only this wrapper's own calls count (not other wrappers, threads of other
         wrappers or processes sharing the cache); nothing is read from the store.
         """
-        from .stats import role_totals
-
-        usage, store_errors = self._engine.session.snapshot()
-        return {**role_totals(usage), "store_errors": store_errors}
+        return session_stats(self._engine.session)
 
     def session_usage(self) -> dict[Role, UsageDelta]:
         """This object's counters so far, per role (copies: safe to keep or add up)."""
@@ -368,17 +265,7 @@ class Cached:
     def namespaces(self) -> list[Namespace]:
         """The namespaces this wrapper reads and writes: documents, then queries; then their
         image twins, where images were embedded (by this wrapper or into its store before)."""
-        roles: tuple[Role, Role] = ("document", "query")
-        found = [self._role(role).ns for role in roles]
-        stored: set[str] | None = None
-        for role in roles:
-            if not self._engine.has_state(role, "image"):
-                if stored is None:
-                    stored = {ns.key for ns in self.store.namespaces()}
-                if self.spec(role, "image").key not in stored:
-                    continue  # never create an image namespace just to report on it
-            found.append(self._role(role, "image").ns)
-        return found
+        return self._engine.namespaces()
 
     def flush(self) -> None:
         """Commit buffered hit counters and last-use touches now (they are also flushed every second and at exit)."""

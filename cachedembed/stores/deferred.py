@@ -33,6 +33,16 @@ __all__ = ["DeferredStore", "open_or_defer"]
 _LOCAL = ("sqlite://", "diskcache://", "memory://")
 
 
+def store_of(cache: Store | str | None, *, fail_open: bool) -> Store:
+    """``cache`` itself if it is a store, else opened from its URL: with ``fail_open``, a
+    cache server down at start defers (:func:`open_or_defer`), as an outage later is survived."""
+    from . import open_store
+
+    if isinstance(cache, Store):
+        return cache
+    return open_or_defer(cache) if fail_open else open_store(cache)
+
+
 def open_or_defer(url: str | None) -> Store:
     """:func:`~cachedembed.stores.open_store`, or a :class:`DeferredStore` when a cache
     server cannot be reached now. Local files still fail at once: there is no server to
