@@ -11,6 +11,10 @@ Two loopback servers, real HTTP, real SQLite cache:
 * A TEI-like ``/embed`` with ``max_client_batch_size=32``, no rate limit and 50 ms per
   request: throughput at concurrency 1, 4 and 8.
 
+Concurrent runs are measured twice: blocking (``Cached.embed``, a worker thread per
+request in flight) and from asyncio (``Cached.aembed``, the requests as coroutines on the
+loop), with the threads each added at its peak.
+
 Run ``python bench/cold_path.py [--texts N]``; results go to ``bench/results/cold_path.json``
 and ``bench/results/cold_path.md``.
 """
@@ -18,6 +22,7 @@ and ``bench/results/cold_path.md``.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import base64
 import json
 import sys
@@ -134,7 +139,46 @@ class LimitedOpenAI:
         return Reply(200, body, headers, delay=LATENCY)
 
 
-def cold_openai(texts: list[str], concurrency: int, rpm: float, tpm: float) -> dict[str, Any]:
+class PeakThreads:
+    """The most threads alive at once while the block runs (sampled every 10 ms)."""
+
+    def __init__(self) -> None:
+        self.peak = threading.active_count()
+        self._done = threading.Event()
+        self._sampler = threading.Thread(target=self._sample, daemon=True)
+
+    def _sample(self) -> None:
+        while not self._done.wait(0.01):
+            self.peak = max(self.peak, threading.active_count())
+
+    def __enter__(self) -> PeakThreads:
+        self.base = threading.active_count()
+        self._sampler.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._done.set()
+        self._sampler.join()
+
+    @property
+    def added(self) -> int:
+        """Threads the run added (the sampler itself not counted)."""
+        return self.peak - self.base - 1
+
+
+def embed_cold(cached: Cached, texts: list[str], mode: str) -> PeakThreads:
+    """One cold call, blocking (``threads``) or from asyncio (``asyncio``); its thread peak."""
+    with PeakThreads() as threads:
+        if mode == "asyncio":
+            asyncio.run(cached.aembed(texts))
+        else:
+            cached.embed(texts)
+    return threads
+
+
+def cold_openai(
+    texts: list[str], concurrency: int, rpm: float, tpm: float, mode: str = "threads"
+) -> dict[str, Any]:
     fake = LimitedOpenAI(rpm, tpm)
     with LoopbackServer(fake) as server, tempfile.TemporaryDirectory() as tmp:
         ef = OpenAIEmbeddingFunction(
@@ -148,7 +192,7 @@ def cold_openai(texts: list[str], concurrency: int, rpm: float, tpm: float) -> d
         ef.prepare()
         cached = Cached(ef, f"sqlite:///{tmp}/c.db", concurrency=concurrency)
         started = time.perf_counter()
-        cached.embed(texts)
+        threads = embed_cold(cached, texts, mode)
         wall = time.perf_counter() - started
         stats = cached.stats()
     requests = fake.ok
@@ -156,6 +200,8 @@ def cold_openai(texts: list[str], concurrency: int, rpm: float, tpm: float) -> d
     floor = max(tokens / (tpm / 60), requests / (rpm / 60))
     return {
         "concurrency": concurrency,
+        "mode": mode,
+        "threads_added": threads.added,
         "texts": len(texts),
         "requests": requests,
         "tokens": tokens,
@@ -191,16 +237,18 @@ class TeiLike:
         )
 
 
-def tei_throughput(texts: list[str], concurrency: int) -> dict[str, Any]:
+def tei_throughput(texts: list[str], concurrency: int, mode: str = "threads") -> dict[str, Any]:
     with LoopbackServer(TeiLike()) as server, tempfile.TemporaryDirectory() as tmp:
         ef = HuggingFaceEmbeddingServer(url=server.url)
         ef.batch_limit()
         cached = Cached(ef, f"sqlite:///{tmp}/c.db", concurrency=concurrency)
         started = time.perf_counter()
-        cached.embed(texts)
+        threads = embed_cold(cached, texts, mode)
         wall = time.perf_counter() - started
     return {
         "concurrency": concurrency,
+        "mode": mode,
+        "threads_added": threads.added,
         "texts": len(texts),
         "wall_s": round(wall, 2),
         "texts_per_s": round(len(texts) / wall),
@@ -212,28 +260,30 @@ def markdown(r: dict[str, Any]) -> str:
         f"Cold run of {r['openai'][0]['texts']:,} texts, OpenAI wire format, "
         f"RPM {r['rpm']:,}, TPM {r['tpm']:,}, {LATENCY * 1000:.0f} ms per request, {BATCH} texts per request:",
         "",
-        "| path | wall s | floor s | wall / floor | requests | 429s (share) |",
-        "|---|---:|---:|---:|---:|---:|",
+        "| path | wall s | floor s | wall / floor | requests | 429s (share) | threads added |",
+        "|---|---:|---:|---:|---:|---:|---:|",
     ]
     for row in r["openai"]:
         label = (
             "sequential (concurrency=1)"
             if row["concurrency"] == 1
-            else f"concurrency={row['concurrency']}"
+            else f"{row['mode']}, concurrency={row['concurrency']}"
         )
         lines.append(
             f"| {label} | {row['wall_s']} | {row['floor_s']} | {row['ratio']}x | {row['requests']} | "
-            f"{row['throttled']} ({row['throttled_share']:.2%}) |"
+            f"{row['throttled']} ({row['throttled_share']:.2%}) | {row['threads_added']} |"
         )
     lines += [
         "",
         f"TEI-like server (max_client_batch_size=32, 50 ms per request), {r['tei'][0]['texts']:,} texts:",
         "",
-        "| concurrency | wall s | texts/s |",
-        "|---:|---:|---:|",
+        "| path | concurrency | wall s | texts/s | threads added |",
+        "|---|---:|---:|---:|---:|",
     ]
     lines += [
-        f"| {row['concurrency']} | {row['wall_s']} | {row['texts_per_s']:,} |" for row in r["tei"]
+        f"| {row['mode']} | {row['concurrency']} | {row['wall_s']} | {row['texts_per_s']:,} | "
+        f"{row['threads_added']} |"
+        for row in r["tei"]
     ]
     return "\n".join(lines) + "\n"
 
@@ -250,10 +300,12 @@ def main() -> int:
     result: dict[str, Any] = {"rpm": args.rpm, "tpm": args.tpm}
     result["openai"] = [
         cold_openai(texts, args.concurrency, args.rpm, args.tpm),
+        cold_openai(texts, args.concurrency, args.rpm, args.tpm, "asyncio"),
         cold_openai(texts, 1, args.rpm, args.tpm),
     ]
     tei_texts = corpus(args.tei_texts, seed=3)
     result["tei"] = [tei_throughput(tei_texts, n) for n in (1, 4, 8)]
+    result["tei"].append(tei_throughput(tei_texts, 8, "asyncio"))
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "cold_path.json").write_text(json.dumps(result, indent=2) + "\n")
     table = markdown(result)

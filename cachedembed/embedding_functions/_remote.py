@@ -77,6 +77,31 @@ Exchange = Generator[Request, Any, tuple[np.ndarray, "int | None"]]
 answer (or has the request's error thrown in), and returns the vectors and reported tokens."""
 
 
+class _Steps:
+    """Walks an :data:`Exchange`: the next request, given the last one's answer or error."""
+
+    def __init__(self, exchange: Exchange) -> None:
+        self._exchange = exchange
+        self._resume: Callable[[Any], Request] = exchange.send
+        self._value: Any = None
+        self.result: tuple[np.ndarray, int | None] = (np.zeros((0, 0), np.float32), None)
+
+    def next(self) -> Request | None:
+        """The next request to send; ``None`` once the exchange returned :attr:`result`."""
+        try:
+            return self._resume(self._value)
+        except StopIteration as done:
+            self.result = done.value
+            return None
+
+    def answer(self, value: Any) -> None:
+        self._resume, self._value = self._exchange.send, value
+
+    def fail(self, exc: Exception) -> None:
+        # Thrown into the exchange: one that does not catch it raises it from next().
+        self._resume, self._value = self._exchange.throw, exc
+
+
 class RemoteOptions(TypedDict, total=False):
     """The keyword arguments every remote provider takes, declared once."""
 
@@ -174,30 +199,22 @@ class RemoteEmbeddingFunction(ProviderEmbeddingFunction):
         return await self._adrive(self.exchange(texts, role))
 
     def _drive(self, exchange: Exchange) -> tuple[np.ndarray, int | None]:
-        step: Callable[[Any], Request] = exchange.send
-        answer: Any = None
-        while True:
+        steps = _Steps(exchange)
+        while (request := steps.next()) is not None:
             try:
-                request = step(answer)
-            except StopIteration as done:
-                return done.value
-            try:
-                answer, step = self.send(request), exchange.send
+                steps.answer(self.send(request))
             except Exception as exc:  # the exchange may answer it (OpenAI splits a batch)
-                answer, step = exc, exchange.throw
+                steps.fail(exc)
+        return steps.result
 
     async def _adrive(self, exchange: Exchange) -> tuple[np.ndarray, int | None]:
-        step: Callable[[Any], Request] = exchange.send
-        answer: Any = None
-        while True:
+        steps = _Steps(exchange)
+        while (request := steps.next()) is not None:
             try:
-                request = step(answer)
-            except StopIteration as done:
-                return done.value
-            try:
-                answer, step = await self.asend(request), exchange.send
+                steps.answer(await self.asend(request))
             except Exception as exc:
-                answer, step = exc, exchange.throw
+                steps.fail(exc)
+        return steps.result
 
     def send(self, request: Request) -> Any:
         """Send one request with :attr:`client`: retried, rate-limited, errors translated and scrubbed."""
