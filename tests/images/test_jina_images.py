@@ -140,3 +140,17 @@ def test_a_text_model_refuses_images_and_an_unsendable_image_fails_before_any_re
     with pytest.raises(InvalidInputError, match=r"values in \[0, 1\]"):
         Cached(clip(server), "memory://")([image(9), too_bright])
     assert server.requests == []
+
+
+async def test_images_from_an_async_call_go_out_as_concurrent_coroutines(
+    fake: JinaClipFake, server: LoopbackServer
+) -> None:
+    fn = clip(server)
+    fn.max_image_batch = 2
+    ef = Cached(fn, "memory://", concurrency=2)
+    pics = [image(i, (8, 8, 3)) for i in range(4)]
+    vectors = await ef.acall(pics)
+    expected = fake.expected([pixels_key(p) for p in pics])
+    assert [v.tobytes() for v in vectors] == [v.tobytes() for v in expected]
+    assert sorted(len(r.body["input"]) for r in server.requests) == [2, 2]
+    assert ef.stats()["tokens_embedded"] == 4 * IMAGE_TOKENS

@@ -304,7 +304,7 @@ class InFlight:
     """Wraps a case's server handler to record how many requests were in flight at once,
     and which of cachedembed's worker-pool threads existed while one was served."""
 
-    def __init__(self, case: Case, delay: float = 0.2) -> None:
+    def __init__(self, case: Case, delay: float = 0.3) -> None:
         self.most = 0
         self.pool_threads: set[threading.Thread] = set()
         self._now = 0
