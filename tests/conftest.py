@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import itertools
 import os
 import threading
 from collections.abc import Iterator
@@ -10,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import xxhash
+from _pytest.mark.expression import Expression
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -118,6 +121,7 @@ def billing_price(monkeypatch: pytest.MonkeyPatch) -> None:
 
 # Modules whose tests spawn processes, load a real model, drive a browser or start servers
 # (real HTTP servers, private redis-server instances): `make test-fast` leaves them out.
+# A single test of that kind in another module carries `@pytest.mark.slow` itself.
 SLOW_MODULES = frozenset(
     {
         "adapters/test_dispatch.py",
@@ -146,9 +150,63 @@ SLOW_MODULES = frozenset(
 SLOW_FOLDERS = ("providers/", "server/")
 
 
+TESTS = Path(__file__).parent
+
+
+def _is_slow(path: Path) -> bool:
+    """Whether ``path`` is a slow module, or a slow folder (as collection meets it, before its files)."""
+    where = path.relative_to(TESTS).as_posix()
+    return where in SLOW_MODULES or where.startswith(SLOW_FOLDERS) or f"{where}/" in SLOW_FOLDERS
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    tests = Path(__file__).parent
     for item in items:
-        module = item.path.relative_to(tests).as_posix()
-        if module in SLOW_MODULES or module.startswith(SLOW_FOLDERS):
+        if _is_slow(item.path):
             item.add_marker(pytest.mark.slow)
+
+
+class _MarkKwargs(Exception):
+    """The -m expression asks for a marker's arguments, which no truth table over names settles."""
+
+
+def _selects(expression: Expression, present: set[str]) -> bool:
+    """Whether ``expression`` selects a test whose markers are ``present`` (names only)."""
+
+    def matcher(name: str, /, **kwargs: object) -> bool:
+        if kwargs:
+            raise _MarkKwargs
+        return name in present
+
+    return expression.evaluate(matcher)
+
+
+@functools.cache
+def _deselects_every_slow_test(markexpr: str) -> bool:
+    """Whether ``-m markexpr`` is false for every test marked slow, whatever its other markers.
+
+    Checked over every assignment of the expression's other marker names, so ``not slow``
+    qualifies and ``slow or soak`` or ``soak`` (a slow test may also be a soak one) do not.
+    """
+    expression = Expression.compile(markexpr)
+    others = sorted(expression.idents() - {"slow"})
+    try:
+        return not any(
+            _selects(expression, {"slow", *(n for n, on in zip(others, values, strict=True) if on)})
+            for values in itertools.product((False, True), repeat=len(others))
+        )
+    except _MarkKwargs:
+        return False
+
+
+def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
+    """Skip importing the slow modules when ``-m`` deselects them anyway.
+
+    They import sentence-transformers, llama-index, chromadb and the server stack: collecting
+    them cost `make test-fast` about 15 s, for tests it then deselected.
+    """
+    markexpr = config.option.markexpr
+    if not markexpr or collection_path == TESTS or not collection_path.is_relative_to(TESTS):
+        return None
+    if _is_slow(collection_path) and _deselects_every_slow_test(markexpr):
+        return True
+    return None

@@ -46,6 +46,8 @@ def test_every_advertised_option_is_accepted_as_shown(head: str, name: str, kind
     assert ef.get_config()[name] == value
 
 
+# Slow: loads the real all-MiniLM-L6-v2 model (torch, sentence-transformers).
+@pytest.mark.slow
 def test_an_option_of_the_cli_reaches_the_vectors(tmp_path: Path) -> None:
     (tmp_path / "in.txt").write_text("a sentence to embed\nanother one\n")
     out = tmp_path / "v.npy"

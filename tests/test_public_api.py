@@ -54,6 +54,8 @@ def test_every_error_class_is_exported() -> None:
     assert classes <= set(cachedembed.__all__)
 
 
+# Slow: needs a fresh interpreter (this one has imported everything already).
+@pytest.mark.slow
 def test_importing_cachedembed_leaves_the_heavy_modules_unloaded() -> None:
     code = (
         "import sys, cachedembed\n"
@@ -74,6 +76,8 @@ def test_supported_modules_are_documented_and_declare_what_they_export(module: s
         assert hasattr(mod, name), f"{module}.{name} is declared but missing"
 
 
+# Slow: builds a wheel with pip in a subprocess.
+@pytest.mark.slow
 def test_the_built_wheel_ships_py_typed(tmp_path: Path) -> None:
     pip = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q"]
     subprocess.run(

@@ -129,6 +129,8 @@ def test_batch_api_needs_a_provider_that_has_one(corpus: str, sqlite_url: str) -
     ]
 
 
+# Slow: kills a real submitter process mid-request.
+@pytest.mark.slow
 def test_a_submitter_killed_mid_submission_is_resumed_without_a_second_job(
     api: FakeBatchAPI, corpus: str, sqlite_url: str
 ) -> None:

@@ -92,6 +92,8 @@ def check(wrapper: Cached, ef: FakeEF, batch: list[str]) -> None:
     assert same_bits(wrapper.embed(batch), expected(ef, batch))
 
 
+# Slow: starts its own redis-server and initdb PostgreSQL cluster (the `server` fixture).
+@pytest.mark.slow
 def test_a_stopped_server_costs_no_call_and_gets_the_outage_written_after_it(
     server: Server,
 ) -> None:
@@ -126,6 +128,8 @@ def test_a_stopped_server_costs_no_call_and_gets_the_outage_written_after_it(
     assert other_ef.calls == []
 
 
+# Slow: starts its own redis-server and initdb PostgreSQL cluster (the `server` fixture).
+@pytest.mark.slow
 def test_calls_during_an_outage_try_the_store_once_per_probe_not_once_per_call(
     server: Server, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -151,6 +155,8 @@ def test_calls_during_an_outage_try_the_store_once_per_probe_not_once_per_call(
     assert store.outage.health()["status"] == "ok"
 
 
+# Slow: starts its own redis-server and initdb PostgreSQL cluster (the `server` fixture).
+@pytest.mark.slow
 def test_a_killed_connection_is_replaced_without_failing_or_missing_a_call(
     server: Server,
 ) -> None:
@@ -172,6 +178,8 @@ def test_a_killed_connection_is_replaced_without_failing_or_missing_a_call(
     assert wrapper.store.store_errors == errors
 
 
+# Slow: starts its own redis-server and initdb PostgreSQL cluster (the `server` fixture).
+@pytest.mark.slow
 def test_a_model_first_used_during_an_outage_is_served_and_cached_after_it(
     server: Server,
 ) -> None:
@@ -190,6 +198,8 @@ def test_a_model_first_used_during_an_outage_is_served_and_cached_after_it(
     assert ef.calls == []
 
 
+# Slow: starts its own redis-server and initdb PostgreSQL cluster (the `server` fixture).
+@pytest.mark.slow
 def test_raise_mode_fails_the_call_with_store_error_while_the_server_is_down(
     server: Server,
 ) -> None:
@@ -233,6 +243,8 @@ def test_a_killed_mariadb_connection_is_replaced_without_failing_or_missing_a_ca
         assert ef.calls == [] and store.store_errors == 0
 
 
+# Slow: starts its own redis-server and initdb PostgreSQL cluster (the `server` fixture).
+@pytest.mark.slow
 def test_a_process_started_while_the_server_is_down_answers_and_caches_once_it_is_back(
     server: Server,
 ) -> None:

@@ -124,8 +124,14 @@ def test_rate_limit_waits_for_retry_after_then_succeeds(server: LoopbackServer, 
     assert same_bits(got, np.array([vector("a"), vector("b")], np.float32))
 
 
+# The client's timeout, per fault: short where every attempt is meant to time out (three of
+# them are the test's whole wait), the default elsewhere so a busy machine never turns a
+# 503 into a timeout.
+SHORT_TIMEOUT = 0.2
+
+
 @pytest.mark.parametrize(
-    ("fault", "cause"),
+    ("fault", "cause", "timeout"),
     [
         (
             Reply(
@@ -134,19 +140,24 @@ def test_rate_limit_waits_for_retry_after_then_succeeds(server: LoopbackServer, 
                 headers={"Retry-After": "0"},
             ),
             "HTTP 429: Rate limit reached",
+            0.5,
         ),
-        (Reply(status=503, body={"error": {"message": "overloaded"}}), "HTTP 503: overloaded"),
-        (Reply(status=500, raw=b"<html>boom</html>"), "HTTP 500: <html>boom</html>"),
-        (Reply(delay=1.5, body=body_with([vector("a")])), "timed out after 0.5s"),
-        (Reply(drop=True), "connection to"),
+        (Reply(status=503, body={"error": {"message": "overloaded"}}), "HTTP 503: overloaded", 0.5),
+        (Reply(status=500, raw=b"<html>boom</html>"), "HTTP 500: <html>boom</html>", 0.5),
+        (
+            Reply(delay=1.0, body=body_with([vector("a")])),
+            f"timed out after {SHORT_TIMEOUT}s",
+            SHORT_TIMEOUT,
+        ),
+        (Reply(drop=True), "connection to", 0.5),
     ],
     ids=["429", "503", "500-html", "timeout", "dropped"],
 )
 def test_transient_faults_are_retried_a_bounded_number_of_times(
-    server: LoopbackServer, url: str, fault: Reply, cause: str
+    server: LoopbackServer, url: str, fault: Reply, cause: str, timeout: float
 ) -> None:
     server.fail_next(*[fault] * 10)  # more failures than the policy will try
-    ef = Cached(LoopbackEF(server.url), url, store_text=True)
+    ef = Cached(LoopbackEF(server.url, timeout=timeout), url, store_text=True)
     with pytest.raises(ProviderError) as info:
         ef.embed(["a"])
     message = str(info.value)
