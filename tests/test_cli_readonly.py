@@ -80,6 +80,7 @@ def test_a_read_only_command_on_a_database_without_a_cache_creates_no_tables(
     assert list(tmp_path.iterdir()) == []  # no export file either
 
 
+@pytest.mark.slow  # `embed` loads the real default model
 def test_a_read_only_command_on_an_existing_cache_still_reads_it(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'c.db'}"
     (tmp_path / "in.txt").write_text("one\ntwo\n")

@@ -291,44 +291,49 @@ def _login_page(request: Request, status: int, message: str | None = None) -> Re
     return response
 
 
-def dashboard_routes(store: Store, api_key: str | None = None) -> list[BaseRoute]:
-    """The routes under ``/dashboard`` over ``store``; ``api_key`` guards all but login and static."""
-    numbers = Numbers(store)
-    access = Access(api_key)
+class _Dashboard:
+    """The dashboard's endpoints over one store; each method answers one route."""
 
-    async def page(request: Request) -> Response:
-        if not access.allows(request):
+    def __init__(self, store: Store, api_key: str | None) -> None:
+        self.numbers = Numbers(store)
+        self.access = Access(api_key)
+        self.has_login = bool(api_key)
+
+    async def page(self, request: Request) -> Response:
+        if not self.access.allows(request):
             return _login_page(request, 401)
         context: dict[str, Any] = {
             "prefix": PREFIX,
             "periods": PERIODS,
             "refresh_seconds": REFRESH_SECONDS,
-            "logout": bool(api_key),
-            "model_names": await run_in_threadpool(numbers.model_names),
+            "logout": self.has_login,
+            "model_names": await run_in_threadpool(self.numbers.model_names),
         }
         try:
             q = parse_query(request.query_params)
         except ValueError as exc:
-            q = Query(DEFAULT_PERIOD, None, None, None)
-            context.update(error=str(exc), query=q)
+            context.update(error=str(exc), query=Query(DEFAULT_PERIOD, None, None, None))
             return _templates.TemplateResponse(request, "dashboard.html", context, 400)
-        data = await run_in_threadpool(numbers.stats, q)
-        models = await run_in_threadpool(numbers.models, q.model)
-        context.update(
-            query=q,
-            data=data,
-            models=models,
-            scope=_scope(data),
-            totals=_totals(data["total"]),
-            estimated=_estimated(data["total"]),
-            model_rows=_model_rows(models, data["models"]),
-            day_rows=_day_rows(data["days"]),
-            api_query=urlencode(q.params()),
-        )
+        context.update(await self._page_numbers(q))
         return _templates.TemplateResponse(request, "dashboard.html", context)
 
-    async def api(request: Request, fn: Any) -> Response:
-        if not access.allows(request):
+    async def _page_numbers(self, q: Query) -> dict[str, Any]:
+        data = await run_in_threadpool(self.numbers.stats, q)
+        models = await run_in_threadpool(self.numbers.models, q.model)
+        return {
+            "query": q,
+            "data": data,
+            "models": models,
+            "scope": _scope(data),
+            "totals": _totals(data["total"]),
+            "estimated": _estimated(data["total"]),
+            "model_rows": _model_rows(models, data["models"]),
+            "day_rows": _day_rows(data["days"]),
+            "api_query": urlencode(q.params()),
+        }
+
+    async def _api(self, request: Request, fn: Any) -> Response:
+        if not self.access.allows(request):
             return _api_error(errors.unauthorized())
         try:
             q = parse_query(request.query_params)
@@ -336,26 +341,25 @@ def dashboard_routes(store: Store, api_key: str | None = None) -> list[BaseRoute
             return _api_error(errors.invalid(str(exc)))
         return JSONResponse(await run_in_threadpool(fn, q))
 
-    async def api_stats(request: Request) -> Response:
-        return await api(request, numbers.stats)
+    async def api_stats(self, request: Request) -> Response:
+        return await self._api(request, self.numbers.stats)
 
-    async def api_models(request: Request) -> Response:
-        return await api(request, lambda q: numbers.models(q.model))
+    async def api_models(self, request: Request) -> Response:
+        return await self._api(request, lambda q: self.numbers.models(q.model))
 
-    async def login(request: Request) -> Response:
+    async def login(self, request: Request) -> Response:
         try:
             raw = await read_body(request, _MAX_LOGIN_BODY)
         except APIError as exc:
             return _login_page(request, exc.status, exc.message)
         key = parse_qs(raw.decode("utf-8", "replace")).get("key", [""])[0]
-        if not access.key_matches(key):
-            return _login_page(
-                request, 401, "Wrong key: enter the API key the server was started with."
-            )
+        if not self.access.key_matches(key):
+            message = "Wrong key: enter the API key the server was started with."
+            return _login_page(request, 401, message)
         response = RedirectResponse(PREFIX, status_code=303)
         response.set_cookie(
             SESSION_COOKIE,
-            access.session,
+            self.access.session,
             httponly=True,
             samesite="strict",
             secure=request.url.scheme == "https",
@@ -363,17 +367,21 @@ def dashboard_routes(store: Store, api_key: str | None = None) -> list[BaseRoute
         )
         return response
 
-    async def logout(request: Request) -> Response:
+    async def logout(self, request: Request) -> Response:
         response = RedirectResponse(PREFIX, status_code=303)
         response.delete_cookie(SESSION_COOKIE, path=PREFIX)
         return response
 
+
+def dashboard_routes(store: Store, api_key: str | None = None) -> list[BaseRoute]:
+    """The routes under ``/dashboard`` over ``store``; ``api_key`` guards all but login and static."""
+    board = _Dashboard(store, api_key)
     return [
-        Route(PREFIX, page, methods=["GET"]),
-        Route(PREFIX + "/api/stats", api_stats, methods=["GET"]),
-        Route(PREFIX + "/api/models", api_models, methods=["GET"]),
-        Route(PREFIX + "/login", login, methods=["POST"]),
-        Route(PREFIX + "/logout", logout, methods=["POST"]),
+        Route(PREFIX, board.page, methods=["GET"]),
+        Route(PREFIX + "/api/stats", board.api_stats, methods=["GET"]),
+        Route(PREFIX + "/api/models", board.api_models, methods=["GET"]),
+        Route(PREFIX + "/login", board.login, methods=["POST"]),
+        Route(PREFIX + "/logout", board.logout, methods=["POST"]),
         Mount(PREFIX + "/static", StaticFiles(directory=str(_HERE / "static")), name="static"),
     ]
 

@@ -245,6 +245,24 @@ def _exported(
     )
 
 
+def _move_secret_params(sa_url: sa.URL, options: dict[str, Any]) -> tuple[sa.URL, dict[str, Any]]:
+    """A ``?password=`` goes to the driver as an argument, not in the engine's URL.
+
+    The engine's repr (in logs, in tracebacks) masks only the userinfo password.
+    """
+    secret_params = {k: v for k, v in sa_url.query.items() if k.lower() in PASSWORD_PARAMS}
+    if not secret_params:
+        return sa_url, options
+    connect_args = {**options.get("connect_args", {}), **secret_params}
+    return sa_url.difference_update_query(secret_params), {**options, "connect_args": connect_args}
+
+
+def _begin_immediate(conn: sa.Connection) -> None:
+    """SQLite transactions take the write lock up front; autocommit reads (the schema check) take none."""
+    if conn.get_execution_options().get("isolation_level") != "AUTOCOMMIT":
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
 class SqlStore(Store):
     """A cache in a SQL database reached through a SQLAlchemy URL."""
 
@@ -259,54 +277,66 @@ class SqlStore(Store):
 
         self.url = redact_url(url)
         self._passwords = url_passwords(url)
-        try:
-            sa_url = make_url(url)
-        except (sa.exc.ArgumentError, ValueError) as exc:
-            raise ConfigurationError(
-                f"cannot parse the cache URL {self.url} ({self._scrub(str(exc))}): "
-                "write DIALECT+DRIVER://USER@HOST[:PORT]/DATABASE"
-            ) from None
+        sa_url = self._parse_url(url)
         self._d = _Dialect(sa_url.get_backend_name())
         self._leases = LeaseSql(self._d.name, self._d.max_params)
         self._create = create
         self._path: Path | None = None
         self.read_only = False
         """A SQLite file this process cannot write: hits are served, nothing is stored."""
-        kwargs: dict[str, Any] = {"poolclass": NullPool}
-        if self._d.sqlite:
-            self._path = _sqlite_path(sa_url)
-            if self._path is not None and not create and not self._path.is_file():
-                raise no_cache_error(str(self._path))
-            connect_args: dict[str, Any] = {"timeout": 30, "check_same_thread": False}
-            uri = _read_only_uri(self._path) if self._path is not None else None
-            if uri is not None:
-                self.read_only = True
-                kwargs["creator"] = partial(sqlite3.connect, uri, uri=True, **connect_args)
-            elif self._path is not None:
-                try:
-                    _prepare_sqlite_file(self._path)
-                except OSError as exc:
-                    raise failure(
-                        self.url, f"cannot create {self._path} ({exc.strerror})"
-                    ) from None
-            kwargs["connect_args"] = connect_args
-        else:
-            # A server that is down must cost a call seconds, not the OS's minutes-long
-            # connect timeout (a ?connect_timeout= in the URL wins); once it failed, it is
-            # skipped for a while rather than dialled on every call.
-            kwargs["connect_args"] = {"charset": "utf8mb4"} if self._d.mysql else {}
-            if "connect_timeout" not in sa_url.query:
-                kwargs["connect_args"]["connect_timeout"] = CONNECT_TIMEOUT
-            self.outage_waits = SERVER_WAITS
-            self.outage = Outage(*SERVER_WAITS)
-        # A ?password= goes to the driver as an argument, not in the engine's URL, whose
-        # repr (in logs, in tracebacks) masks only the userinfo password.
-        secret_params = {k: v for k, v in sa_url.query.items() if k.lower() in PASSWORD_PARAMS}
-        if secret_params:
-            sa_url = sa_url.difference_update_query(secret_params)
-            kwargs["connect_args"] = {**kwargs.get("connect_args", {}), **secret_params}
+        options = (self._sqlite_options if self._d.sqlite else self._server_options)(sa_url)
+        self._engine = self._create_engine(*_move_secret_params(sa_url, options))
+        self._db_errors: tuple[type[BaseException], ...] = (
+            self._engine.dialect.loaded_dbapi.Error,
+        )
+        self._local = threading.local()
+        self._open_schema(upgrade)
+        self._opened = FileIdentity.of(self._path) if self._path is not None else None
+
+    def _parse_url(self, url: str) -> sa.URL:
         try:
-            self._engine = sa.create_engine(sa_url, **kwargs)
+            return make_url(url)
+        except (sa.exc.ArgumentError, ValueError) as exc:
+            raise ConfigurationError(
+                f"cannot parse the cache URL {self.url} ({self._scrub(str(exc))}): "
+                "write DIALECT+DRIVER://USER@HOST[:PORT]/DATABASE"
+            ) from None
+
+    def _sqlite_options(self, sa_url: sa.URL) -> dict[str, Any]:
+        """Engine options for a SQLite file: read-only when this process cannot write it."""
+        self._path = _sqlite_path(sa_url)
+        if self._path is not None and not self._create and not self._path.is_file():
+            raise no_cache_error(str(self._path))
+        connect_args: dict[str, Any] = {"timeout": 30, "check_same_thread": False}
+        options: dict[str, Any] = {"poolclass": NullPool, "connect_args": connect_args}
+        uri = _read_only_uri(self._path) if self._path is not None else None
+        if uri is not None:
+            self.read_only = True
+            options["creator"] = partial(sqlite3.connect, uri, uri=True, **connect_args)
+        elif self._path is not None:
+            try:
+                _prepare_sqlite_file(self._path)
+            except OSError as exc:
+                raise failure(self.url, f"cannot create {self._path} ({exc.strerror})") from None
+        return options
+
+    def _server_options(self, sa_url: sa.URL) -> dict[str, Any]:
+        """Engine options for PostgreSQL or MySQL, and the outage tracker of the server.
+
+        A server that is down must cost a call seconds, not the OS's minutes-long connect
+        timeout (a ?connect_timeout= in the URL wins); once it failed, it is skipped for a
+        while rather than dialled on every call.
+        """
+        connect_args: dict[str, Any] = {"charset": "utf8mb4"} if self._d.mysql else {}
+        if "connect_timeout" not in sa_url.query:
+            connect_args["connect_timeout"] = CONNECT_TIMEOUT
+        self.outage_waits = SERVER_WAITS
+        self.outage = Outage(*SERVER_WAITS)
+        return {"poolclass": NullPool, "connect_args": connect_args}
+
+    def _create_engine(self, sa_url: sa.URL, options: dict[str, Any]) -> sa.Engine:
+        try:
+            engine = sa.create_engine(sa_url, **options)
         except (
             ModuleNotFoundError
         ) as exc:  # a dialect without a driver: postgresql:// needs psycopg2
@@ -317,20 +347,9 @@ class SqlStore(Store):
         except Exception as exc:  # unknown driver, bad URL
             raise StoreError(f"cannot open cache {self.url}: {self._scrub(str(exc))}") from None
         if self._d.sqlite:
-            sa.event.listen(self._engine, "connect", _on_sqlite_connect)
-
-            @sa.event.listens_for(self._engine, "begin")
-            def _begin(conn: sa.Connection) -> None:
-                # Reads that ask for autocommit (the schema check) take no write lock.
-                if conn.get_execution_options().get("isolation_level") != "AUTOCOMMIT":
-                    conn.exec_driver_sql("BEGIN IMMEDIATE")
-
-        self._db_errors: tuple[type[BaseException], ...] = (
-            self._engine.dialect.loaded_dbapi.Error,
-        )
-        self._local = threading.local()
-        self._open_schema(upgrade)
-        self._opened = FileIdentity.of(self._path) if self._path is not None else None
+            sa.event.listen(engine, "connect", _on_sqlite_connect)
+            sa.event.listen(engine, "begin", _begin_immediate)
+        return engine
 
     # -- connections --------------------------------------------------------
 
