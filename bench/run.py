@@ -567,7 +567,7 @@ def targets(r: dict[str, Any]) -> list[Row]:
             w["cachedembed_per_s"],
             w["ratio"],
             "raw sqlite3",
-            0.7,
+            0.8,
         )
     ]
     if "hits_per_s" in lc.get("LocalFileStore", {}):
@@ -593,8 +593,8 @@ def targets(r: dict[str, Any]) -> list[Row]:
         (
             "Query hit latency p50 / p99",
             f"{mine['p50_us']:.0f} / {mine['p99_us']:.0f} us = {q['p50_ratio']:.1f}x raw ({raw['p50_us']:.0f} us)",
-            "p50 <= 5x raw",
-            q["p50_ratio"] <= 5,
+            "p50 <= 3x raw",
+            q["p50_ratio"] <= 3,
         ),
         _vs(
             "Cold path (instant provider), SQLite",

@@ -18,6 +18,8 @@ from ._printable import printable
 if TYPE_CHECKING:
     from .keys import Role
 
+_F = TypeVar("_F", bound=Callable[..., Any])
+
 
 class _Group(click.Group):
     """Turns cachedembed's own errors into one clean ``Error: ...`` line (exit 1), not a traceback.
@@ -120,6 +122,31 @@ def _write_vectors(out: str, vectors: Any) -> None:
             np.save(fh, vectors)
 
 
+def _pacing_options(command: _F) -> _F:
+    """--concurrency, --requests-per-minute and --tokens-per-minute: how fast misses go out."""
+    rate = click.FloatRange(min=0, min_open=True)
+    for option in (
+        click.option(
+            "--tokens-per-minute",
+            type=rate,
+            help="The provider's token rate limit, paced before sending (remote providers).",
+        ),
+        click.option(
+            "--requests-per-minute",
+            type=rate,
+            help="The provider's request rate limit (remote providers; 429s also slow down).",
+        ),
+        click.option(
+            "--concurrency",
+            type=click.IntRange(min=1),
+            help="Provider requests at once for the misses "
+            "(default: 4 for remote providers, 1 for local models).",
+        ),
+    ):
+        command = option(command)
+    return command
+
+
 @main.command()
 @click.argument("file", type=click.Path(dir_okay=False, allow_dash=True))
 @click.option(
@@ -150,11 +177,7 @@ def _write_vectors(out: str, vectors: Any) -> None:
     type=click.IntRange(min=1),
     help="Texts per cache round trip (progress granularity).",
 )
-@click.option(
-    "--concurrency",
-    type=click.IntRange(min=1),
-    help="Provider requests at once for the misses (default: 4 for remote providers, 1 for local models).",
-)
+@_pacing_options
 @click.option(
     "--progress/--no-progress", default=None, help="Progress bar (default: on a terminal)."
 )
@@ -186,6 +209,8 @@ def embed(
     store_text: bool,
     batch_size: int,
     concurrency: int | None,
+    requests_per_minute: float | None,
+    tokens_per_minute: float | None,
     progress: bool | None,
     batch_api: bool,
     wait: bool,
@@ -210,7 +235,9 @@ def embed(
     texts, blank = _read_texts(file, field)
     if not texts:
         raise _fail(f"{file} contains no texts (only blank lines)" if blank else f"{file} is empty")
-    ef = from_spec(model)
+    ef = from_spec(
+        model, requests_per_minute=requests_per_minute, tokens_per_minute=tokens_per_minute
+    )
     if batch_api and not callable(getattr(ef, "batch_adapter", None)):
         raise _fail(
             f"--batch-api: {model} has no batch API support; use openai:MODEL or gemini:MODEL"
@@ -714,9 +741,6 @@ def providers() -> None:
         click.echo(cls.spec_syntax())
 
 
-_F = TypeVar("_F", bound=Callable[..., Any])
-
-
 def _listening(port: int, key: settings.Setting, require: str) -> Callable[[_F], _F]:
     """``--cache``, ``--host``, ``--port`` and ``--api-key`` (default ``$KEY``) of a listening command."""
 
@@ -794,6 +818,7 @@ def _positive_seconds(name: str, default: float, help: str) -> Callable[[_F], _F
 @_positive_seconds(
     "--keep-alive-timeout", 5.0, "Seconds a connection may stay idle before (and between) requests."
 )
+@_pacing_options
 def serve(
     models: tuple[str, ...],
     cache_url: str | None,
@@ -802,14 +827,22 @@ def serve(
     header_timeout: float,
     body_timeout: float,
     keep_alive_timeout: float,
+    concurrency: int | None,
+    requests_per_minute: float | None,
+    tokens_per_minute: float | None,
     **options: Any,
 ) -> None:
-    """Serve the OpenAI embeddings API and TEI /embed in front of cached providers."""
+    """Serve the OpenAI embeddings API and TEI /embed in front of cached providers.
+
+    --concurrency and the rate limits apply to each --model on its own.
+    """
     from .server.protocol import Limits
+    from .server.routing import Pacing
     from .server.serve import run
 
     limits = Limits(header_timeout, body_timeout, keep_alive_timeout, max_connections)
-    run(list(models), cache_url, api_key=api_key or None, limits=limits, **options)
+    pacing = Pacing(concurrency, requests_per_minute, tokens_per_minute)
+    run(list(models), cache_url, api_key=api_key or None, limits=limits, pacing=pacing, **options)
 
 
 @main.command()

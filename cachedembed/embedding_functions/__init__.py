@@ -50,10 +50,34 @@ def __getattr__(name: str) -> Any:
     return getattr(importlib.import_module(f"{__name__}.{module}"), name)
 
 
-def from_spec(spec: str) -> ProviderEmbeddingFunction:
+def from_spec(
+    spec: str,
+    *,
+    requests_per_minute: float | None = None,
+    tokens_per_minute: float | None = None,
+) -> ProviderEmbeddingFunction:
     """Build an embedding function from a CLI spec: ``default``, ``openai:text-embedding-3-small``,
     ``tei:http://host:8080``, ``sentence-transformers:all-MiniLM-L6-v2``, ...
+
+    ``requests_per_minute`` / ``tokens_per_minute`` (the CLI's ``--requests-per-minute`` and
+    ``--tokens-per-minute``) set a remote provider's rate limits; an in-process model refuses them.
     """
+    ef = _built(spec)
+    if requests_per_minute is None and tokens_per_minute is None:
+        return ef
+    from ..errors import ConfigurationError
+    from ._remote import RemoteEmbeddingFunction
+
+    if not isinstance(ef, RemoteEmbeddingFunction):
+        raise ConfigurationError(
+            f"--model {spec!r} runs in this process: --requests-per-minute and "
+            "--tokens-per-minute apply to remote providers only"
+        )
+    ef.limit_rate(requests_per_minute, tokens_per_minute)
+    return ef
+
+
+def _built(spec: str) -> ProviderEmbeddingFunction:
     from ..errors import ConfigurationError
 
     provider, _, value = spec.partition(":")

@@ -176,6 +176,15 @@ class RemoteEmbeddingFunction(ProviderEmbeddingFunction):
             weakref.WeakKeyDictionary()
         )
 
+    def limit_rate(
+        self, requests_per_minute: float | None, tokens_per_minute: float | None
+    ) -> None:
+        """Give this instance new rate limits (as if passed to the constructor).
+
+        A new :attr:`limiter`: set them before the first request, not while one is in flight.
+        """
+        self.limiter = RateLimiter(requests_per_minute, tokens_per_minute)
+
     def keep_options(self, arguments: Mapping[str, Any]) -> None:
         """Store the constructor's ``arguments`` (its ``locals()``) as attributes: every one
         in :attr:`config_keys` of this class or a base; the key and the rest are ignored."""

@@ -9,6 +9,6 @@ prometheus-client); nothing here is imported by ``import cachedembed``.
 from __future__ import annotations
 
 from .app import create_app
-from .routing import Upstream, parse_model_option
+from .routing import Pacing, Upstream, parse_model_option
 
-__all__ = ["Upstream", "create_app", "parse_model_option"]
+__all__ = ["Pacing", "Upstream", "create_app", "parse_model_option"]

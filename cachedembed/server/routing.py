@@ -28,6 +28,16 @@ def parse_model_option(option: str) -> tuple[str | None, str]:
     return None, option
 
 
+@dataclass(frozen=True)
+class Pacing:
+    """How fast each upstream's misses go out (``serve --concurrency``, ``--requests-per-minute``,
+    ``--tokens-per-minute``); ``None``: the provider's default, no configured limit."""
+
+    concurrency: int | None = None
+    requests_per_minute: float | None = None
+    tokens_per_minute: float | None = None
+
+
 @dataclass
 class Upstream:
     """One configured model: the names clients may call it by and its cached embedding function."""
@@ -39,13 +49,18 @@ class Upstream:
     """Every name that routes here (``id`` included)."""
 
     @classmethod
-    def from_option(cls, option: str, cache: Any) -> Upstream:
+    def from_option(cls, option: str, cache: Any, pacing: Pacing = Pacing()) -> Upstream:
         """Build from a ``--model`` value against the server's one cache (store or URL)."""
         from ..embedding_functions import from_spec
         from ..wrapper import Cached
 
         alias, spec = parse_model_option(option)
-        return cls.of(Cached(from_spec(spec), cache), spec, alias)
+        ef = from_spec(
+            spec,
+            requests_per_minute=pacing.requests_per_minute,
+            tokens_per_minute=pacing.tokens_per_minute,
+        )
+        return cls.of(Cached(ef, cache, concurrency=pacing.concurrency), spec, alias)
 
     @classmethod
     def of(cls, cached: Cached, spec: str, alias: str | None = None) -> Upstream:

@@ -8,6 +8,7 @@ import socket
 
 from ..errors import ConfigurationError
 from .protocol import Limits
+from .routing import Pacing, Upstream
 
 log = logging.getLogger("cachedembed.server")
 
@@ -73,6 +74,7 @@ def run(
     max_body_bytes: int,
     max_body_memory: int,
     limits: Limits,
+    pacing: Pacing,
 ) -> None:
     """Check the configuration, build the app and serve until interrupted."""
     check_exposure(host, api_key, allow_public_without_key)
@@ -82,10 +84,9 @@ def run(
     from ..stores.deferred import open_or_defer
     from .app import create_app
     from .protocol import uvicorn_config
-    from .routing import Upstream
 
     store = open_or_defer(cache_url)  # a cache server down at start: serve degraded, as later
-    upstreams = [Upstream.from_option(option, store) for option in model_options]
+    upstreams = [Upstream.from_option(option, store, pacing) for option in model_options]
     for upstream in upstreams:
         upstream.prepare()  # a missing API key or model stops the start, not the first request
     app = create_app(
