@@ -125,17 +125,26 @@ def best_of(fn: Callable[[], Any], repeat: int) -> float:
     return min(times)
 
 
-def latencies(fn: Callable[[int], Any], n: int) -> dict[str, float]:
-    times = np.empty(n)
+def paired_latencies(fns: Sequence[Callable[[int], Any]], n: int) -> list[dict[str, float]]:
+    """Per-call latencies of each of ``fns`` on inputs ``0..n-1``, taken in turns.
+
+    Call ``i`` of every function runs back to back, so a neighbour's load on this shared
+    machine falls on all of them alike instead of on whichever ran during it.
+    """
+    times = np.empty((len(fns), n))
     for i in range(n):
-        t0 = time.perf_counter()
-        fn(i)
-        times[i] = time.perf_counter() - t0
-    return {
-        "p50_us": float(np.percentile(times, 50) * 1e6),
-        "p99_us": float(np.percentile(times, 99) * 1e6),
-        "mean_us": float(times.mean() * 1e6),
-    }
+        for j, fn in enumerate(fns):
+            t0 = time.perf_counter()
+            fn(i)
+            times[j, i] = time.perf_counter() - t0
+    return [
+        {
+            "p50_us": float(np.percentile(row, 50) * 1e6),
+            "p99_us": float(np.percentile(row, 99) * 1e6),
+            "mean_us": float(row.mean() * 1e6),
+        }
+        for row in times
+    ]
 
 
 def raw_id(text: str) -> int:
@@ -277,8 +286,13 @@ def bench_sqlite(tmp: Path, texts: list[str], vecs: np.ndarray, repeat: int) -> 
     cached.embed([texts[i] for i in picks], "query")
     gc.disable()
     try:
-        mine = latencies(lambda k: cached.embed_query([texts[picks[k]]]), len(picks))
-        theirs = latencies(lambda k: raw.lookup_one(texts[picks[k]]), len(picks))
+        mine, theirs = paired_latencies(
+            [
+                lambda k: cached.embed_query([texts[picks[k]]]),
+                lambda k: raw.lookup_one(texts[picks[k]]),
+            ],
+            len(picks),
+        )
     finally:
         gc.enable()
     out["query"] = {

@@ -128,6 +128,7 @@ class _Dialect:
         # for every batch size, so psycopg prepares it once per connection. The cast
         # keeps the comparison on the bigint primary-key index.
         self.select_any = f"SELECT {_HIT_COLUMNS} FROM entries WHERE id = ANY(%s::bigint[])"
+        self.select_one = self.q(f"SELECT {_HIT_COLUMNS} FROM entries WHERE id = ?")
 
     def marks(self, n: int) -> str:
         return ", ".join([self.param] * n)
@@ -691,7 +692,7 @@ class SqlStore(Store):
 
         def lookup(cur: Any) -> list[Any]:
             if len(ids) == 1:
-                cur.execute(d.q(f"SELECT {_HIT_COLUMNS} FROM entries WHERE id = ?"), (ids[0],))
+                cur.execute(d.select_one, (ids[0],))
                 return list(cur.fetchall())
             if d.postgres:
                 cur.execute(d.select_any, (list(ids),))
