@@ -16,6 +16,8 @@ from ._cliutil import CACHE_OPTION, JSON_OPTION, _echo_json, _fail, count
 from ._printable import printable
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from .keys import Role
 
 _F = TypeVar("_F", bound=Callable[..., Any])
@@ -222,9 +224,6 @@ def embed(
     With --batch-api the misses go to the provider's batch API as recorded jobs; `cachedembed
     batch collect` finishes them later, from any machine sharing the cache.
     """
-    import numpy as np
-    from tqdm import tqdm
-
     from .embedding_functions import from_spec
     from .stores import default_url, normalize_url
     from .wrapper import Cached
@@ -250,23 +249,9 @@ def embed(
 
         if not embed_via_batch(cached, texts, role, wait=wait, poll=poll_interval):
             return
-    parts = []
-    cold = _ColdProgress(cached, role)
     show = sys.stderr.isatty() if progress is None else progress
-    # Enough texts per call for every concurrent request to carry a full provider batch.
-    step = max(batch_size, cached.concurrency * getattr(ef, "max_batch", 1))
-    with tqdm(total=len(texts), unit="text", disable=not show, file=sys.stderr) as bar:
-        for start in range(0, len(texts), step):
-            chunk = texts[start : start + step]
-            # This run's own counts: a shared cache's totals also move with other writers.
-            result = cached.embed_with_usage(chunk, role)
-            parts.append(result.vectors)
-            cold.add(result)
-            bar.update(len(chunk))
-            if cold.misses:
-                bar.set_postfix_str(cold.rates(), refresh=False)
+    vectors, cold = _embed_in_steps(cached, texts, role, batch_size, show)
     hits, misses = cold.hits, cold.misses
-    vectors = np.concatenate(parts)
     if out:
         _write_vectors(out, vectors)
     if blank:
@@ -277,6 +262,30 @@ def embed(
     )
     if misses:
         click.echo(cold.summary(), err=True)
+
+
+def _embed_in_steps(
+    cached: Any, texts: list[str], role: Role, batch_size: int, show: bool
+) -> tuple[np.ndarray, _ColdProgress]:
+    """Embed ``texts`` a step at a time under a progress bar; the matrix and this run's counts."""
+    import numpy as np
+    from tqdm import tqdm
+
+    parts = []
+    cold = _ColdProgress(cached, role)
+    # Enough texts per call for every concurrent request to carry a full provider batch.
+    step = max(batch_size, cached.concurrency * getattr(cached.ef, "max_batch", 1))
+    with tqdm(total=len(texts), unit="text", disable=not show, file=sys.stderr) as bar:
+        for start in range(0, len(texts), step):
+            chunk = texts[start : start + step]
+            # This run's own counts: a shared cache's totals also move with other writers.
+            result = cached.embed_with_usage(chunk, role)
+            parts.append(result.vectors)
+            cold.add(result)
+            bar.update(len(chunk))
+            if cold.misses:
+                bar.set_postfix_str(cold.rates(), refresh=False)
+    return np.concatenate(parts), cold
 
 
 class _ColdProgress:
