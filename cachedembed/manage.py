@@ -185,17 +185,36 @@ def prune(
     store.flush()  # pending last-use touches count as use
     cutoff = parse_days_ago(older_than, now=now) if older_than is not None else None
     result = PruneResult(dry_run=dry_run)
-    doomed: dict[int, list[int]] = {}
-    # (used, created, id, ns_id, size) of the entries the age rule keeps, for the size rule.
-    survivors: list[tuple[int, int, int, int, int]] = []
-    by_ns: dict[int, PrunedNamespace] = {}
+    plan = _PrunePlan()
     selected = select_namespaces(store, model)
     for ns in selected:
         info = PrunedNamespace(ns.key, ns.label, ns.spec.role)
-        by_ns[ns.id] = info
         result.namespaces.append(info)
-        gone = doomed.setdefault(ns.id, [])
-        for batch in store.iter_entries(ns.id):
+        plan.apply_age_rule(store, ns.id, info, cutoff)
+    if max_bytes is not None:
+        plan.apply_size_rule(max_bytes)
+    if not dry_run:
+        plan.delete(store)
+        _forget_emptied_dimensions(store, selected, plan.by_ns)
+    return result
+
+
+class _PrunePlan:
+    """The entries prune removes, decided namespace by namespace, then across them by size."""
+
+    def __init__(self) -> None:
+        self.doomed: dict[int, list[int]] = {}
+        self.by_ns: dict[int, PrunedNamespace] = {}
+        # (used, created, id, ns_id, size) of the entries the age rule keeps, for the size rule.
+        self.survivors: list[tuple[int, int, int, int, int]] = []
+
+    def apply_age_rule(
+        self, store: Store, ns_id: int, info: PrunedNamespace, cutoff: int | None
+    ) -> None:
+        """Doom the namespace's entries last used before ``cutoff``; keep the rest."""
+        self.by_ns[ns_id] = info
+        gone = self.doomed.setdefault(ns_id, [])
+        for batch in store.iter_entries(ns_id):
             for e in batch:
                 size = len(e.vec)
                 if cutoff is not None and e.used < cutoff:
@@ -203,27 +222,28 @@ def prune(
                     info.removed_entries += 1
                     info.removed_bytes += size
                 else:
-                    survivors.append((e.used, e.created, e.id, ns.id, size))
+                    self.survivors.append((e.used, e.created, e.id, ns_id, size))
                     info.kept_entries += 1
                     info.kept_bytes += size
-    if max_bytes is not None:
-        excess = sum(s[4] for s in survivors) - max_bytes
-        survivors.sort()
-        for _used, _created, entry_id, ns_id, size in survivors:
+
+    def apply_size_rule(self, max_bytes: int) -> None:
+        """Doom the least recently used survivors until at most ``max_bytes`` remain."""
+        excess = sum(s[4] for s in self.survivors) - max_bytes
+        self.survivors.sort()
+        for _used, _created, entry_id, ns_id, size in self.survivors:
             if excess <= 0:
                 break
-            doomed[ns_id].append(entry_id)
-            info = by_ns[ns_id]
+            self.doomed[ns_id].append(entry_id)
+            info = self.by_ns[ns_id]
             info.removed_entries += 1
             info.removed_bytes += size
             info.kept_entries -= 1
             info.kept_bytes -= size
             excess -= size
-    if not dry_run:
-        for ns_id, ids in doomed.items():
+
+    def delete(self, store: Store) -> None:
+        for ns_id, ids in self.doomed.items():
             store.delete_namespace_entries(ns_id, ids)
-        _forget_emptied_dimensions(store, selected, by_ns)
-    return result
 
 
 def _forget_emptied_dimensions(
