@@ -312,13 +312,14 @@ def bench_sqlite(tmp: Path, texts: list[str], vecs: np.ndarray, repeat: int) -> 
     half.store.close()
     size16, n16 = sqlite_size(half_db)
     raw_size, raw_n = sqlite_size(tmp / "raw.db", "e")
-    per32, per16 = entry_pages(db) / n32, entry_pages(half_db) / n16
+    pages32, pages16 = entry_pages(db), entry_pages(half_db)
+    per32, per16 = pages32 / n32, pages16 / n16
     out["disk"] = {
         "entries": n32,
         "raw_vector_bytes": raw_bytes,
         "float32_bytes_per_entry": per32,
         "float32_file_bytes_per_entry": size32 / n32,
-        "float32_fixed_bytes": size32 - entry_pages(db),
+        "float32_fixed_bytes": size32 - pages32,
         "float32_target": 1.15 * raw_bytes + 48,
         "float16_bytes_per_entry": per16,
         "float16_file_bytes_per_entry": size16 / n16,

@@ -170,7 +170,7 @@ class RemoteEmbeddingFunction(ProviderEmbeddingFunction):
         tokens_per_minute: float | None = None,
     ) -> None:
         self.retry = retry or DEFAULT_RETRY
-        self.limiter = RateLimiter(requests_per_minute, tokens_per_minute)
+        self.limit_rate(requests_per_minute, tokens_per_minute)
         # One asyncio client per event loop: an async client's connections belong to its loop.
         self._aclients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = (
             weakref.WeakKeyDictionary()
@@ -179,7 +179,7 @@ class RemoteEmbeddingFunction(ProviderEmbeddingFunction):
     def limit_rate(
         self, requests_per_minute: float | None, tokens_per_minute: float | None
     ) -> None:
-        """Give this instance new rate limits (as if passed to the constructor).
+        """Give this instance its rate limits (the constructor's, or later ones from the CLI).
 
         A new :attr:`limiter`: set them before the first request, not while one is in flight.
         """

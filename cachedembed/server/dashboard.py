@@ -297,7 +297,6 @@ class _Dashboard:
     def __init__(self, store: Store, api_key: str | None) -> None:
         self.numbers = Numbers(store)
         self.access = Access(api_key)
-        self.has_login = bool(api_key)
 
     async def page(self, request: Request) -> Response:
         if not self.access.allows(request):
@@ -306,7 +305,7 @@ class _Dashboard:
             "prefix": PREFIX,
             "periods": PERIODS,
             "refresh_seconds": REFRESH_SECONDS,
-            "logout": self.has_login,
+            "logout": bool(self.access.api_key),
             "model_names": await run_in_threadpool(self.numbers.model_names),
         }
         try:

@@ -309,7 +309,7 @@ class SqlStore(Store):
         if self._path is not None and not self._create and not self._path.is_file():
             raise no_cache_error(str(self._path))
         connect_args: dict[str, Any] = {"timeout": 30, "check_same_thread": False}
-        options: dict[str, Any] = {"poolclass": NullPool, "connect_args": connect_args}
+        options: dict[str, Any] = {"connect_args": connect_args}
         uri = _read_only_uri(self._path) if self._path is not None else None
         if uri is not None:
             self.read_only = True
@@ -333,11 +333,11 @@ class SqlStore(Store):
             connect_args["connect_timeout"] = CONNECT_TIMEOUT
         self.outage_waits = SERVER_WAITS
         self.outage = Outage(*SERVER_WAITS)
-        return {"poolclass": NullPool, "connect_args": connect_args}
+        return {"connect_args": connect_args}
 
     def _create_engine(self, sa_url: sa.URL, options: dict[str, Any]) -> sa.Engine:
         try:
-            engine = sa.create_engine(sa_url, **options)
+            engine = sa.create_engine(sa_url, poolclass=NullPool, **options)
         except (
             ModuleNotFoundError
         ) as exc:  # a dialect without a driver: postgresql:// needs psycopg2
