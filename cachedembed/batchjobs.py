@@ -158,11 +158,12 @@ def submit(cached: Cached, texts: Sequence[str], role: Role = "document") -> Sub
     from .embedding_functions._base import check_texts
 
     adapter = batch_adapter_of(cached, role)
-    texts = cached.prepared_texts(check_texts(texts))
-    ids, checks = cached._hasher(role).text_key_arrays(texts)
-    state = cached._role(role)
+    engine = cached._engine
+    texts = engine.prepared_texts(check_texts(texts))
+    ids, checks = engine.hasher(role).text_key_arrays(texts)
+    state = engine.state(role)
     uniq, first = np.unique(ids, return_index=True)
-    found = cached._engine.lookup(state, uniq, checks[first])
+    found = engine.lookup(state, uniq, checks[first])
     missing = np.ones(len(uniq), dtype=bool)
     missing[found.pos] = False
     covered = pending_items(cached.store, state.ns.id)

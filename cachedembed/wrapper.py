@@ -12,13 +12,13 @@ from typing import Any
 
 import numpy as np
 
-from ._engine import Embedded, Engine, _Namespaced
+from ._engine import Embedded, Engine
 from .embedder import as_embedder, label
 from .embedding_functions._parallel import check_concurrency
 from .errors import ConfigurationError
 from .fleet import Leases
 from .frameworks import adapt, framework_of
-from .keys import HashName, ItemHasher, ItemKind, NamespaceSpec, Role
+from .keys import HashName, ItemKind, NamespaceSpec, Role
 from .options import (
     OnEngine,
     OnStoreError,
@@ -159,12 +159,6 @@ class Cached(ChromaConfig):
             identity=self.identity(role), role=role, dtype=self.dtype, hash=self.hash, kind=kind
         )
 
-    def _role(self, role: Role, kind: ItemKind = "text") -> _Namespaced:
-        return self._engine.state(role, kind)
-
-    def _hasher(self, role: Role, kind: ItemKind = "text") -> ItemHasher:
-        return self._engine.hasher(role, kind)
-
     def dimension(self, role: Role = "document") -> int | None:
         """The size of the vectors cached for ``role``; ``None`` until one was embedded."""
         return self._engine.dimension(role)
@@ -214,19 +208,14 @@ class Cached(ChromaConfig):
         """:meth:`embed`, also returning each item's tokens and this call's counters."""
         return self._engine.embed(input, role)
 
-    def prepared_texts(self, texts: list[str]) -> list[str]:
-        """``texts`` as they are hashed and embedded (Unicode-normalised when asked)."""
-        return self._engine.prepared_texts(texts)
-
     # -- batch APIs ---------------------------------------------------------------
 
     def submit_batch(self, input: Sequence[str], role: Role = "document") -> Any:
-        """Send the misses among ``input`` to the provider's batch API (half price, within 24 h).
+        """Send the misses among ``input`` (deduplicated, minus texts in pending jobs) to the
+        provider's batch API: half price, within 24 h (docs/batch.md).
 
-        Only texts neither cached nor in a pending job go, deduplicated and split to the
-        provider's limits. Returns a :class:`~cachedembed.batchjobs.Submitted` whose
-        ``jobs`` are handles with ``status()``, ``wait()`` and ``collect()``. Jobs are
-        recorded in the cache: ``cachedembed batch collect`` finishes them from anywhere.
+        Returns a :class:`~cachedembed.batchjobs.Submitted` whose ``jobs`` have ``status()``,
+        ``wait()`` and ``collect()``; ``cachedembed batch collect`` finishes them from anywhere.
         """
         from .batchjobs import submit
 
@@ -241,21 +230,13 @@ class Cached(ChromaConfig):
     # -- stats --------------------------------------------------------------------
 
     def stats(self) -> dict[str, Any]:
-        """Lifetime totals of this wrapper's namespaces in the cache (documents and queries).
-
-        Counts every call ever made to these namespaces, by any process sharing the
-        cache, with a per-role breakdown under ``"by_role"``. Flushes this process's
-        buffered counters first, so the numbers include every call made here so far.
-        For what this object alone did, see :meth:`session_stats`.
-        """
+        """Lifetime totals of this wrapper's namespaces: every call by any process sharing
+        the cache (this one's buffered counters flushed first), per role under ``"by_role"``."""
         return lifetime_stats(self._engine)
 
     def session_stats(self) -> dict[str, Any]:
-        """What this object did since it was built: the keys of :meth:`stats`, counted per call.
-
-        Only this wrapper's own calls count (not other wrappers, threads of other
-        wrappers or processes sharing the cache); nothing is read from the store.
-        """
+        """What this object alone did since it was built: the keys of :meth:`stats`, counted
+        per call, without reading the store."""
         return session_stats(self._engine.session)
 
     def session_usage(self) -> dict[Role, UsageDelta]:

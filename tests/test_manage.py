@@ -57,7 +57,7 @@ def test_a_hit_on_a_later_day_updates_last_use_at_the_next_flush_not_per_hit(
     provider = BillingProvider()
     ef = Cached(provider, store)
     ef.embed(texts(10))
-    ns_id = ef._role("document").ns.id
+    ns_id = ef._engine.state("document").ns.id
     assert set(used_days(store, ns_id).values()) == {today()}
 
     writes = {"_put": 0, "_flush_stats": 0}
@@ -137,7 +137,7 @@ def test_verify_reports_entries_that_do_not_decode_and_fix_removes_them(disk_url
     store = open_store(disk_url)
     ef = Cached(BillingProvider(dim=6), store)
     good = ef.embed(texts(20))
-    ns = ef._role("document").ns
+    ns = ef._engine.state("document").ns
     # Damage: a short blob, and a NaN vector, written straight into the namespace.
     bad_ids = [11, 12]
     store.write_entries(

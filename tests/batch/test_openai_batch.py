@@ -114,7 +114,7 @@ def test_failed_requests_are_reported_and_their_texts_stay_misses(
     assert job.collected["failed_requests"] == 1
     # The two texts of r2 (gamma, delta) are misses; the rest are cached.
     found = ef.store.lookup(
-        ef.namespaces()[0].id, ef._hasher("document").text_key_arrays(TEXTS)[0].tolist()
+        ef.namespaces()[0].id, ef._engine.hasher("document").text_key_arrays(TEXTS)[0].tolist()
     )
     assert len(found) == len(TEXTS) - 2
     again = ef.submit_batch(TEXTS)

@@ -65,7 +65,7 @@ def test_text_and_image_entries_of_one_model_live_in_separate_namespaces() -> No
         ("query", "image"),
         ("query", "text"),
     ]
-    text_ns, image_ns = ef._role("document").ns, ef._role("document", "image").ns
+    text_ns, image_ns = ef._engine.state("document").ns, ef._engine.state("document", "image").ns
     assert text_ns.key != image_ns.key
     assert text_ns.spec.identity == image_ns.spec.identity  # one model, two kinds of item
 

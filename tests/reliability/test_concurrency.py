@@ -183,8 +183,10 @@ def test_a_failed_owner_fails_only_the_texts_it_never_finished(sqlite_url: str) 
     thread.start()
     assert ef.entered.wait(10)  # "done" is stored and resolved; the owner is stuck on "fails"
     flights = wrapper.store.flights
-    ns_id = wrapper._role("document").ns.id
-    done_key = _flight_keys(ns_id, np.array(wrapper._hasher("document").text_keys(["done"])[0]))
+    ns_id = wrapper._engine.state("document").ns.id
+    done_key = _flight_keys(
+        ns_id, np.array(wrapper._engine.hasher("document").text_keys(["done"])[0])
+    )
     later_owned, _ = flights.claim(done_key)
     _, waiting = flights.claim(done_key)
     assert later_owned == [0] and len(waiting) == 1

@@ -22,8 +22,8 @@ EVIL = np.full((1, 8), 6.66, dtype="<f4")
 
 def forge(wrapper: Cached, text: str, *, ns_id: int | None = None, check_delta: int = 0) -> None:
     """Plant ``EVIL`` under ``text``'s id, with a different check and/or namespace."""
-    state = wrapper._role("document")
-    ids, checks = wrapper._hasher("document").text_keys([text])
+    state = wrapper._engine.state("document")
+    ids, checks = wrapper._engine.hasher("document").text_keys([text])
     wrapper.store.write_entries(
         state.ns.id if ns_id is None else ns_id,
         EntryBatch(
@@ -37,7 +37,7 @@ def forge(wrapper: Cached, text: str, *, ns_id: int | None = None, check_delta: 
 def test_forged_row_with_the_same_id_is_never_served(cache_url: str, forgery: str) -> None:
     ef = FakeEF()
     wrapper = Cached(ef, cache_url)
-    other = Cached(FakeEF(model="other"), cache_url)._role("document").ns
+    other = Cached(FakeEF(model="other"), cache_url)._engine.state("document").ns
     forge(
         wrapper,
         "victim",
@@ -46,8 +46,8 @@ def test_forged_row_with_the_same_id_is_never_served(cache_url: str, forgery: st
     )
     # Stores keyed by item id alone see the forged row at the victim's id; stores that keep
     # namespaces apart in their keys (Redis) only see it there for a forged check.
-    state = wrapper._role("document")
-    (victim_id,), _ = wrapper._hasher("document").text_keys(["victim"])
+    state = wrapper._engine.state("document")
+    (victim_id,), _ = wrapper._engine.hasher("document").text_keys(["victim"])
     shadowed = len(wrapper.store.lookup(state.ns.id, [victim_id])) == 1
     assert shadowed or forgery != "other-check"
     want = fake_vector("victim", 8, "fake-1")
@@ -74,10 +74,10 @@ def test_blake2b_namespaces_work_and_never_mix_with_xxh3(
     xxh3 = Cached(ef, cache_url)
     assert same_bits(xxh3.embed(texts), want)
     assert ef.texts_embedded == ["alpha", "beta", "alpha", "beta"]
-    assert blake._role("document").ns.id != xxh3._role("document").ns.id
+    assert blake._engine.state("document").ns.id != xxh3._engine.state("document").ns.id
     # ... and the two derive unrelated item ids from the same text.
-    b_ids, _ = blake._hasher("document").text_keys(["alpha"])
-    x_ids, _ = xxh3._hasher("document").text_keys(["alpha"])
+    b_ids, _ = blake._engine.hasher("document").text_keys(["alpha"])
+    x_ids, _ = xxh3._engine.hasher("document").text_keys(["alpha"])
     assert b_ids != x_ids
 
 

@@ -110,7 +110,7 @@ def test_a_damaged_entry_on_a_read_only_cache_is_served_fresh_not_failed(
     ef = FakeEF()
     wrapper = Cached(ef, url)
     damaged = STORED[3]
-    (item_id,), (check,) = wrapper._hasher("document").text_key_arrays([damaged])
+    (item_id,), (check,) = wrapper._engine.hasher("document").text_key_arrays([damaged])
     ns_id = wrapper.namespaces()[0].id
     wrapper.store.delete(ns_id, [int(item_id)])
     cut = np.zeros((1, 3), dtype=np.float32)  # a vector cut short: 3 of its 8 values

@@ -64,8 +64,8 @@ def test_a_second_process_cannot_write_another_dimension(tmp_path: Path, backend
     second = Cached(
         FakeEF(dim=4), open_store(url, shared=False), namespace="shared-model", store_text=True
     )
-    first._role("document")
-    second._role("document")
+    first._engine.state("document")
+    second._engine.state("document")
     first.embed(["written at 8 dimensions"])
     # The other "process" got 4-d vectors for the same namespace (an option changed
     # without changing the namespace): refused, and nothing of it is stored.

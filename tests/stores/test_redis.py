@@ -140,7 +140,7 @@ def test_counters_from_many_clients_add_up_exactly(url: str) -> None:
 
 def test_an_entry_written_twice_keeps_the_first_vector(url: str) -> None:
     store = open_store(url)
-    ns = store.namespace(Cached(FakeEF(), url)._role("document").ns.spec)
+    ns = store.namespace(Cached(FakeEF(), url)._engine.state("document").ns.spec)
 
     def batch(value: float) -> EntryBatch:
         return EntryBatch(
@@ -175,7 +175,7 @@ def test_a_hit_on_a_later_day_restarts_the_ttl_and_never_creates_keys(
     assert isinstance(store, RedisStore) and store.ttl_ms == 30 * 86_400_000
     ef = Cached(FakeEF(), store)
     ef(["kept"])
-    ns = ef._role("document").ns
+    ns = ef._engine.state("document").ns
     (key,) = raw.scan_iter(match=f"{prefix_of(url)}:e:*")
     assert 0 < raw.pttl(key) <= store.ttl_ms
     # The entry was last used three days ago and will expire in a second.
@@ -263,7 +263,7 @@ def test_a_restart_without_persistence_loses_entries_and_stats_but_never_serves_
         ef = FakeEF()
         cached = Cached(ef, server.url)
         cached.embed(texts)
-        before = cached._role("document").ns.id
+        before = cached._engine.state("document").ns.id
         server.restart()  # no RDB, no AOF: Redis comes back empty
         assert np.array_equal(cached.embed(texts), expected(texts))
         assert len(ef.texts_embedded) == 60  # every entry was lost and paid for again
@@ -272,7 +272,7 @@ def test_a_restart_without_persistence_loses_entries_and_stats_but_never_serves_
         assert [ns.id for ns in store.namespaces()] == [before]
         newcomer = Cached(FakeEF(model="other"), RedisStore(server.url))
         newcomer(["x"])
-        assert newcomer._role("document").ns.id > before
+        assert newcomer._engine.state("document").ns.id > before
         newcomer.store.close()
         store.flush()
         ((_ns, _day, delta),) = [r for r in store.stats_rows() if r[0] == before]
