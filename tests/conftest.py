@@ -56,6 +56,15 @@ class FakeEF:
         return [t for call in self.calls for t in call]
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _server_databases() -> Iterator[None]:
+    """Drop the PostgreSQL and MariaDB databases the session made (tests/stores/servers.py)."""
+    yield
+    from tests.stores.servers import close_pools
+
+    close_pools()
+
+
 @pytest.fixture(autouse=True)
 def _isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """No test touches the user's cache or config folders, and shared stores never leak between tests."""

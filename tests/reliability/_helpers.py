@@ -6,7 +6,6 @@ import json
 import os
 import subprocess
 import sys
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -14,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from cachedembed.stores import Store, close_all
+from cachedembed.stores import Store
 from cachedembed.stores.base import ExportedEntry
 from cachedembed.usage import UsageDelta
 
@@ -113,27 +112,7 @@ def fresh_cache_url(backend: str, tmp_path: Path) -> Iterator[str]:
         with redis_prefix() as url:
             yield url
         return
-    name = f"rel_{uuid.uuid4().hex[:12]}"
-    if backend == "postgresql":
-        import psycopg
+    from tests.stores.servers import server_database
 
-        admin = "host=127.0.0.1 port=5432 user=postgres dbname=test"
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(f"CREATE DATABASE {name}")
-        try:
-            yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
-        finally:
-            close_all()
-            with psycopg.connect(admin, autocommit=True) as conn:
-                conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-        return
-    import pymysql
-
-    server = pymysql.connect(host="127.0.0.1", port=3306, user="root", password="", autocommit=True)
-    try:
-        server.cursor().execute(f"CREATE DATABASE {name}")
-        yield f"mysql+pymysql://root@127.0.0.1:3306/{name}"
-    finally:
-        close_all()
-        server.cursor().execute(f"DROP DATABASE IF EXISTS {name}")
-        server.close()
+    with server_database(backend) as url:
+        yield url

@@ -35,7 +35,7 @@ THREADS = 4
 CALLS = 12
 
 
-@pytest.mark.parametrize("backend", ["sqlite", "diskcache", "postgresql", "mysql"])
+@pytest.mark.parametrize("backend", ["sqlite", "diskcache", "postgresql", "mariadb"])
 def test_processes_and_threads_share_one_cache(tmp_path: Path, backend: str) -> None:
     with fresh_cache_url(backend, tmp_path) as url:
         check_shared_cache(url, tmp_path)

@@ -16,7 +16,7 @@ from cachedembed.stores import open_store
 from tests.reliability._fleet import SHARED, SURVIVORS, kill_a_lease_holder
 from tests.reliability._helpers import all_entries, fresh_cache_url, run_workers
 
-BACKENDS = ["sqlite", "diskcache", "postgresql", "mysql", "redis"]
+BACKENDS = ["sqlite", "diskcache", "postgresql", "mariadb", "redis"]
 LEASE = 2.0
 """Seconds: short, so a killed worker's leases run out quickly."""
 
